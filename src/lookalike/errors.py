@@ -1,0 +1,37 @@
+"""Errors lookalike raises on purpose.
+
+`LookalikeError` is a user mistake or an unusable input: the CLI prints its message on one
+line and exits non-zero, with no traceback. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class LookalikeError(Exception):
+    """A problem the user can fix: bad path, bad value, unusable file."""
+
+    exit_code = 2
+
+
+class SourceError(LookalikeError, ValueError):
+    """An image source cannot be read as asked."""
+
+
+class ModelError(LookalikeError, ValueError):
+    """An unknown model, or weights that do not fit it."""
+
+
+class WeightsUnavailable(LookalikeError):
+    """Pretrained weights are not cached and cannot be downloaded."""
+
+
+class DownloadError(LookalikeError):
+    """A download failed, was cut short or did not verify."""
+
+
+class BadIndex(LookalikeError):
+    """An index folder is missing, corrupt or does not match the request."""
+
+
+class SearchError(LookalikeError, ValueError):
+    """A search request that cannot be answered (bad k, unknown id)."""

@@ -1,0 +1,233 @@
+"""Images -> vectors: batching, device, the fast CPU path, progress, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import __version__
+from ..atomic import atomic_save_npy, atomic_write_text
+from ..errors import ModelError
+from ..progress import counter
+from ..sources.base import Source
+from .device import resolve_device, resolve_precision
+from .models import DEFAULT_MODEL, build, output_dim
+
+CHUNK = 1024  # images per resumable piece of work
+
+
+class Embedder:
+    """A pretrained CNN that turns uint8 images into float32 feature vectors.
+
+    Parameters
+    ----------
+    model : 'efficientnet_lite0' (default, offline) or 'resnet50'.
+    weights : 'imagenet', 'none' (random) or the path of a weights file.
+    pooling : 'max' (default), 'avg' or 'none' (the flattened feature map).
+    input_size : side of the square network input; images are resized to it.
+    device : 'auto' (CUDA when present, else CPU), 'cpu' or 'cuda[:N]'.
+    precision : 'auto' (bf16 where the hardware runs it fast), 'fp32' or 'bf16'.
+    fast : channels-last layout and a frozen TorchScript graph (fused conv+bn) where they help.
+    compile : torch.compile with weight freezing instead of TorchScript: about 1.4x faster
+        again on the CPU, but it costs 30 to 60 s once, so it pays off on large sets only.
+    batch_size : images per forward pass; by default 64, or what `gpu_memory` allows.
+    gpu_memory : budget in MiB on a CUDA device, so that a kNN library can share the card.
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, *, weights: str = "imagenet", pooling: str = "max",
+                 input_size: int | None = None, device: str = "auto", precision: str = "auto",
+                 fast: bool = True, compile: bool = False, batch_size: int | None = None, gpu_memory: float | None = None,
+                 progress: bool = True):
+        self.net, self.spec, self.weights_id = build(model, weights, pooling, input_size, progress)
+        self.model, self.weights, self.pooling = model, weights, pooling
+        self.input_size = input_size or self.spec.input_size
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device, self.spec.bf16_safe)
+        self.fast = fast
+        self.compile = compile
+        self.progress = progress
+        self.dim = output_dim(self.spec, pooling, self.input_size)
+        self.mean = torch.tensor(self.spec.mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(self.spec.std).view(1, 3, 1, 1)
+        if gpu_memory is not None:
+            budget_batch = batch_size_for_budget(self.net, self.input_size, gpu_memory)
+            batch_size = min(batch_size or budget_batch, budget_batch)
+            if self.device.type == "cuda":
+                total = torch.cuda.get_device_properties(self.device).total_memory
+                torch.cuda.set_per_process_memory_fraction(min(1.0, gpu_memory * 2**20 / total), self.device)
+        self.batch_size = batch_size or 64
+        if self.batch_size < 1:
+            raise ModelError(f"batch size {self.batch_size} must be at least 1")
+        self._runner = None
+
+    def config(self) -> dict:
+        """What identifies these vectors: two runs with equal configs give comparable vectors."""
+        return {
+            "model": self.model, "weights": self.weights_id, "pooling": self.pooling,
+            "input_shape": [self.input_size, self.input_size, 3], "dim": self.dim,
+            "preprocessing": {"resize": "bilinear-antialias", "scale": 1 / 255,
+                              "mean": list(self.spec.mean), "std": list(self.spec.std)},
+            "precision": str(self.dtype).removeprefix("torch."),
+        }
+
+    # -- one batch -------------------------------------------------------------------------
+    def preprocess(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 (n, h, w, 3) -> normalised float (n, 3, s, s) on the device."""
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ModelError(f"images must be uint8 of shape (n, h, w, 3), got {images.dtype} {images.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float()
+        if x.shape[-2:] != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
+                              antialias=True, align_corners=False)
+        x = (x / 255.0 - self.mean.to(self.device)) / self.std.to(self.device)
+        if self.fast:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x.to(self.dtype)
+
+    def _prepare(self, example: torch.Tensor):
+        net = self.net.to(self.device, self.dtype)
+        if self.fast:
+            net = net.to(memory_format=torch.channels_last)
+            if self.compile:
+                import torch._inductor.config as inductor
+
+                inductor.freezing = True
+                return torch.compile(net, dynamic=False)
+            if self.device.type == "cpu":
+                with torch.no_grad():
+                    net = torch.jit.freeze(torch.jit.trace(net, example, check_trace=False))
+        return net
+
+    @torch.inference_mode()
+    def embed_array(self, images: np.ndarray) -> np.ndarray:
+        """Features of uint8 images (n, h, w, 3): float32 of shape (n, dim)."""
+        out = np.empty((len(images), self.dim), dtype=np.float32)
+        for lo in range(0, len(images), self.batch_size):
+            x = self.preprocess(images[lo : lo + self.batch_size])
+            if self._runner is None:
+                with torch.no_grad():
+                    self._runner = self._prepare(x)
+            out[lo : lo + len(x)] = self._runner(x).float().cpu().numpy()
+        return out
+
+    # -- a whole source, resumable -----------------------------------------------------------
+    def embed(self, source: Source, out: str | os.PathLike | None = None) -> np.ndarray:
+        """Features of every image of `source`, float32 of shape (len(source), dim).
+
+        With `out` (a .npy path), finished chunks are kept in a hidden folder beside it, so an
+        interrupted run resumes where it stopped; at the end `out` and its JSON sidecar are
+        written atomically.
+        """
+        n = len(source)
+        work = None if out is None else _workdir(Path(out))
+        meta = {"config": self.config(), "source": source.describe(), "chunk": CHUNK, "n": n}
+        done: dict[int, np.ndarray] = {}
+        if work is not None:
+            done = _load_done(work, meta)
+        bar = counter(total=n, desc=f"embed {self.model}", unit="img", enabled=self.progress,
+                      initial=sum(len(v) for v in done.values()))
+        started = time.perf_counter()
+        try:
+            for lo in range(0, n, CHUNK):
+                if lo in done:
+                    continue
+                hi = min(lo + CHUNK, n)
+                parts = []
+                for batch in source.batches(self.batch_size, lo, hi):
+                    parts.append(self.embed_array(batch.images))
+                    bar.update(len(batch.ids))
+                done[lo] = np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32)
+                if work is not None:
+                    atomic_save_npy(work / f"{lo:012d}.npy", done[lo])
+        finally:
+            bar.close()
+        features = np.concatenate([done[lo] for lo in sorted(done)]) if n else np.empty((0, self.dim), np.float32)
+        self.last_seconds = time.perf_counter() - started
+        if out is not None and work is not None:
+            write_features(Path(out), features, {**meta, "ids": list(source.ids)})
+            shutil.rmtree(work, ignore_errors=True)
+        return features
+
+
+def _workdir(out: Path) -> Path:
+    return out.with_name(f".{out.name}.partial")
+
+
+def _load_done(work: Path, meta: dict) -> dict[int, np.ndarray]:
+    """Chunks a previous run of the same job finished; a different job's leftovers are cleared."""
+    stamp = work / "job.json"
+    if work.is_dir():
+        try:
+            same = json.loads(stamp.read_text()) == json.loads(json.dumps(meta))
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    if not stamp.exists():
+        atomic_write_text(stamp, json.dumps(meta))
+    done = {}
+    for path in work.glob("*.npy"):
+        try:
+            done[int(path.stem)] = np.load(path)
+        except (ValueError, OSError):
+            path.unlink()  # cannot happen with atomic writes, but never trust a bad chunk
+    return done
+
+
+def sidecar_path(features: Path) -> Path:
+    return features.with_suffix(".json")
+
+
+def write_features(out: Path, features: np.ndarray, meta: dict) -> None:
+    """Write FEATURES.npy and FEATURES.json (model, weights, pooling, source, ids), each atomically."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save_npy(out, features)
+    record = {"lookalike": __version__, "shape": list(features.shape), "dtype": "float32", **meta}
+    atomic_write_text(sidecar_path(out), json.dumps(record, indent=1))
+
+
+def read_features(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
+    """Read FEATURES.npy (memory-mapped) and its sidecar (empty dict when there is none)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such features file")
+    try:
+        features = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        raise ModelError(f"{path}: not a readable .npy file ({exc})") from None
+    side = sidecar_path(path)
+    meta = json.loads(side.read_text()) if side.is_file() else {}
+    return features, meta
+
+
+def batch_size_for_budget(net: torch.nn.Module, input_size: int, budget_mib: float) -> int:
+    """The largest batch whose activations and weights fit in `budget_mib` (fp32 sizes, so an
+    upper bound for bf16). Activations are measured with one image on the CPU: the peak of an
+    inference pass is bounded by the two largest live tensors plus the input; the estimate
+    counts 3x the largest one. It does not count the CUDA context or allocator fragmentation,
+    for which 10% of the budget is held back.
+    """
+    sizes: list[int] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(o.numel() * 4))
+             for m in net.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            net.float().cpu()(torch.zeros(1, 3, input_size, input_size))
+    finally:
+        for h in hooks:
+            h.remove()
+    weight_bytes = sum(p.numel() * 4 for p in net.parameters()) + sum(b.numel() * 4 for b in net.buffers())
+    per_image = 3 * max(sizes) + 3 * input_size * input_size * 4
+    free = budget_mib * 2**20 * 0.9 - weight_bytes
+    if free < per_image:
+        need = (weight_bytes + per_image) / 0.9 / 2**20
+        raise ModelError(f"--gpu-memory {budget_mib:g} MiB is too small; this model needs at least {need:.0f} MiB")
+    return int(min(1024, free // per_image))

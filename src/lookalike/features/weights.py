@@ -1,0 +1,88 @@
+"""Where pretrained weights live: a user cache folder, downloads that verify, local files."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..download import download
+from ..errors import DownloadError, ModelError, WeightsUnavailable
+
+
+def cache_dir() -> Path:
+    """lookalike's cache: `$LOOKALIKE_CACHE`, else `$XDG_CACHE_HOME/lookalike`, else `~/.cache/lookalike`."""
+    if env := os.environ.get("LOOKALIKE_CACHE"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lookalike"
+
+
+def hash_prefix(url: str) -> str | None:
+    """torchvision's convention: `name-<first hex digits of SHA-256>.pth`."""
+    match = re.search(r"-([0-9a-f]{8,})\.pth?$", url.rsplit("/", 1)[-1])
+    return match.group(1) if match else None
+
+
+def fetch(url: str, *, offline_hint: str, progress: bool = True) -> Path:
+    """Return the cached copy of `url`, downloading and checking it first if needed.
+
+    A copy in torch's own hub cache (from torchvision, say) is used as it is.
+    """
+    name = url.rsplit("/", 1)[-1]
+    cached = cache_dir() / "weights" / name
+    if cached.is_file():
+        return cached
+    torch_hub = Path(torch.hub.get_dir()) / "checkpoints" / name
+    if torch_hub.is_file():
+        return torch_hub
+    try:
+        return download(url, cached, sha256_prefix=hash_prefix(url), progress=progress)
+    except DownloadError as exc:
+        raise WeightsUnavailable(f"{exc}. {offline_hint}") from None
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a weights file: a plain state dict, or one under 'state_dict'/'model'."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such weights file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise ModelError(f"{path}: not a PyTorch weights file ({type(exc).__name__}: {exc})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelError(f"{path}: holds no state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_into(module: nn.Module, state: dict[str, torch.Tensor], *, model: str, origin: str,
+              ignore: tuple[str, ...] = ()) -> None:
+    """Load `state` into `module`, naming the first layer that does not fit."""
+    own = module.state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith(ignore)}
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape:
+            raise ModelError(
+                f"{origin}: weights do not fit model {model}: {key} has shape "
+                f"{tuple(value.shape)} in the file, {tuple(own[key].shape)} in the model"
+            )
+    missing = [k for k in own if k not in state and not k.startswith(ignore)]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise ModelError(f"{origin}: weights do not fit model {model} ({detail})")
+    module.load_state_dict(state, strict=False)
+
+
+def file_digest_short(path: str | os.PathLike) -> str:
+    """The first 12 hex digits of a file's SHA-256: enough to tell weights files apart."""
+    from ..download import file_digest
+
+    return file_digest(Path(path), "sha256")[:12]

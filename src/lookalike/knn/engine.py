@@ -1,0 +1,362 @@
+"""The exact-search core. Everything else in `lookalike.knn` wraps this.
+
+    knn(xq, xb, k, metric) -> (D, I)
+
+1. Prepare: the base is centred (translation-invariant metrics) or normalised (cosine) and
+   cast to the screen precision, once (`PreparedBase`, what `fit` keeps), or block by block
+   while streaming a memory-mapped base.
+2. Screen: base blocks meet query blocks in one GEMM each (a float64 cdist for
+   l1/chebyshev). A running top-K (K = k + extra) keeps each query's best-scoring
+   candidates: a dense top-k for the first block, then only the scores that beat the
+   current K-th best. Nothing of size nq x nb is ever built.
+3. Bound: screen scores carry rounding error. For each query an explicit bound E (from the
+   unit roundoff of the screen precision, the dimension and the vector norms) says how far
+   any score can be off: every true neighbour scores within 2E of the k-th screened score.
+4. Rerank: the candidates inside that window are scored again exactly, in float64, and
+   sorted by (distance, index), so ties go to the lower index.
+5. Fallback: a query whose K-th kept candidate is still inside the window may have lost
+   candidates; it is searched again in full float64 and counted in `SearchStats.fallbacks`.
+
+The result has the same neighbour sets as a float64 brute force, whatever the screen
+precision: a lower precision only widens the window.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .metrics import Metric, exact_distances, get_metric
+
+# Default working memory in MiB, as scikit-learn's `working_memory`. It bounds the blocks
+# of scores and of base rows held at once. It does not count the inputs, the prepared
+# copies of queries and base (materialised by `PreparedBase`), or the outputs.
+WORKING_MEMORY_MIB = 1024
+UNIT_ROUNDOFF = {torch.float64: 2.0**-53, torch.float32: 2.0**-24, torch.bfloat16: 2.0**-8,
+                 torch.float16: 2.0**-11}
+
+
+@dataclass
+class SearchStats:
+    """What one search did: time per stage, candidates reranked, queries that fell back."""
+
+    screen_dtype: str = "float32"
+    prepare_s: float = 0.0
+    screen_s: float = 0.0
+    rerank_s: float = 0.0
+    fallback_s: float = 0.0
+    candidates: int = 0
+    fallbacks: int = 0
+    blocks: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "blocks"} | {"block_shape": self.blocks}
+
+
+def _ranges(n: int, step: int) -> Iterator[tuple[int, int]]:
+    for lo in range(0, n, step):
+        yield lo, min(lo + step, n)
+
+
+def _as_tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    return t.to(device=device, dtype=torch.float64 if t.dtype == torch.float64 else torch.float32)
+
+
+class Screen:
+    """How one metric is screened at one precision: operands, scores, and their error bound."""
+
+    def __init__(self, metric: Metric, d: int, dtype: torch.dtype, mean: torch.Tensor | None):
+        self.metric, self.d, self.mean = metric, d, mean
+        self.dtype = dtype if metric.gemm else torch.float64
+        u32 = UNIT_ROUNDOFF[torch.float32]
+        u_in = UNIT_ROUNDOFF[dtype] if dtype != torch.float32 else 0.0
+        self.gamma = d * u32 / (1 - d * u32)  # fp32 accumulation over d terms
+        # relative error of each prepared element: centring or normalising, then the cast
+        u_prep = u32 if metric.centred else (2 * u32 + self.gamma if metric.normalised else 0.0)
+        self.u_c = u_prep + u_in + u_prep * u_in
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows as the screen sees them: centred / normalised, float32 (float64 for cdist)."""
+        if not self.metric.gemm:
+            return x.double()
+        x = x.float()
+        if self.metric.centred:
+            return x - self.mean
+        if self.metric.normalised:
+            norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+            return x / torch.where(norms > 0, norms, 1.0)
+        return x
+
+    def norms(self, x: torch.Tensor) -> torch.Tensor:
+        """Row norms for the bound (L1 for manhattan), float64."""
+        if self.metric.name == "manhattan":
+            return x.abs().sum(1).double()
+        return torch.linalg.vector_norm(x, dim=1).double()
+
+    def scores(self, q: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor | None) -> torch.Tensor:
+        """Screen scores (smaller is better) of query rows `q` against base rows `b`."""
+        m = self.metric
+        if not m.gemm:
+            return torch.cdist(q, b, p=1.0 if m.name == "manhattan" else math.inf)
+        if m.centred:
+            return torch.addmm(b_sq, q, b.T, beta=1.0, alpha=-2.0)
+        return -(q @ b.T)
+
+    def bound(self, qn: torch.Tensor, ymax: float) -> torch.Tensor:
+        """Per query, the largest error any of its screen scores can carry (float64)."""
+        m, u32 = self.metric, UNIT_ROUNDOFF[torch.float32]
+        slack = 1.5  # covers the second-order terms left out below
+        if not m.gemm:
+            if m.name == "chebyshev":
+                return torch.zeros_like(qn)  # differences and maxima of float32 inputs are exact in float64
+            g64 = self.d * UNIT_ROUNDOFF[torch.float64] / (1 - self.d * UNIT_ROUNDOFF[torch.float64])
+            return slack * 2 * g64 * (qn + ymax)
+        cross = (2 * self.u_c + self.gamma + 3 * u32) * qn * ymax
+        if m.centred:  # |y|^2 - 2 x.y: the cross term twice, the squared norm (fp32 sum) once
+            return slack * (2 * cross + (2 * self.u_c + self.gamma + 2 * u32) * ymax**2)
+        return slack * cross
+
+
+class PreparedBase:
+    """A base made ready for the screen once, so that every search reuses it.
+
+    With `materialise=False` (memory maps larger than the working memory) only the mean is
+    kept, and each search prepares base blocks as it streams through them.
+    """
+
+    def __init__(self, xb: np.ndarray, metric: str = "euclidean", *, device: str | torch.device = "cpu",
+                 screen_dtype: torch.dtype = torch.float32, working_memory: float | None = None,
+                 materialise: bool | None = None):
+        self.xb = xb
+        self.metric = get_metric(metric)
+        self.device = torch.device(device)
+        self.nb, self.d = xb.shape
+        self.working_memory = working_memory
+        self.block = max(1, min(self.nb, 8192, int(self.budget / 4 // max(1, self.d * 8))))
+        mean = self._mean() if self.metric.centred else None
+        self.screen = Screen(self.metric, self.d, screen_dtype, mean)
+        if materialise is None:
+            materialise = not isinstance(xb, np.memmap)
+        self.data: torch.Tensor | None = None
+        self.sq: torch.Tensor | None = None
+        self.ymax = 0.0
+        if materialise:
+            self.data = torch.empty((self.nb, self.d), dtype=self.screen.dtype, device=self.device)
+            self.sq = torch.empty(self.nb, dtype=torch.float32, device=self.device)
+            for lo, hi in _ranges(self.nb, self.block):
+                prep, sq, ymax = self._prepare_block(lo, hi)
+                self.data[lo:hi] = prep
+                self.sq[lo:hi] = sq
+                self.ymax = max(self.ymax, ymax)
+
+    @property
+    def budget(self) -> float:
+        return (self.working_memory or WORKING_MEMORY_MIB) * 2**20
+
+    def _mean(self) -> torch.Tensor:
+        """Mean row of the base. Any centre keeps distances; a good one keeps norms small."""
+        total = torch.zeros(self.d, dtype=torch.float64, device=self.device)
+        for lo, hi in _ranges(self.nb, self.block):
+            total += _as_tensor(self.xb[lo:hi], self.device).sum(0).double()
+        return (total / max(1, self.nb)).float()
+
+    def _prepare_block(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+        prep = self.screen.prepare(_as_tensor(self.xb[lo:hi], self.device))
+        norms = self.screen.norms(prep)
+        sq = (norms**2).float()
+        return prep.to(self.screen.dtype), sq, float(norms.max())
+
+    def blocks(self, bb: int) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
+        """(lo, hi, screen rows, squared norms) for consecutive base blocks of `bb` rows."""
+        for lo, hi in _ranges(self.nb, bb):
+            if self.data is not None and self.sq is not None:
+                yield lo, hi, self.data[lo:hi], self.sq[lo:hi]
+            else:
+                prep, sq, ymax = self._prepare_block(lo, hi)
+                self.ymax = max(self.ymax, ymax)
+                yield lo, hi, prep, sq
+
+    def block_sizes(self, nq: int) -> tuple[int, int]:
+        """(query rows, base rows) per block: a block of scores and its top-k workspace in
+        half the working memory, a block of base rows in the other half."""
+        elem = torch.finfo(self.screen.dtype).bits // 8
+        bb = max(1, min(self.nb, 8192, int(self.budget / 2 // max(1, self.d * (4 + elem)))))
+        qb = max(1, min(nq, int(self.budget / 2 // (bb * 4 * 3))))
+        return qb, bb
+
+
+def _merge(best_s: torch.Tensor, best_i: torch.Tensor, s: torch.Tensor, offset: int) -> None:
+    """Fold a block of scores `s` (rows matching `best_*`) into the running top-K, in place."""
+    K = best_s.shape[1]
+    tau = best_s.max(dim=1).values  # current K-th best (inf until K are kept)
+    mask = s < tau[:, None]
+    hits = int(mask.sum())
+    if hits == 0:
+        return
+    if hits > 4 * K * len(s):  # early blocks: most scores qualify, a dense top-k is cheaper
+        kb = min(K, s.shape[1])
+        vals, pos = torch.topk(s, kb, dim=1, largest=False, sorted=False)
+        cand_s, cand_i = vals.to(best_s.dtype), pos + offset
+    else:  # later blocks: only the few scores that beat tau join
+        rows, cols = mask.nonzero(as_tuple=True)
+        counts = torch.bincount(rows, minlength=len(s))
+        starts = torch.cumsum(counts, 0) - counts
+        pos = torch.arange(len(rows), device=s.device) - starts[rows]
+        width = int(counts.max())
+        cand_s = torch.full((len(s), width), math.inf, dtype=best_s.dtype, device=s.device)
+        cand_i = torch.full((len(s), width), -1, dtype=torch.int64, device=s.device)
+        cand_s[rows, pos] = s[rows, cols].to(best_s.dtype)
+        cand_i[rows, pos] = cols + offset
+    merged_s = torch.cat([best_s, cand_s], 1)
+    top_s, top_p = torch.topk(merged_s, K, dim=1, largest=False, sorted=False)
+    best_i.copy_(torch.gather(torch.cat([best_i, cand_i], 1), 1, top_p))
+    best_s.copy_(top_s)
+
+
+def knn(xq: np.ndarray, xb: np.ndarray | PreparedBase, k: int, metric: str = "euclidean", *,
+        device: str | torch.device = "cpu", working_memory: float | None = None,
+        screen_dtype: torch.dtype = torch.float32, exclude_self: bool = False, extra: int | None = None,
+        stats: SearchStats | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest neighbours of each row of `xq` among the rows of `xb`.
+
+    Parameters
+    ----------
+    xq : ndarray of shape (nq, d), float32, float16 or float64
+    xb : ndarray of shape (nb, d) -- possibly a memory map larger than `working_memory` --
+        or a `PreparedBase` (then `metric`, `device`, `screen_dtype` come from it).
+    k : neighbours per query, 1 <= k <= nb (nb - 1 with `exclude_self`).
+    metric : see `lookalike.knn.metrics`.
+    device : torch device for the screen ('cpu', 'cuda', ...).
+    working_memory : MiB for blocks of scores and base rows (default 1024).
+    screen_dtype : precision of the screen GEMM; the result is exact whatever it is.
+    exclude_self : `xq` is the base itself; no row is its own neighbour.
+    extra : candidates kept beyond k per query (default max(8, k)).
+    stats : filled in with what the search did.
+
+    Returns
+    -------
+    D : ndarray of shape (nq, k), float32 -- distances, increasing (inner products: decreasing)
+    I : ndarray of shape (nq, k), int64 -- indices into the base; ties go to the lower index
+    """
+    st = stats if stats is not None else SearchStats()
+    t0 = time.perf_counter()
+    if isinstance(xb, PreparedBase):
+        base = xb
+    else:
+        base = PreparedBase(xb, metric, device=device, screen_dtype=screen_dtype,
+                            working_memory=working_memory, materialise=False)
+    m, screen, dev = base.metric, base.screen, base.device
+    st.screen_dtype = str(screen.dtype).removeprefix("torch.")
+    nq = len(xq)
+    n_valid = base.nb - 1 if exclude_self else base.nb
+    K = min(n_valid, k + (max(8, k) if extra is None else extra))
+    qb, bb = base.block_sizes(nq)
+    st.blocks = [qb, bb]
+    q_prep = screen.prepare(_as_tensor(xq, dev))
+    qn = screen.norms(q_prep)
+    q_screen = q_prep.to(screen.dtype)
+    del q_prep
+    best_s = torch.full((nq, K), math.inf, device=dev, dtype=torch.float32 if m.gemm else torch.float64)
+    best_i = torch.full((nq, K), -1, device=dev, dtype=torch.int64)
+    st.prepare_s += time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    for blo, bhi, b_screen, b_sq in base.blocks(bb):
+        for qlo, qhi in _ranges(nq, qb):
+            s = screen.scores(q_screen[qlo:qhi], b_screen, b_sq)
+            if exclude_self and max(qlo, blo) < min(qhi, bhi):
+                r = torch.arange(max(qlo, blo), min(qhi, bhi), device=dev)
+                s[r - qlo, r - blo] = math.inf
+            _merge(best_s[qlo:qhi], best_i[qlo:qhi], s, blo)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    st.screen_s += time.perf_counter() - t0
+
+    # The window: every true neighbour's screen score is at most (k-th screened) + 2E.
+    t0 = time.perf_counter()
+    best64 = best_s.double()
+    kth = torch.kthvalue(best64, k, dim=1).values if K > k else best64.max(dim=1).values
+    window = kth + 2 * screen.bound(qn, base.ymax)
+    within = best64 <= window[:, None]
+    st.candidates += int(within.sum())
+    fallback = (within.sum(1) == K) & (K < n_valid)
+    within_np, cand = within.cpu().numpy(), best_i.cpu().numpy()
+    fb_rows = np.flatnonzero(fallback.cpu().numpy())
+    ok_rows = np.flatnonzero(~fallback.cpu().numpy())
+    D = np.empty((nq, k), dtype=np.float32)
+    I = np.empty((nq, k), dtype=np.int64)
+    _rerank(m, xq, base.xb, cand, within_np, ok_rows, k, D, I, base.budget)
+    st.rerank_s += time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    st.fallbacks += len(fb_rows)
+    if len(fb_rows):
+        _full_scan(m, xq, base.xb, fb_rows, k, D, I, exclude_self, base.budget)
+    st.fallback_s += time.perf_counter() - t0
+    return D, I
+
+
+def _best_k(m: Metric, dist: np.ndarray, idx: np.ndarray, k: int) -> np.ndarray:
+    """Per row, positions of the k best by (distance, index); inner products largest first."""
+    key = -dist if m.largest_first else dist
+    return np.lexsort((idx, key), axis=-1)[:, :k]
+
+
+def pair_distances(m: Metric, xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                   chunk_bytes: int = 1 << 21) -> np.ndarray:
+    """Exact float64 distances between query rows[i] and base cols[i], for every i.
+
+    Pairs go in small chunks that stay in cache; base rows are read in storage order, which
+    keeps a memory-mapped base's reads sequential.
+    """
+    out = np.empty(len(rows), dtype=np.float64)
+    if not len(rows):
+        return out
+    d = xq.shape[1]
+    order = np.argsort(cols, kind="stable")
+    step = max(1, chunk_bytes // (8 * max(1, d)))
+    q_t = torch.from_numpy(np.ascontiguousarray(xq))
+    for lo, hi in _ranges(len(order), step):
+        sel = order[lo:hi]
+        a = q_t.index_select(0, torch.from_numpy(rows[sel]))
+        b = torch.from_numpy(np.ascontiguousarray(xb[cols[sel]]))
+        out[sel] = exact_distances(m, a, b).numpy()
+    return out
+
+
+def _rerank(m: Metric, xq, xb, cand: np.ndarray, within: np.ndarray, rows: np.ndarray, k: int,
+            D: np.ndarray, I: np.ndarray, budget: float) -> None:
+    """Exact float64 scores of each row's in-window candidates; the best k by (distance, index)."""
+    if not len(rows):
+        return
+    cand, within = cand[rows], within[rows]
+    rr, cc = np.nonzero(within)
+    dist = np.full(cand.shape, -np.inf if m.largest_first else np.inf)
+    dist[rr, cc] = pair_distances(m, xq, xb, rows[rr], cand[rr, cc])
+    idx = np.where(within, cand, np.iinfo(np.int64).max)
+    pick = _best_k(m, dist, idx, k)
+    D[rows] = np.take_along_axis(dist, pick, 1)
+    I[rows] = np.take_along_axis(idx, pick, 1)
+
+
+def _full_scan(m: Metric, xq, xb, rows: np.ndarray, k: int, D, I, exclude_self: bool, budget: float) -> None:
+    """float64 brute force for the given query rows, block by block over the base."""
+    nb, d = xb.shape
+    step = max(1, min(nb, int(budget // (d * 8 * 4))))
+    for r in rows:
+        dist = np.empty(nb, dtype=np.float64)
+        q = np.asarray(xq[r : r + 1])
+        for lo, hi in _ranges(nb, step):
+            dist[lo:hi] = exact_distances(m, q, np.asarray(xb[lo:hi])).numpy()
+        if exclude_self:
+            dist[r] = -np.inf if m.largest_first else np.inf
+        key = -dist if m.largest_first else dist
+        best = np.lexsort((np.arange(nb), key))[:k]
+        D[r] = dist[best]
+        I[r] = best

@@ -1,0 +1,49 @@
+"""Where images come from. One way to name an image set: `open_source(spec)`.
+
+Specs: `sample` or `sample:N[:SEED]` (the bundled set), `stl10` or `stl10:PATH` (STL-10's
+binary files), a `*_X.bin` file, a `.npy` file of uint8 NHWC images, or a folder of images.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import SourceError
+from .arrays import ArraySource
+from .base import Batch, Skipped, Source, Subset
+from .folder import FolderSource, load_image
+from .sample import SampleSource
+from .split import split, split_indices
+from .stl10 import STL10Source, read_stl10, read_stl10_labels
+
+__all__ = [
+    "ArraySource", "Batch", "FolderSource", "STL10Source", "SampleSource", "Skipped", "Source",
+    "Subset", "load_image", "open_source", "read_stl10", "read_stl10_labels", "split", "split_indices",
+]
+
+
+def open_source(spec: str | os.PathLike, size: int = 96, progress: bool = True) -> Source:
+    """Open the image set that `spec` names; folders are decoded at `size` x `size`."""
+    text = str(spec)
+    if text == "sample" or text.startswith("sample:"):
+        parts = text.split(":")[1:]
+        try:
+            numbers = [int(p) for p in parts]
+        except ValueError:
+            raise SourceError(f"{text}: expected sample, sample:N or sample:N:SEED") from None
+        return SampleSource(*numbers)
+    if text == "stl10" or text.startswith("stl10:"):
+        return STL10Source(text[6:] or None)
+    path = Path(text)
+    if path.suffix == ".bin":
+        return STL10Source(path)
+    if path.suffix == ".npy":
+        return ArraySource(path)
+    if path.is_dir():
+        return FolderSource(path, size=size, progress=progress)
+    if not path.exists():
+        raise SourceError(f"{path}: no such file or folder")
+    raise SourceError(
+        f"{path}: not an image source (expected a folder, a .npy file, an STL-10 .bin file, or 'sample')"
+    )

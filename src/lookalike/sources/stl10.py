@@ -1,0 +1,113 @@
+"""STL-10's binary files, read in place.
+
+Each record of `*_X.bin` is 3 x 96 x 96 bytes: the red plane, then green, then blue, each
+plane stored column-major (x varies slowest). `read_stl10` maps the file and returns a view
+that transposes records to (96, 96, 3) rows-first on access, so nothing is read until used.
+Labels (`*_y.bin`) are one byte per image, 1 to 10.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SourceError
+from .base import Source
+
+HEIGHT = WIDTH = 96
+CHANNELS = 3
+RECORD_BYTES = HEIGHT * WIDTH * CHANNELS  # 27,648
+CLASS_NAMES = [
+    "airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck",
+]
+FILES = ("unlabeled_X.bin", "train_X.bin", "test_X.bin")
+
+
+def read_stl10(path: str | os.PathLike) -> np.ndarray:
+    """Memory-map an STL-10 image file.
+
+    Parameters
+    ----------
+    path : path to `unlabeled_X.bin`, `train_X.bin` or `test_X.bin`.
+
+    Returns
+    -------
+    images : ndarray of shape (n, 96, 96, 3), uint8
+        A read-only view on the file: slicing it reads only the records sliced.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"{path}: no such STL-10 file")
+    size = path.stat().st_size
+    if size == 0 or size % RECORD_BYTES:
+        raise SourceError(
+            f"{path}: size {size} bytes is not a multiple of an STL-10 record "
+            f"({RECORD_BYTES} bytes = 3x96x96); the file is truncated or not STL-10"
+        )
+    raw = np.memmap(path, dtype=np.uint8, mode="r", shape=(size // RECORD_BYTES, CHANNELS, WIDTH, HEIGHT))
+    # (n, c, x, y) -> (n, y, x, c): rows first, channels last.
+    return raw.transpose(0, 3, 2, 1)
+
+
+def read_stl10_labels(path: str | os.PathLike) -> np.ndarray:
+    """Read an STL-10 label file (`*_y.bin`): uint8 of shape (n,), classes 1 to 10."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"{path}: no such STL-10 label file")
+    return np.fromfile(path, dtype=np.uint8)
+
+
+def default_root() -> Path:
+    from ..features.weights import cache_dir
+
+    return cache_dir() / "stl10"
+
+
+def resolve(path: str | os.PathLike | None) -> Path:
+    """Find the image file meant by `path`: a .bin file, a folder holding one, or STL-10's default place."""
+    p = Path(path) if path else default_root()
+    if p.is_file():
+        return p
+    for folder in (p, p / "stl10_binary"):
+        for name in FILES:
+            if (folder / name).is_file():
+                return folder / name
+    raise SourceError(
+        f"{p}: no STL-10 file found (looked for {', '.join(FILES)}); "
+        "run `lookalike fetch stl10` first or give the path to a *_X.bin file"
+    )
+
+
+class STL10Source(Source):
+    """Images of one STL-10 file, with labels where a matching `*_y.bin` exists."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = resolve(path)
+        self.images = read_stl10(self.path)
+        stem = self.path.name.removesuffix("_X.bin").removesuffix(".bin")
+        self.name = f"stl10:{stem}"
+        self.ids = [f"{stem}/{i}" for i in range(len(self.images))]
+        self.image_shape = (HEIGHT, WIDTH, CHANNELS)
+        label_path = self.path.with_name(self.path.name.replace("_X.bin", "_y.bin"))
+        if label_path != self.path and label_path.is_file():
+            labels = read_stl10_labels(label_path)
+            if len(labels) != len(self.images):
+                raise SourceError(
+                    f"{label_path}: {len(labels)} labels for {len(self.images)} images in {self.path}"
+                )
+            self.labels = labels.astype(np.int64) - 1
+            self.label_names = CLASS_NAMES
+
+    def read(self, indices) -> np.ndarray:
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(indices) and np.all(np.diff(indices) == 1):
+            return np.ascontiguousarray(self.images[indices[0] : indices[-1] + 1])
+        return np.ascontiguousarray(self.images[indices])
+
+    def location(self, i: int) -> str:
+        return f"{self.path}#{i}"
+
+    def describe(self) -> dict:
+        return {**super().describe(), "path": str(self.path)}
