@@ -76,6 +76,7 @@ class Screen:
         self.dtype = dtype if metric.gemm else torch.float64
         u32 = UNIT_ROUNDOFF[torch.float32]
         u_in = UNIT_ROUNDOFF[dtype] if dtype != torch.float32 else 0.0
+        self.u_out = u_in  # a low-precision GEMM also rounds its output to its own type
         self.gamma = d * u32 / (1 - d * u32)  # fp32 accumulation over d terms
         # relative error of each prepared element: centring or normalising, then the cast
         u_prep = u32 if metric.centred else (2 * u32 + self.gamma if metric.normalised else 0.0)
@@ -104,6 +105,9 @@ class Screen:
         m = self.metric
         if not m.gemm:
             return torch.cdist(q, b, p=1.0 if m.name == "manhattan" else math.inf)
+        if q.dtype != torch.float32:  # bf16/fp16 GEMM: fp32 accumulation, output in q's type
+            dots = (q @ b.T).float()
+            return b_sq - 2 * dots if m.centred else -dots
         if m.centred:
             return torch.addmm(b_sq, q, b.T, beta=1.0, alpha=-2.0)
         return -(q @ b.T)
@@ -117,7 +121,7 @@ class Screen:
                 return torch.zeros_like(qn)  # differences and maxima of float32 inputs are exact in float64
             g64 = self.d * UNIT_ROUNDOFF[torch.float64] / (1 - self.d * UNIT_ROUNDOFF[torch.float64])
             return slack * 2 * g64 * (qn + ymax)
-        cross = (2 * self.u_c + self.gamma + 3 * u32) * qn * ymax
+        cross = (2 * self.u_c + self.gamma + 3 * u32 + self.u_out) * qn * ymax
         if m.centred:  # |y|^2 - 2 x.y: the cross term twice, the squared norm (fp32 sum) once
             return slack * (2 * cross + (2 * self.u_c + self.gamma + 2 * u32) * ymax**2)
         return slack * cross

@@ -1,0 +1,79 @@
+"""Do two searches agree? By distances (the tutorial's test) AND by neighbour sets.
+
+Distances alone miss wrong neighbours: a near-tie swapped for a farther point changes the
+distance only a little. So `compare` reports both, and counts separately the differences
+that are only a choice among exactly tied points (duplicate images).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .engine import _ranges
+from .metrics import Metric, get_metric
+
+
+def reference_knn(xq: np.ndarray, xb: np.ndarray, k: int, metric: str = "euclidean",
+                  block: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """A plain float64 brute force with NumPy, independent of the engine: every distance,
+    then a stable sort by (distance, index). For tests and verification; O(nq * nb) work."""
+    m = get_metric(metric)
+    xb64 = np.asarray(xb, dtype=np.float64)
+    D = np.empty((len(xq), k))
+    I = np.empty((len(xq), k), dtype=np.int64)
+    for lo, hi in _ranges(len(xq), block):
+        q = np.asarray(xq[lo:hi], dtype=np.float64)
+        dist = _dense(m, q, xb64)
+        key = -dist if m.largest_first else dist
+        order = np.argsort(key, axis=1, kind="stable")[:, :k]
+        D[lo:hi] = np.take_along_axis(dist, order, 1)
+        I[lo:hi] = order
+    return D, I
+
+
+def _dense(m: Metric, q: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if m.name in ("euclidean", "sqeuclidean"):
+        d2 = np.stack([((b - row) ** 2).sum(1) for row in q])
+        return np.sqrt(d2) if m.name == "euclidean" else d2
+    if m.name == "manhattan":
+        return np.stack([np.abs(b - row).sum(1) for row in q])
+    if m.name == "chebyshev":
+        return np.stack([np.abs(b - row).max(1) for row in q])
+    dots = np.stack([(b * row).sum(1) for row in q])
+    if m.name == "inner_product":
+        return dots
+    norms = np.linalg.norm(q, axis=1)[:, None] * np.linalg.norm(b, axis=1)[None, :]
+    return 1.0 - np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+
+
+def compare(D_ref: np.ndarray, I_ref: np.ndarray, D: np.ndarray, I: np.ndarray, *, tie_tol: float = 1e-6) -> dict:
+    """How far (D, I) is from the reference (D_ref, I_ref), both of shape (nq, k).
+
+    Returns
+    -------
+    dict with
+      max_abs_dist_diff : largest |D - D_ref| over all queries and ranks (the tutorial
+          accepts below 1).
+      frac_neighbor_sets_differ : fraction of queries whose set of k indices differs.
+      frac_neighbor_sets_differ_beyond_ties : the same, not counting a swap between points
+          at the same distance as the reference's k-th (within `tie_tol`, relative).
+      agree : no neighbour set differs beyond ties and distances match to 1e-4, relative.
+    """
+    D_ref, D = np.asarray(D_ref, np.float64), np.asarray(D, np.float64)
+    diff = np.abs(D - D_ref)
+    differ = np.array([set(a) != set(b) for a, b in zip(I_ref.tolist(), I.tolist())])
+    beyond = differ.copy()
+    for r in np.flatnonzero(differ):
+        extra = set(I[r].tolist()) - set(I_ref[r].tolist())
+        kth = D_ref[r, -1]
+        tol = tie_tol * max(1.0, abs(kth))
+        got = {int(i): float(dv) for i, dv in zip(I[r], D[r])}
+        beyond[r] = any(abs(got[i] - kth) > tol for i in extra)
+    scale = np.maximum(1.0, np.abs(D_ref))
+    return {
+        "max_abs_dist_diff": float(diff.max()) if diff.size else 0.0,
+        "max_rel_dist_diff": float((diff / scale).max()) if diff.size else 0.0,
+        "frac_neighbor_sets_differ": float(differ.mean()) if len(differ) else 0.0,
+        "frac_neighbor_sets_differ_beyond_ties": float(beyond.mean()) if len(beyond) else 0.0,
+        "agree": bool(not beyond.any() and (diff / scale).max(initial=0.0) <= 1e-4),
+    }
