@@ -151,7 +151,8 @@ class Embedder:
         features = np.concatenate([done[lo] for lo in sorted(done)]) if n else np.empty((0, self.dim), np.float32)
         self.last_seconds = time.perf_counter() - started
         if out is not None and work is not None:
-            write_features(Path(out), features, {**meta, "ids": list(source.ids)})
+            write_features(Path(out), features, {**self.config(), "source": source.describe(),
+                                                 "ids": list(source.ids)})
             shutil.rmtree(work, ignore_errors=True)
         return features
 

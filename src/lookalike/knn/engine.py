@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -63,8 +64,15 @@ def _ranges(n: int, step: int) -> Iterator[tuple[int, int]]:
         yield lo, min(lo + step, n)
 
 
+def _from_numpy(x: np.ndarray) -> torch.Tensor:
+    """Share `x`'s memory without copying; read-only arrays (memory maps) are only ever read."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "The given NumPy array is not writable"
+        return torch.from_numpy(np.ascontiguousarray(x))
+
+
 def _as_tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(x))
+    t = _from_numpy(x)
     return t.to(device=device, dtype=torch.float64 if t.dtype == torch.float64 else torch.float32)
 
 
@@ -325,7 +333,7 @@ def pair_distances(m: Metric, xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, 
     d = xq.shape[1]
     order = np.argsort(cols, kind="stable")
     step = max(1, chunk_bytes // (8 * max(1, d)))
-    q_t = torch.from_numpy(np.ascontiguousarray(xq))
+    q_t = _from_numpy(xq)
     for lo, hi in _ranges(len(order), step):
         sel = order[lo:hi]
         a = q_t.index_select(0, torch.from_numpy(rows[sel]))

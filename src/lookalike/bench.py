@@ -1,0 +1,199 @@
+"""`lookalike bench`: the tutorial's backend comparison, reproducible, in one run.
+
+Each backend runs in its own worker process on the same arrays, so that its peak memory is
+its own and each library is configured at its best (FAISS's OpenBLAS core type, say).
+Repeats are interleaved (A, B, C, A, B, C) because these machines drift; the best time of
+each backend is kept. Every backend is verified against an independent float64 reference on
+a sample of the queries, by distances and by neighbour sets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import LookalikeError
+from .knn.backends import BACKENDS, available
+from .knn.metrics import get_metric
+from .knn.verify import compare
+
+
+def synthetic(nb: int, nq: int, d: int, seed: int = 0, clusters: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """Feature-like data: non-negative (ReLU then max pooling), clustered, float32."""
+    rng = np.random.default_rng(seed)
+    centres = np.abs(rng.standard_normal((clusters, d), dtype=np.float32))
+
+    def draw(n: int) -> np.ndarray:
+        out = np.empty((n, d), dtype=np.float32)
+        for lo in range(0, n, 8192):
+            hi = min(lo + 8192, n)
+            noise = rng.standard_normal((hi - lo, d), dtype=np.float32) * 0.5
+            np.maximum(centres[rng.integers(0, clusters, hi - lo)] + noise, 0, out=out[lo:hi])
+        return out
+
+    return draw(nb), draw(nq)
+
+
+def reference(xq: np.ndarray, xb: np.ndarray, k: int, metric: str, extra: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """float64 reference with NumPy alone: a float64 GEMM finds k + extra candidates, whose
+    distances are then computed directly and sorted by (distance, index)."""
+    from .knn.engine import pair_distances
+
+    m = get_metric(metric)
+    kk = min(len(xb), k + extra)
+    b64 = np.asarray(xb, np.float64)
+    if m.name in ("euclidean", "sqeuclidean"):
+        score = (b64**2).sum(1)[None, :] - 2 * np.asarray(xq, np.float64) @ b64.T
+    elif m.name == "cosine":
+        bn = b64 / np.maximum(np.linalg.norm(b64, axis=1, keepdims=True), 1e-300)
+        score = -(np.asarray(xq, np.float64) @ bn.T)
+    elif m.name == "inner_product":
+        score = -(np.asarray(xq, np.float64) @ b64.T)
+    else:
+        raise LookalikeError(f"bench verifies GEMM metrics only, not {metric!r}")
+    cand = np.argpartition(score, kk - 1, axis=1)[:, :kk]
+    rows = np.repeat(np.arange(len(xq)), kk)
+    dist = pair_distances(m, np.asarray(xq), np.asarray(xb), rows, cand.ravel()).reshape(cand.shape)
+    key = -dist if m.largest_first else dist
+    order = np.lexsort((cand, key), axis=1)[:, :k]
+    return np.take_along_axis(dist, order, 1), np.take_along_axis(cand, order, 1)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def worker(backend: str, data: Path, k: int, metric: str, precision: str) -> dict:
+    """Run one backend in this process and return its record (called in a child process)."""
+    from .knn import NearestNeighbors
+
+    baseline = _rss_mb()
+    xb = np.load(data / "xb.npy")
+    xq = np.load(data / "xq.npy")
+    nn = NearestNeighbors(k, metric=metric, backend=backend, device="cpu", precision=precision)
+    t0 = time.perf_counter()
+    nn.fit(xb)
+    t1 = time.perf_counter()
+    D, I = nn.kneighbors(xq)
+    t2 = time.perf_counter()
+    np.save(data / f"D_{backend}.npy", D)
+    np.save(data / f"I_{backend}.npy", I)
+    record = {"backend": backend, "config": nn._backend.config(), "fit_s": t1 - t0, "search_s": t2 - t1,
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              "baseline_rss_mb": baseline}
+    stats = getattr(nn._backend, "last_stats", None)
+    if stats is not None:
+        record["stages"] = stats.as_dict()
+    return record
+
+
+def run(*, nb: int = 90000, nq: int = 10000, d: int = 2048, k: int = 3, metric: str = "euclidean",
+        backends: list[str] | None = None, features: str | None = None, repeats: int = 1,
+        verify_queries: int = 1000, precision: str = "auto", out: str | os.PathLike = "bench-out",
+        seed: int = 0, progress: bool = True) -> dict:
+    """Compare backends on one workload; write bench.json and bench.png into `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    backends = backends or [b for b in ("lookalike", "faiss", "torch", "sklearn") if b in available("cpu")]
+    for b in backends:
+        if b not in BACKENDS:
+            raise LookalikeError(f"unknown backend {b!r}; choose among {', '.join(BACKENDS)}")
+        if b not in available("cpu"):
+            raise LookalikeError(f"backend {b!r} is not usable here (not installed, or needs a GPU)")
+    if features:
+        from .features.embed import read_features
+        from .sources.split import split_indices
+
+        X, _ = read_features(features)
+        index_idx, query_idx = split_indices(len(X), 0.1, seed)
+        xb, xq = np.ascontiguousarray(X[index_idx], np.float32), np.ascontiguousarray(X[query_idx], np.float32)
+        workload = {"source": str(features), "split": "9:1, seed %d" % seed}
+    else:
+        xb, xq = synthetic(nb, nq, d, seed)
+        workload = {"source": "synthetic feature-like (clustered, ReLU), seed %d" % seed}
+    workload |= {"nb": len(xb), "nq": len(xq), "d": xb.shape[1], "k": k, "metric": metric,
+                 "base_mb": xb.nbytes / 2**20, "repeats": repeats}
+    records: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="lookalike-bench-") as tmp:
+        data = Path(tmp)
+        np.save(data / "xb.npy", xb)
+        np.save(data / "xq.npy", xq)
+        for rep in range(repeats):
+            for b in backends:
+                if progress:
+                    print(f"[{rep + 1}/{repeats}] {b} ...", file=sys.stderr, flush=True)
+                rec = _spawn(b, data, k, metric, precision)
+                best = records.get(b)
+                if best is None or rec["search_s"] < best["search_s"]:
+                    records[b] = rec
+                if progress:
+                    print(f"    fit {rec['fit_s']:.2f} s, search {rec['search_s']:.2f} s, "
+                          f"peak RSS {rec['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
+        sample = np.sort(np.random.default_rng(seed).permutation(len(xq))[: min(verify_queries, len(xq))])
+        if progress:
+            print(f"float64 reference on {len(sample)} queries ...", file=sys.stderr, flush=True)
+        D_ref, I_ref = reference(xq[sample], xb, k, metric)
+        for b, rec in records.items():
+            D, I = np.load(data / f"D_{b}.npy"), np.load(data / f"I_{b}.npy")
+            rec |= compare(D_ref, I_ref, D[sample], I[sample])
+    base = records.get("sklearn")
+    for rec in records.values():
+        rec["speedup_vs_sklearn"] = base["search_s"] / rec["search_s"] if base else None
+    result = {"workload": workload | {"verified_queries": int(len(sample))}, "machine": machine(),
+              "results": list(records.values())}
+    (out / "bench.json").write_text(json.dumps(result, indent=1))
+    from .report.figures import bench_chart
+
+    bench_chart(result, out / "bench.png")
+    return result
+
+
+def _spawn(backend: str, data: Path, k: int, metric: str, precision: str) -> dict:
+    cmd = [sys.executable, "-m", "lookalike.bench", backend, str(data), str(k), metric, precision]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        raise LookalikeError(f"bench worker for {backend} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def machine() -> dict:
+    import torch
+
+    from .features.device import cpu_flags
+
+    flags = cpu_flags()
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "torch": torch.__version__, "amx_bf16": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags,
+            "avx512f": "avx512f" in flags, "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def table(result: dict) -> str:
+    """The comparison as an aligned text table."""
+    head = f"{'backend':<10} {'fit s':>7} {'search s':>9} {'vs sklearn':>10} {'peak MB':>8} " \
+           f"{'max |dD|':>9} {'sets differ':>11}  config"
+    lines = [head, "-" * len(head)]
+    for r in result["results"]:
+        sp = f"{r['speedup_vs_sklearn']:.1f}x" if r.get("speedup_vs_sklearn") else "-"
+        lines.append(f"{r['backend']:<10} {r['fit_s']:>7.2f} {r['search_s']:>9.2f} {sp:>10} "
+                     f"{r['peak_rss_mb']:>8.0f} {r['max_abs_dist_diff']:>9.2e} "
+                     f"{r['frac_neighbor_sets_differ']:>11.2%}  {r['config']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # worker entry: python -m lookalike.bench BACKEND DATA K METRIC PRECISION
+    b, data_dir, k_, metric_, precision_ = sys.argv[1:6]
+    print(json.dumps(worker(b, Path(data_dir), int(k_), metric_, precision_)))

@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+
+from lookalike.errors import ModelError
+from lookalike.features import Embedder, read_features
+from lookalike.features import embed as embed_mod
+from lookalike.features.embed import batch_size_for_budget
+from lookalike.sources import ArraySource, SampleSource
+
+
+def _cos(a, b):
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return SampleSource(48, seed=1).images
+
+
+def test_fast_path_matches_fp32(images):
+    ref = Embedder(precision="fp32", fast=False, progress=False).embed_array(images)
+    fast = Embedder(progress=False).embed_array(images)
+    assert ref.shape == (48, 1280) and ref.dtype == np.float32
+    assert _cos(ref, fast).min() > 0.999
+
+
+def test_bf16_resnet50_stays_within_cosine_0999(images):
+    ref = Embedder("resnet50", weights="none", precision="fp32", fast=False, progress=False).embed_array(images[:16])
+    bf16 = Embedder("resnet50", weights="none", precision="bf16", progress=False).embed_array(images[:16])
+    assert _cos(ref, bf16).min() > 0.999
+
+
+def test_resize_to_model_input(images):
+    e = Embedder(input_size=64, progress=False)
+    assert e.embed_array(images[:4]).shape == (4, 1280)
+    assert e.config()["input_shape"] == [64, 64, 3]
+
+
+def test_output_file_and_sidecar(tmp_path, images):
+    src = ArraySource(images[:10], name="ten")
+    out = tmp_path / "f.npy"
+    feats = Embedder(progress=False).embed(src, out)
+    on_disk, meta = read_features(out)
+    np.testing.assert_array_equal(on_disk, feats)
+    assert meta["model"] == "efficientnet_lite0" and meta["pooling"] == "max"
+    assert meta["input_shape"] == [96, 96, 3] and meta["ids"] == src.ids
+    assert meta["preprocessing"]["mean"] == [0.498, 0.498, 0.498]
+    assert meta["source"]["name"] == "ten" and meta["weights"].startswith("imagenet:")
+    assert {p.name for p in tmp_path.iterdir()} == {"f.npy", "f.json"}  # no partial folder left
+
+
+def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch, images):
+    monkeypatch.setattr(embed_mod, "CHUNK", 8)
+    src = ArraySource(np.concatenate([images, images[:4]]))  # 52 images: 7 chunks
+    out = tmp_path / "f.npy"
+    full = Embedder(progress=False, batch_size=4).embed(src)
+
+    e = Embedder(progress=False, batch_size=4)
+    calls = []
+    original = e.embed_array
+
+    def flaky(x):
+        calls.append(len(x))
+        if len(calls) == 7:  # dies inside the 4th chunk
+            raise KeyboardInterrupt
+        return original(x)
+
+    e.embed_array = flaky
+    with pytest.raises(KeyboardInterrupt):
+        e.embed(src, out)
+    assert not out.exists()
+    done = sorted(p.name for p in (tmp_path / ".f.npy.partial").glob("*.npy"))
+    assert done == ["000000000000.npy", "000000000008.npy", "000000000016.npy"]
+
+    e2 = Embedder(progress=False, batch_size=4)
+    seen = []
+    original2 = e2.embed_array
+    e2.embed_array = lambda x: (seen.append(len(x)), original2(x))[1]
+    resumed = e2.embed(src, out)
+    assert sum(seen) == 52 - 24  # the three finished chunks were not recomputed
+    np.testing.assert_allclose(resumed, full, rtol=1e-5, atol=1e-5)
+    assert not (tmp_path / ".f.npy.partial").exists()
+
+
+def test_gpu_memory_budget_sets_batch_size():
+    e = Embedder(progress=False)
+    small = batch_size_for_budget(e.net, 96, 200)
+    large = batch_size_for_budget(e.net, 96, 2000)
+    assert 1 <= small < large <= 1024
+    assert Embedder(progress=False, gpu_memory=200).batch_size == small
+    with pytest.raises(ModelError, match="--gpu-memory 5 MiB is too small"):
+        Embedder(progress=False, gpu_memory=5)
+
+
+def test_cuda_asked_for_without_cuda():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(ModelError, match="no CUDA device is available"):
+        Embedder(device="cuda", progress=False)

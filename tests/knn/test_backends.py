@@ -1,0 +1,59 @@
+"""Every backend against the same float64 reference, for every metric it serves."""
+
+import numpy as np
+import pytest
+
+from lookalike import NearestNeighbors
+from lookalike.knn import BACKENDS, METRICS, available, compare, get_metric, reference_knn
+from lookalike.knn.backends import select
+
+rng = np.random.default_rng(0)
+X = rng.normal(size=(500, 24)).astype(np.float32)
+Q = rng.normal(size=(40, 24)).astype(np.float32)
+CASES = [(b, m) for b in BACKENDS for m in sorted(METRICS)]
+
+
+@pytest.mark.parametrize("backend, metric", CASES)
+def test_backend_agrees_with_reference(backend, metric):
+    b = BACKENDS[backend]()
+    if not b.installed():
+        pytest.skip(f"{backend} is not installed")
+    if backend not in available():
+        pytest.skip(f"{backend} needs a CUDA device")
+    if metric not in b.metrics:
+        with pytest.raises(ValueError, match=f"cannot serve metric '{metric}'"):
+            NearestNeighbors(3, metric=metric, backend=backend).fit(X)
+        return
+    nn = NearestNeighbors(5, metric=metric, backend=backend).fit(X)
+    D, I = nn.kneighbors(Q)
+    D_ref, I_ref = reference_knn(Q, X, 5, metric)
+    result = compare(D_ref, I_ref, D, I)
+    assert result["agree"], result
+    D_self, I_self = nn.kneighbors()
+    assert not (I_self == np.arange(len(X))[:, None]).any()
+    D_ref_self, I_ref_self = reference_knn(X, X, 6, metric)
+    expected = np.array([[i for i in row if i != r][:5] for r, row in enumerate(I_ref_self)])
+    assert (I_self == expected).mean() > 0.99
+
+
+def test_auto_picks_the_exact_engine():
+    assert NearestNeighbors().fit(X).backend_ == "lookalike"
+    assert select("auto", get_metric("cosine"), "cpu").name == "lookalike"
+
+
+def test_gpu_only_backend_on_cpu_is_a_clear_error():
+    b = BACKENDS["cuml"]()
+    if b.installed():
+        pytest.skip("cuml is installed")
+    with pytest.raises(ValueError, match="backend 'cuml' is not installed"):
+        NearestNeighbors(backend="cuml", device="cpu").fit(X)
+
+
+def test_compare_counts_wrong_neighbours_that_distances_miss():
+    D_ref = np.array([[1.0, 2.0, 3.0]])
+    I_ref = np.array([[0, 1, 2]])
+    wrong = compare(D_ref, I_ref, np.array([[1.0, 2.0, 3.05]]), np.array([[0, 1, 7]]))
+    assert wrong["max_abs_dist_diff"] < 0.1 and wrong["frac_neighbor_sets_differ"] == 1.0
+    assert not wrong["agree"]
+    tie = compare(D_ref, I_ref, np.array([[1.0, 2.0, 3.0]]), np.array([[0, 1, 9]]))
+    assert tie["frac_neighbor_sets_differ"] == 1.0 and tie["frac_neighbor_sets_differ_beyond_ties"] == 0.0

@@ -1,0 +1,168 @@
+"""The engine against an independent float64 brute force: same neighbour sets, same order
+(ties to the lower index), distances within 1e-4 relative, for every metric."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.spatial.distance import cdist
+
+from lookalike.knn import METRICS, PreparedBase, SearchStats, knn, reference_knn
+
+ALL = sorted(METRICS)
+
+
+def assert_exact(xq, xb, k, metric, **kw):
+    D, I = knn(xq, xb, k, metric, **kw)
+    D_ref, I_ref = reference_knn(xq, xb, k, metric)
+    np.testing.assert_array_equal(I, I_ref)
+    np.testing.assert_allclose(D, D_ref, rtol=1e-4, atol=1e-5)
+    assert D.dtype == np.float32 and I.dtype == np.int64 and D.shape == (len(xq), k)
+    return D, I
+
+
+@st.composite
+def problems(draw):
+    nb = draw(st.integers(1, 40))
+    nq = draw(st.integers(1, 8))
+    d = draw(st.integers(1, 12))
+    k = draw(st.integers(1, nb))
+    kind = draw(st.sampled_from(["normal", "small_ints", "duplicates", "offset", "constant_zero"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if kind == "small_ints":  # many exact ties
+        xb = rng.integers(-2, 3, (nb, d)).astype(np.float32)
+        xq = rng.integers(-2, 3, (nq, d)).astype(np.float32)
+    else:
+        xb = rng.normal(size=(nb, d)).astype(np.float32)
+        xq = rng.normal(size=(nq, d)).astype(np.float32)
+        if kind == "duplicates":
+            xb[rng.integers(0, nb, nb)] = xb[rng.integers(0, nb)]
+            xq[0] = xb[0]
+        elif kind == "offset":  # large norms far from the origin
+            xb += 1e4
+            xq += 1e4
+        elif kind == "constant_zero":
+            xb[: nb // 2] = 0.0
+            xb[nb // 2 :: 3] = 3.5
+            xq[:: 2] = 0.0
+    return xq, xb, k, draw(st.sampled_from(ALL))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems())
+def test_engine_is_exact(problem):
+    xq, xb, k, metric = problem
+    assert_exact(xq, xb, k, metric)
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems(), st.sampled_from([1e-4, 0.01, 1.0]))
+def test_engine_is_exact_with_tiny_blocks_and_bf16_screen(problem, wm):
+    xq, xb, k, metric = problem
+    assert_exact(xq, xb, k, metric, working_memory=wm)
+    assert_exact(xq, xb, k, metric, screen_dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize("metric", ALL)
+def test_near_ties_at_the_bound(metric):
+    """Twenty points whose true distances differ by ~1e-9 relative: far below what a fp32
+    screen resolves (~1e-7), well above float64's. Only the bound and the rerank order them."""
+    rng = np.random.default_rng(0)
+    d = 16
+    if metric == "cosine":  # directions at angles 0.5 + j * 1e-9 rad from the query's
+        q = np.zeros(d)
+        q[0] = 1e3
+        theta = 0.5 + 1e-9 * np.arange(20)[::-1]
+        near = np.zeros((20, d))
+        near[:, 0], near[:, 1] = np.cos(theta), np.sin(theta)
+        near *= rng.uniform(1, 100, (20, 1))
+    else:  # points along one direction at distances 1 + j * 1e-9 on either side
+        q = rng.normal(size=d) * 1e3
+        direction = rng.normal(size=d)
+        direction /= np.linalg.norm(direction)
+        near = np.stack([q + direction * (1.0 + 1e-9 * j) * (1 if j % 2 else -1) for j in range(20)][::-1])
+    xb = np.concatenate([rng.normal(size=(200, d)) * 1e3, near]).astype(np.float64)
+    xq = q[None].astype(np.float64)
+    stats = SearchStats()
+    assert_exact(xq, xb, 3, metric, stats=stats)
+    if metric in ("euclidean", "sqeuclidean", "cosine"):
+        assert stats.fallbacks + stats.candidates > 3  # the screen alone could not decide
+
+
+@pytest.mark.parametrize("metric", ALL)
+def test_exclude_self_matches_reference(metric):
+    rng = np.random.default_rng(1)
+    xb = rng.normal(size=(120, 10)).astype(np.float32)
+    xb[50] = xb[7]  # a duplicate: its neighbour at distance 0 is the other copy
+    D, I = knn(xb, xb, 4, metric, exclude_self=True)
+    assert not (I == np.arange(120)[:, None]).any()
+    D_all, I_all = reference_knn(xb, xb, 5, metric)
+    for r in range(120):
+        expected = [i for i in I_all[r] if i != r][:4] if r in I_all[r] else None
+        if expected is not None:
+            np.testing.assert_array_equal(I[r], expected)
+    if metric != "inner_product":  # the other copy is at distance 0
+        assert I[7, 0] == 50 and I[50, 0] == 7
+
+
+def test_memory_mapped_base_streams_through_small_blocks(tmp_path):
+    rng = np.random.default_rng(2)
+    np.save(tmp_path / "xb.npy", rng.normal(size=(3000, 24)).astype(np.float32))
+    xb = np.load(tmp_path / "xb.npy", mmap_mode="r")
+    assert isinstance(xb, np.memmap)
+    xq = rng.normal(size=(30, 24)).astype(np.float32)
+    stats = SearchStats()
+    assert_exact(xq, xb, 5, "euclidean", working_memory=0.1, stats=stats)
+    qb, bb = stats.blocks
+    assert bb < 3000 and qb * bb * 4 <= 0.1 * 2**20  # never the full nq x nb matrix
+
+
+def test_float16_input():
+    rng = np.random.default_rng(3)
+    xb = rng.normal(size=(500, 32)).astype(np.float16)
+    xq = rng.normal(size=(20, 32)).astype(np.float16)
+    assert_exact(xq, xb, 3, "euclidean")
+
+
+def test_prepared_base_is_reused():
+    rng = np.random.default_rng(4)
+    xb = rng.normal(size=(400, 16)).astype(np.float32)
+    base = PreparedBase(xb, "cosine")
+    for seed in range(3):
+        xq = np.random.default_rng(seed).normal(size=(10, 16)).astype(np.float32)
+        D, I = knn(xq, base, 4)
+        np.testing.assert_array_equal(I, reference_knn(xq, xb, 4, "cosine")[1])
+
+
+@pytest.mark.parametrize("metric, scipy_name", [("euclidean", "euclidean"), ("sqeuclidean", "sqeuclidean"),
+                                                ("cosine", "cosine"), ("manhattan", "cityblock"),
+                                                ("chebyshev", "chebyshev")])
+def test_distances_match_scipy_cdist(metric, scipy_name):
+    rng = np.random.default_rng(5)
+    xb = rng.normal(size=(300, 20)).astype(np.float32)
+    xq = rng.normal(size=(25, 20)).astype(np.float32)
+    D, I = knn(xq, xb, 6, metric)
+    full = cdist(xq.astype(np.float64), xb.astype(np.float64), scipy_name)
+    np.testing.assert_allclose(D, np.take_along_axis(full, I, 1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(D, np.sort(full, 1)[:, :6], rtol=1e-5, atol=1e-6)
+
+
+def test_inner_product_is_largest_first():
+    rng = np.random.default_rng(6)
+    xb = rng.normal(size=(200, 8)).astype(np.float32)
+    xq = rng.normal(size=(5, 8)).astype(np.float32)
+    D, I = knn(xq, xb, 4, "inner_product")
+    full = xq.astype(np.float64) @ xb.astype(np.float64).T
+    np.testing.assert_allclose(D, -np.sort(-full, 1)[:, :4], rtol=1e-5)
+    assert (np.diff(D, axis=1) <= 0).all()
+
+
+def test_torch_device_parameter_runs_the_same_code():
+    """The CUDA path is the same code with another torch device; here it runs on 'cpu'."""
+    rng = np.random.default_rng(7)
+    xb = rng.normal(size=(100, 8)).astype(np.float32)
+    xq = rng.normal(size=(9, 8)).astype(np.float32)
+    assert_exact(xq, xb, 3, "euclidean", device=torch.device("cpu"))
+    if torch.cuda.is_available():
+        assert_exact(xq, xb, 3, "euclidean", device="cuda")

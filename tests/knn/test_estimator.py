@@ -1,0 +1,111 @@
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.neighbors import NearestNeighbors as SkNN
+
+from lookalike import NearestNeighbors
+from lookalike.knn import reference_knn
+
+rng = np.random.default_rng(0)
+X = rng.normal(size=(80, 6)).astype(np.float32)
+Q = rng.normal(size=(7, 6)).astype(np.float32)
+
+
+def test_fit_returns_self_and_sets_attributes():
+    nn = NearestNeighbors(3)
+    assert nn.fit(X) is nn
+    assert nn.n_samples_fit_ == 80 and nn.n_features_in_ == 6 and nn.backend_ == "lookalike"
+
+
+def test_kneighbors_shapes_types_and_defaults():
+    D, I = NearestNeighbors(3).fit(X).kneighbors(Q)
+    assert D.shape == I.shape == (7, 3) and D.dtype == np.float32 and I.dtype == np.int64
+    assert (np.diff(D, axis=1) >= 0).all()
+    I5 = NearestNeighbors(3).fit(X).kneighbors(Q, n_neighbors=5, return_distance=False)
+    assert I5.shape == (7, 5)
+    np.testing.assert_array_equal(I5, reference_knn(Q, X, 5)[1])
+
+
+def test_X_none_excludes_each_point_like_sklearn():
+    D, I = NearestNeighbors(4).fit(X).kneighbors()
+    D_sk, I_sk = SkNN(n_neighbors=4, algorithm="brute").fit(X).kneighbors()
+    np.testing.assert_array_equal(I, I_sk)
+    np.testing.assert_allclose(D, D_sk, rtol=1e-5)
+
+
+def test_params_clone_pickle():
+    nn = NearestNeighbors(2, metric="cosine", working_memory=64)
+    assert nn.get_params()["metric"] == "cosine"
+    nn.set_params(n_neighbors=4)
+    assert nn.n_neighbors == 4
+    twin = clone(nn)
+    assert twin.get_params() == nn.get_params() and twin is not nn
+    nn.fit(X)
+    again = pickle.loads(pickle.dumps(nn))
+    np.testing.assert_array_equal(again.kneighbors(Q)[1], nn.kneighbors(Q)[1])
+    with pytest.raises(ValueError, match="Invalid parameter 'k'"):
+        nn.set_params(k=3)
+    assert repr(NearestNeighbors(2, metric="cosine")) == "NearestNeighbors(n_neighbors=2, metric='cosine')"
+
+
+def test_kneighbors_graph_matches_sklearn():
+    ours = NearestNeighbors(3).fit(X).kneighbors_graph(Q, mode="distance").toarray()
+    theirs = SkNN(n_neighbors=3, algorithm="brute").fit(X).kneighbors_graph(Q, mode="distance").toarray()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+    conn = NearestNeighbors(3).fit(X).kneighbors_graph(Q)
+    assert conn.shape == (7, 80) and conn.sum() == 21
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "manhattan", "cosine", "chebyshev"])
+def test_radius_neighbors_matches_sklearn(metric):
+    radius = {"euclidean": 3.0, "manhattan": 6.0, "cosine": 0.5, "chebyshev": 1.5}[metric]
+    D, I = NearestNeighbors(metric=metric).fit(X).radius_neighbors(Q, radius=radius, sort_results=True)
+    D_sk, I_sk = SkNN(metric=metric, algorithm="brute").fit(X).radius_neighbors(Q, radius=radius, sort_results=True)
+    for a, b, da, db in zip(I, I_sk, D, D_sk):
+        assert set(a.tolist()) == set(b.tolist())
+        np.testing.assert_allclose(np.sort(da), np.sort(db), rtol=1e-5, atol=1e-6)
+    _, I_self = NearestNeighbors().fit(X).radius_neighbors(radius=2.5)
+    assert all(i not in row for i, row in enumerate(I_self))
+
+
+def test_not_fitted():
+    with pytest.raises(RuntimeError, match="not fitted yet"):
+        NearestNeighbors().kneighbors(Q)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.where(np.arange(24).reshape(4, 6) == 13, np.nan, 1.0), r"contains NaN \(first at row 2\)"),
+    (np.where(np.arange(24).reshape(4, 6) == 0, np.inf, 1.0), r"contains infinity \(first at row 0\)"),
+    (np.zeros((0, 6)), "0 sample"),
+    (np.zeros(6), "Expected 2D array, got 1D|Expected 2D array for X, got 1D"),
+    (np.zeros((3, 6), dtype=complex), "Complex data not supported"),
+    (np.array([[object()] * 6]), "dtype object"),
+])
+def test_bad_arrays(bad, message):
+    with pytest.raises(ValueError, match=message):
+        NearestNeighbors(1).fit(bad)
+
+
+def test_dimension_mismatch_and_k():
+    nn = NearestNeighbors(3).fit(X)
+    with pytest.raises(ValueError, match="X has 5 features, but NearestNeighbors is expecting 6"):
+        nn.kneighbors(Q[:, :5])
+    with pytest.raises(ValueError, match="n_neighbors <= n_samples_fit, but n_neighbors = 81"):
+        nn.kneighbors(Q, n_neighbors=81)
+    with pytest.raises(ValueError, match="n_samples_fit - 1"):
+        nn.kneighbors(n_neighbors=80)
+    with pytest.raises(ValueError, match="Expected n_neighbors > 0. Got 0"):
+        nn.kneighbors(Q, n_neighbors=0)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"metric": "hamming"}, "'metric' parameter of NearestNeighbors must be one of"),
+    ({"backend": "annoy"}, "'backend' parameter of NearestNeighbors must be one of"),
+    ({"n_neighbors": 0}, "'n_neighbors' parameter of NearestNeighbors must be an int >= 1. Got 0"),
+    ({"working_memory": -1}, "'working_memory' parameter"),
+])
+def test_bad_parameters_are_named(params, message):
+    with pytest.raises(ValueError, match=message):
+        NearestNeighbors(**params).fit(X)
