@@ -68,19 +68,27 @@ def reference(xq: np.ndarray, xb: np.ndarray, k: int, metric: str, extra: int = 
     return np.take_along_axis(dist, order, 1), np.take_along_axis(cand, order, 1)
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+def _status_mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status, in MiB (VmRSS now, VmHWM peak).
+
+    VmHWM is this address space's own high-water mark; getrusage's ru_maxrss is not used
+    because Linux carries it over from the parent process across fork and exec.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if field == "VmHWM" else float("nan")
 
 
 def worker(backend: str, data: Path, k: int, metric: str, precision: str) -> dict:
     """Run one backend in this process and return its record (called in a child process)."""
     from .knn import NearestNeighbors
 
-    baseline = _rss_mb()
+    baseline = _status_mb("VmRSS")
     xb = np.load(data / "xb.npy")
     xq = np.load(data / "xq.npy")
     nn = NearestNeighbors(k, metric=metric, backend=backend, device="cpu", precision=precision)
@@ -92,7 +100,7 @@ def worker(backend: str, data: Path, k: int, metric: str, precision: str) -> dic
     np.save(data / f"D_{backend}.npy", D)
     np.save(data / f"I_{backend}.npy", I)
     record = {"backend": backend, "config": nn._backend.config(), "fit_s": t1 - t0, "search_s": t2 - t1,
-              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              "peak_rss_mb": _status_mb("VmHWM"),
               "baseline_rss_mb": baseline}
     stats = getattr(nn._backend, "last_stats", None)
     if stats is not None:

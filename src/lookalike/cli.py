@@ -43,9 +43,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _embedder(args):
-    from .features import Embedder
+    from .features import DEFAULT_MODEL, Embedder
 
-    return Embedder(args.model, weights=args.weights, pooling=args.pooling, input_size=args.input_size,
+    return Embedder(args.model or DEFAULT_MODEL, weights=args.weights, pooling=args.pooling, input_size=args.input_size,
                     device=args.device, precision=args.precision, fast=args.fast, compile=args.compile,
                     batch_size=args.batch_size, gpu_memory=args.gpu_memory, progress=not args.quiet)
 

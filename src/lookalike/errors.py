@@ -35,3 +35,16 @@ class BadIndex(LookalikeError):
 
 class SearchError(LookalikeError, ValueError):
     """A search request that cannot be answered (bad k, unknown id)."""
+
+
+class WriteError(LookalikeError):
+    """Writing failed (disk full, no permission); whatever was committed before is intact."""
+
+    exit_code = 1
+
+
+def write_error(path, exc: BaseException) -> WriteError:
+    """A one-line WriteError naming `path` and the reason of an OSError."""
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return WriteError(f"{path}: cannot write ({reason}); is the disk full or the folder read-only? "
+                      "Nothing committed before was changed")

@@ -166,3 +166,15 @@ def test_torch_device_parameter_runs_the_same_code():
     assert_exact(xq, xb, 3, "euclidean", device=torch.device("cpu"))
     if torch.cuda.is_available():
         assert_exact(xq, xb, 3, "euclidean", device="cuda")
+
+
+@pytest.mark.parametrize("values", ["normal", "ties"])
+def test_smallest_k_by_group_minima_equals_a_full_top_k(values):
+    from lookalike.knn.engine import smallest_k
+
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(64, 1024, generator=g) if values == "normal" else torch.randint(0, 3, (64, 1024), generator=g).float()
+    for K in (1, 5, 11, 32):
+        v, i = smallest_k(s, K)
+        assert torch.equal(torch.gather(s, 1, i), v)
+        assert torch.equal(v.sort(1).values, torch.topk(s, K, dim=1, largest=False).values.sort(1).values)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write_text
-from ..errors import BadIndex
+from ..errors import BadIndex, write_error
 
 FORMAT_VERSION = 1
 SCHEMA = """
@@ -212,11 +212,18 @@ class IndexStore:
         seq = len(self.segments())
         name = f"seg-{seq:06d}-{secrets.token_hex(4)}.npy"
         file = self.path / "vectors" / name
-        with open(file, "wb") as f:
-            np.save(f, vectors, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync_dir(file.parent)
+        try:
+            with open(file, "wb") as f:
+                np.save(f, vectors, allow_pickle=False)
+                f.flush()
+                os.fsync(f.fileno())
+            _fsync_dir(file.parent)
+        except OSError as exc:
+            file.unlink(missing_ok=True)  # disk full, permissions: nothing was committed
+            raise write_error(file, exc) from None
+        except BaseException:
+            file.unlink(missing_ok=True)
+            raise
         size, crc = file.stat().st_size, crc32_file(file)
         now = time.time()
         with self.connect() as db:

@@ -31,6 +31,7 @@ class ArraySource(Source):
             except ValueError as exc:
                 raise SourceError(f"{self.path}: not a readable .npy file ({exc})") from None
             self.name = name or f"npy:{self.path.name}"
+            self.spec = str(self.path.resolve())
         if array.ndim != 4 or array.shape[-1] != 3:
             raise SourceError(
                 f"{self.path or self.name}: shape {array.shape} is not (n, height, width, 3) images"

@@ -47,6 +47,7 @@ class Source:
     labels: np.ndarray | None = None
     label_names: list[str] | None = None
     skipped: Sequence[Skipped] = ()
+    spec: str | None = None  # how `open_source` reopens this set (None: an in-memory array)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -58,6 +59,10 @@ class Source:
     def location(self, i: int) -> str:
         """Where image `i` comes from: a file path or `file#record`."""
         return self.ids[i]
+
+    def position(self, i: int) -> int:
+        """Position of image `i` in the set that `spec` reopens."""
+        return i
 
     def label(self, i: int) -> str | None:
         if self.labels is None:
@@ -94,12 +99,16 @@ class Subset(Source):
         self.labels = None if parent.labels is None else parent.labels[indices]
         self.label_names = parent.label_names
         self.skipped = []
+        self.spec = parent.spec
 
     def read(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         return self.parent.read(self.indices[np.asarray(indices, dtype=np.int64)])
 
     def location(self, i: int) -> str:
         return self.parent.location(int(self.indices[i]))
+
+    def position(self, i: int) -> int:
+        return self.parent.position(int(self.indices[i]))
 
     def describe(self) -> dict:
         return {**self.parent.describe(), "name": self.name, "count": len(self)}

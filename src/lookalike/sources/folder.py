@@ -99,6 +99,7 @@ class FolderSource(Source):
             raise SourceError(f"{self.root}: no such folder")
         files, skipped = list_files(self.root)
         self.name = f"folder:{self.root}"
+        self.spec = str(self.root.resolve())
         self.image_shape = (size, size, 3)
         arrays, kept = self._decode(files, size, skipped, progress)
         if not kept:
@@ -106,7 +107,7 @@ class FolderSource(Source):
                 f"{self.root}: no readable image found"
                 + (f" ({len(skipped)} file(s) skipped)" if skipped else "")
             )
-        self.paths = kept
+        self.paths = [p.resolve() for p in kept]
         self.images = np.stack(arrays)
         self.ids = [p.relative_to(self.root).as_posix() for p in kept]
         self.skipped = skipped

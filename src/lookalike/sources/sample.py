@@ -82,6 +82,7 @@ class SampleSource(Source):
         self.paths = paths
         self.n, self.seed = n, seed
         self.name = f"sample:{n}:{seed}"
+        self.spec = f"sample:{n}:{seed}" if size == 96 else None
         self.image_shape = (size, size, 3)
         self.ids = [f"sample/{i:05d}" for i in range(n)]
 

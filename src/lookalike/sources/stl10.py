@@ -88,6 +88,7 @@ class STL10Source(Source):
         self.images = read_stl10(self.path)
         stem = self.path.name.removesuffix("_X.bin").removesuffix(".bin")
         self.name = f"stl10:{stem}"
+        self.spec = f"stl10:{self.path.resolve()}"
         self.ids = [f"{stem}/{i}" for i in range(len(self.images))]
         self.image_shape = (HEIGHT, WIDTH, CHANNELS)
         label_path = self.path.with_name(self.path.name.replace("_X.bin", "_y.bin"))

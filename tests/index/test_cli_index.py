@@ -1,0 +1,100 @@
+"""The index commands as a user runs them, including every bad input of the issue."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike.sources import SampleSource
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "lookalike", "-q", *args], capture_output=True, text=True)
+
+
+def one_line_error(proc, fragment):
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], proc.stderr
+
+
+@pytest.fixture(scope="module")
+def index_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    photos = root / "photos"
+    (photos / "a").mkdir(parents=True)
+    (photos / "b").mkdir()
+    src = SampleSource(40, seed=9)
+    for i in range(40):
+        Image.fromarray(src.images[i]).save(photos / ("a" if i % 2 else "b") / f"img{i:02d}.png")
+    (photos / "a" / "broken.jpg").write_bytes(b"no")
+    proc = cli("index", str(photos), "--out", str(root / "ix"))
+    assert proc.returncode == 0, proc.stderr
+    assert "indexed 40 image(s)" in proc.stdout and "broken.jpg" in proc.stderr
+    return root
+
+
+def test_info(index_dir):
+    proc = cli("index", "info", str(index_dir / "ix"), "--json")
+    info = json.loads(proc.stdout)
+    assert info["count"] == 40 and info["labels"] == 2 and info["metric"] == "euclidean"
+
+
+def test_search_text_and_json(index_dir):
+    q = index_dir / "photos" / "a" / "img01.png"
+    text = cli("search", str(index_dir / "ix"), str(q), "-k", "2")
+    assert text.returncode == 0
+    first = text.stdout.splitlines()[1]  # the image itself, up to batch-size rounding
+    assert text.stdout.startswith("query: ") and "img01.png" in first
+    assert float(first.split("distance")[1].split()[0]) < 0.01
+    js = json.loads(cli("search", str(index_dir / "ix"), "--id", "3", "--json").stdout)
+    assert js[0]["query"] == "id 3" and len(js[0]["neighbours"]) == 3
+    assert all(n["id"] != 3 for n in js[0]["neighbours"])
+    assert {"distance", "id", "key", "label", "location"} <= set(js[0]["neighbours"][0])
+
+
+def test_search_bad_query_image_others_still_answer(index_dir):
+    bad = index_dir / "photos" / "a" / "broken.jpg"
+    good = index_dir / "photos" / "a" / "img03.png"
+    proc = cli("search", str(index_dir / "ix"), str(bad), str(good))
+    assert proc.returncode == 1
+    assert "img03.png" in proc.stdout and proc.stdout.count("1. distance") == 1
+    assert "broken.jpg" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_grid(index_dir):
+    out = index_dir / "grid.png"
+    proc = cli("grid", str(index_dir / "ix"), "--queries", "3", "-k", "2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert Image.open(out).size[0] > 300
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["search", "{root}/nope", "--id", "1"], "no such index folder"),
+    (["search", "{ix}", "--id", "1", "-k", "0"], "k=0 is out of range"),
+    (["search", "{ix}", "--id", "1", "-k", "41"], "k=41 is out of range"),
+    (["search", "{ix}", "--id", "77"], "no image with id 77"),
+    (["search", "{ix}", "{root}/photos/a/broken.jpg"], "broken.jpg: not an image"),
+    (["index", "add", "{ix}", "sample:5", "--model", "resnet50"], "not resnet50"),
+    (["grid", "{ix}", "-k", "50", "--out", "{root}/g.png"], "k=50 is out of range"),
+])
+def test_bad_input(index_dir, args, fragment):
+    before = (index_dir / "ix" / "meta.sqlite").read_bytes()
+    args = [a.format(root=index_dir, ix=index_dir / "ix") for a in args]
+    one_line_error(cli(*args), fragment)
+    assert (index_dir / "ix" / "meta.sqlite").read_bytes() == before
+
+
+def test_add_then_search_finds_new_images(index_dir, tmp_path):
+    import shutil
+
+    ix = tmp_path / "ix"
+    shutil.copytree(index_dir / "ix", ix)
+    np.save(tmp_path / "new.npy", SampleSource(6, seed=11).images)
+    proc = cli("index", "add", str(ix), str(tmp_path / "new.npy"))
+    assert proc.returncode == 0 and "40 -> 46" in proc.stdout, proc.stderr
+    js = json.loads(cli("search", str(ix), "--id", "44", "--json", "-k", "1").stdout)
+    assert js[0]["neighbours"][0]["id"] != 44
