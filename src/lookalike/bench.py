@@ -91,7 +91,8 @@ def worker(backend: str, data: Path, k: int, metric: str, precision: str) -> dic
     baseline = _status_mb("VmRSS")
     xb = np.load(data / "xb.npy")
     xq = np.load(data / "xq.npy")
-    nn = NearestNeighbors(k, metric=metric, backend=backend, device="cpu", precision=precision)
+    name, _, forced = backend.partition("@")  # "lookalike@fp32": the engine at a fixed precision
+    nn = NearestNeighbors(k, metric=metric, backend=name, device="cpu", precision=forced or precision)
     t0 = time.perf_counter()
     nn.fit(xb)
     t1 = time.perf_counter()
@@ -105,12 +106,17 @@ def worker(backend: str, data: Path, k: int, metric: str, precision: str) -> dic
     stats = getattr(nn._backend, "last_stats", None)
     if stats is not None:
         record["stages"] = stats.as_dict()
-    if backend == "lookalike" and get_metric(metric).gemm:
+    if name == "lookalike" and get_metric(metric).gemm:
+        import torch
+
         from .knn.engine import gemm_floor
 
-        # the fp32 GEMMs alone, same blocks, same process: the floor of any fp32 brute force
+        # the GEMMs alone, same blocks, same process: the floor of any brute force at that precision
         record["fp32_gemm_floor_s"] = gemm_floor(nn._state, xq)
         record["vs_fp32_floor"] = record["search_s"] / record["fp32_gemm_floor_s"]
+        if nn._state.screen.int8:
+            record["int8_gemm_floor_s"] = gemm_floor(nn._state, xq, torch.int8)
+        del torch
     return record
 
 
@@ -121,12 +127,18 @@ def run(*, nb: int = 90000, nq: int = 10000, d: int = 2048, k: int = 3, metric: 
     """Compare backends on one workload; write bench.json and bench.png into `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    backends = backends or [b for b in ("lookalike", "faiss", "torch", "sklearn") if b in available("cpu")]
+    if not backends:
+        backends = [b for b in ("lookalike", "faiss", "torch", "sklearn") if b in available("cpu")]
+        if precision == "auto" and _auto_is_not_fp32(metric):
+            backends.insert(1, "lookalike@fp32")  # the fp32 engine too, as the floor's reference
     for b in backends:
-        if b not in BACKENDS:
-            raise LookalikeError(f"unknown backend {b!r}; choose among {', '.join(BACKENDS)}")
-        if b not in available("cpu"):
-            raise LookalikeError(f"backend {b!r} is not usable here (not installed, or needs a GPU)")
+        name, _, forced = b.partition("@")
+        if name not in BACKENDS:
+            raise LookalikeError(f"unknown backend {name!r}; choose among {', '.join(BACKENDS)}")
+        if name not in available("cpu"):
+            raise LookalikeError(f"backend {name!r} is not usable here (not installed, or needs a GPU)")
+        if forced and (name != "lookalike" or forced not in ("fp32", "bf16", "int8")):
+            raise LookalikeError(f"{b!r}: only lookalike takes a precision (@fp32, @bf16 or @int8)")
     if features:
         from .features.embed import read_features
         from .sources.split import split_indices
@@ -175,6 +187,14 @@ def run(*, nb: int = 90000, nq: int = 10000, d: int = 2048, k: int = 3, metric: 
     return result
 
 
+def _auto_is_not_fp32(metric: str) -> bool:
+    import torch
+
+    from .knn.precision import screen_dtype
+
+    return screen_dtype("auto", torch.device("cpu"), get_metric(metric)) != torch.float32
+
+
 def _spawn(backend: str, data: Path, k: int, metric: str, precision: str) -> dict:
     cmd = [sys.executable, "-m", "lookalike.bench", backend, str(data), str(k), metric, precision]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -200,15 +220,20 @@ def table(result: dict) -> str:
     head = f"{'backend':<10} {'fit s':>7} {'search s':>9} {'vs sklearn':>10} {'peak MB':>8} " \
            f"{'max |dD|':>9} {'sets differ':>11}  config"
     lines = [head, "-" * len(head)]
-    floor = next((r for r in result["results"] if "fp32_gemm_floor_s" in r), None)
+    floors = [r for r in result["results"] if "fp32_gemm_floor_s" in r]
     for r in result["results"]:
         sp = f"{r['speedup_vs_sklearn']:.1f}x" if r.get("speedup_vs_sklearn") else "-"
         lines.append(f"{r['backend']:<10} {r['fit_s']:>7.2f} {r['search_s']:>9.2f} {sp:>10} "
                      f"{r['peak_rss_mb']:>8.0f} {r['max_abs_dist_diff']:>9.2e} "
                      f"{r['frac_neighbor_sets_differ']:>11.2%}  {r['config']}")
-    if floor:
-        lines.append(f"fp32 GEMM floor (same blocks, GEMMs only): {floor['fp32_gemm_floor_s']:.2f} s; "
-                     f"lookalike at {floor['vs_fp32_floor']:.2f}x of it")
+    for r in floors:
+        st = r.get("stages", {})
+        lines.append(f"{r['backend']}: {st.get('screen_dtype')} screen; stages prepare {st.get('prepare_s', 0):.2f} s, "
+                     f"screen {st.get('screen_s', 0):.2f} s, rerank {st.get('rerank_s', 0):.2f} s, fallback "
+                     f"{st.get('fallback_s', 0):.2f} s; {st.get('candidates', 0)} candidates reranked, "
+                     f"{st.get('fallbacks', 0)} fallbacks; fp32 GEMM floor {r['fp32_gemm_floor_s']:.2f} s "
+                     f"(search at {r['vs_fp32_floor']:.2f}x of it)"
+                     + (f", int8 GEMM floor {r['int8_gemm_floor_s']:.2f} s" if "int8_gemm_floor_s" in r else ""))
     return "\n".join(lines)
 
 

@@ -7,7 +7,6 @@ stderr, exit status 2, no traceback for a user mistake.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 
@@ -38,7 +37,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=None)
     p.add_argument("--gpu-memory", type=float, default=None, metavar="MIB",
                    help="GPU memory budget for the CNN, so a kNN library can share the card")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster run)")
+    p.add_argument("--compile", action="store_const", const=True, default="auto",
+                   help="torch.compile the model (slow start, faster run; by default on the CPU from 20,000 images)")
     p.add_argument("--no-fast", dest="fast", action="store_false", help="plain eager PyTorch, no graph freezing")
 
 
@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backends", default=None, help="comma-separated, e.g. lookalike,faiss,sklearn")
     p.add_argument("--repeats", type=_positive_int, default=1)
     p.add_argument("--verify-queries", type=_positive_int, default=1000)
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"),
+                   help="screen precision of lookalike's engine (results are exact whatever it is)")
     p.add_argument("--out", default="bench-out")
 
     from .cli_index import add_index_commands

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
@@ -122,7 +121,6 @@ def cmd_grid(args) -> int:
     import numpy as np
 
     from .index import Index
-    from .report.figures import result_grid
 
     index = Index(args.index)
     index.check_k(args.k)

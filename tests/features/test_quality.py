@@ -1,7 +1,6 @@
 """Retrieval quality on the bundled sample set: pretrained features find crops of the same
 photo; random weights do clearly worse, which shows this test can fail."""
 
-import numpy as np
 
 from lookalike import NearestNeighbors
 from lookalike.features import Embedder

@@ -78,7 +78,7 @@ def test_add_appends_without_rebuild(tmp_path):
     assert again.count == 50 and again.vectors().shape == (50, 1280)
     assert first in {p.name for p in (tmp_path / "ix" / "vectors").iterdir()}  # old segment untouched
     assert again.images([45])[0].key == "more/5"
-    r = again.search_images([], 1) if False else again.search_ids([45], k=1)
+    r = again.search_ids([45], k=1)
     assert r[0].neighbours[0].id != 45
 
 
@@ -116,7 +116,7 @@ def test_build_refuses_existing_folder(tmp_path):
 
 
 def test_orphan_segment_from_a_crash_is_ignored_then_cleaned(tmp_path):
-    index = Index.build(SampleSource(20, seed=1), tmp_path / "ix", progress=False)
+    Index.build(SampleSource(20, seed=1), tmp_path / "ix", progress=False)
     orphan = tmp_path / "ix" / "vectors" / "seg-000001-dead.npy"
     np.save(orphan, np.zeros((3, 1280), np.float32))
     assert Index(tmp_path / "ix").vectors().shape == (20, 1280)

@@ -58,10 +58,11 @@ def test_engine_is_exact(problem):
 
 @settings(max_examples=60, deadline=None)
 @given(problems(), st.sampled_from([1e-4, 0.01, 1.0]))
-def test_engine_is_exact_with_tiny_blocks_and_bf16_screen(problem, wm):
+def test_engine_is_exact_with_tiny_blocks_and_low_precision_screens(problem, wm):
     xq, xb, k, metric = problem
     assert_exact(xq, xb, k, metric, working_memory=wm)
     assert_exact(xq, xb, k, metric, screen_dtype=torch.bfloat16)
+    assert_exact(xq, xb, k, metric, screen_dtype=torch.int8)
 
 
 @pytest.mark.parametrize("metric", ALL)
@@ -88,6 +89,8 @@ def test_near_ties_at_the_bound(metric):
     assert_exact(xq, xb, 3, metric, stats=stats)
     if metric in ("euclidean", "sqeuclidean", "cosine"):
         assert stats.fallbacks + stats.candidates > 3  # the screen alone could not decide
+    for dtype in (torch.bfloat16, torch.int8):
+        assert_exact(xq, xb, 3, metric, screen_dtype=dtype)
 
 
 @pytest.mark.parametrize("metric", ALL)
@@ -173,7 +176,10 @@ def test_smallest_k_by_group_minima_equals_a_full_top_k(values):
     from lookalike.knn.engine import smallest_k
 
     g = torch.Generator().manual_seed(0)
-    s = torch.randn(64, 1024, generator=g) if values == "normal" else torch.randint(0, 3, (64, 1024), generator=g).float()
+    if values == "normal":
+        s = torch.randn(64, 1024, generator=g)
+    else:
+        s = torch.randint(0, 3, (64, 1024), generator=g).float()
     for K in (1, 5, 11, 32):
         v, i = smallest_k(s, K)
         assert torch.equal(torch.gather(s, 1, i), v)

@@ -32,6 +32,7 @@ def summary(name: str, input_size: int | None = None, pooling: str = "max") -> s
              f"{'Layer':<{width}}{'Type':<26}{'Output shape':<22}{'Param #':>12}", "=" * (width + 60)]
     lines += [f"{n:<{width}}{t:<26}{s:<22}{p:>12,}" for n, t, s, p in rows]
     lines += ["=" * (width + 60), f"{'pooling':<{width}}{pooling:<26}{str(tuple(out.shape)):<22}{0:>12,}",
-              f"Total params: {total:,}", f"Trainable params: {sum(p.numel() for p in net.parameters() if p.requires_grad):,}",
+              f"Total params: {total:,}",
+              f"Trainable params: {sum(p.numel() for p in net.parameters() if p.requires_grad):,}",
               f"Output: {out.shape[1]}-d feature vector per image"]
     return "\n".join(lines)

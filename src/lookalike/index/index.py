@@ -201,7 +201,8 @@ class Index:
     # -- searching -------------------------------------------------------------------------
     def check_k(self, k: int) -> int:
         if k < 1 or k > self.count:
-            raise SearchError(f"k={k} is out of range: this index holds {self.count} image(s), so 1 <= k <= {self.count}")
+            raise SearchError(f"k={k} is out of range: this index holds {self.count} image(s), "
+                              f"so 1 <= k <= {self.count}")
         return k
 
     def search_vectors(self, queries: np.ndarray, k: int = 3, *, exclude: np.ndarray | None = None,

@@ -27,7 +27,7 @@ _CONSTRAINTS: dict[str, tuple[Any, str]] = {
                        "None or a number of MiB > 0"),
     "device": (lambda v: isinstance(v, str) and (v in ("auto", "cpu") or v.startswith("cuda")),
                "'auto', 'cpu' or 'cuda[:N]'"),
-    "precision": (lambda v: v in ("auto", "fp32", "bf16"), "one of ['auto', 'fp32', 'bf16']"),
+    "precision": (lambda v: v in ("auto", "fp32", "bf16", "int8"), "one of ['auto', 'fp32', 'bf16', 'int8']"),
 }
 
 
@@ -50,7 +50,9 @@ class NearestNeighbors:
     device : str, default='auto'
         'cpu', 'cuda[:N]', or 'auto' (CUDA when present).
     precision : str, default='auto'
-        Screen precision of the lookalike engine. Results are exact whatever it is.
+        Screen precision of the lookalike engine: 'fp32', 'bf16', 'int8', or 'auto' (bf16 on
+        CUDA and AMX/AVX-512-BF16 CPUs, int8 on VNNI CPUs, else fp32). Results are exact
+        whatever it is: a lower precision widens the error bound, the float64 rerank decides.
 
     Attributes
     ----------
@@ -184,7 +186,7 @@ class NearestNeighbors:
         Distances are exact (float64 rerank of the boundary). Memory grows with the number of
         points returned.
         """
-        if radius is None or isinstance(radius, bool) or not isinstance(radius, numbers.Real) or not np.isfinite(radius):
+        if isinstance(radius, bool) or not isinstance(radius, numbers.Real) or not np.isfinite(radius):
             raise ValueError(f"radius must be a finite number, got {radius!r}")
         Xq = self._query_array(X)
         from .radius import radius_search

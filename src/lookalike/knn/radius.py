@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .engine import PreparedBase, _as_tensor, _ranges, pair_distances
+from .engine import Extent, PreparedBase, _as_tensor, _ranges, pair_distances
 from .metrics import Metric
 
 
@@ -18,7 +18,7 @@ def radius_search(xq: np.ndarray, xb: np.ndarray, radius: float, metric: Metric,
     base = PreparedBase(xb, metric.name, working_memory=working_memory, materialise=False)
     screen = base.screen
     q = screen.prepare(_as_tensor(xq, base.device))
-    qn = screen.norms(q)
+    qn = q.l2
     # the screen score a candidate must not exceed, before the error bound
     if metric.name == "euclidean":
         limit = radius**2 - qn**2
@@ -30,13 +30,14 @@ def radius_search(xq: np.ndarray, xb: np.ndarray, radius: float, metric: Metric,
         limit = torch.full_like(qn, -radius)
     else:
         limit = torch.full_like(qn, radius)
-    q = q.to(screen.dtype)
     qb, bb = base.block_sizes(len(xq))
     rows_all, cols_all = [], []
-    for blo, bhi, b, b_sq in base.blocks(bb):
-        bound = screen.bound(qn, float(b_sq.max().sqrt()))
+    for blo, bhi, b in base.blocks(bb):
+        extent = Extent()
+        extent.update(b)
+        bound = screen.bound(q, extent)  # valid for this block's candidates
         for qlo, qhi in _ranges(len(xq), qb):
-            s = screen.scores(q[qlo:qhi], b, b_sq).double()
+            s = screen.scores(q[qlo:qhi], b).double()
             keep = s <= (limit[qlo:qhi] + 2 * bound[qlo:qhi])[:, None]
             r, c = keep.nonzero(as_tuple=True)
             rows_all.append((r + qlo).numpy())
@@ -47,7 +48,8 @@ def radius_search(xq: np.ndarray, xb: np.ndarray, radius: float, metric: Metric,
     dist = pair_distances(metric, xq, xb, rows, cols)
     inside = dist >= radius if metric.largest_first else dist <= radius
     rows, cols, dist = rows[inside], cols[inside], dist[inside]
-    order = np.lexsort((cols, -dist if metric.largest_first else dist, rows)) if sort_results else np.lexsort((cols, rows))
+    key = -dist if metric.largest_first else dist
+    order = np.lexsort((cols, key, rows)) if sort_results else np.lexsort((cols, rows))
     rows, cols, dist = rows[order], cols[order], dist[order]
     bounds = np.searchsorted(rows, np.arange(len(xq) + 1))
     out_d = np.empty(len(xq), dtype=object)

@@ -54,7 +54,8 @@ def check_k(k, n_samples: int, exclude_self: bool) -> int:
     limit = n_samples - 1 if exclude_self else n_samples
     if k > limit:
         raise ValueError(
-            f"Expected n_neighbors <= n_samples_fit{' - 1 (X=None excludes each point itself)' if exclude_self else ''}, "
+            f"Expected n_neighbors <= n_samples_fit"
+            f"{' - 1 (X=None excludes each point itself)' if exclude_self else ''}, "
             f"but n_neighbors = {k}, n_samples_fit = {n_samples}"
         )
     return int(k)

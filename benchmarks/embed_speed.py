@@ -1,0 +1,115 @@
+"""Images/s of lookalike's feature extraction against Keras 3 + TensorFlow on the CPU.
+
+Same images (the sample set, 96x96x3), same run, each variant in its own process (so that
+TensorFlow's and PyTorch's thread pools never compete), repeats interleaved because these
+machines drift; the best rate of each variant is kept and compared with Keras fp32.
+
+    python benchmarks/embed_speed.py --n 512 --repeats 2 --out docs/bench/embed.json
+
+Needs keras and tensorflow-cpu beside lookalike (pip install '.[bench]'); they are never a
+dependency of lookalike itself. Keras: keras.applications.ResNet50(weights=None,
+include_top=False, input_shape=(96, 96, 3), pooling='max'), predict(batch_size=64).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+VARIANTS = {
+    "keras-resnet50-fp32": "Keras 3 / TensorFlow ResNet50, fp32, predict(batch_size=64)",
+    "lookalike-resnet50-eager-fp32": "lookalike resnet50, eager fp32 (--no-fast --precision fp32)",
+    "lookalike-resnet50-fast": "lookalike resnet50, fast path (channels_last + frozen TorchScript, auto precision)",
+    "lookalike-resnet50-compile": "lookalike resnet50, fast path with torch.compile (--compile)",
+    "lookalike-resnet50-bf16": "lookalike resnet50, bf16 fast path (--precision bf16)",
+    "lookalike-efficientnet_lite0-eager-fp32": "lookalike efficientnet_lite0, eager fp32",
+    "lookalike-efficientnet_lite0-fast": "lookalike efficientnet_lite0, fast path",
+    "lookalike-efficientnet_lite0-compile": "lookalike efficientnet_lite0, torch.compile",
+}
+
+
+def measure(variant: str, n: int) -> dict:
+    """Run in a child process: warm up, then time embedding n images."""
+    import numpy as np
+
+    from lookalike.sources import SampleSource
+
+    images = SampleSource(n, seed=0).images
+    if variant.startswith("keras"):
+        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+        import keras
+
+        model = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(96, 96, 3), pooling="max")
+        pre = keras.applications.resnet50.preprocess_input
+
+        def run(x):
+            return model.predict(pre(x.astype("float32")), batch_size=64, verbose=0)
+
+        config = f"keras {keras.__version__}, tensorflow {__import__('tensorflow').__version__}"
+    else:
+        from lookalike.features import Embedder
+
+        _, model_name, *mode = variant.split("-")
+        mode = "-".join(mode)
+        e = Embedder(model_name, weights="none" if model_name == "resnet50" else "imagenet", progress=False,
+                     fast=mode != "eager-fp32", compile=mode == "compile",
+                     precision={"eager-fp32": "fp32", "bf16": "bf16"}.get(mode, "auto"))
+        run = e.embed_array
+        import torch
+
+        config = f"torch {torch.__version__}, {torch.get_num_threads()} threads, {str(e.dtype).removeprefix('torch.')}"
+    run(images[:64])  # warm-up (and compilation)
+    t0 = time.perf_counter()
+    out = run(images)
+    seconds = time.perf_counter() - t0
+    return {"variant": variant, "images": n, "seconds": seconds, "images_per_s": n / seconds,
+            "dim": int(np.asarray(out).shape[1]), "config": config}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--out", default="docs/bench/embed.json")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(measure(args.worker, args.n)))
+        return
+    best: dict[str, dict] = {}
+    for rep in range(args.repeats):
+        for v in args.variants.split(","):
+            proc = subprocess.run([sys.executable, __file__, "--worker", v, "--n", str(args.n)],
+                                  capture_output=True, text=True)
+            if proc.returncode:
+                print(f"{v}: failed: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+                continue
+            rec = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(f"[{rep + 1}/{args.repeats}] {v}: {rec['images_per_s']:.1f} images/s", file=sys.stderr)
+            if v not in best or rec["images_per_s"] > best[v]["images_per_s"]:
+                best[v] = rec
+    keras_rate = best.get("keras-resnet50-fp32", {}).get("images_per_s")
+    for rec in best.values():
+        rec["vs_keras_fp32"] = rec["images_per_s"] / keras_rate if keras_rate else None
+        rec["description"] = VARIANTS[rec["variant"]]
+    from lookalike.bench import machine
+
+    result = {"machine": machine(), "python": platform.python_version(), "n": args.n, "repeats": args.repeats,
+              "results": list(best.values())}
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"{'variant':<42} {'images/s':>9} {'vs Keras fp32':>14}")
+    for rec in best.values():
+        ratio = f"{rec['vs_keras_fp32']:.2f}x" if rec["vs_keras_fp32"] else "-"
+        print(f"{rec['variant']:<42} {rec['images_per_s']:>9.1f} {ratio:>14}")
+
+
+if __name__ == "__main__":
+    main()
