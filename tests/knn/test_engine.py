@@ -184,3 +184,14 @@ def test_smallest_k_by_group_minima_equals_a_full_top_k(values):
         v, i = smallest_k(s, K)
         assert torch.equal(torch.gather(s, 1, i), v)
         assert torch.equal(v.sort(1).values, torch.topk(s, K, dim=1, largest=False).values.sort(1).values)
+
+
+def test_int8_dots_are_exact_for_every_shape():
+    from lookalike.knn.engine import int8_dots
+
+    g = torch.Generator().manual_seed(1)
+    for m, d, n in [(1, 1, 2), (3, 1, 9), (1, 2, 1), (5, 7, 3), (64, 300, 130), (2, 2048, 17)]:
+        a = torch.randint(-127, 128, (m, d), dtype=torch.int8, generator=g)
+        b = torch.randint(-127, 128, (n, d), dtype=torch.int8, generator=g)
+        for _ in range(3):
+            assert torch.equal(int8_dots(a, b), a.int() @ b.int().T), (m, d, n)

@@ -75,6 +75,17 @@ def _as_tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:
     return t.to(device=device, dtype=torch.float64 if t.dtype == torch.float64 else torch.float32)
 
 
+def int8_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Exact int32 dot products of int8 rows, a (m, d) against b (n, d) -> (m, n).
+
+    torch._int_mm (VNNI/AMX on the CPU) returns garbage for d == 1 (torch 2.13, measured);
+    that case is a plain outer product.
+    """
+    if a.shape[1] == 1:
+        return a.int() * b.int().T
+    return torch._int_mm(a, b.T)
+
+
 @dataclass
 class Rows:
     """Rows ready for the screen, with the per-row figures the error bound needs."""
@@ -163,7 +174,7 @@ class Screen:
         if not m.gemm:
             return torch.cdist(q.data, b.data, p=1.0 if m.name == "manhattan" else math.inf)
         if self.int8:  # exact int32 dot products, then dots = sx * sy * D
-            dots = torch.mul(torch._int_mm(q.data, b.data.T), b.scale[None, :], out=out)
+            dots = torch.mul(int8_dots(q.data, b.data), b.scale[None, :], out=out)
             if m.centred:
                 return torch.addcmul(b.sq[None, :], q.scale[:, None], dots, value=-2.0, out=dots)
             return dots.mul_(q.scale[:, None]).neg_()
