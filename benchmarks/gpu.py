@@ -85,7 +85,8 @@ def main() -> None:
                      "fit_s": fit_s, "frac_neighbor_sets_differ": c["frac_neighbor_sets_differ"],
                      "frac_beyond_ties": c["frac_neighbor_sets_differ_beyond_ties"],
                      "max_abs_dist_diff": c["max_abs_dist_diff"],
-                     "candidates": stats.candidates // (args.repeats + 1), "fallbacks": stats.fallbacks // (args.repeats + 1)})
+                     "candidates": stats.candidates // (args.repeats + 1),
+                     "fallbacks": stats.fallbacks // (args.repeats + 1)})
 
     try:
         from cuvs.neighbors import brute_force  # noqa: F401
