@@ -57,18 +57,21 @@ def exact_distances(metric: Metric, a: np.ndarray | torch.Tensor, b: np.ndarray 
     Inner products for `inner_product`. Each pair is computed on its own, so equal rows
     give equal distances and ties stay ties.
     """
-    a = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a).double()
-    b = torch.as_tensor(np.asarray(b) if not isinstance(b, torch.Tensor) else b).double()
-    if metric.name in ("euclidean", "sqeuclidean"):
-        d2 = ((b - a) ** 2).sum(-1)
-        return d2.sqrt() if metric.name == "euclidean" else d2
-    if metric.name == "manhattan":
-        return (b - a).abs().sum(-1)
-    if metric.name == "chebyshev":
-        return (b - a).abs().amax(-1)
-    dots = (b * a).sum(-1)
+    a = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a)
+    b = torch.as_tensor(np.asarray(b) if not isinstance(b, torch.Tensor) else b)
+    if metric.name in ("euclidean", "sqeuclidean", "manhattan", "chebyshev"):
+        diff = b.to(torch.float64, copy=True)
+        diff.sub_(a)  # float64 differences of float32 inputs are exact
+        if metric.name == "manhattan":
+            return diff.abs_().sum(-1)
+        if metric.name == "chebyshev":
+            return diff.abs_().amax(-1)
+        d2 = torch.linalg.vecdot(diff, diff)
+        return d2.sqrt_() if metric.name == "euclidean" else d2
+    a, b = a.double(), b.double()
+    dots = torch.linalg.vecdot(a, b)
     if metric.name == "inner_product":
         return dots
-    norms = a.norm(dim=-1) * b.norm(dim=-1)
+    norms = torch.linalg.vector_norm(a, dim=-1) * torch.linalg.vector_norm(b, dim=-1)
     cos = torch.where(norms > 0, dots / torch.where(norms > 0, norms, 1.0), 0.0)
     return 1.0 - cos
