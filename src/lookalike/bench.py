@@ -24,7 +24,7 @@ import numpy as np
 from .errors import LookalikeError
 from .knn.backends import BACKENDS, available
 from .knn.metrics import get_metric
-from .knn.verify import compare
+from .knn.verify import compare, reference_knn
 
 
 def synthetic(nb: int, nq: int, d: int, seed: int = 0, clusters: int = 1000) -> tuple[np.ndarray, np.ndarray]:
@@ -41,31 +41,6 @@ def synthetic(nb: int, nq: int, d: int, seed: int = 0, clusters: int = 1000) -> 
         return out
 
     return draw(nb), draw(nq)
-
-
-def reference(xq: np.ndarray, xb: np.ndarray, k: int, metric: str, extra: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """float64 reference with NumPy alone: a float64 GEMM finds k + extra candidates, whose
-    distances are then computed directly and sorted by (distance, index)."""
-    from .knn.engine import pair_distances
-
-    m = get_metric(metric)
-    kk = min(len(xb), k + extra)
-    b64 = np.asarray(xb, np.float64)
-    if m.name in ("euclidean", "sqeuclidean"):
-        score = (b64**2).sum(1)[None, :] - 2 * np.asarray(xq, np.float64) @ b64.T
-    elif m.name == "cosine":
-        bn = b64 / np.maximum(np.linalg.norm(b64, axis=1, keepdims=True), 1e-300)
-        score = -(np.asarray(xq, np.float64) @ bn.T)
-    elif m.name == "inner_product":
-        score = -(np.asarray(xq, np.float64) @ b64.T)
-    else:
-        raise LookalikeError(f"bench verifies GEMM metrics only, not {metric!r}")
-    cand = np.argpartition(score, kk - 1, axis=1)[:, :kk]
-    rows = np.repeat(np.arange(len(xq)), kk)
-    dist = pair_distances(m, np.asarray(xq), np.asarray(xb), rows, cand.ravel()).reshape(cand.shape)
-    key = -dist if m.largest_first else dist
-    order = np.lexsort((cand, key), axis=1)[:, :k]
-    return np.take_along_axis(dist, order, 1), np.take_along_axis(cand, order, 1)
 
 
 def _status_mb(field: str) -> float:
@@ -171,7 +146,7 @@ def run(*, nb: int = 90000, nq: int = 10000, d: int = 2048, k: int = 3, metric: 
         sample = np.sort(np.random.default_rng(seed).permutation(len(xq))[: min(verify_queries, len(xq))])
         if progress:
             print(f"float64 reference on {len(sample)} queries ...", file=sys.stderr, flush=True)
-        D_ref, I_ref = reference(xq[sample], xb, k, metric)
+        D_ref, I_ref = reference_knn(xq[sample], xb, k, metric, method="gemm")
         for b, rec in records.items():
             D, I = np.load(data / f"D_{b}.npy"), np.load(data / f"I_{b}.npy")
             rec |= compare(D_ref, I_ref, D[sample], I[sample])

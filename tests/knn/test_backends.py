@@ -57,3 +57,11 @@ def test_compare_counts_wrong_neighbours_that_distances_miss():
     assert not wrong["agree"]
     tie = compare(D_ref, I_ref, np.array([[1.0, 2.0, 3.0]]), np.array([[0, 1, 9]]))
     assert tie["frac_neighbor_sets_differ"] == 1.0 and tie["frac_neighbor_sets_differ_beyond_ties"] == 0.0
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cosine", "inner_product"])
+def test_gemm_reference_equals_dense_reference(metric):
+    D1, I1 = reference_knn(Q, X, 5, metric)
+    D2, I2 = reference_knn(Q, X, 5, metric, method="gemm")
+    np.testing.assert_array_equal(I1, I2)
+    np.testing.assert_allclose(D1, D2, rtol=1e-12, atol=1e-12)

@@ -13,6 +13,7 @@ from ..errors import BadIndex, SearchError, SourceError
 from ..features.embed import Embedder
 from ..features.models import DEFAULT_MODEL
 from ..features.weights import file_digest_short
+from ..knn.backends import drop_excluded
 from ..knn.metrics import get_metric
 from ..sources.base import Source
 from .store import ImageMeta, IndexStore
@@ -217,11 +218,7 @@ class Index:
             raise SearchError(f"k={k} is out of range: the index holds {self.count} image(s) besides the query")
         nn = NearestNeighbors(k + extra, metric=self.metric, backend=backend).fit(self.vectors())
         D, I = nn.kneighbors(queries)
-        if exclude is None:
-            return D, I
-        keep = I != np.asarray(exclude)[:, None]
-        keep[keep.all(1), -1] = False
-        return D[keep].reshape(len(I), k), I[keep].reshape(len(I), k)
+        return (D, I) if exclude is None else drop_excluded(D, I, exclude, k)
 
     def _results(self, names: list[str], D: np.ndarray, I: np.ndarray) -> list[QueryResult]:
         metas = {m.id: m for m in self.images(sorted({int(i) for i in I.ravel()}))}

@@ -43,13 +43,17 @@ class Backend:
         raise NotImplementedError
 
 
-def _drop_self(D: np.ndarray, I: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """From k+1 results of a base searched against itself, drop each row's own index."""
-    rows = np.arange(len(I))[:, None]
-    keep = I != rows
-    # a row whose own index is missing (a tie pushed it out) drops its last result instead
+def drop_excluded(D: np.ndarray, I: np.ndarray, exclude: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """From k + 1 results per row, drop the index `exclude[row]` (the query itself); a row
+    where it is absent (a tie pushed it out) drops its last result instead."""
+    keep = I != np.asarray(exclude)[:, None]
     keep[keep.all(1), -1] = False
     return D[keep].reshape(len(I), k), I[keep].reshape(len(I), k)
+
+
+def _drop_self(D: np.ndarray, I: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """From k + 1 results of a base searched against itself, drop each row's own index."""
+    return drop_excluded(D, I, np.arange(len(I)), k)
 
 
 class LookalikeBackend(Backend):
