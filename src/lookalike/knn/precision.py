@@ -6,15 +6,10 @@ from __future__ import annotations
 import torch
 
 from ..errors import LookalikeError
-from ..features.device import cpu_flags, cpu_has_fast_bf16
+from ..features.device import cpu_has_fast_bf16
 from .metrics import Metric
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.int8}
-
-
-def cpu_has_fast_int8() -> bool:
-    """VNNI (AVX-512 or AVX) or AMX int8: int8 dot products with int32 accumulation."""
-    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
 
 
 def screen_dtype(precision: str, device: torch.device, metric: Metric) -> torch.dtype:
