@@ -82,16 +82,13 @@ def worker(backend: str, data: Path, k: int, metric: str, precision: str) -> dic
     if stats is not None:
         record["stages"] = stats.as_dict()
     if name == "lookalike" and get_metric(metric).gemm:
-        import torch
-
         from .knn.engine import gemm_floor
 
         # the GEMMs alone, same blocks, same process: the floor of any brute force at that precision
         record["fp32_gemm_floor_s"] = gemm_floor(nn._state, xq)
         record["vs_fp32_floor"] = record["search_s"] / record["fp32_gemm_floor_s"]
         if nn._state.screen.int8:
-            record["int8_gemm_floor_s"] = gemm_floor(nn._state, xq, torch.int8)
-        del torch
+            record["int8_gemm_floor_s"] = gemm_floor(nn._state, xq, nn._state.screen.dtype)
     return record
 
 

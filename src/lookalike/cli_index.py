@@ -46,6 +46,7 @@ def add_index_commands(sub) -> None:
 
 
 def cmd_index(args) -> int:
+    from .cli import _report_skipped
     from .index import Index
     from .sources import open_source
 
@@ -57,7 +58,7 @@ def cmd_index(args) -> int:
         source = open_source(words[2], size=int(index.manifest["input_shape"][0]), progress=not args.quiet)
         before = index.count
         added = index.add(source, model=args.model, progress=not args.quiet)
-        _skipped(source)
+        _report_skipped(source)
         print(f"added {added} image(s) to {index.path}: {before} -> {index.count}")
         return 0
     if words[0] == "info":
@@ -78,16 +79,10 @@ def cmd_index(args) -> int:
     embedder = _embedder(args)
     source = open_source(words[0], size=embedder.input_size, progress=not args.quiet)
     index = Index.build(source, args.out, metric=args.metric, embedder=embedder)
-    _skipped(source)
+    _report_skipped(source)
     print(f"indexed {index.count} image(s) into {index.path} ({embedder.model}, {index.manifest['dim']}-d, "
           f"{index.metric})")
     return 0
-
-
-def _skipped(source) -> None:
-    from .cli import _report_skipped
-
-    _report_skipped(source)
 
 
 def cmd_search(args) -> int:

@@ -61,8 +61,8 @@ class Embedder:
         self._compile_now = compile is True
         self.progress = progress
         self.dim = output_dim(self.spec, pooling, self.input_size)
-        self.mean = torch.tensor(self.spec.mean).view(1, 3, 1, 1)
-        self.std = torch.tensor(self.spec.std).view(1, 3, 1, 1)
+        self.mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
         if gpu_memory is not None:
             budget_batch = batch_size_for_budget(self.net, self.input_size, gpu_memory)
             batch_size = min(batch_size or budget_batch, budget_batch)
@@ -93,7 +93,7 @@ class Embedder:
         if x.shape[-2:] != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                               antialias=True, align_corners=False)
-        x = (x / 255.0 - self.mean.to(self.device)) / self.std.to(self.device)
+        x = (x / 255.0 - self.mean) / self.std
         if self.fast:
             x = x.contiguous(memory_format=torch.channels_last)
         return x.to(self.dtype)

@@ -81,6 +81,7 @@ class Index:
         self.manifest = self.store.manifest()
         self.verify = verify
         self._vectors = None
+        self._searchers: dict = {}
 
     # -- building --------------------------------------------------------------------------
     @classmethod
@@ -150,6 +151,7 @@ class Index:
         shutil.rmtree(staging, ignore_errors=True)
         self.manifest = self.store.manifest()
         self._vectors = None
+        self._searchers = {}
         return len(source)
 
     # -- reading ---------------------------------------------------------------------------
@@ -174,9 +176,8 @@ class Index:
 
     def info(self) -> dict:
         segs = self.store.segments()
-        labels = {m.label for m in self.images()} - {None}
         return {**self.manifest, "path": str(self.path), "segments": len(segs),
-                "vector_bytes": sum(s[2] for s in segs), "labels": len(labels)}
+                "vector_bytes": sum(s[2] for s in segs), "labels": self.store.label_count()}
 
     def read_pixels(self, ids: list[int]) -> np.ndarray:
         """The images themselves (uint8, input size), re-read from where they came from."""
@@ -216,8 +217,9 @@ class Index:
         extra = 0 if exclude is None else 1
         if k + extra > self.count:
             raise SearchError(f"k={k} is out of range: the index holds {self.count} image(s) besides the query")
-        nn = NearestNeighbors(k + extra, metric=self.metric, backend=backend).fit(self.vectors())
-        D, I = nn.kneighbors(queries)
+        if backend not in self._searchers:  # fitting prepares a copy of the base: once per Index
+            self._searchers[backend] = NearestNeighbors(metric=self.metric, backend=backend).fit(self.vectors())
+        D, I = self._searchers[backend].kneighbors(queries, n_neighbors=k + extra)
         return (D, I) if exclude is None else drop_excluded(D, I, exclude, k)
 
     def _results(self, names: list[str], D: np.ndarray, I: np.ndarray) -> list[QueryResult]:

@@ -204,6 +204,12 @@ class IndexStore:
                 rows = [found[i] for i in ids]
         return [ImageMeta(*r) for r in rows]
 
+    def label_count(self) -> int:
+        """How many distinct labels the committed images carry."""
+        count = self.manifest()["count"]
+        with self.connect() as db:
+            return db.execute("SELECT COUNT(DISTINCT label) FROM images WHERE id < ?", (count,)).fetchone()[0]
+
     # -- committing ------------------------------------------------------------------------
     def append(self, vectors: np.ndarray, metas: list[dict]) -> int:
         """Append `vectors` (n, d) with one metadata dict each; returns the new count.
