@@ -99,18 +99,6 @@ def run(*, nb: int = 90000, nq: int = 10000, d: int = 2048, k: int = 3, metric: 
     """Compare backends on one workload; write bench.json and bench.png into `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if not backends:
-        backends = [b for b in ("lookalike", "faiss", "torch", "sklearn") if b in available("cpu")]
-        if precision == "auto" and _auto_is_not_fp32(metric):
-            backends.insert(1, "lookalike@fp32")  # the fp32 engine too, as the floor's reference
-    for b in backends:
-        name, _, forced = b.partition("@")
-        if name not in BACKENDS:
-            raise LookalikeError(f"unknown backend {name!r}; choose among {', '.join(BACKENDS)}")
-        if name not in available("cpu"):
-            raise LookalikeError(f"backend {name!r} is not usable here (not installed, or needs a GPU)")
-        if forced and (name != "lookalike" or forced not in ("fp32", "bf16", "int8")):
-            raise LookalikeError(f"{b!r}: only lookalike takes a precision (@fp32, @bf16 or @int8)")
     if features:
         from .features.embed import read_features
         from .sources.split import split_indices
@@ -122,6 +110,18 @@ def run(*, nb: int = 90000, nq: int = 10000, d: int = 2048, k: int = 3, metric: 
     else:
         xb, xq = synthetic(nb, nq, d, seed)
         workload = {"source": "synthetic feature-like (clustered, ReLU), seed %d" % seed}
+    if not backends:
+        backends = [b for b in ("lookalike", "faiss", "torch", "sklearn") if b in available("cpu")]
+        if precision == "auto" and _auto_is_not_fp32(metric, xb.shape[1]):
+            backends.insert(1, "lookalike@fp32")  # the fp32 engine too, as the floor's reference
+    for b in backends:
+        name, _, forced = b.partition("@")
+        if name not in BACKENDS:
+            raise LookalikeError(f"unknown backend {name!r}; choose among {', '.join(BACKENDS)}")
+        if name not in available("cpu"):
+            raise LookalikeError(f"backend {name!r} is not usable here (not installed, or needs a GPU)")
+        if forced and (name != "lookalike" or forced not in ("fp32", "bf16", "int8")):
+            raise LookalikeError(f"{b!r}: only lookalike takes a precision (@fp32, @bf16 or @int8)")
     workload |= {"nb": len(xb), "nq": len(xq), "d": xb.shape[1], "k": k, "metric": metric,
                  "base_mb": xb.nbytes / 2**20, "repeats": repeats}
     records: dict[str, dict] = {}
@@ -159,12 +159,12 @@ def run(*, nb: int = 90000, nq: int = 10000, d: int = 2048, k: int = 3, metric: 
     return result
 
 
-def _auto_is_not_fp32(metric: str) -> bool:
+def _auto_is_not_fp32(metric: str, d: int) -> bool:
     import torch
 
     from .knn.precision import screen_dtype
 
-    return screen_dtype("auto", torch.device("cpu"), get_metric(metric)) != torch.float32
+    return screen_dtype("auto", torch.device("cpu"), get_metric(metric), d) != torch.float32
 
 
 def _spawn(backend: str, data: Path, k: int, metric: str, precision: str) -> dict:
@@ -201,8 +201,9 @@ def table(result: dict) -> str:
     for r in floors:
         st = r.get("stages", {})
         lines.append(f"{r['backend']}: {st.get('screen_dtype')} screen; stages prepare {st.get('prepare_s', 0):.2f} s, "
-                     f"screen {st.get('screen_s', 0):.2f} s, rerank {st.get('rerank_s', 0):.2f} s, fallback "
-                     f"{st.get('fallback_s', 0):.2f} s; {st.get('candidates', 0)} candidates reranked, "
+                     f"screen {st.get('screen_s', 0):.2f} s, refine {st.get('refine_s', 0):.2f} s, "
+                     f"rerank {st.get('rerank_s', 0):.2f} s, fallback {st.get('fallback_s', 0):.2f} s; "
+                     f"{st.get('candidates', 0)} candidates in windows, {st.get('reranked', 0)} reranked in float64, "
                      f"{st.get('fallbacks', 0)} fallbacks; fp32 GEMM floor {r['fp32_gemm_floor_s']:.2f} s "
                      f"(search at {r['vs_fp32_floor']:.2f}x of it)"
                      + (f", int8 GEMM floor {r['int8_gemm_floor_s']:.2f} s" if "int8_gemm_floor_s" in r else ""))

@@ -1,6 +1,8 @@
 """The engine against an independent float64 brute force: same neighbour sets, same order
 (ties to the lower index), distances within 1e-4 relative, for every metric."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -195,3 +197,61 @@ def test_int8_dots_are_exact_for_every_shape():
         b = torch.randint(-127, 128, (n, d), dtype=torch.int8, generator=g)
         for _ in range(3):
             assert torch.equal(int8_dots(a, b), a.int() @ b.int().T), (m, d, n)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8])
+def test_queries_over_the_candidate_limit_fall_back_and_stay_exact(dtype):
+    """Many equidistant points put hundreds of candidates in every window; a limit of a few
+    per query forces the queries holding most to fall back to the uncapped fp32 search."""
+    rng = np.random.default_rng(8)
+    d = 12
+    xq = rng.normal(size=(6, d)).astype(np.float32)
+    shell = rng.normal(size=(300, d))
+    shell /= np.linalg.norm(shell, axis=1, keepdims=True)
+    xb = np.concatenate([xq[0] + 2.0 * shell, rng.normal(size=(200, d)) * 5]).astype(np.float32)
+    stats = SearchStats()
+    assert_exact(xq, xb, 3, "euclidean", screen_dtype=dtype, limit=40, stats=stats)
+    assert stats.fallbacks >= 1
+    stats = SearchStats()
+    assert_exact(xq, xb, 3, "euclidean", screen_dtype=dtype, stats=stats)
+    assert stats.fallbacks == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.int8])
+def test_streamed_base_with_a_low_precision_screen(tmp_path, dtype):
+    """A memory map streams through small blocks; the bound grows with the rows seen so far
+    (rows of very different norms come late) and the result stays exact."""
+    rng = np.random.default_rng(9)
+    xb = rng.normal(size=(2000, 16)).astype(np.float32)
+    xb[1500:] *= 40  # large rows only in the last blocks
+    np.save(tmp_path / "xb.npy", xb)
+    xb = np.load(tmp_path / "xb.npy", mmap_mode="r")
+    xq = rng.normal(size=(25, 16)).astype(np.float32)
+    for metric in ("euclidean", "cosine", "inner_product"):
+        stats = SearchStats()
+        assert_exact(xq, xb, 4, metric, screen_dtype=dtype, working_memory=0.05, stats=stats)
+        assert stats.blocks[1] < 2000
+        assert stats.reranked <= stats.candidates
+
+
+def test_hits_equal_a_dense_mask():
+    from lookalike.knn.engine import hits
+
+    g = torch.Generator().manual_seed(2)
+    for cols in (64, 256, 1000):
+        s = torch.randint(0, 50, (30, cols), generator=g).float()
+        thr = torch.randint(0, 8, (30,), generator=g).float()
+        thr[3] = -math.inf
+        r, c, v = hits(s, thr)
+        expected = (s <= thr[:, None]).nonzero()
+        got = torch.stack([r, c], 1)
+        assert torch.equal(got[torch.argsort(got[:, 0] * cols + got[:, 1])], expected)
+        assert torch.equal(v, s[r, c]) and bool((torch.diff(r) >= 0).all())
+
+
+def test_int8_screen_refuses_a_dimension_its_int32_sums_cannot_hold():
+    from lookalike.errors import SearchError
+
+    xb = np.zeros((2, 140_000), dtype=np.float32)
+    with pytest.raises(SearchError, match="int8 screen needs d <="):
+        knn(xb[:1], xb, 1, screen_dtype=torch.int8)

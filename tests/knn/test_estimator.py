@@ -109,3 +109,41 @@ def test_dimension_mismatch_and_k():
 def test_bad_parameters_are_named(params, message):
     with pytest.raises(ValueError, match=message):
         NearestNeighbors(**params).fit(X)
+
+
+def test_auto_precision_follows_the_hardware_and_the_dimension(monkeypatch):
+    import torch
+
+    from lookalike.knn.metrics import get_metric
+    from lookalike.knn.precision import screen_dtype
+
+    cpu, l2 = torch.device("cpu"), get_metric("euclidean")
+    monkeypatch.setenv("LOOKALIKE_CPU_BF16", "0")
+    monkeypatch.setenv("LOOKALIKE_CPU_INT8", "1")
+    assert screen_dtype("auto", cpu, l2, 2048) == torch.int8
+    assert screen_dtype("auto", cpu, l2, 64) == torch.float32  # too small a GEMM to pay
+    assert screen_dtype("auto", cpu, get_metric("manhattan"), 2048) == torch.float32
+    assert screen_dtype("fp32", cpu, l2, 2048) == torch.float32
+    monkeypatch.setenv("LOOKALIKE_CPU_INT8", "0")
+    assert screen_dtype("auto", cpu, l2, 2048) == torch.float32
+    monkeypatch.setenv("LOOKALIKE_CPU_BF16", "1")
+    assert screen_dtype("auto", cpu, l2, 2048) == torch.bfloat16
+    assert screen_dtype("auto", torch.device("cuda"), l2, 64) == torch.bfloat16
+
+
+def test_auto_int8_estimator_matches_sklearn(monkeypatch):
+    from sklearn.neighbors import NearestNeighbors as SkNN
+
+    monkeypatch.setenv("LOOKALIKE_CPU_BF16", "0")
+    monkeypatch.setenv("LOOKALIKE_CPU_INT8", "1")
+    rng = np.random.default_rng(11)
+    X = np.maximum(rng.normal(size=(3000, 600)), 0).astype(np.float32)  # ReLU-like features
+    Q = np.maximum(rng.normal(size=(50, 600)), 0).astype(np.float32)
+    nn = NearestNeighbors(n_neighbors=5, device="cpu").fit(X)
+    assert "int8 screen + fp32 refine" in nn._backend.config()
+    D, I = nn.kneighbors(Q)
+    D_sk, I_sk = SkNN(n_neighbors=5, algorithm="brute").fit(X).kneighbors(Q)
+    np.testing.assert_array_equal(I, I_sk)
+    np.testing.assert_allclose(D, D_sk, rtol=1e-5)
+    stats = nn._backend.last_stats
+    assert stats.screen_dtype == "int8" and stats.reranked <= stats.candidates

@@ -46,6 +46,15 @@ def cpu_has_fast_bf16() -> bool:
     return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
 
 
+def cpu_has_fast_int8() -> bool:
+    """True on CPUs with int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI, AMX-INT8),
+    where torch._int_mm runs about 3x fp32's GEMM. `LOOKALIKE_CPU_INT8=0/1` overrides."""
+    env = os.environ.get("LOOKALIKE_CPU_INT8")
+    if env is not None:
+        return env == "1"
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
+
+
 def resolve_precision(precision: str, device: torch.device, bf16_safe: bool = True) -> torch.dtype:
     """'auto' -> bf16 where it is fast (CUDA, AMX/AVX-512 BF16 CPUs) and keeps the model's
     features within cosine 0.999 of fp32 (`bf16_safe`), else fp32."""

@@ -61,14 +61,20 @@ class LookalikeBackend(Backend):
 
     name = "lookalike"
 
-    def __init__(self, screen_dtype: torch.dtype = torch.float32):
-        self.screen_dtype = screen_dtype
+    def __init__(self, precision: str = "auto"):
+        self.precision = precision
+        self.screen_dtype: torch.dtype | None = None  # chosen at fit, when the dimension is known
         self.last_stats: SearchStats | None = None
 
     def config(self) -> str:
-        return f"lookalike engine, {str(self.screen_dtype).removeprefix('torch.')} screen + float64 rerank"
+        dtype = self.precision if self.screen_dtype is None else str(self.screen_dtype).removeprefix("torch.")
+        refine = " + fp32 refine" if self.screen_dtype in (torch.bfloat16, torch.float16, torch.int8) else ""
+        return f"lookalike engine, {dtype} screen{refine} + float64 rerank"
 
     def fit(self, X, metric, device, working_memory):
+        from .precision import screen_dtype
+
+        self.screen_dtype = screen_dtype(self.precision, device, metric, X.shape[1])
         return PreparedBase(X, metric.name, device=device, screen_dtype=self.screen_dtype,
                             working_memory=working_memory)
 

@@ -3,19 +3,24 @@
     knn(xq, xb, k, metric) -> (D, I)
 
 1. Prepare: the base is centred (translation-invariant metrics) or normalised (cosine) and
-   cast to the screen precision, once (`PreparedBase`, what `fit` keeps), or block by block
-   while streaming a memory-mapped base.
-2. Screen: base blocks meet query blocks in one GEMM each (a float64 cdist for
-   l1/chebyshev), written into one reused buffer. A running top-K (K = k + extra) keeps
-   each query's best-scoring candidates. Nothing of size nq x nb is ever built.
-3. Bound: screen scores carry rounding error. For each query an explicit bound E (from the
-   unit roundoff of the screen precision, the dimension and the vector norms) says how far
-   any score can be off: every true neighbour scores within 2E of the k-th screened score.
-4. Rerank: the candidates inside that window are scored again exactly, in float64, and
-   sorted by (distance, index), so ties go to the lower index.
-5. Fallback: a query whose K-th kept candidate is still inside the window may have lost
-   candidates; it is screened again in fp32 with no cap on candidates, every candidate in
-   its window reranked in float64, and it is counted in `SearchStats.fallbacks`.
+   cast or quantised to the screen precision, once (`PreparedBase`, what `fit` keeps), or
+   block by block while streaming a memory-mapped base.
+2. Screen: base blocks meet query blocks in one GEMM each (fp32, bf16, or int8 with exact
+   int32 sums; a float64 cdist for l1/chebyshev), written into one reused buffer. Nothing
+   of size nq x nb is ever built.
+3. Window: screen scores carry rounding (and quantisation) error. For each query an explicit
+   bound E (from the unit roundoff, the dimension, the vector norms and quantisation errors)
+   says how far any score can be off, so every true neighbour scores within 2E of the k-th
+   screened score. `Window` keeps each query's k best scores so far and collects every
+   candidate inside (k-th so far + 2E): one pass over the block for group minima, then only
+   the groups that reach the window are looked at.
+4. Refine (bf16 and int8 screens, whose windows are wide): each candidate is scored again in
+   fp32 with its own error bound, and only those that can still be among the k are kept.
+5. Rerank: the candidates left are scored exactly, in float64, and sorted by (distance,
+   index), so ties go to the lower index.
+6. Fallback: a query that held too many candidates (`limit`) stops collecting; it is screened
+   again in fp32 with no cap, every candidate in its window reranked in float64, and it is
+   counted in `SearchStats.fallbacks`.
 
 The result has the same neighbour sets as a float64 brute force, whatever the screen
 precision: a lower precision only widens the window.
@@ -32,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..errors import SearchError
 from .metrics import Metric, exact_distances, get_metric
 
 # Default working memory in MiB, as scikit-learn's `working_memory`. It bounds the blocks
@@ -44,14 +50,17 @@ UNIT_ROUNDOFF = {torch.float64: 2.0**-53, torch.float32: 2.0**-24, torch.bfloat1
 
 @dataclass
 class SearchStats:
-    """What one search did: time per stage, candidates reranked, queries that fell back."""
+    """What one search did: time per stage, candidates in the screen's windows, pairs reranked
+    in float64 (after the fp32 refinement of a bf16 or int8 window), queries that fell back."""
 
     screen_dtype: str = "float32"
     prepare_s: float = 0.0
     screen_s: float = 0.0
+    refine_s: float = 0.0
     rerank_s: float = 0.0
     fallback_s: float = 0.0
     candidates: int = 0
+    reranked: int = 0
     fallbacks: int = 0
     blocks: list[int] = field(default_factory=list)
 
@@ -76,15 +85,15 @@ def _as_tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:
     return t.to(device=device, dtype=torch.float64 if t.dtype == torch.float64 else torch.float32)
 
 
-def int8_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def int8_dots(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Exact int32 dot products of int8 rows, a (m, d) against b (n, d) -> (m, n).
 
     torch._int_mm (VNNI/AMX on the CPU) returns garbage for d == 1 (torch 2.13, measured);
     that case is a plain outer product.
     """
     if a.shape[1] == 1:
-        return a.int() * b.int().T
-    return torch._int_mm(a, b.T)
+        return torch.mul(a.int(), b.int().T, out=out)
+    return torch._int_mm(a, b.T, out=out) if out is not None else torch._int_mm(a, b.T)
 
 
 @dataclass
@@ -94,11 +103,11 @@ class Rows:
     data: torch.Tensor                 # screen operand: float32/bf16/fp16, int8, or float64 (cdist)
     l2: torch.Tensor                   # float64 L2 norm of the prepared rows (L1 for manhattan)
     sq: torch.Tensor | None = None     # float32 squared L2 norm (centred metrics)
-    l1: torch.Tensor | None = None     # float64 L1 norm (int8 screens)
+    qerr: torch.Tensor | None = None   # float64 L2 norm of the quantisation error (int8 screens)
     scale: torch.Tensor | None = None  # float32 quantisation step (int8 screens)
 
     def __getitem__(self, sl: slice) -> Rows:
-        return Rows(*(None if v is None else v[sl] for v in (self.data, self.l2, self.sq, self.l1, self.scale)))
+        return Rows(*(None if v is None else v[sl] for v in (self.data, self.l2, self.sq, self.qerr, self.scale)))
 
 
 @dataclass
@@ -106,13 +115,13 @@ class Extent:
     """Largest per-row figures over a base, for bounds that hold for every candidate."""
 
     l2: float = 0.0
-    l1: float = 0.0
+    qerr: float = 0.0
     scale: float = 0.0
 
     def update(self, rows: Rows) -> None:
         self.l2 = max(self.l2, float(rows.l2.max()))
-        if rows.l1 is not None:
-            self.l1 = max(self.l1, float(rows.l1.max()))
+        if rows.qerr is not None:
+            self.qerr = max(self.qerr, float(rows.qerr.max()))
         if rows.scale is not None:
             self.scale = max(self.scale, float(rows.scale.max()))
 
@@ -129,6 +138,10 @@ class Screen:
         self.metric, self.d, self.mean = metric, d, mean
         self.dtype = dtype if metric.gemm else torch.float64
         self.int8 = self.dtype == torch.int8
+        self._ints: torch.Tensor | None = None  # int32 scratch for the int8 GEMM
+        if self.int8 and d * 127 * 127 >= 2**31:
+            raise SearchError(f"an int8 screen needs d <= {(2**31 - 1) // 127**2} (int32 sums); d is {d}: "
+                              "use fp32 or bf16")
         u32 = UNIT_ROUNDOFF[torch.float32]
         u_in = UNIT_ROUNDOFF[dtype] if dtype in (torch.bfloat16, torch.float16) else 0.0
         self.u_out = u_in  # a low-precision GEMM also rounds its output to its own type
@@ -156,8 +169,12 @@ class Screen:
             return Rows(x.to(self.dtype), l2.double(), sq)
         scale = x.abs().amax(dim=1) / 127.0
         scale = torch.where(scale > 0, scale, 1.0)
-        q = torch.round(x / scale[:, None]).clamp_(-127, 127).to(torch.int8)
-        return Rows(q, l2.double(), sq, x.abs().sum(1).double(), scale)
+        q = torch.round(x / scale[:, None]).clamp_(-127, 127)
+        # |x - s q|, exactly known here; fp32 rounding of s q and of the difference: 2u |x|
+        u32 = UNIT_ROUNDOFF[torch.float32]
+        qerr = torch.linalg.vector_norm(x - q * scale[:, None], dim=1).double() * (1 + self.gamma)
+        qerr += 2 * u32 * l2.double()
+        return Rows(q.to(torch.int8), l2.double(), sq, qerr, scale)
 
     def norms(self, x: torch.Tensor) -> torch.Tensor:
         """Row norms for the bound (L1 for manhattan), float64."""
@@ -175,7 +192,15 @@ class Screen:
         if not m.gemm:
             return torch.cdist(q.data, b.data, p=1.0 if m.name == "manhattan" else math.inf)
         if self.int8:  # exact int32 dot products, then dots = sx * sy * D
-            dots = torch.mul(int8_dots(q.data, b.data), b.scale[None, :], out=out)
+            ints = None
+            if out is not None:  # a reused int32 buffer too (a fresh one page-faults)
+                if self._ints is None or self._ints.numel() < out.numel():
+                    self._ints = torch.empty(out.numel(), dtype=torch.int32, device=out.device)
+                ints = self._ints[: out.numel()].view(out.shape)
+            dots = int8_dots(q.data, b.data, out=ints)
+            # a copy then an in-place product: 2.4x faster than one mixed-type torch.mul
+            dots = out.copy_(dots) if out is not None else dots.float()
+            dots.mul_(b.scale[None, :])
             if m.centred:
                 return torch.addcmul(b.sq[None, :], q.scale[:, None], dots, value=-2.0, out=dots)
             return dots.mul_(q.scale[:, None]).neg_()
@@ -198,14 +223,32 @@ class Screen:
             return slack * 2 * g64 * (qn + ymax)
         cross = (2 * self.u_c + self.gamma + 3 * u32 + self.u_out) * qn * ymax
         if self.int8:
-            # each element is off by at most half its row's step: |x.y - sx sy D| <=
-            # sy/2 |x|_1 + sx/2 |y|_1 + d sx sy / 4; then fp32 rounding of the scaling
-            qs = q.scale.double()
-            quant = base.scale / 2 * q.l1 + qs / 2 * base.l1 + self.d * qs * base.scale / 4
+            # with x = x^ + e (x^ = sx qx, the quantised row; e its known error):
+            # |x.y - x^.y^| = |ex.y + x.ey - ex.ey| <= |ex||y| + |x||ey| + |ex||ey|; x^.y^ =
+            # sx sy D with D exact in int32, then fp32 rounding of the scaling
+            quant = q.qerr * ymax + qn * base.qerr + q.qerr * base.qerr
             cross = cross + quant * (1 + 4 * u32)
         if m.centred:  # |y|^2 - 2 x.y: the cross term twice, the squared norm (fp32 sum) once
             return slack * (2 * cross + (2 * self.u_c + self.gamma + 2 * u32) * ymax**2)
         return slack * cross
+
+
+def prepare_rows(screen: Screen, x: np.ndarray, step: int, device: torch.device, extent: Extent | None = None) -> Rows:
+    """`screen.prepare` of all rows of `x`, `step` rows at a time into arrays allocated once:
+    the temporaries of centring and quantising stay block-sized."""
+    out: Rows | None = None
+    for lo, hi in _ranges(len(x), step):
+        part = screen.prepare(_as_tensor(x[lo:hi], device))
+        if extent is not None:
+            extent.update(part)
+        if out is None:
+            out = Rows(*(None if v is None else v.new_empty((len(x), *v.shape[1:])) for v in part.__dict__.values()))
+        for name, v in part.__dict__.items():
+            if v is not None:
+                getattr(out, name)[lo:hi] = v
+    if out is None:  # no rows
+        return screen.prepare(_as_tensor(x, device))
+    return out
 
 
 class PreparedBase:
@@ -230,12 +273,11 @@ class PreparedBase:
             materialise = not isinstance(xb, np.memmap)
         self.rows: Rows | None = None
         self.extent = Extent()
+        self.l2 = torch.zeros(self.nb, dtype=torch.float64, device=self.device)  # of the prepared rows
+        self._raw: torch.Tensor | None = None
         if materialise:
-            parts = []
-            for lo, hi in _ranges(self.nb, self.block):
-                parts.append(self._prepare_block(lo, hi))
-            self.rows = Rows(*(None if parts[0].__dict__[f] is None else torch.cat([p.__dict__[f] for p in parts])
-                               for f in ("data", "l2", "sq", "l1", "scale")))
+            self.rows = prepare_rows(self.screen, xb, self.block, self.device, self.extent)
+            self.l2 = self.rows.l2
 
     @property
     def budget(self) -> float:
@@ -251,7 +293,17 @@ class PreparedBase:
     def _prepare_block(self, lo: int, hi: int) -> Rows:
         rows = self.screen.prepare(_as_tensor(self.xb[lo:hi], self.device))
         self.extent.update(rows)
+        self.l2[lo:hi] = rows.l2
         return rows
+
+    def raw_rows(self) -> torch.Tensor:
+        """The base as given, as a tensor on the device: shared memory on the CPU, a copy
+        (made once) on a GPU."""
+        if self.device.type == "cpu":
+            return _from_numpy(self.xb)
+        if self._raw is None:
+            self._raw = _as_tensor(self.xb, self.device)
+        return self._raw
 
     def blocks(self, bb: int) -> Iterator[tuple[int, int, Rows]]:
         """(lo, hi, screen rows) for consecutive base blocks of `bb` rows."""
@@ -288,23 +340,132 @@ def smallest_k(s: torch.Tensor, K: int, groups: int = 8) -> tuple[torch.Tensor, 
     return vals, torch.gather(cols, 1, pos)
 
 
-def _merge(best_s: torch.Tensor, best_i: torch.Tensor, s: torch.Tensor, offset: int) -> None:
-    """Fold a block of scores `s` (rows matching `best_*`) into the running top-K, in place.
+def hits(s: torch.Tensor, thr: torch.Tensor, groups: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(row, column, score) of every score at most its row's threshold, rows ascending.
 
-    The block's own top-K, then a top-K of (kept, new): measured 3x cheaper on the CPU
-    than masking the scores that beat the current K-th and gathering those.
+    Few scores pass, so the block is read once for the minima of `groups` strided column
+    groups; only the groups whose minimum passes are looked at again.
     """
-    K = best_s.shape[1]
-    vals, pos = smallest_k(s, K)
-    merged_s = torch.cat([best_s, vals.to(best_s.dtype)], 1)
-    top_s, top_p = torch.topk(merged_s, K, dim=1, largest=False, sorted=False)
-    best_i.copy_(torch.gather(torch.cat([best_i, pos + offset], 1), 1, top_p))
-    best_s.copy_(top_s)
+    q, b = s.shape
+    t = thr[:, None]
+    if b % groups or b < 8 * groups:
+        r, c = (s <= t).nonzero(as_tuple=True)
+        return r, c, s[r, c]
+    w = b // groups
+    r, j = (s.view(q, groups, w).amin(1) <= t).nonzero(as_tuple=True)
+    cols = j[:, None] + torch.arange(groups, device=s.device) * w
+    v = s[r[:, None], cols]
+    keep = v <= t[r]
+    return r[:, None].expand_as(cols)[keep], cols[keep], v[keep]
+
+
+def _round_up(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """float64 `x` cast to `dtype`, never below `x`."""
+    y = x.to(dtype)
+    return torch.where(y.double() < x, torch.nextafter(y, torch.full_like(y, math.inf)), y)
+
+
+class Window:
+    """The screen's running state for every query: its k best screen scores so far and every
+    candidate that lay inside its window (k-th best so far + 2E) when its block was screened.
+
+    The k-th best only falls as blocks go by, so the window only narrows: a candidate inside
+    the final window was inside it when it was screened, and kept. Early windows can be wide
+    (before a query has met its near neighbours), so candidates are held for all queries
+    together up to `limit`; past it, the queries holding most stop collecting and are marked
+    to fall back.
+    """
+
+    def __init__(self, nq: int, k: int, width: torch.Tensor, limit: int, dtype: torch.dtype, device: torch.device):
+        self.k, self.limit, self.width, self.dtype = k, limit, width, dtype
+        self.best = torch.full((nq, k), math.inf, dtype=dtype, device=device)
+        self.thr = torch.full((nq,), math.inf, dtype=dtype, device=device)
+        self.overflow = torch.zeros(nq, dtype=torch.bool, device=device)
+        self.parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.held, self.compact_at = 0, min(limit, max(1 << 16, 4 * k * nq))
+
+    def add(self, lo: int, s: torch.Tensor, offset: int) -> None:
+        """Screen scores `s` of queries lo.. against base rows offset.. ."""
+        hi = lo + len(s)
+        best, thr = self.best[lo:hi], self.thr[lo:hi]
+        seed = bool((thr == math.inf).any())
+        if seed:  # some query has no k-th yet: its whole row counts; a dense top-k of the block
+            vals, _ = smallest_k(s, min(self.k, s.shape[1]))
+            merged = torch.cat([best, vals.to(self.dtype)], 1)
+            best.copy_(torch.topk(merged, self.k, dim=1, largest=False, sorted=False).values)
+            self._narrow(lo, hi)
+        r, c, v = hits(s, thr)
+        if not seed and len(r):  # only scores inside the window can enter the k best
+            _merge_sparse(best, r, v.to(self.dtype))
+            self._narrow(lo, hi)
+        if len(r):
+            self.parts.append((r + lo, c + offset, v.to(self.dtype)))
+            self.held += len(r)
+            if self.held > self.compact_at:
+                self.compact()
+
+    def widen(self, width: torch.Tensor) -> None:
+        """A new window width per query (never narrower than before)."""
+        self.width = torch.maximum(self.width, width)
+        self._narrow(0, len(self.thr))
+
+    def _narrow(self, lo: int, hi: int) -> None:
+        kth = self.best[lo:hi].amax(1).double()
+        thr = _round_up(kth + self.width[lo:hi], self.dtype)
+        self.thr[lo:hi] = torch.where(self.overflow[lo:hi], -math.inf, thr)
+
+    def compact(self) -> None:
+        """Drop candidates outside their (narrowed) window; over the limit, mark the queries
+        holding most until half of it is left."""
+        if not self.parts:
+            return
+        r, c, v = (torch.cat(t) for t in zip(*self.parts))
+        keep = v <= self.thr[r]
+        r, c, v = r[keep], c[keep], v[keep]
+        if len(r) > self.limit:
+            count = torch.bincount(r, minlength=len(self.thr))
+            heavy = torch.argsort(count, descending=True)
+            shed = int(torch.searchsorted(torch.cumsum(count[heavy], 0), len(r) - self.limit // 2)) + 1
+            over = torch.zeros_like(self.overflow)
+            over[heavy[:shed]] = True
+            self.overflow |= over
+            self.thr[over] = -math.inf
+            keep = ~over[r]
+            r, c, v = r[keep], c[keep], v[keep]
+        self.parts = [(r, c, v)]
+        self.held = len(r)
+        self.compact_at = min(self.limit, max(self.compact_at, 2 * self.held))
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(query, base row) of every candidate in its final window; the queries that overflowed."""
+        self.compact()
+        if not self.parts:
+            empty = torch.empty(0, dtype=torch.int64, device=self.best.device)
+            return empty, empty, self.overflow
+        r, c, _ = self.parts[0]
+        return r, c, self.overflow
+
+
+def _merge_sparse(best: torch.Tensor, r: torch.Tensor, v: torch.Tensor) -> None:
+    """Fold scores `v` of rows `r` (ascending) into each row's k best, in place."""
+    rows, counts = torch.unique_consecutive(r, return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.repeat_interleave(torch.arange(len(rows), device=r.device), counts)
+    pad = torch.full((len(rows), int(counts.max())), math.inf, dtype=best.dtype, device=best.device)
+    pad[slot, torch.arange(len(r), device=r.device) - starts[slot]] = v
+    merged = torch.cat([best[rows], pad], 1)
+    best[rows] = torch.topk(merged, best.shape[1], dim=1, largest=False, sorted=False).values
+
+
+def candidate_limit(k: int, nq: int, budget: float) -> int:
+    """Candidates held at once, all queries together: a quarter of the working memory at 24
+    bytes a candidate, and never under 4k a query."""
+    return max(4 * k * nq, int(budget / 4 // 24))
 
 
 def knn(xq: np.ndarray, xb: np.ndarray | PreparedBase, k: int, metric: str = "euclidean", *,
         device: str | torch.device = "cpu", working_memory: float | None = None,
-        screen_dtype: torch.dtype = torch.float32, exclude_self: bool = False, extra: int | None = None,
+        screen_dtype: torch.dtype = torch.float32, exclude_self: bool = False, limit: int | None = None,
         stats: SearchStats | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours of each row of `xq` among the rows of `xb`.
 
@@ -316,10 +477,11 @@ def knn(xq: np.ndarray, xb: np.ndarray | PreparedBase, k: int, metric: str = "eu
     k : neighbours per query, 1 <= k <= nb (nb - 1 with `exclude_self`).
     metric : see `lookalike.knn.metrics`.
     device : torch device for the screen ('cpu', 'cuda', ...).
-    working_memory : MiB for blocks of scores and base rows (default 1024).
+    working_memory : MiB for blocks of scores, base rows and candidates (default 1024).
     screen_dtype : precision of the screen GEMM; the result is exact whatever it is.
     exclude_self : `xq` is the base itself; no row is its own neighbour.
-    extra : candidates kept beyond k per query (default: `default_extra`).
+    limit : candidates held at once, all queries together, before the queries holding most
+        fall back (default: `candidate_limit`).
     stats : filled in with what the search did.
 
     Returns
@@ -337,46 +499,47 @@ def knn(xq: np.ndarray, xb: np.ndarray | PreparedBase, k: int, metric: str = "eu
     m, screen, dev = base.metric, base.screen, base.device
     st.screen_dtype = str(screen.dtype).removeprefix("torch.")
     nq = len(xq)
-    n_valid = base.nb - 1 if exclude_self else base.nb
-    K = min(n_valid, k + (default_extra(k, screen.dtype) if extra is None else extra))
     qb, bb = base.block_sizes(nq)
     st.blocks = [qb, bb]
-    q_rows = screen.prepare(_as_tensor(xq, dev))
-    best_s = torch.full((nq, K), math.inf, device=dev, dtype=torch.float32 if m.gemm else torch.float64)
-    best_i = torch.full((nq, K), -1, device=dev, dtype=torch.int64)
+    q_rows = prepare_rows(screen, xq, qb, dev)
+    win = Window(nq, k, 2 * screen.bound(q_rows, base.extent), limit or candidate_limit(k, nq, base.budget),
+                 torch.float32 if m.gemm else torch.float64, dev)
     st.prepare_s += time.perf_counter() - t0
 
     t0 = time.perf_counter()
     buf = torch.empty(min(nq, qb) * min(base.nb, bb), device=dev) if m.gemm else None
     for blo, bhi, b_rows in base.blocks(bb):
+        if base.rows is None:  # a streamed base: the bound grows with the rows seen so far,
+            # which is enough: a neighbour in this block is within its own error plus theirs
+            win.widen(2 * screen.bound(q_rows, base.extent))
         for qlo, qhi in _ranges(nq, qb):
             out = None if buf is None else buf[: (qhi - qlo) * (bhi - blo)].view(qhi - qlo, bhi - blo)
             s = screen.scores(q_rows[qlo:qhi], b_rows, out=out)
             if exclude_self and max(qlo, blo) < min(qhi, bhi):
                 r = torch.arange(max(qlo, blo), min(qhi, bhi), device=dev)
                 s[r - qlo, r - blo] = math.inf
-            _merge(best_s[qlo:qhi], best_i[qlo:qhi], s, blo)
+            win.add(qlo, s, blo)
+    r, c, fallback = win.result()
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     st.screen_s += time.perf_counter() - t0
+    st.candidates += len(r)
 
-    # The window: every true neighbour's screen score is at most (k-th screened) + 2E.
+    if screen.dtype not in (torch.float32, torch.float64):  # a wide window: narrow it in fp32 first
+        t0 = time.perf_counter()
+        r, c = refine(base, xq, r, c, k)
+        st.refine_s += time.perf_counter() - t0
+    rows, cols = r.cpu().numpy(), c.cpu().numpy()
     t0 = time.perf_counter()
-    best64 = best_s.double()
-    kth = torch.kthvalue(best64, k, dim=1).values if K > k else best64.max(dim=1).values
-    window = kth + 2 * screen.bound(q_rows, base.extent)
-    within = best64 <= window[:, None]
-    st.candidates += int(within.sum())
-    fallback = (within.sum(1) == K) & (K < n_valid)
-    within_np, cand = within.cpu().numpy(), best_i.cpu().numpy()
-    fb_rows = np.flatnonzero(fallback.cpu().numpy())
-    ok_rows = np.flatnonzero(~fallback.cpu().numpy())
+    st.reranked += len(rows)
     D = np.empty((nq, k), dtype=np.float32)
     I = np.empty((nq, k), dtype=np.int64)
-    _rerank(m, xq, base.xb, cand, within_np, ok_rows, k, D, I, base.budget)
+    dist = pair_distances(m, xq, base.xb, rows, cols)
+    _pick(m, rows, cols, dist, k, D, I)
     st.rerank_s += time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    fb_rows = np.flatnonzero(fallback.cpu().numpy())
     st.fallbacks += len(fb_rows)
     if len(fb_rows):
         _full_scan(base, xq, fb_rows, k, D, I, exclude_self)
@@ -384,58 +547,111 @@ def knn(xq: np.ndarray, xb: np.ndarray | PreparedBase, k: int, metric: str = "eu
     return D, I
 
 
-def default_extra(k: int, dtype: torch.dtype) -> int:
-    """Candidates kept beyond k. A query whose screen window holds more than k + extra falls
-    back to a full search, so a wider window (lower precision) keeps more: measured on
-    2048-d features, an fp32 window holds k + 1 points on average, an int8 one about 90."""
-    if dtype == torch.int8:
-        return max(256, k)
-    if dtype in (torch.bfloat16, torch.float16):
-        return max(64, k // 2)
-    return max(8, k // 8)
+def _pick(m: Metric, rows: np.ndarray, cols: np.ndarray, dist: np.ndarray, k: int, D: np.ndarray,
+          I: np.ndarray) -> None:
+    """For each query among `rows`, its k best pairs by (distance, base index) into D and I.
 
-
-def _best_k(m: Metric, dist: np.ndarray, idx: np.ndarray, k: int) -> np.ndarray:
-    """Per row, positions of the k best by (distance, index); inner products largest first."""
+    Inner products: largest first. Every query present holds at least k pairs.
+    """
+    if not len(rows):
+        return
     key = -dist if m.largest_first else dist
-    return np.lexsort((idx, key), axis=-1)[:, :k]
+    order = np.lexsort((cols, key, rows))
+    rs = rows[order]
+    starts = np.flatnonzero(np.r_[True, rs[1:] != rs[:-1]])
+    take = (starts[:, None] + np.arange(k)).ravel()
+    q = rs[starts]
+    D[q] = dist[order[take]].reshape(-1, k)
+    I[q] = cols[order[take]].reshape(-1, k)
+
+
+def _pairs(xq: np.ndarray | torch.Tensor, xb: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+           chunk_bytes: int) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+    """(positions, query rows, base rows) for chunks of the pairs (rows[i], cols[i]).
+
+    Pairs go in small chunks that stay in cache, in base order: a base row shared by many
+    queries is read once, and a memory-mapped base is read sequentially.
+    """
+    order = np.argsort(cols, kind="stable")
+    step = max(1, chunk_bytes // (8 * max(1, xq.shape[1])))
+    q_t = xq if isinstance(xq, torch.Tensor) else _from_numpy(xq)
+    for lo, hi in _ranges(len(order), step):
+        sel = order[lo:hi]
+        a = q_t.index_select(0, torch.from_numpy(rows[sel]))
+        yield sel, a, torch.from_numpy(np.ascontiguousarray(xb[cols[sel]]))
 
 
 def pair_distances(m: Metric, xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, cols: np.ndarray,
                    chunk_bytes: int = 1 << 21) -> np.ndarray:
-    """Exact float64 distances between query rows[i] and base cols[i], for every i.
-
-    Pairs go in small chunks that stay in cache; base rows are read in storage order, which
-    keeps a memory-mapped base's reads sequential.
-    """
+    """Exact float64 distances between query rows[i] and base cols[i], for every i."""
     out = np.empty(len(rows), dtype=np.float64)
-    if not len(rows):
-        return out
-    d = xq.shape[1]
-    order = np.argsort(cols, kind="stable")
-    step = max(1, chunk_bytes // (8 * max(1, d)))
-    q_t = _from_numpy(xq)
-    for lo, hi in _ranges(len(order), step):
-        sel = order[lo:hi]
-        a = q_t.index_select(0, torch.from_numpy(rows[sel]))
-        b = torch.from_numpy(np.ascontiguousarray(xb[cols[sel]]))
+    for sel, a, b in _pairs(xq, xb, rows, cols, chunk_bytes):
         out[sel] = exact_distances(m, a, b).numpy()
     return out
 
 
-def _rerank(m: Metric, xq, xb, cand: np.ndarray, within: np.ndarray, rows: np.ndarray, k: int,
-            D: np.ndarray, I: np.ndarray, budget: float) -> None:
-    """Exact float64 scores of each row's in-window candidates; the best k by (distance, index)."""
+def refine(base: PreparedBase, xq: np.ndarray, rows: torch.Tensor, cols: torch.Tensor, k: int,
+           chunk_bytes: int = 1 << 22) -> tuple[torch.Tensor, torch.Tensor]:
+    """Narrow a wide window (a bf16 or int8 screen's) with fp32 scores of its pairs.
+
+    Each pair's score (what the screen ranks by: |b|^2 - 2 a.b on rows centred by the base
+    mean, -cos, or -a.b) comes from one fp32 dot product and gets its own error bound e; a
+    pair stays when score - e is at most its query's k-th smallest score + e. Pairs go by
+    query: a chunk's base rows are gathered once and meet its few queries in one GEMM.
+    Every query present must hold at least k pairs. Runs on the base's device.
+    """
     if not len(rows):
-        return
-    cand, within = cand[rows], within[rows]
-    rr, cc = np.nonzero(within)
-    dist = np.full(cand.shape, -np.inf if m.largest_first else np.inf)
-    dist[rr, cc] = pair_distances(m, xq, xb, rows[rr], cand[rr, cc])
-    idx = np.where(within, cand, np.iinfo(np.int64).max)
-    pick = _best_k(m, dist, idx, k)
-    D[rows] = np.take_along_axis(dist, pick, 1)
-    I[rows] = np.take_along_axis(idx, pick, 1)
+        return rows, cols
+    m, d, dev = base.metric, base.d, base.device
+    xb_t = base.raw_rows()
+    wide = torch.float64 if torch.float64 in (xb_t.dtype, _from_numpy(xq).dtype) else torch.float32
+    u = UNIT_ROUNDOFF[wide]
+    gamma = d * u / (1 - d * u) + 3 * u  # the sums, and the centring or cast of each element
+    mean = base.screen.mean.to(wide) if m.centred else None
+    xq_t = _as_tensor(xq, dev)
+    order = torch.argsort(rows * base.nb + cols)
+    rows, cols = rows[order], cols[order]
+    step = max(1, chunk_bytes // (4 * d))
+    buf = torch.empty((min(step, len(rows)), d), dtype=xb_t.dtype, device=dev)
+    score = torch.empty(len(rows), dtype=torch.float64, device=dev)
+    err = torch.empty(len(rows), dtype=torch.float64, device=dev)
+    for lo, hi in _ranges(len(rows), step):
+        uq, inv = torch.unique_consecutive(rows[lo:hi], return_inverse=True)
+        c = cols[lo:hi]
+        b = torch.index_select(xb_t, 0, c, out=buf[: hi - lo]).to(wide)  # scratch: changed in place
+        if mean is not None:
+            b.sub_(mean)
+        a = xq_t[uq].to(wide)  # this chunk's few queries, centred like the base
+        if mean is not None:
+            a -= mean
+        dots = (b @ a.T)[torch.arange(hi - lo, device=dev), inv].double()
+        an = torch.linalg.vector_norm(a.double(), dim=1)[inv]
+        if m.normalised:  # -cos; a zero row is at cosine 0 from everything, exactly
+            nrm = an * torch.linalg.vector_norm(b, dim=1).double()
+            score[lo:hi] = torch.where(nrm > 0, -dots / nrm.clamp_min(1e-300), 0.0)
+            err[lo:hi] = (nrm > 0).double() * (3 * gamma)
+            continue
+        if wide == torch.float32:  # |b| as the prepare computed it: fp32 rows, fp32 sums
+            bsq = base.l2[c] ** 2
+        else:
+            bsq = torch.linalg.vecdot(b, b)
+        bn = bsq.sqrt() * (1 + gamma)  # at least |b|
+        if m.centred:
+            score[lo:hi] = bsq - 2 * dots
+            err[lo:hi] = gamma * (3 * bn * bn + 2 * an * bn)
+        else:
+            score[lo:hi] = -dots
+            err[lo:hi] = gamma * an * bn
+    err *= 1.5  # second-order terms
+    top = score + err
+    # each query's k-th smallest score + e: sort by (query, score + e), rows are ascending
+    by = torch.argsort(top)
+    by = by[torch.argsort(rows[by], stable=True)]
+    counts = torch.unique_consecutive(rows, return_counts=True)[1]
+    starts = torch.cumsum(counts, 0) - counts
+    kth = torch.repeat_interleave(top[by[starts + k - 1]], counts)
+    keep = score - err <= kth
+    return rows[keep], cols[keep]
 
 
 def _full_scan(base: PreparedBase, xq: np.ndarray, rows: np.ndarray, k: int, D: np.ndarray, I: np.ndarray,
@@ -465,14 +681,7 @@ def _full_scan(base: PreparedBase, xq: np.ndarray, rows: np.ndarray, k: int, D: 
         kth = torch.kthvalue(scores, k, dim=1).values
         within = scores <= (kth + 2 * fp.bound(q, extent))[:, None]
         rr, cc = (t.cpu().numpy() for t in within.nonzero(as_tuple=True))
-        dist = pair_distances(m, xq, base.xb, g[rr], cc)
-        key = -dist if m.largest_first else dist
-        order = np.lexsort((cc, key, rr))
-        starts = np.searchsorted(rr[order], np.arange(len(g)))
-        for j, r in enumerate(g):
-            best = order[starts[j] : starts[j] + k]
-            D[r] = dist[best]
-            I[r] = cc[best]
+        _pick(m, g[rr], cc, pair_distances(m, xq, base.xb, g[rr], cc), k, D, I)
 
 
 def gemm_floor(base: PreparedBase, xq: np.ndarray, dtype: torch.dtype = torch.float32) -> float:

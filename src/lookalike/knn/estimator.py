@@ -51,8 +51,9 @@ class NearestNeighbors:
         'cpu', 'cuda[:N]', or 'auto' (CUDA when present).
     precision : str, default='auto'
         Screen precision of the lookalike engine: 'fp32', 'bf16', 'int8', or 'auto' (bf16 on
-        CUDA and AMX/AVX-512-BF16 CPUs, int8 on VNNI CPUs, else fp32). Results are exact
-        whatever it is: a lower precision widens the error bound, the float64 rerank decides.
+        CUDA and AMX/AVX-512-BF16 CPUs, int8 on VNNI CPUs for 512 or more features, else
+        fp32). Results are exact whatever it is: a lower precision widens the error bound,
+        an fp32 refinement and the float64 rerank decide.
 
     Attributes
     ----------
@@ -114,9 +115,7 @@ class NearestNeighbors:
     def _make_backend(self) -> Backend:
         backend = select(self.backend, get_metric(self.metric), self.device)
         if backend.name == "lookalike":
-            from .precision import screen_dtype
-
-            backend.screen_dtype = screen_dtype(self.precision, self._device(), get_metric(self.metric))  # type: ignore[attr-defined]
+            backend.precision = self.precision  # type: ignore[attr-defined]
         return backend
 
     def _check_fitted(self) -> None:
