@@ -86,6 +86,7 @@ def main() -> None:
                      "frac_beyond_ties": c["frac_neighbor_sets_differ_beyond_ties"],
                      "max_abs_dist_diff": c["max_abs_dist_diff"],
                      "candidates": stats.candidates // (args.repeats + 1),
+                     "reranked": stats.reranked // (args.repeats + 1),
                      "fallbacks": stats.fallbacks // (args.repeats + 1)})
 
     try:
