@@ -233,11 +233,14 @@ class Screen:
         return slack * cross
 
 
-def prepare_rows(screen: Screen, x: np.ndarray, step: int, device: torch.device, extent: Extent | None = None) -> Rows:
-    """`screen.prepare` of all rows of `x`, `step` rows at a time into arrays allocated once:
-    the temporaries of centring and quantising stay block-sized."""
+PREPARE_BYTES = 1 << 22  # fp32 rows centred or quantised at a time: their temporaries stay this small
+
+
+def prepare_rows(screen: Screen, x: np.ndarray, device: torch.device, extent: Extent | None = None) -> Rows:
+    """`screen.prepare` of all rows of `x`, a few MiB at a time, into arrays allocated once:
+    the temporaries of centring and quantising never grow with the number of rows."""
     out: Rows | None = None
-    for lo, hi in _ranges(len(x), step):
+    for lo, hi in _ranges(len(x), max(1, PREPARE_BYTES // (4 * max(1, screen.d)))):
         part = screen.prepare(_as_tensor(x[lo:hi], device))
         if extent is not None:
             extent.update(part)
@@ -276,7 +279,7 @@ class PreparedBase:
         self.l2 = torch.zeros(self.nb, dtype=torch.float64, device=self.device)  # of the prepared rows
         self._raw: torch.Tensor | None = None
         if materialise:
-            self.rows = prepare_rows(self.screen, xb, self.block, self.device, self.extent)
+            self.rows = prepare_rows(self.screen, xb, self.device, self.extent)
             self.l2 = self.rows.l2
 
     @property
@@ -501,7 +504,7 @@ def knn(xq: np.ndarray, xb: np.ndarray | PreparedBase, k: int, metric: str = "eu
     nq = len(xq)
     qb, bb = base.block_sizes(nq)
     st.blocks = [qb, bb]
-    q_rows = prepare_rows(screen, xq, qb, dev)
+    q_rows = prepare_rows(screen, xq, dev)
     win = Window(nq, k, 2 * screen.bound(q_rows, base.extent), limit or candidate_limit(k, nq, base.budget),
                  torch.float32 if m.gemm else torch.float64, dev)
     st.prepare_s += time.perf_counter() - t0
@@ -596,9 +599,8 @@ def refine(base: PreparedBase, xq: np.ndarray, rows: torch.Tensor, cols: torch.T
 
     Each pair's score (what the screen ranks by: |b|^2 - 2 a.b on rows centred by the base
     mean, -cos, or -a.b) comes from one fp32 dot product and gets its own error bound e; a
-    pair stays when score - e is at most its query's k-th smallest score + e. Pairs go by
-    query: a chunk's base rows are gathered once and meet its few queries in one GEMM.
-    Every query present must hold at least k pairs. Runs on the base's device.
+    pair stays when score - e is at most its query's k-th smallest score + e. Every query
+    present must hold at least k pairs. Runs on the base's device.
     """
     if not len(rows):
         return rows, cols
@@ -609,32 +611,43 @@ def refine(base: PreparedBase, xq: np.ndarray, rows: torch.Tensor, cols: torch.T
     gamma = d * u / (1 - d * u) + 3 * u  # the sums, and the centring or cast of each element
     mean = base.screen.mean.to(wide) if m.centred else None
     xq_t = _as_tensor(xq, dev)
-    order = torch.argsort(rows * base.nb + cols)
+    # Queries near one another share candidates. Sorted by the smallest base row of their
+    # window, then by query and base row, a chunk's distinct base rows often serve several
+    # queries: each is gathered once and they all meet in one small GEMM.
+    first = torch.full((int(rows.max()) + 1,), base.nb, dtype=torch.int64, device=dev)
+    first.scatter_reduce_(0, rows, cols, "amin")
+    order = torch.argsort(cols)
+    order = order[torch.argsort(rows[order], stable=True)]
+    order = order[torch.argsort(first[rows[order]], stable=True)]
     rows, cols = rows[order], cols[order]
     step = max(1, chunk_bytes // (4 * d))
     buf = torch.empty((min(step, len(rows)), d), dtype=xb_t.dtype, device=dev)
     score = torch.empty(len(rows), dtype=torch.float64, device=dev)
     err = torch.empty(len(rows), dtype=torch.float64, device=dev)
     for lo, hi in _ranges(len(rows), step):
-        uq, inv = torch.unique_consecutive(rows[lo:hi], return_inverse=True)
         c = cols[lo:hi]
-        b = torch.index_select(xb_t, 0, c, out=buf[: hi - lo]).to(wide)  # scratch: changed in place
-        if mean is not None:
-            b.sub_(mean)
+        uq, qinv = torch.unique_consecutive(rows[lo:hi], return_inverse=True)
+        uc, cinv = torch.unique(c, return_inverse=True)
+        if len(uq) * len(uc) <= 8 * (hi - lo):  # shared rows: each gathered once
+            which, pick = uc, cinv
+        else:  # little sharing: one gathered row a pair
+            which, pick = c, torch.arange(hi - lo, device=dev)
+        b = torch.index_select(xb_t, 0, which, out=buf[: len(which)]).to(wide)  # scratch: changed in place
         a = xq_t[uq].to(wide)  # this chunk's few queries, centred like the base
         if mean is not None:
+            b.sub_(mean)
             a -= mean
-        dots = (a @ b.T)[inv, torch.arange(hi - lo, device=dev)].double()  # 1.6x b @ a.T (measured)
-        an = torch.linalg.vector_norm(a.double(), dim=1)[inv]
+        dots = (a @ b.T)[qinv, pick].double()  # a @ b.T: 1.6x b @ a.T (measured)
+        an = torch.linalg.vector_norm(a.double(), dim=1)[qinv]
         if m.normalised:  # -cos; a zero row is at cosine 0 from everything, exactly
-            nrm = an * torch.linalg.vector_norm(b, dim=1).double()
+            nrm = an * torch.linalg.vector_norm(b, dim=1).double()[pick]
             score[lo:hi] = torch.where(nrm > 0, -dots / nrm.clamp_min(1e-300), 0.0)
             err[lo:hi] = (nrm > 0).double() * (3 * gamma)
             continue
         if wide == torch.float32:  # |b| as the prepare computed it: fp32 rows, fp32 sums
             bsq = base.l2[c] ** 2
         else:
-            bsq = torch.linalg.vecdot(b, b)
+            bsq = torch.linalg.vecdot(b, b)[pick]
         bn = bsq.sqrt() * (1 + gamma)  # at least |b|
         if m.centred:
             score[lo:hi] = bsq - 2 * dots
@@ -644,12 +657,13 @@ def refine(base: PreparedBase, xq: np.ndarray, rows: torch.Tensor, cols: torch.T
             err[lo:hi] = gamma * an * bn
     err *= 1.5  # second-order terms
     top = score + err
-    # each query's k-th smallest score + e: sort by (query, score + e), rows are ascending
+    # each query's k-th smallest score + e: sort by (query, score + e)
     by = torch.argsort(top)
     by = by[torch.argsort(rows[by], stable=True)]
-    counts = torch.unique_consecutive(rows, return_counts=True)[1]
+    counts = torch.unique_consecutive(rows[by], return_counts=True)[1]
     starts = torch.cumsum(counts, 0) - counts
-    kth = torch.repeat_interleave(top[by[starts + k - 1]], counts)
+    kth = torch.empty_like(top)
+    kth[by] = torch.repeat_interleave(top[by[starts + k - 1]], counts)
     keep = score - err <= kth
     return rows[keep], cols[keep]
 
