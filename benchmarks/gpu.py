@@ -74,7 +74,7 @@ def main() -> None:
     rows.append({"backend": "torch fp32 cdist+topk", "search_s": t_ref, "frac_neighbor_sets_differ": 0.0})
 
     for dtype_name in ("fp32", "auto"):
-        dtype = screen_dtype(dtype_name, dev, get_metric("euclidean"), xb_np.shape[1])
+        dtype = screen_dtype(dtype_name, dev, get_metric("euclidean"), xb_np.shape[1], len(xb_np))
         t0 = time.perf_counter()
         base = PreparedBase(xb_np, "euclidean", device=dev, screen_dtype=dtype)
         fit_s = time.perf_counter() - t0

@@ -112,7 +112,7 @@ def run(*, nb: int = 90000, nq: int = 10000, d: int = 2048, k: int = 3, metric: 
         workload = {"source": "synthetic feature-like (clustered, ReLU), seed %d" % seed}
     if not backends:
         backends = [b for b in ("lookalike", "faiss", "torch", "sklearn") if b in available("cpu")]
-        if precision == "auto" and _auto_is_not_fp32(metric, xb.shape[1]):
+        if precision == "auto" and _auto_is_not_fp32(metric, *xb.shape[::-1]):
             backends.insert(1, "lookalike@fp32")  # the fp32 engine too, as the floor's reference
     for b in backends:
         name, _, forced = b.partition("@")
@@ -159,12 +159,12 @@ def run(*, nb: int = 90000, nq: int = 10000, d: int = 2048, k: int = 3, metric: 
     return result
 
 
-def _auto_is_not_fp32(metric: str, d: int) -> bool:
+def _auto_is_not_fp32(metric: str, d: int, nb: int) -> bool:
     import torch
 
     from .knn.precision import screen_dtype
 
-    return screen_dtype("auto", torch.device("cpu"), get_metric(metric), d) != torch.float32
+    return screen_dtype("auto", torch.device("cpu"), get_metric(metric), d, nb) != torch.float32
 
 
 def _spawn(backend: str, data: Path, k: int, metric: str, precision: str) -> dict:

@@ -120,22 +120,26 @@ def test_auto_precision_follows_the_hardware_and_the_dimension(monkeypatch):
     cpu, l2 = torch.device("cpu"), get_metric("euclidean")
     monkeypatch.setenv("LOOKALIKE_CPU_BF16", "0")
     monkeypatch.setenv("LOOKALIKE_CPU_INT8", "1")
-    assert screen_dtype("auto", cpu, l2, 2048) == torch.int8
-    assert screen_dtype("auto", cpu, l2, 64) == torch.float32  # too small a GEMM to pay
-    assert screen_dtype("auto", cpu, get_metric("manhattan"), 2048) == torch.float32
-    assert screen_dtype("fp32", cpu, l2, 2048) == torch.float32
+    assert screen_dtype("auto", cpu, l2, 2048, 90_000) == torch.int8
+    assert screen_dtype("auto", cpu, l2, 64, 90_000) == torch.float32  # too small a GEMM to pay
+    assert screen_dtype("auto", cpu, l2, 2048, 2_000) == torch.float32  # the refine would cost more
+    assert screen_dtype("auto", cpu, get_metric("manhattan"), 2048, 90_000) == torch.float32
+    assert screen_dtype("fp32", cpu, l2, 2048, 90_000) == torch.float32
     monkeypatch.setenv("LOOKALIKE_CPU_INT8", "0")
-    assert screen_dtype("auto", cpu, l2, 2048) == torch.float32
+    assert screen_dtype("auto", cpu, l2, 2048, 90_000) == torch.float32
     monkeypatch.setenv("LOOKALIKE_CPU_BF16", "1")
-    assert screen_dtype("auto", cpu, l2, 2048) == torch.bfloat16
-    assert screen_dtype("auto", torch.device("cuda"), l2, 64) == torch.bfloat16
+    assert screen_dtype("auto", cpu, l2, 2048, 90_000) == torch.bfloat16
+    assert screen_dtype("auto", torch.device("cuda"), l2, 64, 10) == torch.bfloat16
 
 
 def test_auto_int8_estimator_matches_sklearn(monkeypatch):
     from sklearn.neighbors import NearestNeighbors as SkNN
 
+    from lookalike.knn import precision
+
     monkeypatch.setenv("LOOKALIKE_CPU_BF16", "0")
     monkeypatch.setenv("LOOKALIKE_CPU_INT8", "1")
+    monkeypatch.setattr(precision, "INT8_MIN_ROWS", 1000)  # a small base, to keep the test quick
     rng = np.random.default_rng(11)
     X = np.maximum(rng.normal(size=(3000, 600)), 0).astype(np.float32)  # ReLU-like features
     Q = np.maximum(rng.normal(size=(50, 600)), 0).astype(np.float32)

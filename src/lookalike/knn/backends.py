@@ -74,7 +74,7 @@ class LookalikeBackend(Backend):
     def fit(self, X, metric, device, working_memory):
         from .precision import screen_dtype
 
-        self.screen_dtype = screen_dtype(self.precision, device, metric, X.shape[1])
+        self.screen_dtype = screen_dtype(self.precision, device, metric, X.shape[1], X.shape[0])
         return PreparedBase(X, metric.name, device=device, screen_dtype=self.screen_dtype,
                             working_memory=working_memory)
 

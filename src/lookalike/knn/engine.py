@@ -138,7 +138,6 @@ class Screen:
         self.metric, self.d, self.mean = metric, d, mean
         self.dtype = dtype if metric.gemm else torch.float64
         self.int8 = self.dtype == torch.int8
-        self._ints: torch.Tensor | None = None  # int32 scratch for the int8 GEMM
         if self.int8 and d * 127 * 127 >= 2**31:
             raise SearchError(f"an int8 screen needs d <= {(2**31 - 1) // 127**2} (int32 sums); d is {d}: "
                               "use fp32 or bf16")
@@ -192,13 +191,9 @@ class Screen:
         if not m.gemm:
             return torch.cdist(q.data, b.data, p=1.0 if m.name == "manhattan" else math.inf)
         if self.int8:  # exact int32 dot products, then dots = sx * sy * D
-            ints = None
-            if out is not None:  # a reused int32 buffer too (a fresh one page-faults)
-                if self._ints is None or self._ints.numel() < out.numel():
-                    self._ints = torch.empty(out.numel(), dtype=torch.int32, device=out.device)
-                ints = self._ints[: out.numel()].view(out.shape)
-            dots = int8_dots(q.data, b.data, out=ints)
-            # a copy then an in-place product: 2.4x faster than one mixed-type torch.mul
+            # the int32 sums land in the float buffer's own memory and are converted in place
+            # (each element from itself), then scaled: 2.4x faster than one mixed-type torch.mul
+            dots = int8_dots(q.data, b.data, out=None if out is None else out.view(torch.int32))
             dots = out.copy_(dots) if out is not None else dots.float()
             dots.mul_(b.scale[None, :])
             if m.centred:

@@ -51,8 +51,8 @@ class NearestNeighbors:
         'cpu', 'cuda[:N]', or 'auto' (CUDA when present).
     precision : str, default='auto'
         Screen precision of the lookalike engine: 'fp32', 'bf16', 'int8', or 'auto' (bf16 on
-        CUDA and AMX/AVX-512-BF16 CPUs, int8 on VNNI CPUs for 512 or more features, else
-        fp32). Results are exact whatever it is: a lower precision widens the error bound,
+        CUDA and AMX/AVX-512-BF16 CPUs, int8 on VNNI CPUs for 50,000 or more samples of 512 or
+        more features, else fp32). Results are exact whatever it is: a lower precision widens the error bound,
         an fp32 refinement and the float64 rerank decide.
 
     Attributes

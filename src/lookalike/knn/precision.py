@@ -13,16 +13,22 @@ from .metrics import Metric
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.int8}
 
 
-# Measured on a 2-core AVX-512 VNNI CPU without AMX, 90,000 x 2,000 queries, k=3: int8 then
-# fp32 seconds: d=256 0.79 / 0.80, d=512 1.01 / 1.27, d=2048 10.1 / 16.9 (10,000 queries).
-# Below ~512 dimensions the GEMM is too small a share of the work for int8 to pay.
+# When int8 pays, measured on a 2-core AVX-512 VNNI CPU without AMX (k=3; int8 / fp32 s):
+# - dimension: 90,000 base x 2,000 queries, d=256 0.79 / 0.80, d=512 1.01 / 1.27, d=2048
+#   (10,000 queries) 8.3 / 15.5. Below ~512 the GEMM is too small a share of the work.
+# - base size: the int8 window holds tens of candidates a query, each refined in fp32 (about
+#   1.5 us); that costs about as much as the int8 screen saves on ~20,000 base rows
+#   (real EfficientNet-Lite0 features, 18,000 x 2,000 x 1280-d: 0.76 / 0.63).
 INT8_MIN_DIM = 512
+INT8_MIN_ROWS = 50_000
 
 
-def screen_dtype(precision: str, device: torch.device, metric: Metric, d: int | None = None) -> torch.dtype:
+def screen_dtype(precision: str, device: torch.device, metric: Metric, d: int | None = None,
+                 nb: int | None = None) -> torch.dtype:
     """'fp32', 'bf16', 'int8', or 'auto': on CUDA bf16; on CPUs with AMX or AVX-512 BF16,
-    bf16; on CPUs with int8 dot-product units (VNNI, AMX-INT8) int8 for `d` >= 512; else
-    fp32. Metrics screened by cdist (manhattan, chebyshev) screen in float64.
+    bf16; on CPUs with int8 dot-product units (VNNI, AMX-INT8) int8 for bases of at least
+    50,000 rows of at least 512 dimensions (`d`, `nb`); else fp32. Metrics screened by cdist
+    (manhattan, chebyshev) screen in float64.
     """
     if precision not in ("auto", *PRECISIONS):
         raise LookalikeError(f"unknown precision {precision!r}; choose auto, fp32, bf16 or int8")
@@ -34,6 +40,7 @@ def screen_dtype(precision: str, device: torch.device, metric: Metric, d: int | 
         return torch.bfloat16
     if cpu_has_fast_bf16():
         return torch.bfloat16
-    if cpu_has_fast_int8() and d is not None and INT8_MIN_DIM <= d < 2**31 // 127**2:
+    if (cpu_has_fast_int8() and d is not None and INT8_MIN_DIM <= d < 2**31 // 127**2
+            and nb is not None and nb >= INT8_MIN_ROWS):
         return torch.int8
     return torch.float32
