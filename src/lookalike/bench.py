@@ -97,6 +97,8 @@ def run(*, nb: int = 90000, nq: int = 10000, d: int = 2048, k: int = 3, metric: 
         verify_queries: int = 1000, precision: str = "auto", out: str | os.PathLike = "bench-out",
         seed: int = 0, progress: bool = True) -> dict:
     """Compare backends on one workload; write bench.json and bench.png into `out`."""
+    for b in backends or []:  # before any data is made: a bad name fails at once
+        _check_backend(b)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if features:
@@ -114,14 +116,6 @@ def run(*, nb: int = 90000, nq: int = 10000, d: int = 2048, k: int = 3, metric: 
         backends = [b for b in ("lookalike", "faiss", "torch", "sklearn") if b in available("cpu")]
         if precision == "auto" and _auto_is_not_fp32(metric, *xb.shape[::-1]):
             backends.insert(1, "lookalike@fp32")  # the fp32 engine too, as the floor's reference
-    for b in backends:
-        name, _, forced = b.partition("@")
-        if name not in BACKENDS:
-            raise LookalikeError(f"unknown backend {name!r}; choose among {', '.join(BACKENDS)}")
-        if name not in available("cpu"):
-            raise LookalikeError(f"backend {name!r} is not usable here (not installed, or needs a GPU)")
-        if forced and (name != "lookalike" or forced not in ("fp32", "bf16", "int8")):
-            raise LookalikeError(f"{b!r}: only lookalike takes a precision (@fp32, @bf16 or @int8)")
     workload |= {"nb": len(xb), "nq": len(xq), "d": xb.shape[1], "k": k, "metric": metric,
                  "base_mb": xb.nbytes / 2**20, "repeats": repeats}
     records: dict[str, dict] = {}
@@ -157,6 +151,17 @@ def run(*, nb: int = 90000, nq: int = 10000, d: int = 2048, k: int = 3, metric: 
 
     bench_chart(result, out / "bench.png")
     return result
+
+
+def _check_backend(b: str) -> None:
+    """A backend name for the bench: a known, usable backend, `lookalike` with an @precision."""
+    name, _, forced = b.partition("@")
+    if name not in BACKENDS:
+        raise LookalikeError(f"unknown backend {name!r}; choose among {', '.join(BACKENDS)}")
+    if name not in available("cpu"):
+        raise LookalikeError(f"backend {name!r} is not usable here (not installed, or needs a GPU)")
+    if forced and (name != "lookalike" or forced not in ("fp32", "bf16", "int8")):
+        raise LookalikeError(f"{b!r}: only lookalike takes a precision (@fp32, @bf16 or @int8)")
 
 
 def _auto_is_not_fp32(metric: str, d: int, nb: int) -> bool:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..features.device import cpu_flags, resolve_device
-from .engine import PreparedBase, SearchStats, knn
+from .engine import PreparedBase, SearchStats, knn, refines
 from .metrics import Metric
 
 
@@ -68,7 +68,7 @@ class LookalikeBackend(Backend):
 
     def config(self) -> str:
         dtype = self.precision if self.screen_dtype is None else str(self.screen_dtype).removeprefix("torch.")
-        refine = " + fp32 refine" if self.screen_dtype in (torch.bfloat16, torch.float16, torch.int8) else ""
+        refine = " + fp32 refine" if self.screen_dtype is not None and refines(self.screen_dtype) else ""
         return f"lookalike engine, {dtype} screen{refine} + float64 rerank"
 
     def fit(self, X, metric, device, working_memory):

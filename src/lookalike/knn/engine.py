@@ -116,14 +116,11 @@ class Extent:
 
     l2: float = 0.0
     qerr: float = 0.0
-    scale: float = 0.0
 
     def update(self, rows: Rows) -> None:
         self.l2 = max(self.l2, float(rows.l2.max()))
         if rows.qerr is not None:
             self.qerr = max(self.qerr, float(rows.qerr.max()))
-        if rows.scale is not None:
-            self.scale = max(self.scale, float(rows.scale.max()))
 
 
 class Screen:
@@ -271,11 +268,12 @@ class PreparedBase:
             materialise = not isinstance(xb, np.memmap)
         self.rows: Rows | None = None
         self.extent = Extent()
-        self.l2 = torch.zeros(self.nb, dtype=torch.float64, device=self.device)  # of the prepared rows
         self._raw: torch.Tensor | None = None
         if materialise:
             self.rows = prepare_rows(self.screen, xb, self.device, self.extent)
-            self.l2 = self.rows.l2
+        # |prepared row| for every row; a streamed base fills it in as its blocks go by
+        self.l2 = self.rows.l2 if self.rows is not None else torch.zeros(self.nb, dtype=torch.float64,
+                                                                           device=self.device)
 
     @property
     def budget(self) -> float:
@@ -523,7 +521,7 @@ def knn(xq: np.ndarray, xb: np.ndarray | PreparedBase, k: int, metric: str = "eu
     st.screen_s += time.perf_counter() - t0
     st.candidates += len(r)
 
-    if screen.dtype not in (torch.float32, torch.float64):  # a wide window: narrow it in fp32 first
+    if refines(screen.dtype):  # a wide window: narrow it in fp32 first
         t0 = time.perf_counter()
         r, c = refine(base, xq, r, c, k)
         st.refine_s += time.perf_counter() - t0
@@ -563,29 +561,28 @@ def _pick(m: Metric, rows: np.ndarray, cols: np.ndarray, dist: np.ndarray, k: in
     I[q] = cols[order[take]].reshape(-1, k)
 
 
-def _pairs(xq: np.ndarray | torch.Tensor, xb: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-           chunk_bytes: int) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
-    """(positions, query rows, base rows) for chunks of the pairs (rows[i], cols[i]).
+def pair_distances(m: Metric, xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                   chunk_bytes: int = 1 << 21) -> np.ndarray:
+    """Exact float64 distances between query rows[i] and base cols[i], for every i.
 
-    Pairs go in small chunks that stay in cache, in base order: a base row shared by many
-    queries is read once, and a memory-mapped base is read sequentially.
+    Pairs go in small chunks that stay in cache, in base order: a base row shared by several
+    queries is read while still cached, and a memory-mapped base is read sequentially.
     """
+    out = np.empty(len(rows), dtype=np.float64)
     order = np.argsort(cols, kind="stable")
     step = max(1, chunk_bytes // (8 * max(1, xq.shape[1])))
-    q_t = xq if isinstance(xq, torch.Tensor) else _from_numpy(xq)
+    q_t = _from_numpy(xq)
     for lo, hi in _ranges(len(order), step):
         sel = order[lo:hi]
         a = q_t.index_select(0, torch.from_numpy(rows[sel]))
-        yield sel, a, torch.from_numpy(np.ascontiguousarray(xb[cols[sel]]))
-
-
-def pair_distances(m: Metric, xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-                   chunk_bytes: int = 1 << 21) -> np.ndarray:
-    """Exact float64 distances between query rows[i] and base cols[i], for every i."""
-    out = np.empty(len(rows), dtype=np.float64)
-    for sel, a, b in _pairs(xq, xb, rows, cols, chunk_bytes):
+        b = torch.from_numpy(np.ascontiguousarray(xb[cols[sel]]))
         out[sel] = exact_distances(m, a, b).numpy()
     return out
+
+
+def refines(screen_dtype: torch.dtype) -> bool:
+    """Whether a screen at this precision has its windows refined in fp32 (bf16, fp16, int8)."""
+    return screen_dtype not in (torch.float32, torch.float64)
 
 
 def refine(base: PreparedBase, xq: np.ndarray, rows: torch.Tensor, cols: torch.Tensor, k: int,
@@ -601,7 +598,7 @@ def refine(base: PreparedBase, xq: np.ndarray, rows: torch.Tensor, cols: torch.T
         return rows, cols
     m, d, dev = base.metric, base.d, base.device
     xb_t = base.raw_rows()
-    wide = torch.float64 if torch.float64 in (xb_t.dtype, _from_numpy(xq).dtype) else torch.float32
+    wide = torch.float64 if np.float64 in (xq.dtype, base.xb.dtype) else torch.float32
     u = UNIT_ROUNDOFF[wide]
     gamma = d * u / (1 - d * u) + 3 * u  # the sums, and the centring or cast of each element
     mean = base.screen.mean.to(wide) if m.centred else None
@@ -699,8 +696,8 @@ def gemm_floor(base: PreparedBase, xq: np.ndarray, dtype: torch.dtype = torch.fl
     Operands are prepared before the clock starts. For benchmarks."""
     qb, bb = base.block_sizes(len(xq))
     screen = Screen(base.metric, base.d, dtype, base.screen.mean)
-    q = screen.prepare(_as_tensor(xq, base.device)).data
-    blocks = [screen.prepare(_as_tensor(base.xb[lo:hi], base.device)).data for lo, hi in _ranges(base.nb, bb)]
+    q = prepare_rows(screen, xq, base.device).data
+    blocks = [prepare_rows(screen, base.xb[lo:hi], base.device).data for lo, hi in _ranges(base.nb, bb)]
     out_dtype = torch.int32 if dtype == torch.int8 else dtype
     buf = torch.empty(min(len(xq), qb) * min(base.nb, bb), device=base.device, dtype=out_dtype)
     t0 = time.perf_counter()
@@ -708,7 +705,7 @@ def gemm_floor(base: PreparedBase, xq: np.ndarray, dtype: torch.dtype = torch.fl
         for qlo, qhi in _ranges(len(xq), qb):
             out = buf[: (qhi - qlo) * (bhi - blo)].view(qhi - qlo, bhi - blo)
             if dtype == torch.int8:
-                torch._int_mm(q[qlo:qhi], b.T, out=out)
+                int8_dots(q[qlo:qhi], b, out=out)
             else:
                 torch.mm(q[qlo:qhi], b.T, out=out)
     if base.device.type == "cuda":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .engine import Extent, PreparedBase, _as_tensor, _ranges, pair_distances
+from .engine import Extent, PreparedBase, _ranges, pair_distances, prepare_rows
 from .metrics import Metric
 
 
@@ -17,7 +17,7 @@ def radius_search(xq: np.ndarray, xb: np.ndarray, radius: float, metric: Metric,
     """
     base = PreparedBase(xb, metric.name, working_memory=working_memory, materialise=False)
     screen = base.screen
-    q = screen.prepare(_as_tensor(xq, base.device))
+    q = prepare_rows(screen, xq, base.device)
     qn = q.l2
     # the screen score a candidate must not exceed, before the error bound
     if metric.name == "euclidean":
