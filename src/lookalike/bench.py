@@ -183,7 +183,7 @@ def _spawn(backend: str, data: Path, k: int, metric: str, precision: str) -> dic
 def machine() -> dict:
     import torch
 
-    from .features.device import cpu_flags
+    from .hardware import cpu_flags
 
     flags = cpu_flags()
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),

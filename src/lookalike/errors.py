@@ -13,6 +13,10 @@ class LookalikeError(Exception):
     exit_code = 2
 
 
+class InvalidParameter(LookalikeError, ValueError):
+    """A parameter or option with a value it cannot take (a ValueError too, as scikit-learn's are)."""
+
+
 class SourceError(LookalikeError, ValueError):
     """An image source cannot be read as asked."""
 

@@ -17,7 +17,8 @@ from ..atomic import atomic_save_npy, atomic_write_text
 from ..errors import ModelError
 from ..progress import counter
 from ..sources.base import Source
-from .device import resolve_device, resolve_precision
+from ..hardware import resolve_device
+from .precision import resolve_precision
 from .models import DEFAULT_MODEL, build, output_dim
 
 CHUNK = 1024  # images per resumable piece of work

@@ -9,16 +9,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..cache import cache_dir
 from ..download import download
 from ..errors import DownloadError, ModelError, WeightsUnavailable
-
-
-def cache_dir() -> Path:
-    """lookalike's cache: `$LOOKALIKE_CACHE`, else `$XDG_CACHE_HOME/lookalike`, else `~/.cache/lookalike`."""
-    if env := os.environ.get("LOOKALIKE_CACHE"):
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "lookalike"
 
 
 def hash_prefix(url: str) -> str | None:

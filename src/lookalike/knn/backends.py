@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..features.device import cpu_flags, resolve_device
+from ..hardware import cpu_flags, resolve_device
 from .engine import PreparedBase, SearchStats, knn, refines
 from .metrics import Metric
 

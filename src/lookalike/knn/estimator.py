@@ -108,7 +108,7 @@ class NearestNeighbors:
         return self
 
     def _device(self):
-        from ..features.device import resolve_device
+        from ..hardware import resolve_device
 
         return resolve_device(self.device)
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import LookalikeError
-from ..features.device import cpu_has_fast_bf16, cpu_has_fast_int8
+from ..errors import InvalidParameter
+from ..hardware import cpu_has_fast_bf16, cpu_has_fast_int8
 from .metrics import Metric
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.int8}
+# What `precision=` (and `--precision` of the kNN commands) may say.
+SCREEN_PRECISIONS = ("auto", *PRECISIONS)
 
 
 # When int8 pays, measured on a 2-core AVX-512 VNNI CPU without AMX (k=3; int8 / fp32 s):
@@ -30,8 +32,8 @@ def screen_dtype(precision: str, device: torch.device, metric: Metric, d: int | 
     50,000 rows of at least 512 dimensions (`d`, `nb`); else fp32. Metrics screened by cdist
     (manhattan, chebyshev) screen in float64.
     """
-    if precision not in ("auto", *PRECISIONS):
-        raise LookalikeError(f"unknown precision {precision!r}; choose auto, fp32, bf16 or int8")
+    if precision not in SCREEN_PRECISIONS:
+        raise InvalidParameter(f"unknown precision {precision!r}; choose {', '.join(SCREEN_PRECISIONS)}")
     if not metric.gemm:
         return torch.float32
     if precision != "auto":

@@ -60,7 +60,7 @@ def read_stl10_labels(path: str | os.PathLike) -> np.ndarray:
 
 
 def default_root() -> Path:
-    from ..features.weights import cache_dir
+    from ..cache import cache_dir
 
     return cache_dir() / "stl10"
 

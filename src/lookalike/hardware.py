@@ -1,4 +1,4 @@
-"""Which device and precision to run on: CUDA when present, bf16 where the CPU has it."""
+"""What the machine has: CUDA devices, CPU flags. The ground floor: every layer may use it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from ..errors import ModelError
+from .errors import InvalidParameter
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -17,9 +17,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise ModelError(f"unknown device {device!r}; use auto, cpu or cuda[:N]") from None
+        raise InvalidParameter(f"unknown device {device!r}; use auto, cpu or cuda[:N]") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device {device!r} asked for, but no CUDA device is available")
+        raise InvalidParameter(f"device {device!r} asked for, but no CUDA device is available")
     return dev
 
 
@@ -53,19 +53,3 @@ def cpu_has_fast_int8() -> bool:
     if env is not None:
         return env == "1"
     return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
-
-
-def resolve_precision(precision: str, device: torch.device, bf16_safe: bool = True) -> torch.dtype:
-    """'auto' -> bf16 where it is fast (CUDA, AMX/AVX-512 BF16 CPUs) and keeps the model's
-    features within cosine 0.999 of fp32 (`bf16_safe`), else fp32."""
-    if precision == "fp32":
-        return torch.float32
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision != "auto":
-        raise ModelError(f"unknown precision {precision!r}; use auto, fp32 or bf16")
-    if not bf16_safe:
-        return torch.float32
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
