@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lookalike.errors import ModelError
+from lookalike.errors import InvalidParameter, ModelError
 from lookalike.features import Embedder, read_features
 from lookalike.features import embed as embed_mod
 from lookalike.features.embed import batch_size_for_budget
@@ -97,5 +97,5 @@ def test_cuda_asked_for_without_cuda():
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
-    with pytest.raises(ModelError, match="no CUDA device is available"):
+    with pytest.raises(InvalidParameter, match="no CUDA device is available"):
         Embedder(device="cuda", progress=False)
