@@ -13,8 +13,10 @@ class LookalikeError(Exception):
     exit_code = 2
 
 
-class InvalidParameter(LookalikeError, ValueError):
-    """A parameter or option with a value it cannot take (a ValueError too, as scikit-learn's are)."""
+class InvalidParameter(LookalikeError, ValueError, TypeError):
+    """A parameter, option or input array that cannot be used as given. It is a ValueError and
+    a TypeError too, as scikit-learn's InvalidParameterError is, so callers that catch those
+    keep working."""
 
 
 class SourceError(LookalikeError, ValueError):
