@@ -49,7 +49,6 @@ def torch_fp32(xb, xq, k):
 def main() -> None:
     from lookalike.bench import synthetic
     from lookalike.knn import PreparedBase, SearchStats, compare, knn
-    from lookalike.knn.engine import UNIT_ROUNDOFF  # noqa: F401  (the bound's precisions)
     from lookalike.knn.precision import screen_dtype
     from lookalike.knn.metrics import get_metric
 

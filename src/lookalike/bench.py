@@ -20,10 +20,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .errors import LookalikeError
 from .knn.backends import BACKENDS, available
 from .knn.metrics import get_metric
+from .knn.blocks import ranges
+from .knn.screen import PreparedBase, Screen, int8_dots, prepare_rows
 from .knn.verify import compare, reference_knn
 
 
@@ -82,14 +85,35 @@ def worker(backend: str, data: Path, k: int, metric: str, precision: str) -> dic
     if stats is not None:
         record["stages"] = stats.as_dict()
     if name == "lookalike" and get_metric(metric).gemm:
-        from .knn.engine import gemm_floor
-
         # the GEMMs alone, same blocks, same process: the floor of any brute force at that precision
         record["fp32_gemm_floor_s"] = gemm_floor(nn._state, xq)
         record["vs_fp32_floor"] = record["search_s"] / record["fp32_gemm_floor_s"]
         if nn._state.screen.int8:
             record["int8_gemm_floor_s"] = gemm_floor(nn._state, xq, nn._state.screen.dtype)
     return record
+
+
+def gemm_floor(base: PreparedBase, xq: np.ndarray, dtype: torch.dtype = torch.float32) -> float:
+    """Seconds for the GEMMs alone of a search of `xq` against a prepared base (same blocks,
+    one reused output buffer), at `dtype` (float32 or int8): the floor of any brute force at
+    that precision. Operands are prepared before the clock starts."""
+    qb, bb = base.block_sizes(len(xq))
+    screen = Screen(base.metric, base.d, dtype, base.screen.mean)
+    q = prepare_rows(screen, xq, base.device).data
+    blocks = [prepare_rows(screen, base.xb[lo:hi], base.device).data for lo, hi in ranges(base.nb, bb)]
+    buf = torch.empty(min(len(xq), qb) * min(base.nb, bb), device=base.device,
+                      dtype=torch.int32 if screen.int8 else dtype)
+    t0 = time.perf_counter()
+    for (blo, bhi), b in zip(ranges(base.nb, bb), blocks):
+        for qlo, qhi in ranges(len(xq), qb):
+            out = buf[: (qhi - qlo) * (bhi - blo)].view(qhi - qlo, bhi - blo)
+            if screen.int8:
+                int8_dots(q[qlo:qhi], b, out=out)
+            else:
+                torch.mm(q[qlo:qhi], b.T, out=out)
+    if base.device.type == "cuda":
+        torch.cuda.synchronize(base.device)
+    return time.perf_counter() - t0
 
 
 def run(*, nb: int = 90000, nq: int = 10000, d: int = 2048, k: int = 3, metric: str = "euclidean",

@@ -175,7 +175,7 @@ def test_torch_device_parameter_runs_the_same_code():
 
 @pytest.mark.parametrize("values", ["normal", "ties"])
 def test_smallest_k_by_group_minima_equals_a_full_top_k(values):
-    from lookalike.knn.engine import smallest_k
+    from lookalike.knn.window import smallest_k
 
     g = torch.Generator().manual_seed(0)
     if values == "normal":
@@ -189,7 +189,7 @@ def test_smallest_k_by_group_minima_equals_a_full_top_k(values):
 
 
 def test_int8_dots_are_exact_for_every_shape():
-    from lookalike.knn.engine import int8_dots
+    from lookalike.knn.screen import int8_dots
 
     g = torch.Generator().manual_seed(1)
     for m, d, n in [(1, 1, 2), (3, 1, 9), (1, 2, 1), (5, 7, 3), (64, 300, 130), (2, 2048, 17)]:
@@ -235,7 +235,7 @@ def test_streamed_base_with_a_low_precision_screen(tmp_path, dtype):
 
 
 def test_hits_equal_a_dense_mask():
-    from lookalike.knn.engine import hits
+    from lookalike.knn.window import hits
 
     g = torch.Generator().manual_seed(2)
     for cols in (64, 256, 1000):

@@ -15,7 +15,10 @@ import numpy as np
 import torch
 
 from ..hardware import cpu_flags, resolve_device
-from .engine import PreparedBase, SearchStats, knn, refines
+from .blocks import SearchStats
+from .engine import knn
+from .refine import refines
+from .screen import PreparedBase
 from .metrics import Metric
 
 

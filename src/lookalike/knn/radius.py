@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .engine import Extent, PreparedBase, _ranges, pair_distances, prepare_rows
+from .blocks import ranges
+from .refine import pair_distances
+from .screen import Extent, PreparedBase, prepare_rows
 from .metrics import Metric
 
 
@@ -36,7 +38,7 @@ def radius_search(xq: np.ndarray, xb: np.ndarray, radius: float, metric: Metric,
         extent = Extent()
         extent.update(b)
         bound = screen.bound(q, extent)  # valid for this block's candidates
-        for qlo, qhi in _ranges(len(xq), qb):
+        for qlo, qhi in ranges(len(xq), qb):
             s = screen.scores(q[qlo:qhi], b).double()
             keep = s <= (limit[qlo:qhi] + 2 * bound[qlo:qhi])[:, None]
             r, c = keep.nonzero(as_tuple=True)
