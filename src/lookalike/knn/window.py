@@ -52,7 +52,7 @@ def hits(s: torch.Tensor, thr: torch.Tensor, groups: int = 8) -> tuple[torch.Ten
     return r[:, None].expand_as(cols)[keep], cols[keep], v[keep]
 
 
-def round_up(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def _round_up(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """float64 `x` cast to `dtype`, never below `x`."""
     y = x.to(dtype)
     return torch.where(y.double() < x, torch.nextafter(y, torch.full_like(y, math.inf)), y)
@@ -89,7 +89,7 @@ class Window:
             self._narrow(lo, hi)
         r, c, v = hits(s, thr)
         if not seed and len(r):  # only scores inside the window can enter the k best
-            merge_sparse(best, r, v.to(self.dtype))
+            _merge_sparse(best, r, v.to(self.dtype))
             self._narrow(lo, hi)
         if len(r):
             self.parts.append((r + lo, c + offset, v.to(self.dtype)))
@@ -104,7 +104,7 @@ class Window:
 
     def _narrow(self, lo: int, hi: int) -> None:
         kth = self.best[lo:hi].amax(1).double()
-        thr = round_up(kth + self.width[lo:hi], self.dtype)
+        thr = _round_up(kth + self.width[lo:hi], self.dtype)
         self.thr[lo:hi] = torch.where(self.overflow[lo:hi], -math.inf, thr)
 
     def compact(self) -> None:
@@ -139,7 +139,7 @@ class Window:
         return r, c, self.overflow
 
 
-def merge_sparse(best: torch.Tensor, r: torch.Tensor, v: torch.Tensor) -> None:
+def _merge_sparse(best: torch.Tensor, r: torch.Tensor, v: torch.Tensor) -> None:
     """Fold scores `v` of rows `r` (ascending) into each row's k best, in place."""
     rows, counts = torch.unique_consecutive(r, return_counts=True)
     starts = torch.cumsum(counts, 0) - counts
