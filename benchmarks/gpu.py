@@ -46,12 +46,60 @@ def torch_fp32(xb, xq, k):
     return torch.cat(Ds), torch.cat(Is)
 
 
+def lookalike_rows(xb_np, xq_np, k, dev, repeats, D_ref, I_ref) -> list[dict]:
+    """lookalike's engine at fp32 and at its auto precision: times and exactness."""
+    from lookalike.knn import PreparedBase, SearchStats, compare, get_metric, knn
+    from lookalike.knn.precision import screen_dtype
+
+    rows = []
+    for dtype_name in ("fp32", "auto"):
+        dtype = screen_dtype(dtype_name, dev, get_metric("euclidean"), xb_np.shape[1], len(xb_np))
+        t0 = time.perf_counter()
+        base = PreparedBase(xb_np, "euclidean", device=dev, screen_dtype=dtype)
+        fit_s = time.perf_counter() - t0
+        stats = SearchStats()  # summed over the warm-up and the repeats
+        t, (D, I) = timed(lambda: knn(xq_np, base, k, stats=stats), dev, repeats)
+        c = compare(D_ref, I_ref, D, I)
+        rows.append({"backend": f"lookalike ({str(dtype).removeprefix('torch.')} screen)", "search_s": t,
+                     "fit_s": fit_s, "frac_neighbor_sets_differ": c["frac_neighbor_sets_differ"],
+                     "frac_beyond_ties": c["frac_neighbor_sets_differ_beyond_ties"],
+                     "max_abs_dist_diff": c["max_abs_dist_diff"],
+                     "candidates": stats.candidates // (repeats + 1),
+                     "reranked": stats.reranked // (repeats + 1),
+                     "fallbacks": stats.fallbacks // (repeats + 1)})
+    return rows
+
+
+def peer_rows(xb_np, xq_np, k, dev, repeats, D_ref, I_ref) -> list[dict]:
+    """cuVS and cuML brute force, where installed."""
+    from lookalike.knn import compare
+    from lookalike.knn.backends import CuvsBackend
+
+    rows = []
+    try:
+        from cuvs.neighbors import brute_force  # noqa: F401
+
+        b = CuvsBackend("euclidean", device=dev).fit(xb_np)
+        t, (D, I) = timed(lambda: b.kneighbors(xq_np, k, False), dev, repeats)
+        rows.append({"backend": "cuVS brute_force", "search_s": t,
+                     "frac_neighbor_sets_differ": compare(D_ref, I_ref, D, I)["frac_neighbor_sets_differ"]})
+    except ImportError:
+        print("cuVS not installed: skipped", file=sys.stderr)
+    try:
+        from cuml.neighbors import NearestNeighbors as CuNN
+
+        nn = CuNN(n_neighbors=k, algorithm="brute").fit(xb_np)
+        t, (D, I) = timed(lambda: nn.kneighbors(xq_np), dev, repeats)
+        rows.append({"backend": "cuML NearestNeighbors brute", "search_s": t,
+                     "frac_neighbor_sets_differ": compare(D_ref, I_ref, np.asarray(D), np.asarray(I))[
+                         "frac_neighbor_sets_differ"]})
+    except ImportError:
+        print("cuML not installed: skipped", file=sys.stderr)
+    return rows
+
+
 def main() -> None:
     from lookalike.bench import synthetic
-    from lookalike.knn import PreparedBase, SearchStats, compare, knn
-    from lookalike.knn.engine import UNIT_ROUNDOFF  # noqa: F401  (the bound's precisions)
-    from lookalike.knn.precision import screen_dtype
-    from lookalike.knn.metrics import get_metric
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nb", type=int, default=90000)
@@ -67,50 +115,12 @@ def main() -> None:
         sys.exit("no CUDA device; run with --device cpu to exercise the same code on the CPU")
     xb_np, xq_np = synthetic(args.nb, args.nq, args.d)
     xb, xq = torch.from_numpy(xb_np).to(dev), torch.from_numpy(xq_np).to(dev)
-    rows = []
 
     t_ref, (D_ref, I_ref) = timed(lambda: torch_fp32(xb, xq, args.k), dev, args.repeats)
     D_ref, I_ref = D_ref.cpu().numpy(), I_ref.cpu().numpy()
-    rows.append({"backend": "torch fp32 cdist+topk", "search_s": t_ref, "frac_neighbor_sets_differ": 0.0})
-
-    for dtype_name in ("fp32", "auto"):
-        dtype = screen_dtype(dtype_name, dev, get_metric("euclidean"), xb_np.shape[1], len(xb_np))
-        t0 = time.perf_counter()
-        base = PreparedBase(xb_np, "euclidean", device=dev, screen_dtype=dtype)
-        fit_s = time.perf_counter() - t0
-        stats = SearchStats()
-        t, (D, I) = timed(lambda: knn(xq_np, base, args.k, stats=stats), dev, args.repeats)
-        c = compare(D_ref, I_ref, D, I)
-        rows.append({"backend": f"lookalike ({str(dtype).removeprefix('torch.')} screen)", "search_s": t,
-                     "fit_s": fit_s, "frac_neighbor_sets_differ": c["frac_neighbor_sets_differ"],
-                     "frac_beyond_ties": c["frac_neighbor_sets_differ_beyond_ties"],
-                     "max_abs_dist_diff": c["max_abs_dist_diff"],
-                     "candidates": stats.candidates // (args.repeats + 1),
-                     "reranked": stats.reranked // (args.repeats + 1),
-                     "fallbacks": stats.fallbacks // (args.repeats + 1)})
-
-    try:
-        from cuvs.neighbors import brute_force  # noqa: F401
-
-        from lookalike.knn.backends import CuvsBackend
-
-        b = CuvsBackend()
-        state = b.fit(xb_np, get_metric("euclidean"), dev, None)
-        t, (D, I) = timed(lambda: b.kneighbors(state, xq_np, args.k, False), dev, args.repeats)
-        rows.append({"backend": "cuVS brute_force", "search_s": t,
-                     "frac_neighbor_sets_differ": compare(D_ref, I_ref, D, I)["frac_neighbor_sets_differ"]})
-    except ImportError:
-        print("cuVS not installed: skipped", file=sys.stderr)
-    try:
-        from cuml.neighbors import NearestNeighbors as CuNN
-
-        nn = CuNN(n_neighbors=args.k, algorithm="brute").fit(xb_np)
-        t, (D, I) = timed(lambda: nn.kneighbors(xq_np), dev, args.repeats)
-        rows.append({"backend": "cuML NearestNeighbors brute", "search_s": t,
-                     "frac_neighbor_sets_differ": compare(D_ref, I_ref, np.asarray(D), np.asarray(I))[
-                         "frac_neighbor_sets_differ"]})
-    except ImportError:
-        print("cuML not installed: skipped", file=sys.stderr)
+    rows = [{"backend": "torch fp32 cdist+topk", "search_s": t_ref, "frac_neighbor_sets_differ": 0.0}]
+    rows += lookalike_rows(xb_np, xq_np, args.k, dev, args.repeats, D_ref, I_ref)
+    rows += peer_rows(xb_np, xq_np, args.k, dev, args.repeats, D_ref, I_ref)
 
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     print(f"{args.nq} queries x {args.nb} base x {args.d}-d, k={args.k} on {name}; "

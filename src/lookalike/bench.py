@@ -20,10 +20,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from .errors import LookalikeError
+from .errors import InvalidParameter, LookalikeError
+from .knn import NearestNeighbors
 from .knn.backends import BACKENDS, available
+from .knn.blocks import ranges
 from .knn.metrics import get_metric
+from .knn.precision import PRECISIONS, screen_dtype
+from .knn.screen import PreparedBase, Screen, int8_dots, prepare_rows
 from .knn.verify import compare, reference_knn
 
 
@@ -61,8 +66,6 @@ def _status_mb(field: str) -> float:
 
 def worker(backend: str, data: Path, k: int, metric: str, precision: str) -> dict:
     """Run one backend in this process and return its record (called in a child process)."""
-    from .knn import NearestNeighbors
-
     baseline = _status_mb("VmRSS")
     xb = np.load(data / "xb.npy")
     xq = np.load(data / "xq.npy")
@@ -75,21 +78,42 @@ def worker(backend: str, data: Path, k: int, metric: str, precision: str) -> dic
     t2 = time.perf_counter()
     np.save(data / f"D_{backend}.npy", D)
     np.save(data / f"I_{backend}.npy", I)
-    record = {"backend": backend, "config": nn._backend.config(), "fit_s": t1 - t0, "search_s": t2 - t1,
+    record = {"backend": backend, "config": nn.backend_config_, "fit_s": t1 - t0, "search_s": t2 - t1,
               "peak_rss_mb": _status_mb("VmHWM"),
               "baseline_rss_mb": baseline}
-    stats = getattr(nn._backend, "last_stats", None)
-    if stats is not None:
-        record["stages"] = stats.as_dict()
-    if name == "lookalike" and get_metric(metric).gemm:
-        from .knn.engine import gemm_floor
-
+    if nn.search_stats_ is not None:
+        record["stages"] = nn.search_stats_.as_dict()
+    base = nn.prepared_base_
+    if base is not None and base.metric.gemm:
         # the GEMMs alone, same blocks, same process: the floor of any brute force at that precision
-        record["fp32_gemm_floor_s"] = gemm_floor(nn._state, xq)
+        record["fp32_gemm_floor_s"] = gemm_floor(base, xq)
         record["vs_fp32_floor"] = record["search_s"] / record["fp32_gemm_floor_s"]
-        if nn._state.screen.int8:
-            record["int8_gemm_floor_s"] = gemm_floor(nn._state, xq, nn._state.screen.dtype)
+        if nn.screen_dtype_ == "int8":
+            record["int8_gemm_floor_s"] = gemm_floor(base, xq, torch.int8)
     return record
+
+
+def gemm_floor(base: PreparedBase, xq: np.ndarray, dtype: torch.dtype = torch.float32) -> float:
+    """Seconds for the GEMMs alone of a search of `xq` against a prepared base (same blocks,
+    one reused output buffer), at `dtype` (float32 or int8): the floor of any brute force at
+    that precision. Operands are prepared before the clock starts."""
+    qb, bb = base.block_sizes(len(xq))
+    screen = Screen(base.metric, base.d, dtype, base.screen.mean)
+    q = prepare_rows(screen, xq, base.device).data
+    blocks = [prepare_rows(screen, base.xb[lo:hi], base.device).data for lo, hi in ranges(base.nb, bb)]
+    buf = torch.empty(min(len(xq), qb) * min(base.nb, bb), device=base.device,
+                      dtype=torch.int32 if screen.int8 else dtype)
+    t0 = time.perf_counter()
+    for (blo, bhi), b in zip(ranges(base.nb, bb), blocks):
+        for qlo, qhi in ranges(len(xq), qb):
+            out = buf[: (qhi - qlo) * (bhi - blo)].view(qhi - qlo, bhi - blo)
+            if screen.int8:
+                int8_dots(q[qlo:qhi], b, out=out)
+            else:
+                torch.mm(q[qlo:qhi], b.T, out=out)
+    if base.device.type == "cuda":
+        torch.cuda.synchronize(base.device)
+    return time.perf_counter() - t0
 
 
 def run(*, nb: int = 90000, nq: int = 10000, d: int = 2048, k: int = 3, metric: str = "euclidean",
@@ -157,18 +181,14 @@ def _check_backend(b: str) -> None:
     """A backend name for the bench: a known, usable backend, `lookalike` with an @precision."""
     name, _, forced = b.partition("@")
     if name not in BACKENDS:
-        raise LookalikeError(f"unknown backend {name!r}; choose among {', '.join(BACKENDS)}")
+        raise InvalidParameter(f"unknown backend {name!r}; choose among {', '.join(BACKENDS)}")
     if name not in available("cpu"):
-        raise LookalikeError(f"backend {name!r} is not usable here (not installed, or needs a GPU)")
-    if forced and (name != "lookalike" or forced not in ("fp32", "bf16", "int8")):
-        raise LookalikeError(f"{b!r}: only lookalike takes a precision (@fp32, @bf16 or @int8)")
+        raise InvalidParameter(f"backend {name!r} is not usable here (not installed, or needs a GPU)")
+    if forced and (name != "lookalike" or forced not in PRECISIONS):
+        raise InvalidParameter(f"{b!r}: only lookalike takes a precision (@{', @'.join(PRECISIONS)})")
 
 
 def _auto_is_not_fp32(metric: str, d: int, nb: int) -> bool:
-    import torch
-
-    from .knn.precision import screen_dtype
-
     return screen_dtype("auto", torch.device("cpu"), get_metric(metric), d, nb) != torch.float32
 
 
@@ -181,8 +201,6 @@ def _spawn(backend: str, data: Path, k: int, metric: str, precision: str) -> dic
 
 
 def machine() -> dict:
-    import torch
-
     from .hardware import cpu_flags
 
     flags = cpu_flags()

@@ -5,6 +5,7 @@ import pytest
 
 from lookalike import NearestNeighbors
 from lookalike.knn import BACKENDS, METRICS, available, compare, get_metric, reference_knn
+from lookalike.errors import InvalidParameter
 from lookalike.knn.backends import select
 
 rng = np.random.default_rng(0)
@@ -65,3 +66,24 @@ def test_gemm_reference_equals_dense_reference(metric):
     D2, I2 = reference_knn(Q, X, 5, metric, method="gemm")
     np.testing.assert_array_equal(I1, I2)
     np.testing.assert_allclose(D1, D2, rtol=1e-12, atol=1e-12)
+
+
+def test_the_metric_table_names_what_each_library_calls_the_metric():
+    from sklearn.neighbors import VALID_METRICS
+
+    for m in METRICS.values():
+        assert m.sort_key(2.0) == (-2.0 if m.largest_first else 2.0)
+        assert m.sklearn is None or m.sklearn in VALID_METRICS["brute"]
+        assert (m.p is None) == (m.faiss == "INNER_PRODUCT")
+    faiss = pytest.importorskip("faiss")
+    assert all(hasattr(faiss, f"METRIC_{m.faiss}") for m in METRICS.values())
+
+
+def test_backends_are_built_with_their_options():
+    b = select("lookalike", "cosine", "cpu", working_memory=8, precision="int8")
+    assert b.precision == "int8" and b.working_memory == 8 and b.screen_dtype_ is None  # not fitted yet
+    b.fit(X)
+    assert str(b.screen_dtype_) == "torch.int8" and b.prepared_base_.working_memory == 8
+    assert b.config == "lookalike engine, int8 screen + fp32 refine + float64 rerank"
+    with pytest.raises(InvalidParameter, match="unknown backend 'annoy'"):
+        select("annoy", "cosine", "cpu")

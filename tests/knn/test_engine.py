@@ -1,7 +1,6 @@
 """The engine against an independent float64 brute force: same neighbour sets, same order
-(ties to the lower index), distances within 1e-4 relative, for every metric."""
-
-import math
+(ties to the lower index), distances within 1e-4 relative, for every metric. Each stage has its own tests
+(test_screen, test_window, test_refine)."""
 
 import numpy as np
 import pytest
@@ -173,32 +172,6 @@ def test_torch_device_parameter_runs_the_same_code():
         assert_exact(xq, xb, 3, "euclidean", device="cuda")
 
 
-@pytest.mark.parametrize("values", ["normal", "ties"])
-def test_smallest_k_by_group_minima_equals_a_full_top_k(values):
-    from lookalike.knn.engine import smallest_k
-
-    g = torch.Generator().manual_seed(0)
-    if values == "normal":
-        s = torch.randn(64, 1024, generator=g)
-    else:
-        s = torch.randint(0, 3, (64, 1024), generator=g).float()
-    for K in (1, 5, 11, 32):
-        v, i = smallest_k(s, K)
-        assert torch.equal(torch.gather(s, 1, i), v)
-        assert torch.equal(v.sort(1).values, torch.topk(s, K, dim=1, largest=False).values.sort(1).values)
-
-
-def test_int8_dots_are_exact_for_every_shape():
-    from lookalike.knn.engine import int8_dots
-
-    g = torch.Generator().manual_seed(1)
-    for m, d, n in [(1, 1, 2), (3, 1, 9), (1, 2, 1), (5, 7, 3), (64, 300, 130), (2, 2048, 17)]:
-        a = torch.randint(-127, 128, (m, d), dtype=torch.int8, generator=g)
-        b = torch.randint(-127, 128, (n, d), dtype=torch.int8, generator=g)
-        for _ in range(3):
-            assert torch.equal(int8_dots(a, b), a.int() @ b.int().T), (m, d, n)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8])
 def test_queries_over_the_candidate_limit_fall_back_and_stay_exact(dtype):
     """Many equidistant points put hundreds of candidates in every window; a limit of a few
@@ -232,21 +205,6 @@ def test_streamed_base_with_a_low_precision_screen(tmp_path, dtype):
         assert_exact(xq, xb, 4, metric, screen_dtype=dtype, working_memory=0.05, stats=stats)
         assert stats.blocks[1] < 2000
         assert stats.reranked <= stats.candidates
-
-
-def test_hits_equal_a_dense_mask():
-    from lookalike.knn.engine import hits
-
-    g = torch.Generator().manual_seed(2)
-    for cols in (64, 256, 1000):
-        s = torch.randint(0, 50, (30, cols), generator=g).float()
-        thr = torch.randint(0, 8, (30,), generator=g).float()
-        thr[3] = -math.inf
-        r, c, v = hits(s, thr)
-        expected = (s <= thr[:, None]).nonzero()
-        got = torch.stack([r, c], 1)
-        assert torch.equal(got[torch.argsort(got[:, 0] * cols + got[:, 1])], expected)
-        assert torch.equal(v, s[r, c]) and bool((torch.diff(r) >= 0).all())
 
 
 def test_int8_screen_refuses_a_dimension_its_int32_sums_cannot_hold():

@@ -2,11 +2,14 @@ import pickle
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError as SkNotFittedError
 from sklearn.neighbors import NearestNeighbors as SkNN
 
 from lookalike import NearestNeighbors
-from lookalike.knn import reference_knn
+from lookalike.errors import InvalidParameter
+from lookalike.knn import PreparedBase, SearchStats, get_metric, reference_knn
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(80, 6)).astype(np.float32)
@@ -73,6 +76,94 @@ def test_radius_neighbors_matches_sklearn(metric):
 def test_not_fitted():
     with pytest.raises(RuntimeError, match="not fitted yet"):
         NearestNeighbors().kneighbors(Q)
+    with pytest.raises(SkNotFittedError, match="not fitted yet"):  # scikit-learn's, too
+        NearestNeighbors().radius_neighbors(Q, radius=1.0)
+    assert not hasattr(NearestNeighbors(), "search_stats_")
+
+
+def test_public_fitted_attributes():
+    nn = NearestNeighbors(3, metric="l2", precision="int8").fit(X)
+    assert nn.effective_metric_ == "euclidean" and nn.effective_metric_params_ == {}
+    assert nn.backend_ == "lookalike" and nn.radius_backend_ == "lookalike"
+    assert nn.screen_dtype_ == "int8" and nn.backend_config_.startswith("lookalike engine, int8 screen")
+    assert isinstance(nn.prepared_base_, PreparedBase) and nn.prepared_base_.nb == 80
+    assert nn.search_stats_ is None
+    nn.kneighbors(Q)
+    assert isinstance(nn.search_stats_, SearchStats) and nn.search_stats_.screen_dtype == "int8"
+    nn.radius_neighbors(Q, radius=2.0)
+    assert nn.search_stats_ is None  # the last search recorded no stages
+    sk = NearestNeighbors(3, backend="sklearn").fit(X)
+    assert sk.screen_dtype_ is None and sk.prepared_base_ is None and sk.radius_backend_ == "sklearn"
+    sk.kneighbors(Q)
+    assert sk.search_stats_ is None and "scikit-learn" in sk.backend_config_
+    again = pickle.loads(pickle.dumps(nn))  # rebuilt on loading, not carried in the pickle
+    assert again.prepared_base_ is not nn.prepared_base_ and again.screen_dtype_ == "int8"
+    np.testing.assert_array_equal(again.kneighbors(Q)[1], nn.kneighbors(Q)[1])
+
+
+def test_sparse_input_is_searched_densely():
+    sparse_X = sp.random(60, 6, density=0.4, format="csr", random_state=1, dtype=np.float32)
+    dense = NearestNeighbors(3).fit(sparse_X.toarray())
+    nn = NearestNeighbors(3).fit(sparse_X)
+    for X_sp in (sparse_X, sp.csc_array(sparse_X)):
+        np.testing.assert_array_equal(nn.kneighbors(X_sp[:7])[1], dense.kneighbors(sparse_X[:7].toarray())[1])
+    huge = sp.csr_matrix((np.ones(1), (np.zeros(1), np.zeros(1))), shape=(10**7, 10**6))
+    with pytest.raises(InvalidParameter, match="sparse X of shape .* GiB dense"):
+        NearestNeighbors().fit(huge)
+
+
+def test_numbers_held_as_objects_are_numbers():
+    D, I = NearestNeighbors(2).fit(X.astype(object)).kneighbors(Q.astype(object))
+    np.testing.assert_array_equal(I, NearestNeighbors(2).fit(X.astype(np.float64)).kneighbors(Q)[1])
+    bad = X.astype(object)
+    bad[3, 2] = {"a": 1}
+    with pytest.raises(TypeError, match="dtype object .* argument must be .* string.* number"):
+        NearestNeighbors().fit(bad)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cosine", "inner_product", "manhattan"])
+def test_radius_neighbors_reuse_the_fitted_base_at_its_precision(monkeypatch, metric, precision):
+    rng = np.random.default_rng(3)
+    base = np.maximum(rng.normal(size=(400, 20)), 0).astype(np.float32)
+    queries = np.maximum(rng.normal(size=(9, 20)), 0).astype(np.float32)
+    nn = NearestNeighbors(metric=metric, precision=precision).fit(base)
+    built = []
+    original = PreparedBase.__init__
+    monkeypatch.setattr(PreparedBase, "__init__", lambda self, *a, **kw: built.append(1) or original(self, *a, **kw))
+    full = nn.kneighbors(queries, n_neighbors=400)
+    radius = float(np.median(full[0][:, 30]))  # about 30 neighbours a query
+    D, I = nn.radius_neighbors(queries, radius=radius, sort_results=True)
+    assert not built  # no base prepared again
+    m = get_metric(metric)
+    exact = reference_knn(queries, base, 400, metric)
+    for q in range(len(queries)):
+        inside = m.sort_key(exact[0][q]) <= m.sort_key(radius)
+        assert I[q].tolist() == exact[1][q][inside].tolist()  # same points, same order
+        np.testing.assert_allclose(D[q], exact[0][q][inside], rtol=1e-12)
+
+
+def test_radius_neighbors_say_which_backend_ran_them():
+    faiss = pytest.importorskip("faiss")  # noqa: F841
+    nn = NearestNeighbors(metric="cosine", backend="faiss").fit(X)
+    assert nn.radius_backend_ == "lookalike"  # FAISS's range search is strict and approximate: the engine runs it
+    D, I = nn.radius_neighbors(Q, radius=0.5, sort_results=True)
+    D_ref, I_ref = NearestNeighbors(metric="cosine", backend="lookalike").fit(X).radius_neighbors(
+        Q, radius=0.5, sort_results=True)
+    assert all(a.tolist() == b.tolist() for a, b in zip(I, I_ref))
+    sk = NearestNeighbors(metric="cosine", backend="sklearn").fit(X)
+    D_sk, I_sk = sk.radius_neighbors(Q, radius=0.5, sort_results=True)
+    assert all(set(a.tolist()) == set(b.tolist()) for a, b in zip(I_sk, I_ref))
+
+
+def test_user_mistakes_are_invalid_parameters():
+    nn = NearestNeighbors(3).fit(X)
+    for call in (lambda: nn.kneighbors(Q[:, :5]), lambda: nn.kneighbors(Q, n_neighbors=0),
+                 lambda: nn.kneighbors_graph(Q, mode="weights"), lambda: nn.radius_neighbors(Q, radius=None),
+                 lambda: NearestNeighbors(metric="hamming").fit(X), lambda: NearestNeighbors().fit(np.zeros((0, 3))),
+                 lambda: nn.set_params(k=3), lambda: NearestNeighbors(backend="annoy").fit(X)):
+        with pytest.raises(InvalidParameter):
+            call()
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -144,10 +235,10 @@ def test_auto_int8_estimator_matches_sklearn(monkeypatch):
     X = np.maximum(rng.normal(size=(3000, 600)), 0).astype(np.float32)  # ReLU-like features
     Q = np.maximum(rng.normal(size=(50, 600)), 0).astype(np.float32)
     nn = NearestNeighbors(n_neighbors=5, device="cpu").fit(X)
-    assert "int8 screen + fp32 refine" in nn._backend.config()
+    assert "int8 screen + fp32 refine" in nn.backend_config_ and nn.screen_dtype_ == "int8"
     D, I = nn.kneighbors(Q)
     D_sk, I_sk = SkNN(n_neighbors=5, algorithm="brute").fit(X).kneighbors(Q)
     np.testing.assert_array_equal(I, I_sk)
     np.testing.assert_allclose(D, D_sk, rtol=1e-5)
-    stats = nn._backend.last_stats
+    stats = nn.search_stats_
     assert stats.screen_dtype == "int8" and stats.reranked <= stats.candidates

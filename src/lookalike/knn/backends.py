@@ -1,46 +1,100 @@
-"""Backends behind `NearestNeighbors`, chosen in one place.
+"""Backends behind `NearestNeighbors`, chosen in one place (`select`).
 
-Each backend says whether it can serve a metric on a device (`is_usable_for`) and answers
-`fit` and `kneighbors` on arrays. Heavy libraries are imported inside the backend that
-needs them, so a missing one only removes that backend.
+A backend is built with its options (metric, device, working memory, precision), says whether
+it can serve a metric on a device (`is_usable_for`), and answers `fit`, `kneighbors` and
+`radius_neighbors` on arrays. What `fit` leaves is in attributes ending in `_`, which the
+estimator exposes. Heavy libraries are imported inside the backend that needs them, so a
+missing one only removes that backend.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Any
 
 import numpy as np
 import torch
 
+from ..errors import InvalidParameter
 from ..hardware import cpu_flags, resolve_device
-from .engine import PreparedBase, SearchStats, knn, refines
-from .metrics import Metric
+from .blocks import SearchStats
+from .engine import knn
+from .metrics import METRICS, Metric, get_metric
+from .precision import screen_dtype
+from .radius import radius_search
+from .refine import refines
+from .screen import PreparedBase
 
 
 class Backend:
+    """One way to search; subclasses set `name`, `module` (the library to import),
+    `gpu_only`, `metrics` (the names they serve) and fill in `fit` and `kneighbors`.
+
+    Parameters
+    ----------
+    metric : str or Metric
+    device : torch device of the search ('cpu', 'cuda', ...).
+    working_memory : MiB for blocks (None: the engine's default).
+    precision : screen precision; only backends that screen (lookalike) use it, the others
+        compute in float32.
+
+    `radius_neighbors` runs on lookalike's exact engine unless the backend has its own
+    (`radius_backend` names the one used): an fp32 base prepared once, on first use.
+    """
+
     name = "backend"
-    metrics: tuple[str, ...] = ("euclidean", "sqeuclidean", "cosine", "inner_product", "manhattan", "chebyshev")
-    gpu_only = False
     module: str | None = None
+    gpu_only = False
+    metrics: tuple[str, ...] = tuple(METRICS)
+    records_stats = False  # fills in a SearchStats
+    radius_backend = "lookalike"
+    screen_dtype_: torch.dtype | None = None  # fitted: the engine's screen precision (lookalike only)
+    prepared_base_: PreparedBase | None = None  # fitted: the base made ready for the engine (lookalike only)
 
-    def installed(self) -> bool:
-        return self.module is None or importlib.util.find_spec(self.module) is not None
+    def __init__(self, metric: str | Metric = "euclidean", *, device: str | torch.device = "cpu",
+                 working_memory: float | None = None, precision: str = "auto"):
+        self.metric = get_metric(metric)
+        self.device = torch.device(device)
+        self.working_memory = working_memory
+        self.precision = precision
+        self._radius_base: PreparedBase | None = None
 
-    def is_usable_for(self, metric: Metric, device: torch.device) -> bool:
-        if not self.installed() or metric.name not in self.metrics:
+    @classmethod
+    def installed(cls) -> bool:
+        return cls.module is None or importlib.util.find_spec(cls.module) is not None
+
+    @classmethod
+    def is_usable_for(cls, metric: Metric, device: torch.device) -> bool:
+        if not cls.installed() or metric.name not in cls.metrics:
             return False
-        return device.type == "cuda" or not self.gpu_only
+        return device.type == "cuda" or not cls.gpu_only
 
+    @property
     def config(self) -> str:
+        """How this backend runs, in words."""
         return self.name
 
-    def fit(self, X: np.ndarray, metric: Metric, device: torch.device, working_memory: float | None) -> Any:
+    def fit(self, X: np.ndarray) -> Backend:
+        self.xb_ = X
+        self._radius_base = None
+        return self._fit(X)
+
+    def _fit(self, X: np.ndarray) -> Backend:
         raise NotImplementedError
 
-    def kneighbors(self, state: Any, Xq: np.ndarray, k: int, exclude_self: bool) -> tuple[np.ndarray, np.ndarray]:
+    def kneighbors(self, Xq: np.ndarray, k: int, exclude_self: bool,
+                   stats: SearchStats | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(D, I) of shape (nq, k); `Xq` is the base itself when `exclude_self`. `stats` is
+        filled in by backends that record their stages (`records_stats`)."""
         raise NotImplementedError
+
+    def radius_neighbors(self, Xq: np.ndarray, radius: float, exclude_self: bool,
+                         sort_results: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Object arrays of shape (nq,) of distances and indices within `radius`."""
+        if self._radius_base is None:
+            self._radius_base = PreparedBase(self.xb_, self.metric, device=self.device,
+                                             working_memory=self.working_memory)
+        return radius_search(Xq, self._radius_base, radius, exclude_self=exclude_self, sort_results=sort_results)
 
 
 def drop_excluded(D: np.ndarray, I: np.ndarray, exclude: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -57,48 +111,53 @@ def _drop_self(D: np.ndarray, I: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
 
 
 class LookalikeBackend(Backend):
-    """lookalike's exact engine: screen, bound, float64 rerank."""
+    """lookalike's exact engine: screen, bound, float64 rerank; radius search on the same base."""
 
     name = "lookalike"
+    records_stats = True
 
-    def __init__(self, precision: str = "auto"):
-        self.precision = precision
-        self.screen_dtype: torch.dtype | None = None  # chosen at fit, when the dimension is known
-        self.last_stats: SearchStats | None = None
-
+    @property
     def config(self) -> str:
-        dtype = self.precision if self.screen_dtype is None else str(self.screen_dtype).removeprefix("torch.")
-        refine = " + fp32 refine" if self.screen_dtype is not None and refines(self.screen_dtype) else ""
-        return f"lookalike engine, {dtype} screen{refine} + float64 rerank"
+        if self.screen_dtype_ is None:
+            return f"lookalike engine, {self.precision} screen + float64 rerank"
+        refine = " + fp32 refine" if refines(self.screen_dtype_) else ""
+        return f"lookalike engine, {str(self.screen_dtype_).removeprefix('torch.')} screen{refine} + float64 rerank"
 
-    def fit(self, X, metric, device, working_memory):
-        from .precision import screen_dtype
+    def _fit(self, X):
+        self.screen_dtype_ = screen_dtype(self.precision, self.device, self.metric, X.shape[1], X.shape[0])
+        self.prepared_base_ = PreparedBase(X, self.metric, device=self.device, screen_dtype=self.screen_dtype_,
+                                           working_memory=self.working_memory)
+        return self
 
-        self.screen_dtype = screen_dtype(self.precision, device, metric, X.shape[1], X.shape[0])
-        return PreparedBase(X, metric.name, device=device, screen_dtype=self.screen_dtype,
-                            working_memory=working_memory)
+    def kneighbors(self, Xq, k, exclude_self, stats=None):
+        return knn(Xq, self.prepared_base_, k, exclude_self=exclude_self, stats=stats)
 
-    def kneighbors(self, state, Xq, k, exclude_self):
-        self.last_stats = SearchStats()
-        return knn(Xq, state, k, exclude_self=exclude_self, stats=self.last_stats)
+    def radius_neighbors(self, Xq, radius, exclude_self, sort_results):
+        return radius_search(Xq, self.prepared_base_, radius, exclude_self=exclude_self, sort_results=sort_results)
 
 
 class SklearnBackend(Backend):
     name = "sklearn"
     module = "sklearn"
-    metrics = ("euclidean", "sqeuclidean", "cosine", "manhattan", "chebyshev")
+    metrics = tuple(n for n, m in METRICS.items() if m.sklearn)
+    radius_backend = "sklearn"
 
+    @property
     def config(self) -> str:
         return "scikit-learn NearestNeighbors(algorithm='brute', n_jobs=-1)"
 
-    def fit(self, X, metric, device, working_memory):
+    def _fit(self, X):
         from sklearn.neighbors import NearestNeighbors as SkNN
 
-        return SkNN(algorithm="brute", metric=metric.name, n_jobs=-1).fit(X)
+        self.model_ = SkNN(algorithm="brute", metric=self.metric.sklearn, n_jobs=-1).fit(X)
+        return self
 
-    def kneighbors(self, state, Xq, k, exclude_self):
-        D, I = state.kneighbors(None if exclude_self else Xq, n_neighbors=k)
+    def kneighbors(self, Xq, k, exclude_self, stats=None):
+        D, I = self.model_.kneighbors(None if exclude_self else Xq, n_neighbors=k)
         return D.astype(np.float32), I.astype(np.int64)
+
+    def radius_neighbors(self, Xq, radius, exclude_self, sort_results):
+        return self.model_.radius_neighbors(None if exclude_self else Xq, radius=radius, sort_results=sort_results)
 
 
 class FaissBackend(Backend):
@@ -115,36 +174,31 @@ class FaissBackend(Backend):
             os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
         return os.environ.get("OPENBLAS_CORETYPE", "auto-detected")
 
+    @property
     def config(self) -> str:
         return f"faiss IndexFlat (L2/IP/L1/Linf), OPENBLAS_CORETYPE={self.configure_blas()}"
 
-    def fit(self, X, metric, device, working_memory):
+    def _fit(self, X):
         self.configure_blas()
         import faiss
 
         X = np.ascontiguousarray(X, dtype=np.float32)
-        d = X.shape[1]
-        if metric.name in ("euclidean", "sqeuclidean"):
-            index = faiss.IndexFlatL2(d)
-        elif metric.name in ("inner_product", "cosine"):
-            index = faiss.IndexFlatIP(d)
-            if metric.name == "cosine":
-                X = _unit_rows(X)
-        else:
-            index = faiss.IndexFlat(d, faiss.METRIC_L1 if metric.name == "manhattan" else faiss.METRIC_Linf)
-        index.add(X)
-        return index, metric
+        if self.metric.normalised:
+            X = _unit_rows(X)
+        self.index_ = faiss.IndexFlat(X.shape[1], getattr(faiss, f"METRIC_{self.metric.faiss}"))
+        self.index_.add(X)
+        return self
 
-    def kneighbors(self, state, Xq, k, exclude_self):
-        index, metric = state
+    def kneighbors(self, Xq, k, exclude_self, stats=None):
+        m = self.metric
         Xq = np.ascontiguousarray(Xq, dtype=np.float32)
-        if metric.name == "cosine":
+        if m.normalised:
             Xq = _unit_rows(Xq)
-        D, I = index.search(Xq, k + 1 if exclude_self else k)
-        if metric.name == "euclidean":  # FAISS returns squared L2
-            D = np.sqrt(np.maximum(D, 0))
-        elif metric.name == "cosine":
+        D, I = self.index_.search(Xq, k + 1 if exclude_self else k)
+        if m.normalised:  # inner products of unit rows
             D = 1.0 - D
+        elif m.p == 2:
+            D = m.from_squared_l2(D)
         if exclude_self:
             D, I = _drop_self(D, I, k)
         return D.astype(np.float32), I.astype(np.int64)
@@ -160,35 +214,33 @@ class TorchBackend(Backend):
 
     name = "torch"
 
+    @property
     def config(self) -> str:
         return "torch cdist/mm + topk, float32"
 
-    def fit(self, X, metric, device, working_memory):
-        return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(device), metric, working_memory
+    def _fit(self, X):
+        self.xb_t_ = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(self.device)
+        return self
 
-    def kneighbors(self, state, Xq, k, exclude_self):
-        xb, metric, working_memory = state
+    def kneighbors(self, Xq, k, exclude_self, stats=None):
+        m, xb = self.metric, self.xb_t_
         q_all = torch.from_numpy(np.ascontiguousarray(Xq, dtype=np.float32)).to(xb.device)
-        step = max(1, int((working_memory or 1024) * 2**20 // (len(xb) * 4 * 2)))
+        step = max(1, int((self.working_memory or 1024) * 2**20 // (len(xb) * 4 * 2)))
         Ds, Is = [], []
-        largest = metric.name == "inner_product"
         for lo in range(0, len(q_all), step):
             q = q_all[lo : lo + step]
-            if metric.name in ("inner_product", "cosine"):
-                if metric.name == "cosine":
-                    q = torch.nn.functional.normalize(q, dim=1)
-                    s = 1 - q @ torch.nn.functional.normalize(xb, dim=1).T
-                else:
-                    s = q @ xb.T
+            if m.p is None and m.normalised:
+                s = 1 - torch.nn.functional.normalize(q, dim=1) @ torch.nn.functional.normalize(xb, dim=1).T
+            elif m.p is None:
+                s = q @ xb.T
             else:
-                p = {"manhattan": 1.0, "chebyshev": float("inf")}.get(metric.name, 2.0)
-                s = torch.cdist(q, xb, p=p)
-                if metric.name == "sqeuclidean":
+                s = torch.cdist(q, xb, p=m.p)
+                if m.squared:
                     s = s**2
             if exclude_self:
                 r = torch.arange(lo, lo + len(q), device=s.device)
-                s[r - lo, r] = -float("inf") if largest else float("inf")
-            D, I = torch.topk(s, k, dim=1, largest=largest)
+                s[r - lo, r] = -float("inf") if m.largest_first else float("inf")
+            D, I = torch.topk(s, k, dim=1, largest=m.largest_first)
             Ds.append(D.cpu())
             Is.append(I.cpu())
         return torch.cat(Ds).numpy().astype(np.float32), torch.cat(Is).numpy().astype(np.int64)
@@ -200,20 +252,19 @@ class CumlBackend(Backend):
     name = "cuml"
     module = "cuml"
     gpu_only = True
-    metrics = ("euclidean", "sqeuclidean", "cosine", "inner_product", "manhattan", "chebyshev")
 
+    @property
     def config(self) -> str:
         return "cuML NearestNeighbors(algorithm='brute')"
 
-    def fit(self, X, metric, device, working_memory):
+    def _fit(self, X):
         from cuml.neighbors import NearestNeighbors as CuNN
 
-        name = {"manhattan": "l1", "inner_product": "inner_product"}.get(metric.name, metric.name)
-        return CuNN(algorithm="brute", metric=name).fit(np.ascontiguousarray(X, dtype=np.float32)), metric
+        self.model_ = CuNN(algorithm="brute", metric=self.metric.cuml).fit(np.ascontiguousarray(X, dtype=np.float32))
+        return self
 
-    def kneighbors(self, state, Xq, k, exclude_self):
-        model, metric = state
-        D, I = model.kneighbors(np.ascontiguousarray(Xq, dtype=np.float32), n_neighbors=k + int(exclude_self))
+    def kneighbors(self, Xq, k, exclude_self, stats=None):
+        D, I = self.model_.kneighbors(np.ascontiguousarray(Xq, dtype=np.float32), n_neighbors=k + int(exclude_self))
         D, I = np.asarray(D), np.asarray(I).astype(np.int64)
         if exclude_self:
             D, I = _drop_self(D, I, k)
@@ -226,27 +277,27 @@ class CuvsBackend(Backend):
     name = "cuvs"
     module = "cuvs"
     gpu_only = True
-    metrics = ("euclidean", "sqeuclidean", "cosine", "inner_product")
+    metrics = tuple(n for n, m in METRICS.items() if m.cuvs)
 
+    @property
     def config(self) -> str:
         return "cuVS brute_force"
 
-    def fit(self, X, metric, device, working_memory):
+    def _fit(self, X):
         import cupy as cp
         from cuvs.neighbors import brute_force
 
-        name = {"euclidean": "sqeuclidean"}.get(metric.name, metric.name)
-        return brute_force.build(cp.asarray(X, dtype=cp.float32), metric=name), metric
+        self.index_ = brute_force.build(cp.asarray(X, dtype=cp.float32), metric=self.metric.cuvs)
+        return self
 
-    def kneighbors(self, state, Xq, k, exclude_self):
+    def kneighbors(self, Xq, k, exclude_self, stats=None):
         import cupy as cp
         from cuvs.neighbors import brute_force
 
-        index, metric = state
-        D, I = brute_force.search(index, cp.asarray(Xq, dtype=cp.float32), k + int(exclude_self))
+        D, I = brute_force.search(self.index_, cp.asarray(Xq, dtype=cp.float32), k + int(exclude_self))
         D, I = cp.asnumpy(cp.asarray(D)), cp.asnumpy(cp.asarray(I)).astype(np.int64)
-        if metric.name == "euclidean":
-            D = np.sqrt(np.maximum(D, 0))
+        if self.metric.p == 2:  # cuVS's sqeuclidean serves both L2 metrics
+            D = self.metric.from_squared_l2(D)
         if exclude_self:
             D, I = _drop_self(D, I, k)
         return D.astype(np.float32), I
@@ -260,27 +311,29 @@ BACKENDS: dict[str, type[Backend]] = {
 AUTO_ORDER = ("lookalike", "cuvs", "cuml", "faiss", "torch", "sklearn")
 
 
-def select(name: str, metric: Metric, device: str | torch.device) -> Backend:
-    """The backend `name` ('auto' for the best usable one), ready for `metric` on `device`."""
-    dev = resolve_device(device)
+def select(name: str, metric: str | Metric, device: str | torch.device = "auto", *,
+           working_memory: float | None = None, precision: str = "auto") -> Backend:
+    """The backend `name` ('auto' for the best usable one), built for `metric` on `device`
+    with its options, not yet fitted."""
+    metric, dev = get_metric(metric), resolve_device(device)
+    options = {"device": dev, "working_memory": working_memory, "precision": precision}
     if name == "auto":
         for candidate in AUTO_ORDER:
-            backend = BACKENDS[candidate]()
-            if backend.is_usable_for(metric, dev):
-                return backend
+            if BACKENDS[candidate].is_usable_for(metric, dev):
+                return BACKENDS[candidate](metric, **options)
         raise RuntimeError(f"internal: no backend serves metric {metric.name!r} on {dev}")
     if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose one of auto, {', '.join(BACKENDS)}")
-    backend = BACKENDS[name]()
-    if not backend.installed():
-        raise ValueError(f"backend {name!r} is not installed (pip install {backend.module})")
-    if not backend.is_usable_for(metric, dev):
-        need = "a CUDA device" if backend.gpu_only and dev.type != "cuda" else f"one of {backend.metrics}"
-        raise ValueError(f"backend {name!r} cannot serve metric {metric.name!r} on {dev}: it needs {need}")
-    return backend
+        raise InvalidParameter(f"unknown backend {name!r}; choose one of auto, {', '.join(BACKENDS)}")
+    cls = BACKENDS[name]
+    if not cls.installed():
+        raise InvalidParameter(f"backend {name!r} is not installed (pip install {cls.module})")
+    if not cls.is_usable_for(metric, dev):
+        need = "a CUDA device" if cls.gpu_only and dev.type != "cuda" else f"one of {cls.metrics}"
+        raise InvalidParameter(f"backend {name!r} cannot serve metric {metric.name!r} on {dev}: it needs {need}")
+    return cls(metric, **options)
 
 
 def available(device: str | torch.device = "cpu") -> list[str]:
     """Backends installed and usable on `device`."""
     dev = resolve_device(device)
-    return [n for n, b in BACKENDS.items() if b().installed() and (dev.type == "cuda" or not b.gpu_only)]
+    return [n for n, b in BACKENDS.items() if b.installed() and (dev.type == "cuda" or not b.gpu_only)]

@@ -1,4 +1,4 @@
-"""`NearestNeighbors`: scikit-learn's estimator contract (which cuML mirrors) over the engine."""
+"""`NearestNeighbors`: scikit-learn's estimator contract (which cuML mirrors) over the backends."""
 
 from __future__ import annotations
 
@@ -7,31 +7,41 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+from sklearn.utils.validation import check_is_fitted
 
+from ..errors import InvalidParameter
 from .backends import BACKENDS, Backend, select
-from .metrics import ALIASES, METRICS, get_metric
-from .validation import check_array, check_k
+from .blocks import SearchStats
+from .metrics import NAMES, get_metric
+from .precision import SCREEN_PRECISIONS
+from .validation import check_array, check_k, check_radius
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+class NotFittedError(_SklearnNotFittedError, RuntimeError):
+    """scikit-learn's NotFittedError (a ValueError and an AttributeError); a RuntimeError too,
+    which lookalike raised before it was an estimator of scikit-learn's kind."""
 
 
-# One table of parameter constraints: (test, what the value must be).
+def _is_real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+# The one table of parameter constraints, in the order of `__init__`: (test, what the value must be).
 _CONSTRAINTS: dict[str, tuple[Any, str]] = {
-    "n_neighbors": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
-    "metric": (lambda v: isinstance(v, str) and (v.lower() in METRICS or v.lower() in ALIASES),
-               f"one of {sorted(set(METRICS) | set(ALIASES))}"),
-    "backend": (lambda v: v == "auto" or v in BACKENDS, f"one of {['auto', *BACKENDS]}"),
-    "working_memory": (lambda v: v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool) and v > 0),
-                       "None or a number of MiB > 0"),
+    "n_neighbors": (lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1,
+                    "an int >= 1"),
+    "metric": (lambda v: isinstance(v, str) and v.lower() in NAMES, f"one of {NAMES}"),
+    "backend": (lambda v: isinstance(v, str) and (v == "auto" or v in BACKENDS), f"one of {['auto', *BACKENDS]}"),
+    "working_memory": (lambda v: v is None or (_is_real(v) and v > 0), "None or a number of MiB > 0"),
     "device": (lambda v: isinstance(v, str) and (v in ("auto", "cpu") or v.startswith("cuda")),
                "'auto', 'cpu' or 'cuda[:N]'"),
-    "precision": (lambda v: v in ("auto", "fp32", "bf16", "int8"), "one of ['auto', 'fp32', 'bf16', 'int8']"),
+    "precision": (lambda v: isinstance(v, str) and v in SCREEN_PRECISIONS, f"one of {list(SCREEN_PRECISIONS)}"),
 }
 
 
-class NearestNeighbors:
+class NearestNeighbors(BaseEstimator):
     """Exact k-nearest-neighbour search by brute force.
 
     Parameters
@@ -52,14 +62,39 @@ class NearestNeighbors:
     precision : str, default='auto'
         Screen precision of the lookalike engine: 'fp32', 'bf16', 'int8', or 'auto' (bf16 on
         CUDA and AMX/AVX-512-BF16 CPUs, int8 on VNNI CPUs for 50,000 or more samples of 512 or
-        more features, else fp32). Results are exact whatever it is: a lower precision widens the error bound,
-        an fp32 refinement and the float64 rerank decide.
+        more features, else fp32). Results are exact whatever it is: a lower precision widens
+        the error bound, an fp32 refinement and the float64 rerank decide. Other backends
+        compute in float32 and ignore it.
 
     Attributes
     ----------
-    backend_ : str, the backend chosen by `fit`.
     n_samples_fit_ : int
+        Rows of the fitted base.
     n_features_in_ : int
+        Features seen by `fit`.
+    feature_names_in_ : ndarray of shape (n_features_in_,), dtype object
+        Column names of X, when X had string column names (a DataFrame).
+    effective_metric_ : str
+        The metric's canonical name ('l2' -> 'euclidean').
+    effective_metric_params_ : dict
+        Always empty (no metric takes parameters), as in scikit-learn.
+    backend_ : str
+        The backend `fit` chose ('lookalike', 'faiss', ...).
+    backend_config_ : str
+        How that backend runs, in words (screen precision, library settings).
+    screen_dtype_ : str or None
+        The lookalike engine's screen precision ('float32', 'bfloat16', 'int8'); None for
+        other backends.
+    prepared_base_ : PreparedBase or None
+        The base made ready for the engine's screen (lookalike backend), which every search
+        reuses; None for other backends.
+    radius_backend_ : str
+        The backend `radius_neighbors` runs on: the fitted one where it has a radius search
+        (lookalike, sklearn), else 'lookalike' (the exact engine on an fp32 base prepared on
+        its first call).
+    search_stats_ : SearchStats or None
+        What the last `kneighbors` did, stage by stage (lookalike backend); None before any
+        search, after a radius search and for other backends.
     """
 
     def __init__(self, n_neighbors: int = 5, *, metric: str = "euclidean", backend: str = "auto",
@@ -71,66 +106,80 @@ class NearestNeighbors:
         self.device = device
         self.precision = precision
 
-    # -- scikit-learn's parameter protocol -------------------------------------------------
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _CONSTRAINTS}
-
+    # -- scikit-learn's protocols ----------------------------------------------------------
     def set_params(self, **params) -> NearestNeighbors:
-        for name, value in params.items():
-            if name not in _CONSTRAINTS:
-                raise ValueError(f"Invalid parameter {name!r} for estimator {self!r}. "
-                                 f"Valid parameters are: {sorted(_CONSTRAINTS)}.")
-            setattr(self, name, value)
-        return self
+        try:
+            return super().set_params(**params)
+        except ValueError as exc:  # an unknown name: a user's mistake, told on one line
+            raise InvalidParameter(str(exc)) from None
 
-    def __repr__(self) -> str:
-        defaults = NearestNeighbors().get_params()
-        changed = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if v != defaults[k])
-        return f"NearestNeighbors({changed})"
+    def __repr__(self, N_CHAR_MAX: int = 700) -> str:
+        """The parameters that differ from their defaults, in the order of `__init__`."""
+        defaults = type(self)().get_params()
+        changed = ", ".join(f"{k}={getattr(self, k)!r}" for k in _CONSTRAINTS if getattr(self, k) != defaults[k])
+        return f"{type(self).__name__}({changed})"
 
-    def _validate_params(self) -> None:
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # made dense (see `check_array`)
+        return tags
+
+    def __getstate__(self) -> dict:
+        state = dict(super().__getstate__())
+        state.pop("_backend", None)  # backend indexes (FAISS, GPU memory) are rebuilt on loading
+        state.pop("prepared_base_", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "_fit_X" in state:
+            self._take(self._build_backend().fit(self._fit_X))
+
+    def _check_params(self) -> None:
         for name, (test, need) in _CONSTRAINTS.items():
             value = getattr(self, name)
             if not test(value):
-                raise ValueError(f"The {name!r} parameter of NearestNeighbors must be {need}. Got {value!r} instead.")
+                raise InvalidParameter(f"The {name!r} parameter of {type(self).__name__} must be {need}. "
+                                       f"Got {value!r} instead.")
+
+    def _check_fitted(self) -> None:
+        try:
+            check_is_fitted(self, "n_samples_fit_")
+        except _SklearnNotFittedError as exc:
+            raise NotFittedError(str(exc)) from None
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, X, y=None) -> NearestNeighbors:
-        """Keep the base `X` (n_samples, n_features) and prepare the backend. Returns self."""
-        self._validate_params()
-        X = check_array(X, name="X")
-        self._metric = get_metric(self.metric)
-        self._backend = self._make_backend()
-        self.backend_ = self._backend.name
+        """Keep the base `X` (array-like or SciPy sparse, of shape (n_samples, n_features))
+        and prepare the backend. `y` is ignored. Returns self."""
+        self._check_params()
+        names = _feature_names(X)
+        X = check_array(X, name="X", estimator=type(self).__name__)
+        self._take(self._build_backend().fit(X))
         self._fit_X = X
         self.n_samples_fit_, self.n_features_in_ = X.shape
-        self._state = self._backend.fit(X, self._metric, self._device(), self.working_memory)
+        if names is not None:
+            self.feature_names_in_ = names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self.effective_metric_ = get_metric(self.metric).name
+        self.effective_metric_params_: dict = {}
+        self.search_stats_: SearchStats | None = None
         return self
 
-    def _device(self):
-        from ..hardware import resolve_device
+    def _build_backend(self) -> Backend:
+        return select(self.backend, self.metric, self.device, working_memory=self.working_memory,
+                      precision=self.precision)
 
-        return resolve_device(self.device)
-
-    def _make_backend(self) -> Backend:
-        backend = select(self.backend, get_metric(self.metric), self.device)
-        if backend.name == "lookalike":
-            backend.precision = self.precision  # type: ignore[attr-defined]
-        return backend
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "_fit_X"):
-            raise RuntimeError("This NearestNeighbors instance is not fitted yet. Call 'fit' with "
-                               "appropriate arguments before using this estimator.")  # sklearn's NotFittedError text
-        if getattr(self, "_state", None) is None:  # after unpickling
-            self._backend = self._make_backend()
-            self._state = self._backend.fit(self._fit_X, self._metric, self._device(), self.working_memory)
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state.pop("_state", None)  # backend indexes (FAISS, GPU memory) are rebuilt on first use
-        state.pop("_backend", None)
-        return state
+    def _take(self, backend: Backend) -> None:
+        """Keep a fitted backend, and what it says of itself as public attributes."""
+        self._backend = backend
+        self.backend_ = backend.name
+        self.backend_config_ = backend.config
+        dtype = backend.screen_dtype_
+        self.screen_dtype_ = None if dtype is None else str(dtype).removeprefix("torch.")
+        self.prepared_base_ = backend.prepared_base_
+        self.radius_backend_ = backend.radius_backend
 
     # -- queries ---------------------------------------------------------------------------
     def _query_array(self, X) -> np.ndarray:
@@ -138,24 +187,22 @@ class NearestNeighbors:
         self._check_fitted()
         if X is None:
             return self._fit_X
-        Xq = check_array(X, name="X")
+        names, fitted = _feature_names(X), getattr(self, "feature_names_in_", None)
+        if names is not None and fitted is not None and not np.array_equal(names, fitted):
+            raise InvalidParameter("The feature names should match those that were passed during fit.")
+        Xq = check_array(X, name="X", estimator=type(self).__name__)
         if Xq.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {Xq.shape[1]} features, but NearestNeighbors is expecting "
-                             f"{self.n_features_in_} features as input.")
+            raise InvalidParameter(f"X has {Xq.shape[1]} features, but {type(self).__name__} is expecting "
+                                   f"{self.n_features_in_} features as input.")
         return Xq
-
-    def _queries(self, X, n_neighbors) -> tuple[np.ndarray, int, bool]:
-        Xq = self._query_array(X)
-        k = check_k(self.n_neighbors if n_neighbors is None else n_neighbors, self.n_samples_fit_, X is None)
-        return Xq, k, X is None
 
     def kneighbors(self, X=None, n_neighbors: int | None = None, return_distance: bool = True):
         """The k nearest fitted points of each query.
 
         Parameters
         ----------
-        X : array-like of shape (n_queries, n_features), or None for every fitted point
-            against the others (a point is not its own neighbour).
+        X : array-like or sparse of shape (n_queries, n_features), or None for every fitted
+            point against the others (a point is not its own neighbour).
         n_neighbors : int, default: the `n_neighbors` given at construction.
 
         Returns
@@ -164,14 +211,18 @@ class NearestNeighbors:
             decreasing). Only when `return_distance`.
         indices : ndarray of shape (n_queries, k), int64; ties go to the lower index.
         """
-        Xq, k, exclude_self = self._queries(X, n_neighbors)
-        D, I = self._backend.kneighbors(self._state, Xq, k, exclude_self)
+        Xq = self._query_array(X)
+        k = check_k(self.n_neighbors if n_neighbors is None else n_neighbors, self.n_samples_fit_, X is None)
+        stats = SearchStats() if self._backend.records_stats else None
+        D, I = self._backend.kneighbors(Xq, k, X is None, stats)
+        self.search_stats_ = stats
         return (D, I) if return_distance else I
 
     def kneighbors_graph(self, X=None, n_neighbors: int | None = None, mode: str = "connectivity") -> sp.csr_matrix:
         """Sparse graph (n_queries, n_samples_fit) of each query's k neighbours: ones, or distances."""
         if mode not in ("connectivity", "distance"):
-            raise ValueError(f"Unsupported mode, must be one of 'connectivity', or 'distance' but got {mode!r} instead")
+            raise InvalidParameter(
+                f"Unsupported mode, must be one of 'connectivity', or 'distance' but got {mode!r} instead")
         D, I = self.kneighbors(X, n_neighbors)
         nq, k = I.shape
         data = np.ones(nq * k, dtype=np.float32) if mode == "connectivity" else D.ravel()
@@ -181,15 +232,22 @@ class NearestNeighbors:
                          sort_results: bool = False):
         """Every fitted point within `radius` of each query (inner products: at least `radius`).
 
-        Returns object arrays of shape (n_queries,), each item an array, as scikit-learn does.
-        Distances are exact (float64 rerank of the boundary). Memory grows with the number of
-        points returned.
+        Runs on `radius_backend_`. Returns object arrays of shape (n_queries,), each item an
+        array, as scikit-learn does; indices by base index, or by (distance, index) with
+        `sort_results`. On lookalike's engine distances are exact (float64 rerank of the
+        boundary). Memory grows with the number of points returned.
         """
-        if isinstance(radius, bool) or not isinstance(radius, numbers.Real) or not np.isfinite(radius):
-            raise ValueError(f"radius must be a finite number, got {radius!r}")
+        radius = check_radius(radius)
         Xq = self._query_array(X)
-        from .radius import radius_search
-
-        dists, inds = radius_search(Xq, self._fit_X, float(radius), self._metric, exclude_self=X is None,
-                                    sort_results=sort_results, working_memory=self.working_memory)
+        dists, inds = self._backend.radius_neighbors(Xq, radius, X is None, sort_results)
+        self.search_stats_ = None
         return (dists, inds) if return_distance else inds
+
+
+def _feature_names(X) -> np.ndarray | None:
+    """Column names of a DataFrame-like X when they are all strings (scikit-learn's rule)."""
+    columns = getattr(X, "columns", None)
+    if columns is None:
+        return None
+    names = np.asarray(list(columns), dtype=object)
+    return names if len(names) and all(isinstance(n, str) for n in names) else None

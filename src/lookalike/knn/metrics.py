@@ -9,16 +9,20 @@ with a bound on its rounding error, then an exact float64 *rerank* of the candid
   distance 1 to everything, as in scikit-learn.
 - inner_product: screen -x.y (a GEMM); results are the inner products, largest first.
 - manhattan (l1, cityblock), chebyshev: screen and rerank with float64 cdist.
+
+`METRICS` is the one table of what each metric is; code elsewhere asks a `Metric` for its
+properties, never for its name.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..errors import LookalikeError
+from ..errors import InvalidParameter
 
 ALIASES = {"l2": "euclidean", "l1": "manhattan", "cityblock": "manhattan", "ip": "inner_product",
            "dot": "inner_product", "linf": "chebyshev"}
@@ -26,28 +30,56 @@ ALIASES = {"l2": "euclidean", "l1": "manhattan", "cityblock": "manhattan", "ip":
 
 @dataclass(frozen=True)
 class Metric:
+    """One metric: how the engine screens it, how its distances are computed and ordered,
+    and what the other libraries call it."""
+
     name: str
     gemm: bool            # screened with a matrix product
     centred: bool         # translation invariant: screen on data centred by the base mean
     normalised: bool      # rows scaled to unit length before the screen
     largest_first: bool   # results sorted by decreasing value (inner products)
+    p: float | None       # Minkowski p of a metric of differences (1, 2, inf); None: of dot products
+    squared: bool         # distances are squared L2 (sqeuclidean), not their root
+    faiss: str            # FAISS metric type: faiss.METRIC_<faiss> (its L2 is squared)
+    sklearn: str | None   # scikit-learn's name; None: scikit-learn has no such metric
+    cuml: str             # cuML's name
+    cuvs: str | None      # cuVS brute force's name (its sqeuclidean serves euclidean); None: none
+
+    def sort_key(self, dist):
+        """What sorts ascending in this metric's order: `dist`, or `-dist` for largest first."""
+        return -dist if self.largest_first else dist
+
+    def from_squared_l2(self, d2: np.ndarray) -> np.ndarray:
+        """Squared L2 distances (what FAISS's and cuVS's L2 indexes return) as this metric's
+        distances; for metrics with p == 2 only."""
+        return d2 if self.squared else np.sqrt(np.maximum(d2, 0))
 
 
 METRICS = {
-    "euclidean": Metric("euclidean", True, True, False, False),
-    "sqeuclidean": Metric("sqeuclidean", True, True, False, False),
-    "cosine": Metric("cosine", True, False, True, False),
-    "inner_product": Metric("inner_product", True, False, False, True),
-    "manhattan": Metric("manhattan", False, False, False, False),
-    "chebyshev": Metric("chebyshev", False, False, False, False),
+    "euclidean": Metric("euclidean", gemm=True, centred=True, normalised=False, largest_first=False, p=2.0,
+                        squared=False, faiss="L2", sklearn="euclidean", cuml="euclidean", cuvs="sqeuclidean"),
+    "sqeuclidean": Metric("sqeuclidean", gemm=True, centred=True, normalised=False, largest_first=False, p=2.0,
+                          squared=True, faiss="L2", sklearn="sqeuclidean", cuml="sqeuclidean", cuvs="sqeuclidean"),
+    "cosine": Metric("cosine", gemm=True, centred=False, normalised=True, largest_first=False, p=None,
+                     squared=False, faiss="INNER_PRODUCT", sklearn="cosine", cuml="cosine", cuvs="cosine"),
+    "inner_product": Metric("inner_product", gemm=True, centred=False, normalised=False, largest_first=True, p=None,
+                            squared=False, faiss="INNER_PRODUCT", sklearn=None, cuml="inner_product",
+                            cuvs="inner_product"),
+    "manhattan": Metric("manhattan", gemm=False, centred=False, normalised=False, largest_first=False, p=1.0,
+                        squared=False, faiss="L1", sklearn="manhattan", cuml="l1", cuvs=None),
+    "chebyshev": Metric("chebyshev", gemm=False, centred=False, normalised=False, largest_first=False, p=math.inf,
+                        squared=False, faiss="Linf", sklearn="chebyshev", cuml="chebyshev", cuvs=None),
 }
+NAMES = sorted(set(METRICS) | set(ALIASES))  # every name `get_metric` takes
 
 
-def get_metric(name: str) -> Metric:
+def get_metric(name: str | Metric) -> Metric:
+    """The `Metric` called `name` (or an alias); a `Metric` is returned as it is."""
+    if isinstance(name, Metric):
+        return name
     key = ALIASES.get(str(name).lower(), str(name).lower())
     if key not in METRICS:
-        names = sorted(set(METRICS) | set(ALIASES))
-        raise LookalikeError(f"unknown metric {name!r}; choose one of {', '.join(names)}")
+        raise InvalidParameter(f"unknown metric {name!r}; choose one of {', '.join(NAMES)}")
     return METRICS[key]
 
 
@@ -59,18 +91,18 @@ def exact_distances(metric: Metric, a: np.ndarray | torch.Tensor, b: np.ndarray 
     """
     a = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a)
     b = torch.as_tensor(np.asarray(b) if not isinstance(b, torch.Tensor) else b)
-    if metric.name in ("euclidean", "sqeuclidean", "manhattan", "chebyshev"):
+    if metric.p is not None:
         diff = b.to(torch.float64, copy=True)
         diff.sub_(a)  # float64 differences of float32 inputs are exact
-        if metric.name == "manhattan":
+        if metric.p == 1:
             return diff.abs_().sum(-1)
-        if metric.name == "chebyshev":
+        if metric.p == math.inf:
             return diff.abs_().amax(-1)
         d2 = torch.linalg.vecdot(diff, diff)
-        return d2.sqrt_() if metric.name == "euclidean" else d2
+        return d2 if metric.squared else d2.sqrt_()
     a, b = a.double(), b.double()
     dots = torch.linalg.vecdot(a, b)
-    if metric.name == "inner_product":
+    if not metric.normalised:
         return dots
     norms = torch.linalg.vector_norm(a, dim=-1) * torch.linalg.vector_norm(b, dim=-1)
     cos = torch.where(norms > 0, dots / torch.where(norms > 0, norms, 1.0), 0.0)

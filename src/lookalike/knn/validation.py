@@ -1,34 +1,49 @@
-"""Input checks in scikit-learn's style: the message names the offending value."""
+"""Input checks in scikit-learn's style: the message names the offending value, in scikit-learn's
+words where its estimator checks match on them. Every error is an `InvalidParameter` (a
+ValueError and a TypeError), which the CLI prints as one line."""
 
 from __future__ import annotations
 
 import numbers
+import os
 
 import numpy as np
+import scipy.sparse as sp
+
+from ..errors import InvalidParameter
 
 
-def check_array(X, *, name: str = "X", allow_memmap: bool = True) -> np.ndarray:
-    """A 2-D float array with no NaN or inf. float16/32/64 are kept; ints become float32."""
+def check_array(X, *, name: str = "X", estimator: str = "NearestNeighbors", allow_memmap: bool = True) -> np.ndarray:
+    """A 2-D float array with no NaN or inf. float16/32/64 are kept; ints and bools become
+    float32, numbers held as objects float64. SciPy sparse input is made dense (the search is
+    brute force over dense rows), if the dense copy fits in half the memory free."""
     if X is None:
-        raise ValueError(f"Expected 2D array for {name}, got None instead.")
-    if not isinstance(X, np.ndarray):
+        raise InvalidParameter(f"Expected 2D array for {name}, got None instead.")
+    if sp.issparse(X):
+        X = _densify(X, name)
+    elif not isinstance(X, np.ndarray):
         try:
             X = np.asarray(X)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{name} cannot be converted to an array: {exc}") from None
+            raise InvalidParameter(f"{name} cannot be converted to an array: {exc}") from None
     if X.dtype.kind == "c":
-        raise ValueError(f"Complex data not supported in {name} (dtype {X.dtype}).")
+        raise InvalidParameter(f"Complex data not supported in {name} (dtype {X.dtype}).")
+    if X.dtype.kind == "O":
+        try:
+            X = X.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InvalidParameter(f"{name} has dtype object and cannot be converted to numbers: {exc}") from None
     if X.dtype.kind not in "fiub":
-        raise ValueError(f"{name} has dtype {X.dtype}; expected numbers (float16, float32 or float64).")
+        raise InvalidParameter(f"{name} has dtype {X.dtype}; expected numbers (float16, float32 or float64).")
     if X.ndim != 2:
-        raise ValueError(
+        raise InvalidParameter(
             f"Expected 2D array for {name}, got {X.ndim}D array of shape {X.shape} instead. "
             "Reshape your data with X.reshape(-1, 1) for a single feature or X.reshape(1, -1) for one sample."
         )
-    if X.shape[0] == 0:
-        raise ValueError(f"Found array with 0 sample(s) (shape={X.shape}) in {name}; a minimum of 1 is required.")
-    if X.shape[1] == 0:
-        raise ValueError(f"Found array with 0 feature(s) (shape={X.shape}) in {name}; a minimum of 1 is required.")
+    for axis, what in ((0, "sample"), (1, "feature")):
+        if X.shape[axis] == 0:
+            raise InvalidParameter(f"Found array with 0 {what}(s) (shape={X.shape}) while a minimum of 1 is "
+                                   f"required by {estimator}.")
     if X.dtype.kind != "f":
         X = X.astype(np.float32)
     elif not (allow_memmap and isinstance(X, np.memmap)) and not X.flags.c_contiguous:
@@ -37,25 +52,53 @@ def check_array(X, *, name: str = "X", allow_memmap: bool = True) -> np.ndarray:
     return X
 
 
+def _densify(X, name: str) -> np.ndarray:
+    """A sparse matrix or array as a dense ndarray of its own dtype, refused (before any
+    allocation) when it would take more than half the memory free."""
+    need = X.shape[0] * X.shape[1] * X.dtype.itemsize
+    free = _free_memory()
+    if free is not None and need > free / 2:
+        raise InvalidParameter(
+            f"sparse {name} of shape {X.shape} would take {need / 2**30:.1f} GiB dense, more than half of the "
+            f"{free / 2**30:.1f} GiB of memory free; lookalike searches dense rows: reduce the dimension first")
+    return X.toarray()
+
+
+def _free_memory() -> int | None:
+    """Bytes of physical memory free now, where the system says (Linux, macOS); else None."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def _check_finite(X: np.ndarray, name: str, block: int = 65536) -> None:
     for lo in range(0, len(X), block):
         part = X[lo : lo + block]
         if not np.isfinite(part).all():
             bad = lo + int(np.flatnonzero(~np.isfinite(part).all(axis=1))[0])
             what = "NaN" if np.isnan(X[bad]).any() else "infinity"
-            raise ValueError(f"Input {name} contains {what} (first at row {bad}).")
+            raise InvalidParameter(f"Input {name} contains {what} (first at row {bad}).")
 
 
 def check_k(k, n_samples: int, exclude_self: bool) -> int:
+    """`n_neighbors` of a query: an int in [1, n_samples] ([1, n_samples - 1] with X=None)."""
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"n_neighbors does not take {type(k).__name__} value, enter integer value")
+        raise InvalidParameter(f"n_neighbors does not take {type(k).__name__} value, enter integer value")
     if k < 1:
-        raise ValueError(f"Expected n_neighbors > 0. Got {k}")
+        raise InvalidParameter(f"Expected n_neighbors > 0. Got {k}")
     limit = n_samples - 1 if exclude_self else n_samples
     if k > limit:
-        raise ValueError(
+        raise InvalidParameter(
             f"Expected n_neighbors <= n_samples_fit"
             f"{' - 1 (X=None excludes each point itself)' if exclude_self else ''}, "
             f"but n_neighbors = {k}, n_samples_fit = {n_samples}"
         )
     return int(k)
+
+
+def check_radius(radius) -> float:
+    """A finite real radius."""
+    if isinstance(radius, bool) or not isinstance(radius, numbers.Real) or not np.isfinite(radius):
+        raise InvalidParameter(f"radius must be a finite number, got {radius!r}")
+    return float(radius)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .engine import _ranges
+from ..errors import InvalidParameter
+from .blocks import ranges
 from .metrics import Metric, get_metric
+from .refine import pair_distances
 
 
 def reference_knn(xq: np.ndarray, xb: np.ndarray, k: int, metric: str = "euclidean", *,
@@ -27,49 +29,44 @@ def reference_knn(xq: np.ndarray, xb: np.ndarray, k: int, metric: str = "euclide
     xb64 = np.asarray(xb, dtype=np.float64)
     D = np.empty((len(xq), k))
     I = np.empty((len(xq), k), dtype=np.int64)
-    for lo, hi in _ranges(len(xq), block):
+    for lo, hi in ranges(len(xq), block):
         q = np.asarray(xq[lo:hi], dtype=np.float64)
         dist = _dense(m, q, xb64)
-        key = -dist if m.largest_first else dist
-        order = np.argsort(key, axis=1, kind="stable")[:, :k]
+        order = np.argsort(m.sort_key(dist), axis=1, kind="stable")[:, :k]
         D[lo:hi] = np.take_along_axis(dist, order, 1)
         I[lo:hi] = order
     return D, I
 
 
 def _reference_gemm(xq: np.ndarray, xb: np.ndarray, k: int, m: Metric, extra: int) -> tuple[np.ndarray, np.ndarray]:
-    from ..errors import LookalikeError
-    from .engine import pair_distances
-
     kk = min(len(xb), k + extra)
     b64 = np.asarray(xb, np.float64)
     q64 = np.asarray(xq, np.float64)
-    if m.name in ("euclidean", "sqeuclidean"):
+    if not m.gemm:
+        raise InvalidParameter(f"the GEMM reference serves GEMM metrics only, not {m.name!r}")
+    if m.centred:
         score = (b64**2).sum(1)[None, :] - 2 * q64 @ b64.T
-    elif m.name == "cosine":
+    elif m.normalised:
         score = -(q64 @ (b64 / np.maximum(np.linalg.norm(b64, axis=1, keepdims=True), 1e-300)).T)
-    elif m.name == "inner_product":
-        score = -(q64 @ b64.T)
     else:
-        raise LookalikeError(f"the GEMM reference serves GEMM metrics only, not {m.name!r}")
+        score = -(q64 @ b64.T)
     cand = np.argpartition(score, kk - 1, axis=1)[:, :kk]
     rows = np.repeat(np.arange(len(xq)), kk)
     dist = pair_distances(m, np.asarray(xq), np.asarray(xb), rows, cand.ravel()).reshape(cand.shape)
-    key = -dist if m.largest_first else dist
-    order = np.lexsort((cand, key), axis=1)[:, :k]
+    order = np.lexsort((cand, m.sort_key(dist)), axis=1)[:, :k]
     return np.take_along_axis(dist, order, 1), np.take_along_axis(cand, order, 1)
 
 
 def _dense(m: Metric, q: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if m.name in ("euclidean", "sqeuclidean"):
+    if m.p == 2:
         d2 = np.stack([((b - row) ** 2).sum(1) for row in q])
-        return np.sqrt(d2) if m.name == "euclidean" else d2
-    if m.name == "manhattan":
+        return d2 if m.squared else np.sqrt(d2)
+    if m.p == 1:
         return np.stack([np.abs(b - row).sum(1) for row in q])
-    if m.name == "chebyshev":
+    if m.p == np.inf:
         return np.stack([np.abs(b - row).max(1) for row in q])
     dots = np.stack([(b * row).sum(1) for row in q])
-    if m.name == "inner_product":
+    if not m.normalised:
         return dots
     norms = np.linalg.norm(q, axis=1)[:, None] * np.linalg.norm(b, axis=1)[None, :]
     return 1.0 - np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)

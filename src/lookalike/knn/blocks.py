@@ -1,0 +1,60 @@
+"""What every stage of the engine shares: block ranges, zero-copy tensors, the working-memory
+budget, and the record of what one search did."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+# Default working memory in MiB, as scikit-learn's `working_memory`. It bounds the blocks
+# of scores and of base rows held at once. It does not count the inputs, the prepared
+# copies of queries and base (materialised by `PreparedBase`), or the outputs.
+WORKING_MEMORY_MIB = 1024
+
+
+def budget_bytes(working_memory: float | None) -> float:
+    """The working memory in bytes (`WORKING_MEMORY_MIB` when None)."""
+    return (working_memory or WORKING_MEMORY_MIB) * 2**20
+
+
+@dataclass
+class SearchStats:
+    """What one search did: time per stage, candidates in the screen's windows, pairs reranked
+    in float64 (after the fp32 refinement of a bf16 or int8 window), queries that fell back."""
+
+    screen_dtype: str = "float32"
+    prepare_s: float = 0.0
+    screen_s: float = 0.0
+    refine_s: float = 0.0
+    rerank_s: float = 0.0
+    fallback_s: float = 0.0
+    candidates: int = 0
+    reranked: int = 0
+    fallbacks: int = 0
+    blocks: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "blocks"} | {"block_shape": self.blocks}
+
+
+def ranges(n: int, step: int) -> Iterator[tuple[int, int]]:
+    """(lo, hi) of consecutive blocks of `step` out of `n`."""
+    for lo in range(0, n, step):
+        yield lo, min(lo + step, n)
+
+
+def from_numpy(x: np.ndarray) -> torch.Tensor:
+    """Share `x`'s memory without copying; read-only arrays (memory maps) are only ever read."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "The given NumPy array is not writable"
+        return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def as_tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """`x` on `device`, float64 kept, any other float type as float32."""
+    t = from_numpy(x)
+    return t.to(device=device, dtype=torch.float64 if t.dtype == torch.float64 else torch.float32)

@@ -1,0 +1,149 @@
+"""Stages 4-5 of the engine: a wide window refined in fp32, then the exact float64 rerank.
+
+- `refine`: each pair of a bf16 or int8 window is scored again in fp32 with its own error
+  bound; only pairs that can still be among their query's k are kept.
+- `pair_distances`: exact float64 distances of (query, base row) pairs.
+- `pick`: each query's k best pairs by (distance, base index), so ties go to the lower index.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .blocks import as_tensor, from_numpy, ranges
+from .metrics import Metric, exact_distances
+from .screen import UNIT_ROUNDOFF, PreparedBase
+
+
+def pair_distances(m: Metric, xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                   chunk_bytes: int = 1 << 21) -> np.ndarray:
+    """Exact float64 distances between query rows[i] and base cols[i], for every i.
+
+    Pairs go in small chunks that stay in cache, in base order: a base row shared by several
+    queries is read while still cached, and a memory-mapped base is read sequentially.
+    """
+    out = np.empty(len(rows), dtype=np.float64)
+    order = np.argsort(cols, kind="stable")
+    step = max(1, chunk_bytes // (8 * max(1, xq.shape[1])))
+    q_t = from_numpy(xq)
+    for lo, hi in ranges(len(order), step):
+        sel = order[lo:hi]
+        a = q_t.index_select(0, torch.from_numpy(rows[sel]))
+        b = torch.from_numpy(np.ascontiguousarray(xb[cols[sel]]))
+        out[sel] = exact_distances(m, a, b).numpy()
+    return out
+
+
+def pick(m: Metric, rows: np.ndarray, cols: np.ndarray, dist: np.ndarray, k: int, D: np.ndarray,
+         I: np.ndarray) -> None:
+    """For each query among `rows`, its k best pairs by (distance, base index) into D and I.
+
+    "Best" is `m.sort_key` ascending (inner products: largest first). Every query present
+    holds at least k pairs.
+    """
+    if not len(rows):
+        return
+    order = np.lexsort((cols, m.sort_key(dist), rows))
+    rs = rows[order]
+    starts = np.flatnonzero(np.r_[True, rs[1:] != rs[:-1]])
+    take = (starts[:, None] + np.arange(k)).ravel()
+    q = rs[starts]
+    D[q] = dist[order[take]].reshape(-1, k)
+    I[q] = cols[order[take]].reshape(-1, k)
+
+
+def refines(screen_dtype: torch.dtype) -> bool:
+    """Whether a screen at this precision has its windows refined in fp32 (bf16, fp16, int8)."""
+    return screen_dtype not in (torch.float32, torch.float64)
+
+
+def refine(base: PreparedBase, xq: np.ndarray, rows: torch.Tensor, cols: torch.Tensor, k: int,
+           chunk_bytes: int = 1 << 22) -> tuple[torch.Tensor, torch.Tensor]:
+    """Narrow a wide window (a bf16 or int8 screen's) with fp32 scores of its pairs.
+
+    Each pair's score (what the screen ranks by: |b|^2 - 2 a.b on rows centred by the base
+    mean, -cos, or -a.b) comes from one fp32 dot product and gets its own error bound e; a
+    pair stays when score - e is at most its query's k-th smallest score + e. Every query
+    present must hold at least k pairs. Runs on the base's device.
+    """
+    if not len(rows):
+        return rows, cols
+    rows, cols = _sharing_order(rows, cols, base.nb)
+    score, err = _pair_scores(base, xq, rows, cols, chunk_bytes)
+    keep = score - err <= _kth_top(rows, score + err, k)
+    return rows[keep], cols[keep]
+
+
+def _sharing_order(rows: torch.Tensor, cols: torch.Tensor, nb: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pairs sorted by the smallest base row of their query's window, then by query and base
+    row. Queries near one another share candidates: in this order a chunk's distinct base
+    rows often serve several queries, each gathered once and all met in one small GEMM."""
+    first = torch.full((int(rows.max()) + 1,), nb, dtype=torch.int64, device=rows.device)
+    first.scatter_reduce_(0, rows, cols, "amin")
+    order = torch.argsort(cols)
+    order = order[torch.argsort(rows[order], stable=True)]
+    order = order[torch.argsort(first[rows[order]], stable=True)]
+    return rows[order], cols[order]
+
+
+def _pair_scores(base: PreparedBase, xq: np.ndarray, rows: torch.Tensor, cols: torch.Tensor,
+                 chunk_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """float64 (score, error bound) of every pair, from fp32 dot products (float64 for
+    float64 inputs), chunk by chunk."""
+    m, d, dev = base.metric, base.d, base.device
+    xb_t = base.raw_rows()
+    wide = torch.float64 if np.float64 in (xq.dtype, base.xb.dtype) else torch.float32
+    u = UNIT_ROUNDOFF[wide]
+    gamma = d * u / (1 - d * u) + 3 * u  # the sums, and the centring or cast of each element
+    mean = base.screen.mean.to(wide) if m.centred else None
+    xq_t = as_tensor(xq, dev)
+    step = max(1, chunk_bytes // (4 * d))
+    buf = torch.empty((min(step, len(rows)), d), dtype=xb_t.dtype, device=dev)
+    score = torch.empty(len(rows), dtype=torch.float64, device=dev)
+    err = torch.empty(len(rows), dtype=torch.float64, device=dev)
+    for lo, hi in ranges(len(rows), step):
+        c = cols[lo:hi]
+        uq, qinv = torch.unique_consecutive(rows[lo:hi], return_inverse=True)
+        uc, cinv = torch.unique(c, return_inverse=True)
+        if len(uq) * len(uc) <= 8 * (hi - lo):  # shared rows: each gathered once
+            which, at = uc, cinv
+        else:  # little sharing: one gathered row a pair
+            which, at = c, torch.arange(hi - lo, device=dev)
+        b = torch.index_select(xb_t, 0, which, out=buf[: len(which)]).to(wide)  # scratch: changed in place
+        a = xq_t[uq].to(wide)  # this chunk's few queries, centred like the base
+        if mean is not None:
+            b.sub_(mean)
+            a -= mean
+        dots = (a @ b.T)[qinv, at].double()  # a @ b.T: 1.6x b @ a.T (measured)
+        an = torch.linalg.vector_norm(a.double(), dim=1)[qinv]
+        # |b| as the prepare computed it (fp32 sums); cosine needs none
+        b_l2 = base.l2[c] if wide == torch.float32 and not m.normalised else None
+        score[lo:hi], err[lo:hi] = _score_and_bound(m, dots, an, b, at, b_l2, gamma)
+    err *= 1.5  # second-order terms
+    return score, err
+
+
+def _score_and_bound(m: Metric, dots: torch.Tensor, an: torch.Tensor, b: torch.Tensor, at: torch.Tensor,
+                     b_l2: torch.Tensor | None, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Screen scores of pairs (query norms `an`, base rows `b[at]`, dot products `dots`) and
+    the bound on their rounding error (first order). `b_l2`: the base rows' norms when known."""
+    if m.normalised:  # -cos; a zero row is at cosine 0 from everything, exactly
+        nrm = an * torch.linalg.vector_norm(b, dim=1).double()[at]
+        return torch.where(nrm > 0, -dots / nrm.clamp_min(1e-300), 0.0), (nrm > 0).double() * (3 * gamma)
+    bsq = b_l2**2 if b_l2 is not None else torch.linalg.vecdot(b, b)[at]
+    bn = bsq.sqrt() * (1 + gamma)  # at least |b|
+    if m.centred:
+        return bsq - 2 * dots, gamma * (3 * bn * bn + 2 * an * bn)
+    return -dots, gamma * an * bn
+
+
+def _kth_top(rows: torch.Tensor, top: torch.Tensor, k: int) -> torch.Tensor:
+    """For each pair, the k-th smallest `top` among its query's pairs."""
+    by = torch.argsort(top)
+    by = by[torch.argsort(rows[by], stable=True)]
+    counts = torch.unique_consecutive(rows[by], return_counts=True)[1]
+    starts = torch.cumsum(counts, 0) - counts
+    kth = torch.empty_like(top)
+    kth[by] = torch.repeat_interleave(top[by[starts + k - 1]], counts)
+    return kth

@@ -1,0 +1,117 @@
+"""Stages 1-2: rows prepared and screened, and the error bound that makes the search exact."""
+
+import numpy as np
+import pytest
+import torch
+
+from lookalike.knn import METRICS, PreparedBase, get_metric
+from lookalike.knn import screen as screen_mod
+from lookalike.knn.screen import int8_dots, prepare_rows
+
+GEMM = sorted(m for m in METRICS if METRICS[m].gemm)
+CDIST = sorted(m for m in METRICS if not METRICS[m].gemm)
+DTYPES = [torch.float32, torch.bfloat16, torch.int8]
+
+
+def data(kind: str, seed: int = 0, nb: int = 300, nq: int = 20, d: int = 48):
+    rng = np.random.default_rng(seed)
+    xb, xq = rng.normal(size=(nb, d)), rng.normal(size=(nq, d))
+    if kind == "relu":  # feature-like: non-negative, clustered
+        xb, xq = np.maximum(xb + 1, 0), np.maximum(xq + 1, 0)
+    elif kind == "offset":  # far from the origin: centring matters
+        xb, xq = xb + 300, xq + 300
+    elif kind == "scales":  # rows of very different norms, a zero row
+        xb *= rng.uniform(1e-3, 1e3, (nb, 1))
+        xb[0] = 0
+    return xq.astype(np.float32), xb.astype(np.float32)
+
+
+def exact_scores(metric, xq, xb, mean):
+    """The screen score of every pair, in float64 from the raw rows."""
+    q, b = xq.astype(np.float64), xb.astype(np.float64)
+    m = get_metric(metric)
+    if m.centred:
+        c = mean.double().numpy()
+        return ((b - c) ** 2).sum(1)[None, :] - 2 * (q - c) @ (b - c).T
+    if m.normalised:
+        qn, bn = np.linalg.norm(q, axis=1), np.linalg.norm(b, axis=1)
+        return -(q / np.where(qn > 0, qn, 1)[:, None]) @ (b / np.where(bn > 0, bn, 1)[:, None]).T
+    return -q @ b.T
+
+
+@pytest.mark.parametrize("kind", ["normal", "relu", "offset", "scales"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("metric", GEMM)
+def test_bound_really_bounds_the_screen_error(metric, dtype, kind):
+    xq, xb = data(kind, seed=len(kind))
+    base = PreparedBase(xb, metric, screen_dtype=dtype)
+    screen = base.screen
+    q = prepare_rows(screen, xq, base.device)
+    s = screen.scores(q, base.rows).double().numpy()
+    bound = screen.bound(q, base.extent).numpy()
+    err = np.abs(s - exact_scores(metric, xq, xb, screen.mean))
+    assert (err <= bound[:, None]).all(), (err / bound[:, None]).max()
+    assert (err.max(1) > bound / 1e4).any() or dtype == torch.float32  # a bound, yet not a vacuous one
+
+
+@pytest.mark.parametrize("metric", CDIST)
+def test_cdist_screens_are_float64_within_their_bound(metric):
+    from scipy.spatial.distance import cdist
+
+    xq, xb = data("scales")
+    base = PreparedBase(xb, metric, screen_dtype=torch.int8)  # asked for int8: a cdist screen is float64
+    assert base.screen.dtype == torch.float64
+    q = prepare_rows(base.screen, xq, base.device)
+    s = base.screen.scores(q, base.rows).numpy()
+    exact = cdist(xq.astype(np.float64), xb.astype(np.float64), {"manhattan": "cityblock"}.get(metric, metric))
+    assert (np.abs(s - exact) <= base.screen.bound(q, base.extent).numpy()[:, None]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("metric", sorted(METRICS))
+def test_limit_is_the_score_at_the_radius(metric, dtype):
+    """A base row at distance r from a query scores limit(r), within the screen's bound."""
+    xq, xb = data("relu", d=16)
+    base = PreparedBase(xb, metric, screen_dtype=dtype)
+    q = prepare_rows(base.screen, xq, base.device)
+    s = base.screen.scores(q, base.rows).double().numpy()
+    bound = base.screen.bound(q, base.extent).numpy()
+    from lookalike.knn.refine import pair_distances
+
+    for j in (0, 7, 123):
+        rows, cols = np.arange(len(xq)), np.full(len(xq), j)
+        dist = pair_distances(base.metric, xq, xb, rows, cols)
+        for i, r in enumerate(dist):
+            limit = base.screen.limit(float(r), q[i : i + 1]).numpy()[0]
+            assert abs(limit - s[i, j]) <= 2 * bound[i] + 1e-9 * max(1.0, abs(limit))
+
+
+def test_prepare_in_pieces_equals_prepare_at_once(monkeypatch):
+    xq, xb = data("offset", nb=500)
+    whole = PreparedBase(xb, "euclidean", screen_dtype=torch.int8).rows
+    monkeypatch.setattr(screen_mod, "PREPARE_BYTES", 4 * 48 * 7)  # seven rows at a time
+    pieces = PreparedBase(xb, "euclidean", screen_dtype=torch.int8).rows
+    for name in ("data", "l2", "sq", "qerr", "scale"):
+        assert torch.equal(getattr(whole, name), getattr(pieces, name)), name
+
+
+def test_streamed_base_prepares_the_same_rows(tmp_path):
+    xq, xb = data("relu", nb=700)
+    np.save(tmp_path / "xb.npy", xb)
+    mm = np.load(tmp_path / "xb.npy", mmap_mode="r")
+    streamed = PreparedBase(mm, "cosine", screen_dtype=torch.bfloat16, working_memory=0.05)
+    assert streamed.rows is None
+    kept = PreparedBase(xb, "cosine", screen_dtype=torch.bfloat16, working_memory=0.05)
+    _, bb = kept.block_sizes(len(xq))
+    for (lo, hi, a), (_, _, b) in zip(streamed.blocks(bb), kept.blocks(bb)):
+        assert torch.equal(a.data, b.data) and torch.equal(a.l2, b.l2)
+    assert streamed.extent.l2 == pytest.approx(kept.extent.l2)
+
+
+def test_int8_dots_are_exact_for_every_shape():
+    g = torch.Generator().manual_seed(1)
+    for m, d, n in [(1, 1, 2), (3, 1, 9), (1, 2, 1), (5, 7, 3), (64, 300, 130), (2, 2048, 17)]:
+        a = torch.randint(-127, 128, (m, d), dtype=torch.int8, generator=g)
+        b = torch.randint(-127, 128, (n, d), dtype=torch.int8, generator=g)
+        for _ in range(3):
+            assert torch.equal(int8_dots(a, b), a.int() @ b.int().T), (m, d, n)
