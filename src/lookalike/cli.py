@@ -139,16 +139,11 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_show(args) -> int:
-    import numpy as np
-
-    from .report.figures import image_grid
+    from .report.grids import sample_grid
     from .sources import open_source
 
     source = open_source(args.source, progress=not args.quiet)
-    n = min(args.n, len(source))
-    picks = np.sort(np.random.default_rng(args.seed).choice(len(source), n, replace=False))
-    titles = [source.ids[i] + (f"\n{source.label(i)}" if source.labels is not None else "") for i in picks]
-    out = image_grid(source.read(picks), titles, args.out, suptitle=f"{source.name}: {n} of {len(source)}")
+    out = sample_grid(source, args.n, seed=args.seed, out=args.out)
     _report_skipped(source)
     print(f"wrote {out}")
     return 0

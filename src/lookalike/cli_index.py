@@ -113,37 +113,16 @@ def cmd_search(args) -> int:
 
 
 def cmd_grid(args) -> int:
-    import numpy as np
-
     from .index import Index
+    from .report.grids import neighbour_grid, pick, result_arrays
 
     index = Index(args.index)
     index.check_k(args.k)
-    if args.query_ids:
-        ids = args.query_ids
-    else:
-        ids = sorted(np.random.default_rng(args.seed).choice(index.count, min(args.queries, index.count),
-                                                             replace=False).tolist())
-    results = index.search_ids(ids, args.k)
-    out = draw_grid(index, ids, results, args.out)
+    ids = args.query_ids or pick(index.count, args.queries, args.seed).tolist()
+    distances, neighbours = result_arrays(index.search_ids(ids, args.k))
+    out = neighbour_grid(index, ids, index, distances, neighbours, args.out)
     print(f"wrote {out}")
     return 0
-
-
-def draw_grid(index, ids, results, out):
-    import numpy as np
-
-    from .report.figures import result_grid
-
-    k = len(results[0].neighbours)
-    nb_ids = [n.id for r in results for n in r.neighbours]
-    pixels = index.read_pixels(list(ids) + nb_ids)
-    q_px, n_px = pixels[: len(ids)], pixels[len(ids):].reshape(len(ids), k, *pixels.shape[1:])
-    q_meta = index.images(list(ids))
-    dist = np.array([[n.distance for n in r.neighbours] for r in results])
-    titles = [[f"{n.key}" + (f" ({n.label})" if n.label else "") for n in r.neighbours] for r in results]
-    q_titles = [f"{m.key}" + (f" ({m.label})" if m.label else "") for m in q_meta]
-    return result_grid(q_px, q_titles, n_px, dist, titles, out)
 
 
 def cmd_demo(args) -> int:
