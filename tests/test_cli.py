@@ -4,9 +4,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
-from lookalike.cli import main
+from lookalike.cli import build_parser, main
+from lookalike.cli import index as index_commands
+from lookalike.cli.index import expand_shorthand
 from lookalike.features.resnet import ResNet50Trunk
 
 
@@ -71,3 +74,39 @@ def test_model_list_and_summary(capsys):
     assert "efficientnet_lite0" in capsys.readouterr().out
     assert main(["model", "summary", "efficientnet_lite0"]) == 0
     assert "Total params" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, expanded", [
+    (["index", "photos", "--out", "ix"], ["index", "build", "photos", "--out", "ix"]),
+    (["-q", "index", "sample:5", "--out", "ix"], ["-q", "index", "build", "sample:5", "--out", "ix"]),
+    (["index", "build", "add", "--out", "ix"], None),
+    (["index", "add", "ix", "photos"], None),
+    (["index", "info", "ix", "--json"], None),
+    (["index", "--help"], None),
+    (["index"], None),
+    (["search", "index", "q.png"], None),  # `index` as another command's argument
+])
+def test_index_shorthand_only_where_unambiguous(argv, expanded):
+    assert expand_shorthand(argv) == (expanded or argv)
+
+
+def test_index_actions_are_subcommands():
+    parse = build_parser().parse_args
+    args = parse(expand_shorthand(["index", "photos", "--out", "ix", "--metric", "cosine"]))
+    assert args.run is index_commands.build and (args.source, args.out, args.metric) == ("photos", "ix", "cosine")
+    args = parse(["index", "add", "ix", "add"])
+    assert args.run is index_commands.add and (args.index, args.source, args.model) == ("ix", "add", None)
+    args = parse(["index", "info", "ix", "--json"])
+    assert args.run is index_commands.info and args.json
+
+
+@pytest.mark.parametrize("command", [["search", "ix", "--id", "1"], ["grid", "ix", "--out", "g.png"], ["demo"],
+                                     ["bench"]])
+@pytest.mark.parametrize("k, message", [("0", "k=0 is out of range"), ("-2", "k=-2 is out of range"),
+                                        ("abc", "k='abc' is not an integer"), ("1.5", "k='1.5' is not an integer")])
+def test_k_is_checked_the_same_everywhere(command, k, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main([*command, "-k", k])
+    assert stop.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"argument -k/--k: {message}" in lines[0], lines
