@@ -80,3 +80,13 @@ def test_readme_examples_run(workdir):
     commands = {shlex.split(t)[1] for k, t, _ in examples() if k == "console"}
     assert commands >= {"fetch", "show", "embed", "model", "index", "search", "grid", "bench", "demo"}
     assert (work / "demo-out" / "report.md").is_file() and (work / "grid.png").is_file()
+
+
+def test_exit_codes_are_documented():
+    """The README's table of exit statuses is the CLI's, no more and no less."""
+    from lookalike import cli
+
+    table = re.search(r"\| status \| meaning \|\n\|---\|---\|\n((?:\|.*\n)+)", README.read_text())
+    documented = {int(row.split("|")[1]) for row in table.group(1).splitlines()}
+    assert documented == {v for k, v in vars(cli).items() if k.startswith("EXIT_")}
+    assert cli.BUG in README.read_text()

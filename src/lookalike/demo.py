@@ -14,19 +14,25 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LookalikeError
+from .errors import InvalidParameter
+from .sources.base import Source
+
+
+DATASETS = ("sample", "stl10")
 
 
 def run_demo(out: str | Path = "demo-out", *, dataset: str = "sample", n: int = 2000, k: int = 3,
              stl10_root: str | None = None, seed: int = 0, progress: bool = True) -> Path:
-    """Run the tutorial end to end into folder `out`; returns the path of report.md."""
+    """Run the tutorial end to end into folder `out`; returns the path of report.md.
+
+    Its eight steps read in the tutorial's order, one after another; each says so on stderr.
+    """
     from . import bench
     from .features import Embedder
     from .index import Index
     from .knn import NearestNeighbors, compare
-    from .quality import altered_copy_accuracy
-    from .report.figures import image_grid, result_grid
-    from .sources import STL10Source, SampleSource, split
+    from .report.grids import neighbour_grid, pick, sample_grid
+    from .sources import split
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -38,17 +44,8 @@ def run_demo(out: str | Path = "demo-out", *, dataset: str = "sample", n: int = 
 
     step("1/8 images")
     t0 = time.perf_counter()
-    if dataset == "stl10":
-        source = STL10Source(stl10_root)
-        model, weights = "resnet50", "imagenet"
-    elif dataset == "sample":
-        source = SampleSource(n, seed=seed)
-        model, weights = "efficientnet_lite0", "imagenet"
-    else:
-        raise LookalikeError(f"unknown dataset {dataset!r}; use sample or stl10")
-    picks = np.sort(np.random.default_rng(seed).choice(len(source), min(8, len(source)), replace=False))
-    image_grid(source.read(picks), [source.ids[i] + (f"\n{source.label(i)}" if source.labels is not None else "")
-                                    for i in picks], out / "images.png", suptitle=f"{source.name}: 8 random images")
+    source, model, weights = _images(dataset, n, seed, stl10_root)
+    sample_grid(source, 8, seed=seed, out=out / "images.png")
     index_set, query_set = split(source, 0.1, seed)
     clock["load"] = time.perf_counter() - t0
 
@@ -81,24 +78,40 @@ def run_demo(out: str | Path = "demo-out", *, dataset: str = "sample", n: int = 
                        verify_queries=len(xq), seed=seed, progress=progress)
 
     step("7/8 retrieval quality")
+    quality = _quality(embedder, index_set, query_set, I, sample=dataset == "sample")
+
+    step("8/8 pictures and report")
+    rows = pick(len(query_set), 5, seed)
+    neighbour_grid(query_set, rows, index, D[rows], I[rows], out / "grid.png")
+    report = out / "report.md"
+    report.write_text(_report(source, index_set, query_set, embedder, k, clock, tutorial_check, result, quality))
+    return report
+
+
+def _images(dataset: str, n: int, seed: int, stl10_root: str | None) -> tuple[Source, str, str]:
+    """(source, model, weights) of a demo `dataset`: STL-10 with the tutorial's ResNet-50, or the
+    sample set with the offline EfficientNet-Lite0."""
+    from .sources import SampleSource, STL10Source
+
+    if dataset == "stl10":
+        return STL10Source(stl10_root), "resnet50", "imagenet"
+    if dataset == "sample":
+        return SampleSource(n, seed=seed), "efficientnet_lite0", "imagenet"
+    raise InvalidParameter(f"unknown dataset {dataset!r}; use {' or '.join(DATASETS)}")
+
+
+def _quality(embedder, index_set: Source, query_set: Source, I: np.ndarray, sample: bool) -> dict:
+    """Share of queries whose neighbours are cut from the same photo (the sample set's labels),
+    and the altered copies of real photos."""
+    from .quality import altered_copy_accuracy
+
     quality: dict = {}
-    if query_set.labels is not None and dataset == "sample":
+    if sample and query_set.labels is not None:
         same = index_set.labels[I] == query_set.labels[:, None]
         quality["sample_top1"] = float(same[:, 0].mean())
         quality["sample_precision_at_k"] = float(same.mean())
     quality["altered"] = altered_copy_accuracy(embedder)
-
-    step("8/8 pictures and report")
-    rows = np.sort(np.random.default_rng(seed).choice(len(query_set), min(5, len(query_set)), replace=False))
-    nb_px = index.read_pixels(I[rows].ravel().tolist()).reshape(len(rows), k, *source.image_shape)
-    nb_meta = {m.id: m for m in index.images(sorted(set(I[rows].ravel().tolist())))}
-    titles = [[nb_meta[int(i)].key + (f"\n{nb_meta[int(i)].label}" if nb_meta[int(i)].label else "")
-               for i in I[r]] for r in rows]
-    q_titles = [query_set.ids[r] + (f"\n{query_set.label(r)}" if query_set.labels is not None else "") for r in rows]
-    result_grid(query_set.read(rows), q_titles, nb_px, D[rows], titles, out / "grid.png")
-    report = out / "report.md"
-    report.write_text(_report(source, index_set, query_set, embedder, k, clock, tutorial_check, result, quality))
-    return report
+    return quality
 
 
 def _report(source, index_set, query_set, embedder, k, clock, check, result, quality) -> str:

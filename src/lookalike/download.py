@@ -43,7 +43,10 @@ def download(url: str, dest: str | os.PathLike, *, md5: str | None = None, sha25
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     offset = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"User-Agent": "lookalike"})
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": "lookalike"})
+    except ValueError as exc:  # urllib's answer to a string that is not a URL
+        raise DownloadError(f"{url}: not a URL ({exc}); give an address such as https://host/file") from None
     if offset:
         request.add_header("Range", f"bytes={offset}-")
     try:

@@ -1,7 +1,10 @@
 """Errors lookalike raises on purpose.
 
 `LookalikeError` is a user mistake or an unusable input: the CLI prints its message on one
-line and exits non-zero, with no traceback. Anything else is a bug and keeps its traceback.
+line and exits with its `exit_code` (2; 1 for a `WriteError`), with no traceback. Raise one
+of these, never a bare ValueError or TypeError, for a mistake a user can make: anything that
+is not a `LookalikeError` (or an OSError from the machine) is a bug, and the CLI shows its
+traceback and exits with status 70.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 class LookalikeError(Exception):
     """A problem the user can fix: bad path, bad value, unusable file."""
 
-    exit_code = 2
+    exit_code = 2  # the CLI's exit status: a usage or data error
 
 
 class InvalidParameter(LookalikeError, ValueError, TypeError):

@@ -31,7 +31,7 @@ def index_dir(tmp_path_factory):
     for i in range(40):
         Image.fromarray(src.images[i]).save(photos / ("a" if i % 2 else "b") / f"img{i:02d}.png")
     (photos / "a" / "broken.jpg").write_bytes(b"no")
-    proc = cli("index", str(photos), "--out", str(root / "ix"))
+    proc = cli("index", "build", str(photos), "--out", str(root / "ix"))
     assert proc.returncode == 0, proc.stderr
     assert "indexed 40 image(s)" in proc.stdout and "broken.jpg" in proc.stderr
     return root
@@ -98,3 +98,18 @@ def test_add_then_search_finds_new_images(index_dir, tmp_path):
     assert proc.returncode == 0 and "40 -> 46" in proc.stdout, proc.stderr
     js = json.loads(cli("search", str(ix), "--id", "44", "--json", "-k", "1").stdout)
     assert js[0]["neighbours"][0]["id"] != 44
+
+
+def test_a_source_named_like_an_action(index_dir, tmp_path, monkeypatch):
+    """A folder named `add` is built with `index build add`; `index add` is always the action."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "add").mkdir()
+    for i in range(3):
+        Image.fromarray(SampleSource(3, seed=5).images[i]).save(tmp_path / "add" / f"{i}.png")
+    proc = cli("index", "build", "add", "--out", "ix")
+    assert proc.returncode == 0 and "indexed 3 image(s) into ix" in proc.stdout, proc.stderr
+    proc = cli("index", "add", "ix", "add")
+    assert proc.returncode == 0 and "3 -> 6" in proc.stdout, proc.stderr
+    proc = cli("index", "add", "--out", "ix2")  # the shorthand cannot mean a source named add
+    assert proc.returncode == 2 and "lookalike index add: error:" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "ix2").exists()

@@ -1,1 +1,2 @@
-"""What people look at: figures (image grids, result grids, bench charts) and report.md."""
+"""What people look at: the image grids (`grids.py`: sample grid, neighbour grid) and the
+bench chart (`figures.py`), for every shell. The demo writes report.md beside them."""

@@ -1,0 +1,87 @@
+"""The `lookalike` command: a thin shell over the library.
+
+Each command family has a module that registers its own subcommands (`data`: fetch, show,
+embed, model; `index`: index build|add|info, search, grid; `bench`; `demo`), each subcommand
+naming the function that runs it. Errors become messages here and nowhere else, by type:
+
+==== ==================================================================================
+exit meaning
+==== ==================================================================================
+0    done
+1    some inputs failed (a query image could not be read), or a file could not be
+     written or read (`WriteError`, `OSError`): one line on stderr
+2    a usage or data error: a bad option (argparse) or a `LookalikeError` (a missing
+     index, an unreadable source, `-k 0`, ...): one line on stderr, no traceback
+70   an internal error, that is a bug: the traceback, then a line that says so
+130  interrupted (Ctrl-C); finished work is kept
+==== ==================================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import LookalikeError
+from . import bench, data, demo, index
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # some inputs failed; a file could not be written or read
+EXIT_USAGE = 2  # bad options, LookalikeError (its own exit_code may say otherwise)
+EXIT_INTERNAL = 70  # a bug (EX_SOFTWARE in BSD's sysexits.h)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+COMMAND_MODULES = (data, index, bench, demo)
+BUG = "lookalike: internal error (a bug; please report it with the traceback above)"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line that names the command and the option."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command: each command module registers its own subcommands."""
+    parser = Parser(prog="lookalike", description="Search by image: CNN features + exact kNN.",
+                    epilog="Exit status: 0 done, 1 some inputs failed or a file could not be written, "
+                           "2 usage or data error, 70 internal error (a bug), 130 interrupted.")
+    parser.add_argument("--version", action="version", version=f"lookalike {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command line (default: `sys.argv[1:]`); returns the exit status.
+
+    `--help`, `--version` and usage errors end in `SystemExit`, as argparse does.
+    """
+    argv = index.expand_shorthand(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or EXIT_OK
+    except LookalikeError as exc:  # a user's mistake or an unusable input, InvalidParameter included
+        _say(f"lookalike: error: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _say("lookalike: interrupted; finished work is kept, run the same command again to resume")
+        return EXIT_INTERRUPTED
+    except OSError as exc:  # the machine's answer (disk full, no permission, broken pipe), not a bug
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        _say(f"lookalike: error: {exc.filename}: {reason}" if exc.filename else f"lookalike: error: {reason}")
+        return EXIT_FAILED
+    except Exception:  # anything else is a bug: keep its traceback
+        traceback.print_exc()
+        _say(BUG)
+        return EXIT_INTERNAL
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

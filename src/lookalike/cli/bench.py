@@ -1,0 +1,42 @@
+"""`bench`: the tutorial's comparison of kNN backends, each verified against float64."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import add_k, positive_int
+
+
+def register(sub) -> None:
+    """Add bench to the subparsers `sub`."""
+    from ..knn.precision import SCREEN_PRECISIONS
+
+    p = sub.add_parser("bench", help="compare kNN backends on one workload, verified")
+    p.add_argument("--nb", type=positive_int, default=90000, help="base vectors (default 90000)")
+    p.add_argument("--nq", type=positive_int, default=10000, help="query vectors (default 10000)")
+    p.add_argument("--d", type=positive_int, default=2048, help="dimensions (default 2048)")
+    add_k(p)
+    p.add_argument("--metric", default="euclidean")
+    p.add_argument("--features", default=None, help="real features (.npy) instead of synthetic data, split 9:1")
+    p.add_argument("--backends", default=None, help="comma-separated, e.g. lookalike,faiss,sklearn")
+    p.add_argument("--repeats", type=positive_int, default=1)
+    p.add_argument("--verify-queries", type=positive_int, default=1000)
+    p.add_argument("--precision", default="auto", choices=SCREEN_PRECISIONS,
+                   help="screen precision of lookalike's engine (results are exact whatever it is)")
+    p.add_argument("--out", default="bench-out")
+    p.set_defaults(run=bench)
+
+
+def bench(args: argparse.Namespace) -> int:
+    from ..bench import run, table
+
+    backends = args.backends.split(",") if args.backends else None
+    result = run(nb=args.nb, nq=args.nq, d=args.d, k=args.k, metric=args.metric, backends=backends,
+                 features=args.features, repeats=args.repeats, verify_queries=args.verify_queries,
+                 precision=args.precision, out=args.out, progress=not args.quiet)
+    w = result["workload"]
+    print(f"workload: {w['nq']} queries x {w['nb']} base x {w['d']}-d, k={w['k']}, {w['metric']}, "
+          f"verified on {w['verified_queries']} queries against float64")
+    print(table(result))
+    print(f"wrote {args.out}/bench.json and {args.out}/bench.png")
+    return 0

@@ -1,0 +1,97 @@
+"""Images and features: `fetch`, `show`, `embed`, `model list|summary`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import InvalidParameter
+from .common import add_model_args, embedder_from_args, positive_int, report_skipped
+
+SOURCE_HELP = "sample[:N[:SEED]], stl10[:PATH], FILE_X.bin, FILE.npy or a folder of images"
+
+
+def register(sub) -> None:
+    """Add fetch, show, embed and model to the subparsers `sub`."""
+    from ..features.models import POOLINGS
+
+    p = sub.add_parser("fetch", help="download a dataset (stl10)")
+    p.add_argument("dataset", choices=("stl10",))
+    p.add_argument("--root", default=None, help="folder to put it in (default: the lookalike cache)")
+    p.add_argument("--url", default=None, help="where to download the archive from")
+    p.add_argument("--md5", default=None, help="expected MD5 of the archive (known for the official URL)")
+    p.add_argument("--keep-archive", action="store_true")
+    p.set_defaults(run=fetch)
+
+    p = sub.add_parser("show", help="draw random images of a source, titled with their ids and labels")
+    p.add_argument("source", help=SOURCE_HELP)
+    p.add_argument("--n", type=positive_int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.set_defaults(run=show)
+
+    p = sub.add_parser("embed", help="extract CNN features of every image of a source")
+    p.add_argument("source", help=SOURCE_HELP)
+    add_model_args(p)
+    p.add_argument("--out", required=True, help="FEATURES.npy (a FEATURES.json sidecar goes beside it)")
+    p.set_defaults(run=embed)
+
+    p = sub.add_parser("model", help="about the models")
+    actions = p.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    s = actions.add_parser("summary", help="layers, output shapes and parameter count")
+    s.add_argument("name")
+    s.add_argument("--input-size", type=positive_int, default=None)
+    s.add_argument("--pooling", default="max", choices=POOLINGS)
+    s.set_defaults(run=model_summary)
+    s = actions.add_parser("list", help="the models lookalike knows")
+    s.set_defaults(run=model_list)
+
+
+def fetch(args: argparse.Namespace) -> int:
+    from ..sources.fetch import fetch_stl10
+
+    folder = fetch_stl10(args.root, args.url, args.md5, progress=not args.quiet, keep_archive=args.keep_archive)
+    print(f"STL-10 is in {folder}")
+    return 0
+
+
+def show(args: argparse.Namespace) -> int:
+    from ..report.grids import sample_grid
+    from ..sources import open_source
+
+    source = open_source(args.source, progress=not args.quiet)
+    out = sample_grid(source, args.n, seed=args.seed, out=args.out)
+    report_skipped(source)
+    print(f"wrote {out}")
+    return 0
+
+
+def embed(args: argparse.Namespace) -> int:
+    from ..sources import open_source
+
+    out = Path(args.out)
+    if out.suffix != ".npy":
+        raise InvalidParameter(f"--out {out}: features are written as .npy; give a path ending in .npy")
+    embedder = embedder_from_args(args)
+    source = open_source(args.source, size=embedder.input_size, progress=not args.quiet)
+    features = embedder.embed(source, out)
+    rate = len(source) / embedder.last_seconds if embedder.last_seconds else float("nan")
+    report_skipped(source)
+    print(f"wrote {out} {features.shape} float32 ({embedder.model}, {embedder.weights_id}, "
+          f"{embedder.pooling} pooling, {rate:.0f} images/s) and {out.with_suffix('.json')}")
+    return 0
+
+
+def model_list(args: argparse.Namespace) -> int:
+    from ..features.models import MODELS
+
+    for name, spec in MODELS.items():
+        print(f"{name:<20} {spec.channels}-d  {spec.weights_note}")
+    return 0
+
+
+def model_summary(args: argparse.Namespace) -> int:
+    from ..features.summary import summary
+
+    print(summary(args.name, args.input_size, args.pooling))
+    return 0

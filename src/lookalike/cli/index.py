@@ -1,0 +1,164 @@
+"""The index and what is searched in it: `index build|add|info`, `search`, `grid`.
+
+`lookalike index SOURCE --out INDEX` is short for `lookalike index build SOURCE --out INDEX`
+(`expand_shorthand`): the word after `index` is taken as a SOURCE when it is not one of the
+actions and not an option, so a source literally named `build`, `add` or `info` must be
+given with `index build`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from ..errors import InvalidParameter
+from .common import add_k, add_model_args, embedder_from_args, positive_int, report_skipped
+
+ACTIONS = ("build", "add", "info")
+INFO_KEYS = ("path", "count", "model", "weights", "pooling", "input_shape", "dim", "metric", "precision",
+             "format_version", "segments", "vector_bytes", "labels")
+
+
+def expand_shorthand(argv: Sequence[str]) -> list[str]:
+    """`index SOURCE ...` -> `index build SOURCE ...`; any other command line is returned as it is.
+
+    The options before the command (`-q`, `--version`, `-h`) take no value, so the command is
+    the first word that does not start with '-'.
+    """
+    argv = list(argv)
+    at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if at is None or argv[at] != "index" or at + 1 >= len(argv):
+        return argv
+    word = argv[at + 1]
+    if word in ACTIONS or word.startswith("-"):
+        return argv
+    return [*argv[:at + 1], "build", *argv[at + 1:]]
+
+
+def register(sub) -> None:
+    """Add index (build, add, info), search and grid to the subparsers `sub`."""
+    p = sub.add_parser("index", help="build an index, add images to it, or describe it",
+                       description="An index folder: vectors, per-image metadata and a manifest. "
+                                   "`lookalike index SOURCE --out INDEX` is short for `index build` (a source "
+                                   "named build, add or info must be given as `index build NAME --out INDEX`).")
+    actions = p.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+
+    b = actions.add_parser("build", help="embed every image of SOURCE into a new index folder")
+    b.add_argument("source", metavar="SOURCE", help="sample[:N[:SEED]], stl10[:PATH], FILE.npy or a folder")
+    b.add_argument("--out", required=True, metavar="INDEX", help="the index folder to create")
+    b.add_argument("--metric", default="euclidean", help="euclidean (default), cosine, inner_product, ...")
+    add_model_args(b)
+    b.set_defaults(run=build)
+
+    a = actions.add_parser("add", help="embed the images of SOURCE with the index's own model and append them",
+                           description="Embed the images of SOURCE with INDEX's own model, weights and "
+                                       "preprocessing, and append them in one commit. (To build an index from "
+                                       "a source named add: lookalike index build add --out INDEX.)")
+    a.add_argument("index", metavar="INDEX")
+    a.add_argument("source", metavar="SOURCE")
+    a.add_argument("--model", default=None, help="fail unless the index was built with this model")
+    a.set_defaults(run=add)
+
+    i = actions.add_parser("info", help="what the index holds and how it was made")
+    i.add_argument("index", metavar="INDEX")
+    i.add_argument("--json", action="store_true", help="as JSON")
+    i.set_defaults(run=info)
+
+    s = sub.add_parser("search", help="the k most similar indexed images of each query image")
+    s.add_argument("index", metavar="INDEX")
+    s.add_argument("images", nargs="*", metavar="IMAGE")
+    add_k(s)
+    s.add_argument("--id", type=int, action="append", default=[], help="search by an indexed image (repeatable)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(run=search)
+
+    g = sub.add_parser("grid", help="the tutorial's figure: queries and their neighbours, titled with distances")
+    g.add_argument("index", metavar="INDEX")
+    g.add_argument("--queries", type=positive_int, default=5, help="random indexed images as queries (default 5)")
+    add_k(g)
+    g.add_argument("--query-ids", type=int, nargs="+", default=None, help="these indexed images as queries")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", required=True, help="PNG file to write")
+    g.set_defaults(run=grid)
+
+
+def build(args: argparse.Namespace) -> int:
+    from ..index import Index
+    from ..sources import open_source
+
+    embedder = embedder_from_args(args)
+    source = open_source(args.source, size=embedder.input_size, progress=not args.quiet)
+    index = Index.build(source, args.out, metric=args.metric, embedder=embedder)
+    report_skipped(source)
+    print(f"indexed {index.count} image(s) into {index.path} ({embedder.model}, {index.manifest['dim']}-d, "
+          f"{index.metric})")
+    return 0
+
+
+def add(args: argparse.Namespace) -> int:
+    from ..index import Index
+    from ..sources import open_source
+
+    index = Index(args.index)
+    source = open_source(args.source, size=int(index.manifest["input_shape"][0]), progress=not args.quiet)
+    before = index.count
+    added = index.add(source, model=args.model, progress=not args.quiet)
+    report_skipped(source)
+    print(f"added {added} image(s) to {index.path}: {before} -> {index.count}")
+    return 0
+
+
+def info(args: argparse.Namespace) -> int:
+    from ..index import Index
+
+    about = Index(args.index).info()
+    if args.json:
+        print(json.dumps(about, indent=1))
+    else:
+        for key in INFO_KEYS:
+            print(f"{key:<15} {about.get(key)}")
+    return 0
+
+
+def search(args: argparse.Namespace) -> int:
+    """Print each query's neighbours; exit status 1 when some query images could not be read
+    (the others are answered)."""
+    from ..index import Index
+
+    if not args.images and not args.id:
+        raise InvalidParameter("give query IMAGE files or --id N")
+    index = Index(args.index)
+    results = []
+    if args.images:
+        results += index.search_images(args.images, args.k)
+    if args.id:
+        results += index.search_ids(args.id, args.k)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=1))
+    else:
+        for r in results:
+            print(f"query: {r.query}")
+            if r.error:
+                print(f"  error: {r.error}")
+            for n in r.neighbours:
+                print(f"  {n.rank}. distance {n.distance:.4f}  id {n.id}  {n.key}  "
+                      f"label {n.label or '-'}  {n.location}")
+    failed = [r for r in results if r.error]
+    for r in failed:
+        print(f"lookalike: error: {r.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def grid(args: argparse.Namespace) -> int:
+    from ..index import Index
+    from ..report.grids import neighbour_grid, pick, result_arrays
+
+    index = Index(args.index)
+    index.check_k(args.k)
+    ids = args.query_ids or pick(index.count, args.queries, args.seed).tolist()
+    distances, neighbours = result_arrays(index.search_ids(ids, args.k))
+    out = neighbour_grid(index, ids, index, distances, neighbours, args.out)
+    print(f"wrote {out}")
+    return 0

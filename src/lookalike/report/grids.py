@@ -1,0 +1,109 @@
+"""The two pictures of images every shell draws, with one title format.
+
+- `sample_grid`: random images of a source, each titled with its id and label (the
+  tutorial's `show_image`; `lookalike show`, the demo's images.png, the notebook).
+- `neighbour_grid`: each row a query, then its k nearest images by growing distance, each
+  titled with its distance, key and label (the tutorial's figure; `lookalike grid`, the
+  demo's grid.png, the notebook).
+
+Images and titles come from a `Source` (rows are positions in it) or an `Index` (rows are
+ids, pixels re-read from where the images came from); `tile_title` is the one title.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .figures import pyplot, save
+
+
+def tile_title(key: str, label: str | None) -> str:
+    """The title of one image: its key (or id), and its label on a second line when it has one."""
+    return f"{key}\n{label}" if label else key
+
+
+def pick(total: int, n: int, seed: int = 0) -> np.ndarray:
+    """`min(n, total)` distinct positions out of `total`, drawn with `seed`, in increasing order."""
+    return np.sort(np.random.default_rng(seed).choice(total, min(n, total), replace=False))
+
+
+def tiles(images, rows: Sequence[int]) -> tuple[np.ndarray, list[str]]:
+    """(pixels (n, h, w, 3) uint8, titles) of `rows` of a `Source` (positions) or an `Index` (ids)."""
+    from ..index import Index
+
+    rows = [int(r) for r in rows]
+    if isinstance(images, Index):
+        return images.read_pixels(rows), [tile_title(m.key, m.label) for m in images.images(rows)]
+    return images.read(rows), [tile_title(images.ids[r], images.label(r)) for r in rows]
+
+
+def sample_grid(source, n: int = 8, *, out: str | os.PathLike, seed: int = 0, cols: int = 4) -> Path:
+    """`n` random images of `source` (drawn with `seed`), titled with id and label; returns `out`."""
+    picks = pick(len(source), n, seed)
+    pixels, titles = tiles(source, picks)
+    return image_grid(pixels, titles, out, cols=cols,
+                      suptitle=f"{source.name}: {len(picks)} random images of {len(source)}")
+
+
+def neighbour_grid(queries, query_rows: Sequence[int], base, distances: np.ndarray, indices: np.ndarray,
+                   out: str | os.PathLike) -> Path:
+    """Each query of `query_rows` in `queries`, then its neighbours `indices` in `base`.
+
+    Parameters
+    ----------
+    queries, base : a `Source` (rows are positions) or an `Index` (rows are ids).
+    distances, indices : ndarray of shape (n_queries, k), one row per query, nearest first
+        (what `kneighbors` returns, for the rows of `query_rows`).
+    """
+    distances, indices = np.asarray(distances), np.asarray(indices)
+    q_pixels, q_titles = tiles(queries, query_rows)
+    n_pixels, n_titles = tiles(base, indices.ravel())
+    nq, k = indices.shape
+    return result_grid(q_pixels, q_titles, n_pixels.reshape(nq, k, *n_pixels.shape[1:]), distances,
+                       [n_titles[r * k:(r + 1) * k] for r in range(nq)], out)
+
+
+def result_arrays(results) -> tuple[np.ndarray, np.ndarray]:
+    """(distances, ids) of shape (n_queries, k) from `Index.search_*` results."""
+    return (np.array([[n.distance for n in r.neighbours] for r in results], dtype=np.float64),
+            np.array([[n.id for n in r.neighbours] for r in results], dtype=np.int64))
+
+
+def image_grid(images: np.ndarray, titles: Sequence[str], out: str | os.PathLike, cols: int = 4,
+               suptitle: str | None = None) -> Path:
+    """Draw images (n, h, w, 3) uint8 in a grid, each with its title."""
+    plt = pyplot()
+    n = len(images)
+    rows = max(1, -(-n // cols))
+    cols = min(cols, n)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, im, title in zip(axes.ravel(), images, titles):
+        ax.imshow(im)
+        ax.set_title(title, fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    return save(fig, out)
+
+
+def result_grid(query_images: np.ndarray, query_titles: Sequence[str], neighbour_images: np.ndarray,
+                distances: np.ndarray, neighbour_titles: Sequence[Sequence[str]], out: str | os.PathLike) -> Path:
+    """Draw each query (titled in blue) then its k neighbours (n_queries, k, h, w, 3), each
+    neighbour titled with its distance above its title."""
+    plt = pyplot()
+    nq, k = distances.shape
+    fig, axes = plt.subplots(nq, k + 1, figsize=(2.1 * (k + 1), 2.3 * nq), squeeze=False)
+    for r in range(nq):
+        axes[r, 0].imshow(query_images[r])
+        axes[r, 0].set_title(f"query\n{query_titles[r]}", fontsize=7, color="tab:blue")
+        for c in range(k):
+            axes[r, c + 1].imshow(neighbour_images[r, c])
+            axes[r, c + 1].set_title(f"d={distances[r, c]:.3f}\n{neighbour_titles[r][c]}", fontsize=7)
+        for ax in axes[r]:
+            ax.axis("off")
+    return save(fig, out)
