@@ -70,8 +70,10 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
                 stem = ".".join(base + ([node.module] if node.module else []))
             else:
                 stem = node.module or ""
-            # `from pkg import sub` imports the module pkg.sub when there is one
-            targets = [f"{stem}.{a.name}" if f"{stem}.{a.name}" in known else stem for a in node.names]
+            # `from pkg import sub` imports the module pkg.sub when there is one; the version
+            # string is the one name every layer may take from the (lazy) package root
+            targets = [f"{stem}.{a.name}" if f"{stem}.{a.name}" in known else stem for a in node.names
+                       if not (stem == "lookalike" and a.name == "__version__")]
         else:
             continue
         for t in targets:
