@@ -9,69 +9,18 @@ with the name of their top-level sub-folder.
 from __future__ import annotations
 
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
 
 from ..errors import SourceError
 from .base import Skipped, Source
+from .decode import MAX_PIXELS, load_image, resize_crop
+
+__all__ = ["EXTENSIONS", "MAX_PIXELS", "FolderSource", "list_files", "load_image", "resize_crop"]
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-# Refuse images above this many pixels: a small file that decodes to gigabytes is an attack.
-MAX_PIXELS = 64_000_000
-
-
-def load_image(path: str | os.PathLike, size: int | None) -> np.ndarray:
-    """Decode one image file to uint8 RGB (size, size, 3), or (h, w, 3) when `size` is None.
-
-    Raises `SourceError` with the reason when the file is not a readable image.
-    """
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                if im.width * im.height > MAX_PIXELS:
-                    raise SourceError(
-                        f"{path}: refused, {im.width}x{im.height} pixels is over the "
-                        f"{MAX_PIXELS:,} limit (decompression bomb?)"
-                    )
-                im.seek(0)  # GIF, TIFF, WebP: first frame
-                im.load()
-                im = ImageOps.exif_transpose(im)
-                if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                    im = im.convert("RGBA")
-                    background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                    im = Image.alpha_composite(background, im)
-                im = im.convert("RGB")
-                if size is not None:
-                    im = resize_crop(im, size)
-                return np.asarray(im, dtype=np.uint8)
-    except SourceError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise SourceError(f"{path}: refused as a decompression bomb ({exc})") from None
-    except FileNotFoundError:
-        raise SourceError(f"{path}: no such file") from None
-    except PermissionError:
-        raise SourceError(f"{path}: permission denied") from None
-    except Image.UnidentifiedImageError:
-        raise SourceError(f"{path}: not an image file PIL can read") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise SourceError(f"{path}: corrupt or truncated image ({exc})") from None
-
-
-def resize_crop(im: Image.Image, size: int) -> Image.Image:
-    """Resize the shorter side to `size` (antialiased), then crop the centre square."""
-    w, h = im.size
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    im = im.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return im.crop((left, top, left + size, top + size))
 
 
 def list_files(root: Path) -> tuple[list[Path], list[Skipped]]:
