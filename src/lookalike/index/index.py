@@ -91,7 +91,8 @@ class Index:
         """Embed every image of `source` and write a new index folder `out`.
 
         Work happens in a hidden folder beside `out` (resumable: run the same call again
-        after an interruption); `out` appears, complete, in one rename at the end.
+        after an interruption); `out` appears, complete, in one rename at the end. Images
+        that cannot be decoded are left out and listed in `source.skipped`.
         """
         out = Path(out)
         if out.exists():
@@ -100,8 +101,9 @@ class Index:
         embedder = embedder or Embedder(model, weights=weights, pooling=pooling, progress=progress, **embed_options)
         staging = out.with_name(f".{out.name}.building")
         staging.mkdir(parents=True, exist_ok=True)
-        features = embedder.embed(source, staging / "features.npy")
-        return cls.from_features(features, source, embedder.config(), out, metric=metric, staging=staging)
+        features, kept = embedder.embed(source, staging / "features.npy", return_kept=True)
+        return cls.from_features(features, _readable(source, kept), embedder.config(), out, metric=metric,
+                                 staging=staging)
 
     @classmethod
     def from_features(cls, features: np.ndarray, source: Source, config: dict, out: str | os.PathLike, *,
@@ -139,20 +141,21 @@ class Index:
         return e
 
     def add(self, source: Source, *, model: str | None = None, progress: bool = True) -> int:
-        """Embed and append every image of `source`; returns how many were added.
+        """Embed and append every image of `source` that decodes; returns how many were added.
 
         Resumable like `build`; the index changes in one commit at the end or not at all.
         """
         embedder = self.embedder(model, progress=progress)
         staging = self.path / ".adding"
         staging.mkdir(exist_ok=True)
-        features = embedder.embed(source, staging / "features.npy")
-        self.store.append(features, _metas(source))
+        features, kept = embedder.embed(source, staging / "features.npy", return_kept=True)
+        readable = _readable(source, kept)
+        self.store.append(features, _metas(readable))
         shutil.rmtree(staging, ignore_errors=True)
         self.manifest = self.store.manifest()
         self._vectors = None
         self._searchers = {}
-        return len(source)
+        return len(readable)
 
     # -- reading ---------------------------------------------------------------------------
     @property
@@ -255,9 +258,18 @@ class Index:
         return self._results([f"id {i}" for i in ids], D, I)
 
 
+def _readable(source: Source, kept: np.ndarray) -> Source:
+    """`source` less the images that could not be decoded (`kept`: those that could)."""
+    if len(kept) == len(source):
+        return source
+    if len(kept) == 0:
+        raise SourceError(f"{source.name}: none of its {len(source)} image(s) could be decoded")
+    return source.subset(kept, source.name)
+
+
 def _resize(img: np.ndarray, size: int) -> np.ndarray:
     from PIL import Image
 
-    from ..sources.folder import resize_crop
+    from ..sources.decode import resize_crop
 
     return np.asarray(resize_crop(Image.fromarray(img), size))

@@ -1,22 +1,28 @@
-"""Recursive folders of image files.
+"""Recursive folders of image files, decoded when read.
 
-Every file is decoded once, EXIF orientation applied, made RGB, resized so that its shorter
-side is `size` and centre-cropped to `size` x `size`. Files that cannot be decoded are
-skipped and listed in `skipped`, never dropped silently. Images in sub-folders are labelled
-with the name of their top-level sub-folder.
+Opening a folder lists its image files (by extension, in sorted order) and reads each one's
+header in a thread pool (format, size, mode: no pixels), so the ids are fixed from then on:
+files that are not images, or whose header does not read, are listed in `skipped` and are
+not part of the set. Pixels are decoded when images are read (`load_image`: EXIF
+orientation, RGB, shorter side resized to `size`, centre crop). A file whose header read but
+whose pixels do not decode fails then, on its own: `read` raises, `read_available` and
+`batches` leave it out and say so, and it joins `skipped` once.
+
+Images in sub-folders are labelled with the name of their top-level sub-folder.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from ..errors import SourceError
 from .base import Skipped, Source
-from .decode import MAX_PIXELS, load_image, resize_crop
+from .decode import MAX_PIXELS, load_image, read_header, resize_crop
 
 __all__ = ["EXTENSIONS", "MAX_PIXELS", "FolderSource", "list_files", "load_image", "resize_crop"]
 
@@ -39,56 +45,81 @@ def list_files(root: Path) -> tuple[list[Path], list[Skipped]]:
     return images, others
 
 
+def _each(fn: Callable, items: Sequence, progress: bool = False, desc: str = "") -> list:
+    """`fn` of every item in a thread pool (file reads and PIL's decoders release the GIL);
+    a `SourceError` is returned in the item's place rather than raised."""
+    from ..progress import bar
+
+    def one(item):
+        try:
+            return fn(item)
+        except SourceError as exc:
+            return exc
+
+    if len(items) <= 1:
+        return [one(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(len(items), os.cpu_count() or 1)) as pool:
+        return list(bar(pool.map(one, items), total=len(items), desc=desc, unit="img", enabled=progress))
+
+
+def _reason(path: Path, error: SourceError) -> str:
+    return str(error).removeprefix(f"{path}: ")
+
+
 class FolderSource(Source):
-    """Every image below a folder, decoded to `size` x `size`."""
+    """Every image below a folder, decoded to `size` x `size` when read.
+
+    Parameters
+    ----------
+    root : the folder.
+    size : side of the images.
+    progress : a progress bar while the headers are checked.
+    """
 
     def __init__(self, root: str | os.PathLike, size: int = 96, progress: bool = True):
         self.root = Path(root)
         if not self.root.is_dir():
             raise SourceError(f"{self.root}: no such folder")
-        files, skipped = list_files(self.root)
         self.name = f"folder:{self.root}"
         self.spec = str(self.root.resolve())
+        self.size = size
         self.image_shape = (size, size, 3)
-        arrays, kept = self._decode(files, size, skipped, progress)
+        kept, self.skipped = self._open(progress)
         if not kept:
-            raise SourceError(
-                f"{self.root}: no readable image found"
-                + (f" ({len(skipped)} file(s) skipped)" if skipped else "")
-            )
-        self.paths = [p.resolve() for p in kept]
-        self.images = np.stack(arrays)
-        self.ids = [p.relative_to(self.root).as_posix() for p in kept]
-        self.skipped = skipped
-        tops = [p.relative_to(self.root).parts for p in kept]
+            raise SourceError(f"{self.root}: no readable image found"
+                              + (f" ({len(self.skipped)} file(s) skipped)" if self.skipped else ""))
+        self.ids = [p.as_posix() for p in kept]
+        self.paths = [Path(self.spec, p) for p in kept]
+        tops = [p.parts for p in kept]
         if all(len(parts) > 1 for parts in tops):
             names = sorted({parts[0] for parts in tops})
             self.label_names = names
             self.labels = np.array([names.index(parts[0]) for parts in tops], dtype=np.int64)
 
-    @staticmethod
-    def _decode(files: list[Path], size: int, skipped: list[Skipped], progress: bool):
-        from ..progress import bar
+    def _open(self, progress: bool) -> tuple[list[PurePosixPath], list[Skipped]]:
+        """List the folder and read every image file's header: the files kept (relative to
+        the folder) and those skipped, with why."""
+        files, skipped = list_files(self.root)
+        checks = _each(read_header, files, progress, desc="check")
+        kept = []
+        for path, check in zip(files, checks):
+            if isinstance(check, SourceError):
+                skipped.append(Skipped(str(path), _reason(path, check)))
+            else:
+                kept.append(PurePosixPath(path.relative_to(self.root).as_posix()))
+        return kept, skipped
 
-        def one(path: Path):
-            try:
-                return load_image(path, size)
-            except SourceError as exc:
-                return exc
-
-        arrays, kept = [], []
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            results = pool.map(one, files)
-            for path, result in bar(zip(files, results), total=len(files), desc="decode", unit="img", enabled=progress):
-                if isinstance(result, SourceError):
-                    skipped.append(Skipped(str(path), str(result).removeprefix(f"{path}: ")))
-                else:
-                    arrays.append(result)
-                    kept.append(path)
-        return arrays, kept
-
-    def read(self, indices) -> np.ndarray:
-        return self.images[np.asarray(indices, dtype=np.int64)]
+    def read_available(self, indices) -> tuple[np.ndarray, dict[int, Skipped]]:
+        paths = [self.paths[int(i)] for i in np.asarray(indices, dtype=np.int64).reshape(-1)]
+        decoded = _each(lambda p: load_image(p, self.size), paths)
+        failed = {}
+        for j, (path, result) in enumerate(zip(paths, decoded)):
+            if isinstance(result, SourceError):
+                failed[j] = Skipped(str(path), _reason(path, result))
+                self.note_skipped(failed[j])
+        images = [r for r in decoded if not isinstance(r, SourceError)]
+        out = np.stack(images) if images else np.empty((0, *self.image_shape), np.uint8)
+        return out, failed
 
     def location(self, i: int) -> str:
         return str(self.paths[i])
