@@ -2,7 +2,8 @@
 
 Specs: `sample` or `sample:N[:SEED[:SIZE]]` (the bundled set), `stl10` or `stl10:PATH`
 (STL-10's binary files), a `*_X.bin` file, a `.npy` file of uint8 NHWC images, or a folder
-of images. Opening reads no pixels.
+of images. Opening reads no pixels; `source.pieces(n)` cuts a source into pieces that other
+processes reopen (`piece.open()`).
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from .arrays import ArraySource
 from .base import Batch, Skipped, Source, Subset
 from .decode import load_image, read_header
 from .folder import FolderSource
+from .pieces import Piece, open_piece
 from .sample import SampleSource
 from .split import split, split_indices
 from .stl10 import STL10Source, read_stl10, read_stl10_labels
 
 __all__ = [
-    "ArraySource", "Batch", "FolderSource", "STL10Source", "SampleSource", "Skipped", "Source",
-    "Subset", "load_image", "open_source", "read_header", "read_stl10", "read_stl10_labels",
+    "ArraySource", "Batch", "FolderSource", "Piece", "STL10Source", "SampleSource", "Skipped", "Source",
+    "Subset", "load_image", "open_piece", "open_source", "read_header", "read_stl10", "read_stl10_labels",
     "split", "split_indices",
 ]
 

@@ -8,6 +8,9 @@ Opening a source reads no pixels: images are decoded when they are read. An imag
 file looked fine when the source was opened (its header read) but whose pixels do not
 decode is a *late failure*: `read` raises `SourceError` naming it, `read_available` and
 `batches` leave it out and say so, and it is listed once in `skipped`.
+
+A source that `open_source` can reopen (`spec` is not None) can be cut into `pieces`: small
+picklable descriptions that another process opens and reads on its own (see `pieces.py`).
 """
 
 from __future__ import annotations
@@ -15,9 +18,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..errors import SourceError
+
+if TYPE_CHECKING:
+    from .pieces import Piece
 
 _SKIPPED_LOCK = threading.Lock()  # guards every source's `skipped` list (failures are rare)
 
@@ -137,6 +145,32 @@ class Source:
     def subset(self, indices: Sequence[int] | np.ndarray, name: str | None = None) -> Subset:
         return Subset(self, np.asarray(indices, dtype=np.int64), name)
 
+    # -- pieces for other processes ----------------------------------------------------------
+    def pieces(self, n: int | None = None, *, chunk: int | None = None) -> list[Piece]:
+        """Cut the source into `n` pieces of near-equal length, or into pieces of `chunk`
+        images; each is a small picklable description that `Piece.open` reopens anywhere."""
+        from .pieces import bounds
+
+        if self.spec is None:
+            raise SourceError(f"{self.name}: an in-memory image set cannot be cut into pieces for other "
+                              "processes; save it as .npy first")
+        return [self.piece(lo, hi) for lo, hi in bounds(len(self), n, chunk)]
+
+    def piece(self, start: int, stop: int) -> Piece:
+        """The piece holding images `start` to `stop` of this source."""
+        if not 0 <= start < stop <= len(self):
+            raise SourceError(f"{self.name}: piece {start}:{stop} is not within its {len(self)} images")
+        return self._piece_of(np.arange(start, stop), start, stop)
+
+    def _piece_of(self, rows: np.ndarray, start: int, stop: int) -> Piece:
+        """A piece that reads `rows` of this source (the one `spec` opens) as images `start`
+        to `stop` of the source being cut (this one, or a subset of it)."""
+        from .pieces import Piece
+
+        plain = len(rows) == stop - start and bool(np.all(rows == np.arange(start, stop)))
+        return Piece(str(self.spec), start, stop, int(self.image_shape[0]), len(self),
+                     positions=None if plain else tuple(int(r) for r in rows))
+
     def describe(self) -> dict:
         """What the feature sidecar and the index manifest record of this source."""
         return {"name": self.name, "count": len(self), "image_shape": list(self.image_shape)}
@@ -167,6 +201,9 @@ class Subset(Source):
 
     def position(self, i: int) -> int:
         return self.parent.position(int(self.indices[i]))
+
+    def _piece_of(self, rows: np.ndarray, start: int, stop: int) -> Piece:
+        return self.parent._piece_of(self.indices[rows], start, stop)
 
     def describe(self) -> dict:
         return {**self.parent.describe(), "name": self.name, "count": len(self)}

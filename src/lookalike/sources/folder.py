@@ -74,17 +74,25 @@ class FolderSource(Source):
     root : the folder.
     size : side of the images.
     progress : a progress bar while the headers are checked.
+    files : these files (relative to `root`), in this order, instead of listing the folder;
+        their headers are not checked at open (a bad one fails when read). This is how a
+        piece reopens its part of a folder in another process.
+    name : the source's name (default `folder:ROOT`).
     """
 
-    def __init__(self, root: str | os.PathLike, size: int = 96, progress: bool = True):
+    def __init__(self, root: str | os.PathLike, size: int = 96, progress: bool = True, *,
+                 files: Sequence[str] | None = None, name: str | None = None):
         self.root = Path(root)
         if not self.root.is_dir():
             raise SourceError(f"{self.root}: no such folder")
-        self.name = f"folder:{self.root}"
+        self.name = name or f"folder:{self.root}"
         self.spec = str(self.root.resolve())
         self.size = size
         self.image_shape = (size, size, 3)
-        kept, self.skipped = self._open(progress)
+        if files is None:
+            kept, self.skipped = self._open(progress)
+        else:
+            kept, self.skipped = [_relative(self.root, f) for f in files], []
         if not kept:
             raise SourceError(f"{self.root}: no readable image found"
                               + (f" ({len(self.skipped)} file(s) skipped)" if self.skipped else ""))
@@ -124,5 +132,18 @@ class FolderSource(Source):
     def location(self, i: int) -> str:
         return str(self.paths[i])
 
+    def _piece_of(self, rows, start: int, stop: int):
+        from .pieces import Piece
+
+        return Piece(self.spec, start, stop, self.size, len(self), files=tuple(self.ids[int(r)] for r in rows))
+
     def describe(self) -> dict:
         return {**super().describe(), "path": str(self.root), "skipped": len(self.skipped)}
+
+
+def _relative(root: Path, file: str) -> PurePosixPath:
+    """`file` as a path inside `root`; one that points outside it is refused."""
+    rel = PurePosixPath(file)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise SourceError(f"{root}: {file!r} is not a file inside the folder")
+    return rel
