@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.errors import InvalidParameter, SearchError
+from lookalike.errors import BadIndex, InvalidParameter, SearchError
 from lookalike.index import Index, IndexStore, Searcher
 from lookalike.index import index as index_mod
 from lookalike.knn import NearestNeighbors
@@ -175,3 +175,6 @@ def test_bad_requests(built):
         searcher.search_images([b"a", b"b"], names=["x"])
     bad = searcher.search_images([b"not an image"], k=1)[0]
     assert bad.query == "<bytes>" and bad.error.startswith("<bytes>: not an image") and bad.neighbours == []
+    searcher.close()
+    with pytest.raises(BadIndex, match="this searcher was closed"):
+        searcher.search_ids([0], k=1)

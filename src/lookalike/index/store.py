@@ -268,12 +268,15 @@ class CommitWatch:
     """
 
     def __init__(self, db_path: Path):
+        self._path = db_path.parent
         self._db = sqlite3.connect(db_path, timeout=30, isolation_level=None, check_same_thread=False)
         self._lock = threading.Lock()
         self._close = weakref.finalize(self, self._db.close)
 
     def version(self) -> int:
         with self._lock:
+            if not self._close.alive:
+                raise BadIndex(f"{self._path}: this searcher was closed; make another with index.searcher()")
             return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     def close(self) -> None:

@@ -62,7 +62,7 @@ def load_image(image: ImageInput, size: int | None) -> np.ndarray:
                 return _finish(ImageOps.exif_transpose(im), size)
     except SourceError:
         raise
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for a bad file; each is named below
+    except Exception as exc:  # PIL raises many types for a bad file: _decode_error sorts them
         raise _decode_error(name, exc) from None
 
 
@@ -80,7 +80,7 @@ def read_header(path: str | os.PathLike) -> tuple[int, int]:
                 return im.size
     except SourceError:
         raise
-    except Exception as exc:  # noqa: BLE001 - as in load_image
+    except Exception as exc:  # as in load_image
         raise _decode_error(name, exc) from None
 
 
