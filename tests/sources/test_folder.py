@@ -4,7 +4,7 @@ from PIL import Image
 
 from lookalike.errors import SourceError
 from lookalike.sources import FolderSource, load_image
-from lookalike.sources import folder as folder_mod
+from lookalike.sources import decode as decode_mod
 
 
 def _photo(w=120, h=80):
@@ -76,7 +76,7 @@ def test_resize_and_centre_crop(tmp_path):
 
 
 def test_decompression_bomb_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(folder_mod, "MAX_PIXELS", 100 * 100)
+    monkeypatch.setattr(decode_mod, "MAX_PIXELS", 100 * 100)
     Image.fromarray(np.zeros((200, 200, 3), np.uint8)).save(tmp_path / "big.png")
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "small.png")
     src = FolderSource(tmp_path, size=16, progress=False)

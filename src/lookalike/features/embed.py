@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -12,14 +12,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import __version__
-from ..atomic import atomic_save_npy, atomic_write_text
 from ..errors import ModelError
 from ..progress import counter
 from ..sources.base import Source
 from ..hardware import resolve_device
-from .precision import resolve_precision
+from .files import Chunk, load_done, read_features, save_chunk, workdir, write_features
 from .models import DEFAULT_MODEL, build, output_dim
+from .precision import resolve_precision
+
+__all__ = ["CHUNK", "COMPILE_MIN_IMAGES", "Embedder", "batch_size_for_budget", "read_features", "write_features"]
 
 CHUNK = 1024  # images per resumable piece of work
 # With compile="auto", torch.compile is used on the CPU for jobs of at least this many images:
@@ -74,6 +75,17 @@ class Embedder:
         if self.batch_size < 1:
             raise ModelError(f"batch size {self.batch_size} must be at least 1")
         self._runner = None
+        self._runner_lock = threading.Lock()  # several threads may embed at once (a searcher)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_runner"] = None  # a traced or compiled graph is rebuilt where it is used
+        del state["_runner_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._runner_lock = threading.Lock()
 
     def config(self) -> dict:
         """What identifies these vectors: two runs with equal configs give comparable vectors."""
@@ -113,6 +125,14 @@ class Embedder:
                     net = torch.jit.freeze(torch.jit.trace(net, example, check_trace=False))
         return net
 
+    def _get_runner(self, example: torch.Tensor):
+        """The prepared network, traced or compiled once on the first batch; thread-safe."""
+        with self._runner_lock:
+            if self._runner is None:
+                with torch.no_grad():
+                    self._runner = self._prepare(example)
+            return self._runner
+
     @torch.inference_mode()
     def embed_array(self, images: np.ndarray) -> np.ndarray:
         """Features of uint8 images (n, h, w, 3): float32 of shape (n, dim)."""
@@ -122,27 +142,32 @@ class Embedder:
             n = len(x)
             if self._compile_now and n < self.batch_size:  # a compiled graph has one batch shape
                 x = torch.cat([x, x.new_zeros((self.batch_size - n, *x.shape[1:]))])
-            if self._runner is None:
-                with torch.no_grad():
-                    self._runner = self._prepare(x)
-            out[lo : lo + n] = self._runner(x)[:n].float().cpu().numpy()
+            out[lo : lo + n] = self._get_runner(x)(x)[:n].float().cpu().numpy()
         return out
 
     # -- a whole source, resumable -----------------------------------------------------------
-    def embed(self, source: Source, out: str | os.PathLike | None = None) -> np.ndarray:
-        """Features of every image of `source`, float32 of shape (len(source), dim).
+    def embed(self, source: Source, out: str | os.PathLike | None = None, *, return_kept: bool = False):
+        """Features of every image of `source` that decodes, in order.
 
-        With `out` (a .npy path), finished chunks are kept in a hidden folder beside it, so an
-        interrupted run resumes where it stopped; at the end `out` and its JSON sidecar are
-        written atomically.
+        An image that cannot be decoded (a file whose header read when the source was opened
+        but whose pixels do not) has no row: it is listed in `source.skipped` and in the
+        sidecar's `skipped`, whose `ids` name the rows. With `out` (a .npy path), finished
+        chunks are kept in a hidden folder beside it, so an interrupted run resumes where it
+        stopped; at the end `out` and its JSON sidecar are written atomically. Not for
+        several threads at once (use `embed_array` there).
+
+        Returns
+        -------
+        features : ndarray of shape (n_kept, dim), float32; n_kept == len(source) unless
+            some images could not be decoded.
+        kept : ndarray of shape (n_kept,), int64, only with `return_kept`: the image of
+            `source` each row belongs to.
         """
         n = len(source)
-        work = None if out is None else _workdir(Path(out))
+        work = None if out is None else workdir(Path(out))
         meta = {"config": self.config(), "source": source.describe(), "chunk": CHUNK, "n": n}
-        done: dict[int, np.ndarray] = {}
-        if work is not None:
-            done = _load_done(work, meta)
-        todo = n - sum(len(v) for v in done.values())
+        done = {} if work is None else load_done(work, meta)
+        todo = n - sum(c.rows for c in done.values())
         if self.compile == "auto" and self._runner is None:
             self._compile_now = self.fast and self.device.type == "cpu" and todo >= COMPILE_MIN_IMAGES
         bar = counter(total=n, desc=f"embed {self.model}", unit="img", enabled=self.progress,
@@ -150,77 +175,33 @@ class Embedder:
         started = time.perf_counter()
         try:
             for lo in range(0, n, CHUNK):
-                if lo in done:
-                    continue
-                hi = min(lo + CHUNK, n)
-                parts = []
-                for batch in source.batches(self.batch_size, lo, hi):
-                    parts.append(self.embed_array(batch.images))
-                    bar.update(len(batch.ids))
-                done[lo] = np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32)
-                if work is not None:
-                    atomic_save_npy(work / f"{lo:012d}.npy", done[lo])
+                if lo not in done:
+                    done[lo] = self._embed_run(source, lo, min(lo + CHUNK, n), bar)
+                    if work is not None:
+                        save_chunk(work, lo, done[lo])
         finally:
             bar.close()
-        features = np.concatenate([done[lo] for lo in sorted(done)]) if n else np.empty((0, self.dim), np.float32)
+        chunks = [done[lo] for lo in sorted(done)]
+        features = np.concatenate([c.features for c in chunks]) if chunks else np.empty((0, self.dim), np.float32)
+        failed = dict(sorted((i, s) for c in chunks for i, s in c.failed.items()))
+        for entry in failed.values():  # failures a resumed run did not meet again
+            source.note_skipped(entry)
+        kept = np.setdiff1d(np.arange(n, dtype=np.int64), np.fromiter(failed, np.int64, len(failed)))
         self.last_seconds = time.perf_counter() - started
         if out is not None and work is not None:
+            skipped = [{"id": source.ids[i], "path": s.path, "reason": s.reason} for i, s in failed.items()]
             write_features(Path(out), features, {**self.config(), "source": source.describe(),
-                                                 "ids": list(source.ids)})
+                                                 "ids": [source.ids[i] for i in kept], "skipped": skipped})
             shutil.rmtree(work, ignore_errors=True)
-        return features
+        return (features, kept) if return_kept else features
 
-
-def _workdir(out: Path) -> Path:
-    return out.with_name(f".{out.name}.partial")
-
-
-def _load_done(work: Path, meta: dict) -> dict[int, np.ndarray]:
-    """Chunks a previous run of the same job finished; a different job's leftovers are cleared."""
-    stamp = work / "job.json"
-    if work.is_dir():
-        try:
-            same = json.loads(stamp.read_text()) == json.loads(json.dumps(meta))
-        except (OSError, ValueError):
-            same = False
-        if not same:
-            shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    if not stamp.exists():
-        atomic_write_text(stamp, json.dumps(meta))
-    done = {}
-    for path in work.glob("*.npy"):
-        try:
-            done[int(path.stem)] = np.load(path)
-        except (ValueError, OSError):
-            path.unlink()  # cannot happen with atomic writes, but never trust a bad chunk
-    return done
-
-
-def sidecar_path(features: Path) -> Path:
-    return features.with_suffix(".json")
-
-
-def write_features(out: Path, features: np.ndarray, meta: dict) -> None:
-    """Write FEATURES.npy and FEATURES.json (model, weights, pooling, source, ids), each atomically."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save_npy(out, features)
-    record = {"lookalike": __version__, "shape": list(features.shape), "dtype": "float32", **meta}
-    atomic_write_text(sidecar_path(out), json.dumps(record, indent=1))
-
-
-def read_features(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
-    """Read FEATURES.npy (memory-mapped) and its sidecar (empty dict when there is none)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: no such features file")
-    try:
-        features = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as exc:
-        raise ModelError(f"{path}: not a readable .npy file ({exc})") from None
-    side = sidecar_path(path)
-    meta = json.loads(side.read_text()) if side.is_file() else {}
-    return features, meta
+    def _embed_run(self, source: Source, lo: int, hi: int, bar) -> Chunk:
+        parts, failed = [], {}
+        for batch in source.batches(self.batch_size, lo, hi):
+            parts.append(self.embed_array(batch.images))
+            failed |= batch.failed
+            bar.update(batch.stop - batch.start)
+        return Chunk(np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32), failed)
 
 
 def batch_size_for_budget(net: torch.nn.Module, input_size: int, budget_mib: float) -> int:

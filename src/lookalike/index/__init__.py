@@ -1,6 +1,9 @@
 """The on-disk image index: vectors + SQLite metadata + manifest, atomic commits."""
 
-from .index import Index, Neighbour, QueryResult
-from .store import IndexStore, SegmentedArray
+from .index import Index
+from .results import Neighbour, QueryResult
+from .searcher import Searcher
+from .segments import SegmentedArray
+from .store import IndexStore
 
-__all__ = ["Index", "IndexStore", "Neighbour", "QueryResult", "SegmentedArray"]
+__all__ = ["Index", "IndexStore", "Neighbour", "QueryResult", "SegmentedArray", "Searcher"]

@@ -1,10 +1,15 @@
-"""`Index`: build once from a source, add images later, search by image, by id or by vector."""
+"""`Index`: build once from a source, add images later, search by image, by id or by vector.
+
+Searches go through a `Searcher` (`index.searcher()`), made once per backend and kept: it
+holds the embedder and the fitted estimator, and notices images added later, by this
+object or any other. An `Index` may be shared between threads.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,33 +18,13 @@ from ..errors import BadIndex, SearchError, SourceError
 from ..features.embed import Embedder
 from ..features.models import DEFAULT_MODEL
 from ..features.weights import file_digest_short
-from ..knn.backends import drop_excluded
 from ..knn.metrics import get_metric
 from ..sources.base import Source
+from .results import Neighbour, QueryResult, results
+from .searcher import Searcher
 from .store import ImageMeta, IndexStore
 
-
-@dataclass
-class Neighbour:
-    rank: int
-    distance: float
-    id: int
-    key: str
-    label: str | None
-    location: str
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-@dataclass
-class QueryResult:
-    query: str
-    neighbours: list[Neighbour]
-    error: str | None = None
-
-    def as_dict(self) -> dict:
-        return {"query": self.query, "error": self.error, "neighbours": [n.as_dict() for n in self.neighbours]}
+__all__ = ["Index", "Neighbour", "QueryResult", "Searcher"]
 
 
 def _metas(source: Source) -> list[dict]:
@@ -81,7 +66,8 @@ class Index:
         self.manifest = self.store.manifest()
         self.verify = verify
         self._vectors = None
-        self._searchers: dict = {}
+        self._searchers: dict[str, Searcher] = {}
+        self._lock = threading.Lock()  # guards the two caches above
 
     # -- building --------------------------------------------------------------------------
     @classmethod
@@ -91,7 +77,8 @@ class Index:
         """Embed every image of `source` and write a new index folder `out`.
 
         Work happens in a hidden folder beside `out` (resumable: run the same call again
-        after an interruption); `out` appears, complete, in one rename at the end.
+        after an interruption); `out` appears, complete, in one rename at the end. Images
+        that cannot be decoded are left out and listed in `source.skipped`.
         """
         out = Path(out)
         if out.exists():
@@ -100,8 +87,9 @@ class Index:
         embedder = embedder or Embedder(model, weights=weights, pooling=pooling, progress=progress, **embed_options)
         staging = out.with_name(f".{out.name}.building")
         staging.mkdir(parents=True, exist_ok=True)
-        features = embedder.embed(source, staging / "features.npy")
-        return cls.from_features(features, source, embedder.config(), out, metric=metric, staging=staging)
+        features, kept = embedder.embed(source, staging / "features.npy", return_kept=True)
+        return cls.from_features(features, _readable(source, kept), embedder.config(), out, metric=metric,
+                                 staging=staging)
 
     @classmethod
     def from_features(cls, features: np.ndarray, source: Source, config: dict, out: str | os.PathLike, *,
@@ -139,20 +127,23 @@ class Index:
         return e
 
     def add(self, source: Source, *, model: str | None = None, progress: bool = True) -> int:
-        """Embed and append every image of `source`; returns how many were added.
+        """Embed and append every image of `source` that decodes; returns how many were added.
 
         Resumable like `build`; the index changes in one commit at the end or not at all.
+        Searchers of this index, in this process or another, see the new images on their
+        next search.
         """
         embedder = self.embedder(model, progress=progress)
         staging = self.path / ".adding"
         staging.mkdir(exist_ok=True)
-        features = embedder.embed(source, staging / "features.npy")
-        self.store.append(features, _metas(source))
+        features, kept = embedder.embed(source, staging / "features.npy", return_kept=True)
+        readable = _readable(source, kept)
+        self.store.append(features, _metas(readable))
         shutil.rmtree(staging, ignore_errors=True)
-        self.manifest = self.store.manifest()
-        self._vectors = None
-        self._searchers = {}
-        return len(source)
+        with self._lock:
+            self.manifest = self.store.manifest()
+            self._vectors = None
+        return len(readable)
 
     # -- reading ---------------------------------------------------------------------------
     @property
@@ -164,9 +155,11 @@ class Index:
         return str(self.manifest["metric"])
 
     def vectors(self):
-        if self._vectors is None:
-            self._vectors = self.store.vectors(verify=self.verify)
-        return self._vectors
+        """The committed vectors (n, dim) as of this object's opening or last `add`, memory-mapped."""
+        with self._lock:
+            if self._vectors is None:
+                self._vectors = self.store.vectors(verify=self.verify)
+            return self._vectors
 
     def images(self, ids: list[int] | None = None) -> list[ImageMeta]:
         try:
@@ -207,57 +200,52 @@ class Index:
                               f"so 1 <= k <= {self.count}")
         return k
 
+    def searcher(self, backend: str = "auto") -> Searcher:
+        """The searcher of this index for `backend`, made on first use and kept (see `Searcher`;
+        for other embedder options, make one: `Searcher(index, device="cuda")`)."""
+        with self._lock:
+            if backend not in self._searchers:
+                self._searchers[backend] = Searcher(self, backend=backend)
+            return self._searchers[backend]
+
+    def close(self) -> None:
+        """Close the searchers made so far (they close by themselves when collected)."""
+        with self._lock:
+            for searcher in self._searchers.values():
+                searcher.close()
+            self._searchers = {}
+
     def search_vectors(self, queries: np.ndarray, k: int = 3, *, exclude: np.ndarray | None = None,
                        backend: str = "auto"):
         """(D, I) of the k nearest indexed images of each query vector; `exclude[i]` is an
         index id that query i must not return (itself, when searching by id)."""
-        from ..knn import NearestNeighbors
+        return self.searcher(backend).search_vectors(queries, k, exclude=exclude)
 
-        self.check_k(k)
-        extra = 0 if exclude is None else 1
-        if k + extra > self.count:
-            raise SearchError(f"k={k} is out of range: the index holds {self.count} image(s) besides the query")
-        if backend not in self._searchers:  # fitting prepares a copy of the base: once per Index
-            self._searchers[backend] = NearestNeighbors(metric=self.metric, backend=backend).fit(self.vectors())
-        D, I = self._searchers[backend].kneighbors(queries, n_neighbors=k + extra)
-        return (D, I) if exclude is None else drop_excluded(D, I, exclude, k)
-
-    def _results(self, names: list[str], D: np.ndarray, I: np.ndarray) -> list[QueryResult]:
-        metas = {m.id: m for m in self.images(sorted({int(i) for i in I.ravel()}))}
-        return [QueryResult(name, [Neighbour(r + 1, float(d), int(i), metas[int(i)].key, metas[int(i)].label,
-                                             metas[int(i)].location) for r, (d, i) in enumerate(zip(drow, irow))])
-                for name, drow, irow in zip(names, D, I)]
-
-    def search_images(self, paths: list[str], k: int = 3, embedder: Embedder | None = None) -> list[QueryResult]:
-        """Search with image files; an unreadable one gets an error result, the others answer."""
-        from ..sources import load_image
-
-        self.check_k(k)
-        embedder = embedder or self.embedder(progress=False)
-        images, ok, results = [], [], {}
-        for p in paths:
-            try:
-                images.append(load_image(p, embedder.input_size))
-                ok.append(p)
-            except SourceError as exc:
-                results[p] = QueryResult(p, [], error=str(exc))
-        if ok:
-            D, I = self.search_vectors(embedder.embed_array(np.stack(images)), k)
-            results |= {r.query: r for r in self._results(ok, D, I)}
-        return [results[p] for p in paths]
+    def search_images(self, paths: list, k: int = 3, embedder: Embedder | None = None) -> list[QueryResult]:
+        """Search with images (paths, bytes, files or arrays); an unreadable one gets an error
+        result, the others answer. The index's embedder is built once and kept."""
+        return self.searcher().search_images(paths, k, embedder=embedder)
 
     def search_ids(self, ids: list[int], k: int = 3) -> list[QueryResult]:
         """Search with images already in the index; each is left out of its own results."""
-        self.check_k(k)
-        self.images(ids)  # every id must exist
-        queries = np.asarray(self.vectors()[np.asarray(ids, dtype=np.int64)])
-        D, I = self.search_vectors(queries, k, exclude=np.asarray(ids))
-        return self._results([f"id {i}" for i in ids], D, I)
+        return self.searcher().search_ids(ids, k)
+
+    def _results(self, names: list[str], D: np.ndarray, I: np.ndarray) -> list[QueryResult]:
+        return results(self.store, names, D, I)
+
+
+def _readable(source: Source, kept: np.ndarray) -> Source:
+    """`source` less the images that could not be decoded (`kept`: those that could)."""
+    if len(kept) == len(source):
+        return source
+    if len(kept) == 0:
+        raise SourceError(f"{source.name}: none of its {len(source)} image(s) could be decoded")
+    return source.subset(kept, source.name)
 
 
 def _resize(img: np.ndarray, size: int) -> np.ndarray:
     from PIL import Image
 
-    from ..sources.folder import resize_crop
+    from ..sources.decode import resize_crop
 
     return np.asarray(resize_crop(Image.fromarray(img), size))

@@ -18,8 +18,9 @@ import json
 import os
 import secrets
 import sqlite3
+import threading
 import time
-import zlib
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from ..errors import BadIndex, write_error
+from .segments import SegmentedArray, crc32_file
+
+__all__ = ["FORMAT_VERSION", "CommitWatch", "ImageMeta", "IndexStore", "SegmentedArray", "crc32_file"]
 
 FORMAT_VERSION = 1
 SCHEMA = """
@@ -61,54 +65,6 @@ class ImageMeta:
     location: str
     label: str | None
     added: float
-
-
-def crc32_file(path: Path) -> int:
-    crc = 0
-    with open(path, "rb") as f:
-        while block := f.read(1 << 24):
-            crc = zlib.crc32(block, crc)
-    return crc
-
-
-class SegmentedArray:
-    """Several (n_i, d) memory maps seen as one (sum n_i, d) array, for the kNN engine:
-    supports `shape`, `len`, `dtype`, slices of rows and integer-array row indexing."""
-
-    def __init__(self, parts: list[np.ndarray], d: int):
-        self.parts = parts
-        self.starts = np.cumsum([0] + [len(p) for p in parts])
-        self.shape = (int(self.starts[-1]), d)
-        self.dtype = np.dtype(np.float32)
-        self.ndim = 2
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, item):
-        if isinstance(item, slice):
-            lo, hi, step = item.indices(self.shape[0])
-            if step != 1:
-                return self[np.arange(lo, hi, step)]
-            pieces = []
-            for part, start in zip(self.parts, self.starts[:-1]):
-                a, b = max(lo - start, 0), min(hi - start, len(part))
-                if a < b:
-                    pieces.append(part[a:b])
-            return np.concatenate(pieces) if len(pieces) != 1 else np.asarray(pieces[0])
-        rows = np.asarray(item, dtype=np.int64)
-        if rows.ndim == 0:
-            return self[int(rows) : int(rows) + 1][0]
-        out = np.empty((len(rows), self.shape[1]), dtype=np.float32)
-        which = np.searchsorted(self.starts, rows, side="right") - 1
-        for s in np.unique(which):
-            sel = which == s
-            out[sel] = self.parts[s][rows[sel] - self.starts[s]]
-        return out
-
-    def __array__(self, dtype=None, copy=None):
-        full = self[0 : self.shape[0]]
-        return full.astype(dtype) if dtype is not None else full
 
 
 class IndexStore:
@@ -146,49 +102,76 @@ class IndexStore:
 
     # -- reading ---------------------------------------------------------------------------
     def manifest(self) -> dict:
+        return self.snapshot(segments=False)[0]
+
+    def segments(self) -> list[tuple[str, int, int, int]]:
+        with self.connect() as db:
+            return self._segments(db)
+
+    @staticmethod
+    def _segments(db: sqlite3.Connection) -> list[tuple[str, int, int, int]]:
+        return db.execute("SELECT file, rows, bytes, crc32 FROM segments ORDER BY seq").fetchall()
+
+    def snapshot(self, segments: bool = True) -> tuple[dict, list[tuple[str, int, int, int]]]:
+        """The manifest and the segment list of one commit, read in one transaction (a
+        commit by another process cannot fall between them)."""
         if not self.path.is_dir():
             raise BadIndex(f"{self.path}: no such index folder")
         if not self.db_path.is_file():
             raise BadIndex(f"{self.path}: not a lookalike index (no meta.sqlite)")
         try:
             with self.connect() as db:
+                db.execute("BEGIN")
                 rows = db.execute("SELECT key, value FROM manifest").fetchall()
+                segs = self._segments(db) if segments else []
+                db.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             raise BadIndex(f"{self.db_path}: unreadable index database ({exc})") from None
         manifest = {k: json.loads(v) for k, v in rows}
         if manifest.get("format_version") != FORMAT_VERSION:
             raise BadIndex(f"{self.path}: index format {manifest.get('format_version')!r}, "
                            f"this lookalike reads format {FORMAT_VERSION}")
-        return manifest
+        return manifest, segs
 
-    def segments(self) -> list[tuple[str, int, int, int]]:
-        with self.connect() as db:
-            return db.execute("SELECT file, rows, bytes, crc32 FROM segments ORDER BY seq").fetchall()
-
-    def vectors(self, verify: bool = True) -> SegmentedArray | np.ndarray:
+    def vectors(self, verify: bool = True, opened: dict[str, np.ndarray] | None = None) -> SegmentedArray | np.ndarray:
         """All committed vectors, memory-mapped. Sizes are always checked; with `verify`,
-        the CRC-32 of every segment too."""
-        manifest = self.manifest()
+        the CRC-32 of every segment too.
+
+        `opened` (segment file -> memory map) carries segments checked before: segments never
+        change once committed, so those found there are used without a second check, and the
+        new ones are added to it.
+        """
+        manifest, segments = self.snapshot()
         d = int(manifest["dim"])
+        opened = {} if opened is None else opened
         parts = []
-        for name, rows, size, crc in self.segments():
-            file = self.path / "vectors" / name
-            if not file.is_file():
-                raise BadIndex(f"{file}: vector segment missing; the index is damaged")
-            if file.stat().st_size != size:
-                raise BadIndex(f"{file}: size {file.stat().st_size} bytes, the index recorded {size}; "
-                               "the vector file is truncated or damaged")
-            if verify and crc32_file(file) != crc:
-                raise BadIndex(f"{file}: checksum mismatch; the vector file is corrupted")
-            part = np.load(file, mmap_mode="r")
-            if part.shape != (rows, d) or part.dtype != np.float32:
-                raise BadIndex(f"{file}: holds {part.dtype} {part.shape}, expected float32 ({rows}, {d})")
-            parts.append(part)
+        for name, rows, size, crc in segments:
+            if name not in opened:
+                opened[name] = self._open_segment(name, rows, size, crc, d, verify)
+            parts.append(opened[name])
         if sum(len(p) for p in parts) != manifest["count"]:
             raise BadIndex(f"{self.path}: {sum(len(p) for p in parts)} vectors for {manifest['count']} images")
         if len(parts) == 1:
             return parts[0]
         return SegmentedArray(parts, d)
+
+    def _open_segment(self, name: str, rows: int, size: int, crc: int, d: int, verify: bool) -> np.ndarray:
+        file = self.path / "vectors" / name
+        if not file.is_file():
+            raise BadIndex(f"{file}: vector segment missing; the index is damaged")
+        if file.stat().st_size != size:
+            raise BadIndex(f"{file}: size {file.stat().st_size} bytes, the index recorded {size}; "
+                           "the vector file is truncated or damaged")
+        if verify and crc32_file(file) != crc:
+            raise BadIndex(f"{file}: checksum mismatch; the vector file is corrupted")
+        part = np.load(file, mmap_mode="r")
+        if part.shape != (rows, d) or part.dtype != np.float32:
+            raise BadIndex(f"{file}: holds {part.dtype} {part.shape}, expected float32 ({rows}, {d})")
+        return part
+
+    def watch(self) -> CommitWatch:
+        """A cheap, thread-safe test for new commits (see `CommitWatch`)."""
+        return CommitWatch(self.db_path)
 
     def images(self, ids: list[int] | None = None) -> list[ImageMeta]:
         count = self.manifest()["count"]
@@ -273,6 +256,32 @@ class IndexStore:
         manifest = self.manifest()
         manifest["segments"] = [{"file": f, "rows": r, "bytes": b, "crc32": c} for f, r, b, c in self.segments()]
         atomic_write_text(self.path / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
+
+
+class CommitWatch:
+    """Tells whether anyone committed to the index since the last look, without reading it.
+
+    It keeps one SQLite connection open and asks `PRAGMA data_version`, which changes when
+    any other connection, in this process or another, commits (a few microseconds, no disk
+    read). Safe to share between threads; `close` it when done (it closes itself when
+    garbage-collected or at exit).
+    """
+
+    def __init__(self, db_path: Path):
+        self._path = db_path.parent
+        self._db = sqlite3.connect(db_path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._close = weakref.finalize(self, self._db.close)
+
+    def version(self) -> int:
+        with self._lock:
+            if not self._close.alive:
+                raise BadIndex(f"{self._path}: this searcher was closed; make another with index.searcher()")
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
 
 
 def _fsync_dir(path: Path) -> None:

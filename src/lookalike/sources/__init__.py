@@ -1,7 +1,9 @@
 """Where images come from. One way to name an image set: `open_source(spec)`.
 
-Specs: `sample` or `sample:N[:SEED]` (the bundled set), `stl10` or `stl10:PATH` (STL-10's
-binary files), a `*_X.bin` file, a `.npy` file of uint8 NHWC images, or a folder of images.
+Specs: `sample` or `sample:N[:SEED[:SIZE]]` (the bundled set), `stl10` or `stl10:PATH`
+(STL-10's binary files), a `*_X.bin` file, a `.npy` file of uint8 NHWC images, or a folder
+of images. Opening reads no pixels; `source.pieces(n)` cuts a source into pieces that other
+processes reopen (`piece.open()`).
 """
 
 from __future__ import annotations
@@ -12,26 +14,32 @@ from pathlib import Path
 from ..errors import SourceError
 from .arrays import ArraySource
 from .base import Batch, Skipped, Source, Subset
-from .folder import FolderSource, load_image
+from .decode import load_image, read_header
+from .folder import FolderSource
+from .pieces import Piece, open_piece
 from .sample import SampleSource
 from .split import split, split_indices
 from .stl10 import STL10Source, read_stl10, read_stl10_labels
 
 __all__ = [
-    "ArraySource", "Batch", "FolderSource", "STL10Source", "SampleSource", "Skipped", "Source",
-    "Subset", "load_image", "open_source", "read_stl10", "read_stl10_labels", "split", "split_indices",
+    "ArraySource", "Batch", "FolderSource", "Piece", "STL10Source", "SampleSource", "Skipped", "Source",
+    "Subset", "load_image", "open_piece", "open_source", "read_header", "read_stl10", "read_stl10_labels",
+    "split", "split_indices",
 ]
 
 
 def open_source(spec: str | os.PathLike, size: int = 96, progress: bool = True) -> Source:
-    """Open the image set that `spec` names; folders are decoded at `size` x `size`."""
+    """Open the image set that `spec` names; folders are decoded at `size` x `size` when read.
+
+    A folder's files are listed and their headers checked now (with a progress bar when
+    `progress`); no source decodes pixels before they are read.
+    """
     text = str(spec)
     if text == "sample" or text.startswith("sample:"):
         parts = text.split(":")[1:]
-        try:
-            numbers = [int(p) for p in parts]
-        except ValueError:
-            raise SourceError(f"{text}: expected sample, sample:N or sample:N:SEED") from None
+        if len(parts) > 3 or not all(p.isascii() and p.isdigit() for p in parts):
+            raise SourceError(f"{text}: expected sample, sample:N, sample:N:SEED or sample:N:SEED:SIZE")
+        numbers = [int(p) for p in parts]
         return SampleSource(*numbers)
     if text == "stl10" or text.startswith("stl10:"):
         return STL10Source(text[6:] or None)

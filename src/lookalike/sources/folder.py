@@ -1,77 +1,32 @@
-"""Recursive folders of image files.
+"""Recursive folders of image files, decoded when read.
 
-Every file is decoded once, EXIF orientation applied, made RGB, resized so that its shorter
-side is `size` and centre-cropped to `size` x `size`. Files that cannot be decoded are
-skipped and listed in `skipped`, never dropped silently. Images in sub-folders are labelled
-with the name of their top-level sub-folder.
+Opening a folder lists its image files (by extension, in sorted order) and reads each one's
+header in a thread pool (format, size, mode: no pixels), so the ids are fixed from then on:
+files that are not images, or whose header does not read, are listed in `skipped` and are
+not part of the set. Pixels are decoded when images are read (`load_image`: EXIF
+orientation, RGB, shorter side resized to `size`, centre crop). A file whose header read but
+whose pixels do not decode fails then, on its own: `read` raises, `read_available` and
+`batches` leave it out and say so, and it joins `skipped` once.
+
+Images in sub-folders are labelled with the name of their top-level sub-folder.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image, ImageOps
 
 from ..errors import SourceError
 from .base import Skipped, Source
+from .decode import MAX_PIXELS, load_image, read_header, resize_crop
+
+__all__ = ["EXTENSIONS", "MAX_PIXELS", "FolderSource", "list_files", "load_image", "resize_crop"]
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-# Refuse images above this many pixels: a small file that decodes to gigabytes is an attack.
-MAX_PIXELS = 64_000_000
-
-
-def load_image(path: str | os.PathLike, size: int | None) -> np.ndarray:
-    """Decode one image file to uint8 RGB (size, size, 3), or (h, w, 3) when `size` is None.
-
-    Raises `SourceError` with the reason when the file is not a readable image.
-    """
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                if im.width * im.height > MAX_PIXELS:
-                    raise SourceError(
-                        f"{path}: refused, {im.width}x{im.height} pixels is over the "
-                        f"{MAX_PIXELS:,} limit (decompression bomb?)"
-                    )
-                im.seek(0)  # GIF, TIFF, WebP: first frame
-                im.load()
-                im = ImageOps.exif_transpose(im)
-                if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                    im = im.convert("RGBA")
-                    background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                    im = Image.alpha_composite(background, im)
-                im = im.convert("RGB")
-                if size is not None:
-                    im = resize_crop(im, size)
-                return np.asarray(im, dtype=np.uint8)
-    except SourceError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise SourceError(f"{path}: refused as a decompression bomb ({exc})") from None
-    except FileNotFoundError:
-        raise SourceError(f"{path}: no such file") from None
-    except PermissionError:
-        raise SourceError(f"{path}: permission denied") from None
-    except Image.UnidentifiedImageError:
-        raise SourceError(f"{path}: not an image file PIL can read") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise SourceError(f"{path}: corrupt or truncated image ({exc})") from None
-
-
-def resize_crop(im: Image.Image, size: int) -> Image.Image:
-    """Resize the shorter side to `size` (antialiased), then crop the centre square."""
-    w, h = im.size
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    im = im.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return im.crop((left, top, left + size, top + size))
 
 
 def list_files(root: Path) -> tuple[list[Path], list[Skipped]]:
@@ -90,59 +45,105 @@ def list_files(root: Path) -> tuple[list[Path], list[Skipped]]:
     return images, others
 
 
-class FolderSource(Source):
-    """Every image below a folder, decoded to `size` x `size`."""
+def _each(fn: Callable, items: Sequence, progress: bool = False, desc: str = "") -> list:
+    """`fn` of every item in a thread pool (file reads and PIL's decoders release the GIL);
+    a `SourceError` is returned in the item's place rather than raised."""
+    from ..progress import bar
 
-    def __init__(self, root: str | os.PathLike, size: int = 96, progress: bool = True):
+    def one(item):
+        try:
+            return fn(item)
+        except SourceError as exc:
+            return exc
+
+    if len(items) <= 1:
+        return [one(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(len(items), os.cpu_count() or 1)) as pool:
+        return list(bar(pool.map(one, items), total=len(items), desc=desc, unit="img", enabled=progress))
+
+
+def _reason(path: Path, error: SourceError) -> str:
+    return str(error).removeprefix(f"{path}: ")
+
+
+class FolderSource(Source):
+    """Every image below a folder, decoded to `size` x `size` when read.
+
+    Parameters
+    ----------
+    root : the folder.
+    size : side of the images.
+    progress : a progress bar while the headers are checked.
+    files : these files (relative to `root`), in this order, instead of listing the folder;
+        their headers are not checked at open (a bad one fails when read). This is how a
+        piece reopens its part of a folder in another process.
+    name : the source's name (default `folder:ROOT`).
+    """
+
+    def __init__(self, root: str | os.PathLike, size: int = 96, progress: bool = True, *,
+                 files: Sequence[str] | None = None, name: str | None = None):
         self.root = Path(root)
         if not self.root.is_dir():
             raise SourceError(f"{self.root}: no such folder")
-        files, skipped = list_files(self.root)
-        self.name = f"folder:{self.root}"
+        self.name = name or f"folder:{self.root}"
         self.spec = str(self.root.resolve())
+        self.size = size
         self.image_shape = (size, size, 3)
-        arrays, kept = self._decode(files, size, skipped, progress)
+        if files is None:
+            kept, self.skipped = self._open(progress)
+        else:
+            kept, self.skipped = [_relative(self.root, f) for f in files], []
         if not kept:
-            raise SourceError(
-                f"{self.root}: no readable image found"
-                + (f" ({len(skipped)} file(s) skipped)" if skipped else "")
-            )
-        self.paths = [p.resolve() for p in kept]
-        self.images = np.stack(arrays)
-        self.ids = [p.relative_to(self.root).as_posix() for p in kept]
-        self.skipped = skipped
-        tops = [p.relative_to(self.root).parts for p in kept]
+            raise SourceError(f"{self.root}: no readable image found"
+                              + (f" ({len(self.skipped)} file(s) skipped)" if self.skipped else ""))
+        self.ids = [p.as_posix() for p in kept]
+        self.paths = [Path(self.spec, p) for p in kept]
+        tops = [p.parts for p in kept]
         if all(len(parts) > 1 for parts in tops):
             names = sorted({parts[0] for parts in tops})
             self.label_names = names
             self.labels = np.array([names.index(parts[0]) for parts in tops], dtype=np.int64)
 
-    @staticmethod
-    def _decode(files: list[Path], size: int, skipped: list[Skipped], progress: bool):
-        from ..progress import bar
+    def _open(self, progress: bool) -> tuple[list[PurePosixPath], list[Skipped]]:
+        """List the folder and read every image file's header: the files kept (relative to
+        the folder) and those skipped, with why."""
+        files, skipped = list_files(self.root)
+        checks = _each(read_header, files, progress, desc="check")
+        kept = []
+        for path, check in zip(files, checks):
+            if isinstance(check, SourceError):
+                skipped.append(Skipped(str(path), _reason(path, check)))
+            else:
+                kept.append(PurePosixPath(path.relative_to(self.root).as_posix()))
+        return kept, skipped
 
-        def one(path: Path):
-            try:
-                return load_image(path, size)
-            except SourceError as exc:
-                return exc
-
-        arrays, kept = [], []
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            results = pool.map(one, files)
-            for path, result in bar(zip(files, results), total=len(files), desc="decode", unit="img", enabled=progress):
-                if isinstance(result, SourceError):
-                    skipped.append(Skipped(str(path), str(result).removeprefix(f"{path}: ")))
-                else:
-                    arrays.append(result)
-                    kept.append(path)
-        return arrays, kept
-
-    def read(self, indices) -> np.ndarray:
-        return self.images[np.asarray(indices, dtype=np.int64)]
+    def read_available(self, indices) -> tuple[np.ndarray, dict[int, Skipped]]:
+        paths = [self.paths[int(i)] for i in np.asarray(indices, dtype=np.int64).reshape(-1)]
+        decoded = _each(lambda p: load_image(p, self.size), paths)
+        failed = {}
+        for j, (path, result) in enumerate(zip(paths, decoded)):
+            if isinstance(result, SourceError):
+                failed[j] = Skipped(str(path), _reason(path, result))
+                self.note_skipped(failed[j])
+        images = [r for r in decoded if not isinstance(r, SourceError)]
+        out = np.stack(images) if images else np.empty((0, *self.image_shape), np.uint8)
+        return out, failed
 
     def location(self, i: int) -> str:
         return str(self.paths[i])
 
+    def _piece_of(self, rows, start: int, stop: int):
+        from .pieces import Piece
+
+        return Piece(self.spec, start, stop, self.size, len(self), files=tuple(self.ids[int(r)] for r in rows))
+
     def describe(self) -> dict:
         return {**super().describe(), "path": str(self.root), "skipped": len(self.skipped)}
+
+
+def _relative(root: Path, file: str) -> PurePosixPath:
+    """`file` as a path inside `root`; one that points outside it is refused."""
+    rel = PurePosixPath(file)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise SourceError(f"{root}: {file!r} is not a file inside the folder")
+    return rel

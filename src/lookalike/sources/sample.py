@@ -4,7 +4,7 @@ It stands in for STL-10 when STL-10 is not at hand. Each image is a random crop 
 photo (scikit-image's `skimage/data`, scikit-learn's sample images), flipped at random and
 mildly recoloured, at 96 x 96. Its label is the photo it came from, so retrieval quality can
 be measured: a good feature puts crops of one photo near each other. The same seed gives
-the same set.
+the same set, and crop i depends on (seed, i) alone, so it is rendered when it is read.
 """
 
 from __future__ import annotations
@@ -42,20 +42,23 @@ def photo_paths() -> list[Path]:
 
 
 @lru_cache(maxsize=None)
-def _photo(path: str) -> Image.Image:
+def _photo(path: str) -> np.ndarray:
+    """A photo's RGB pixels, decoded once per process and shared read-only by every crop."""
     with Image.open(path) as im:
-        return im.convert("RGB")
+        pixels = np.asarray(im.convert("RGB"))
+    pixels.flags.writeable = False
+    return pixels
 
 
-def make_crop(photo: Image.Image, rng: np.random.Generator, size: int) -> np.ndarray:
-    """One random view of `photo`: a crop of 35 to 75% of its shorter side, flip, colour."""
-    w, h = photo.size
+def make_crop(photo: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+    """One random view of `photo` (h, w, 3): a crop of 35 to 75% of its shorter side, flip, colour."""
+    h, w = photo.shape[:2]
     side = int(min(w, h) * rng.uniform(0.35, 0.75))
     aspect = rng.uniform(0.85, 1.15)
     cw, ch = min(w, int(side * aspect)), min(h, int(side / aspect))
     left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    im = photo.crop((left, top, left + cw, top + ch)).resize((size, size), Image.Resampling.BILINEAR,
-                                                              reducing_gap=3.0)
+    im = Image.fromarray(photo[top : top + ch, left : left + cw]).resize(
+        (size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
     if rng.random() < 0.5:
         im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     im = ImageEnhance.Brightness(im).enhance(rng.uniform(0.85, 1.15))
@@ -64,8 +67,30 @@ def make_crop(photo: Image.Image, rng: np.random.Generator, size: int) -> np.nda
     return np.asarray(im, dtype=np.uint8)
 
 
+def _mix(seed: int, i: np.ndarray) -> np.ndarray:
+    """SplitMix64 of (seed, i): well-spread uint64 keys, a pure function of both."""
+    with np.errstate(over="ignore"):
+        z = np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + i.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def sample_labels(n: int, seed: int, n_photos: int) -> np.ndarray:
+    """The photo of each of the first `n` crops: every run of `n_photos` crops (0 to P-1,
+    P to 2P-1, ...) takes each photo once, in an order drawn from (seed, position), so the
+    labels are balanced for any `n` and crop i's photo does not depend on `n`."""
+    blocks = -(-n // n_photos)
+    keys = _mix(seed, np.arange(blocks * n_photos)).reshape(blocks, n_photos)
+    return np.argsort(keys, axis=1, kind="stable").reshape(-1)[:n].astype(np.int64)
+
+
 class SampleSource(Source):
-    """`n` crops of the bundled photographs, the same for the same `seed`."""
+    """`n` crops of the bundled photographs, the same for the same `seed`.
+
+    Crop i is a pure function of (seed, i): reading it renders it and nothing else, and a
+    process that reopens `sample:N:SEED` renders the same pixels.
+    """
 
     def __init__(self, n: int = 2000, seed: int = 0, size: int = 96):
         paths = photo_paths()
@@ -74,20 +99,35 @@ class SampleSource(Source):
                               "install scikit-image and scikit-learn")
         if n < 1:
             raise SourceError(f"sample set: n={n}, must be at least 1")
-        rng = np.random.default_rng(seed)
-        photos = rng.permutation(np.arange(n) % len(paths))
-        self.images = np.stack([make_crop(_photo(str(paths[p])), rng, size) for p in photos])
-        self.labels = photos.astype(np.int64)
+        if seed < 0 or size < 1:
+            raise SourceError(f"sample set: seed={seed} and size={size} must be >= 0 and >= 1")
+        self.labels = sample_labels(n, seed, len(paths))
         self.label_names = [p.stem for p in paths]
         self.paths = paths
-        self.n, self.seed = n, seed
+        self.n, self.seed, self.size = n, seed, size
         self.name = f"sample:{n}:{seed}"
-        self.spec = f"sample:{n}:{seed}" if size == 96 else None
+        self.spec = f"sample:{n}:{seed}" if size == 96 else f"sample:{n}:{seed}:{size}"
         self.image_shape = (size, size, 3)
         self.ids = [f"sample/{i:05d}" for i in range(n)]
 
+    @property
+    def images(self) -> np.ndarray:
+        """Every image, rendered now: uint8 (n, size, size, 3). For small sets."""
+        return self.read(np.arange(self.n))
+
+    def crop(self, i: int) -> np.ndarray:
+        """Render crop `i`: uint8 (size, size, 3)."""
+        if not 0 <= i < self.n:
+            raise SourceError(f"sample set: no image {i} in {self.n}")
+        photo = _photo(str(self.paths[int(self.labels[i])]))
+        return make_crop(photo, np.random.default_rng([self.seed, i]), self.size)
+
     def read(self, indices) -> np.ndarray:
-        return self.images[np.asarray(indices, dtype=np.int64)]
+        rows = np.asarray(indices, dtype=np.int64).reshape(-1)
+        out = np.empty((len(rows), *self.image_shape), dtype=np.uint8)
+        for j, i in enumerate(rows):
+            out[j] = self.crop(int(i))
+        return out
 
     def location(self, i: int) -> str:
         return f"{self.paths[int(self.labels[i])]}#crop{i}"  # type: ignore[index]

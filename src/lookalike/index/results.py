@@ -1,0 +1,45 @@
+"""One way to say a result: a `QueryResult` per query, holding its `Neighbour`s."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import BadIndex, SearchError
+from .store import IndexStore
+
+
+@dataclass
+class Neighbour:
+    rank: int
+    distance: float
+    id: int
+    key: str
+    label: str | None
+    location: str
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class QueryResult:
+    query: str
+    neighbours: list[Neighbour]
+    error: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"query": self.query, "error": self.error, "neighbours": [n.as_dict() for n in self.neighbours]}
+
+
+def results(store: IndexStore, names: list[str], D: np.ndarray, I: np.ndarray) -> list[QueryResult]:
+    """One `QueryResult` per query: `names[q]` and its neighbours `I[q]` at distances `D[q]`,
+    with their metadata read from `store`."""
+    try:
+        metas = {m.id: m for m in store.images(sorted({int(i) for i in I.ravel()}))}
+    except BadIndex as exc:
+        raise SearchError(str(exc)) from None
+    return [QueryResult(name, [Neighbour(r + 1, float(d), int(i), metas[int(i)].key, metas[int(i)].label,
+                                         metas[int(i)].location) for r, (d, i) in enumerate(zip(drow, irow))])
+            for name, drow, irow in zip(names, D, I)]
