@@ -16,6 +16,7 @@ _PUBLIC = {
     "Index": "lookalike.index",
     "LookalikeError": "lookalike.errors",
     "NearestNeighbors": "lookalike.knn",
+    "Searcher": "lookalike.index",
     "load_image": "lookalike.sources",
     "open_source": "lookalike.sources",
     "read_stl10": "lookalike.sources",

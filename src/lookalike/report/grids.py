@@ -42,11 +42,16 @@ def tiles(images, rows: Sequence[int]) -> tuple[np.ndarray, list[str]]:
 
 
 def sample_grid(source, n: int = 8, *, out: str | os.PathLike, seed: int = 0, cols: int = 4) -> Path:
-    """`n` random images of `source` (drawn with `seed`), titled with id and label; returns `out`."""
+    """`n` random images of `source` (drawn with `seed`), titled with id and label; returns `out`.
+
+    An image that fails to decode is left out of the picture and listed in `source.skipped`.
+    """
     picks = pick(len(source), n, seed)
-    pixels, titles = tiles(source, picks)
+    pixels, failed = source.read_available(picks)
+    shown = [int(r) for j, r in enumerate(picks) if j not in failed]
+    titles = [tile_title(source.ids[r], source.label(r)) for r in shown]
     return image_grid(pixels, titles, out, cols=cols,
-                      suptitle=f"{source.name}: {len(picks)} random images of {len(source)}")
+                      suptitle=f"{source.name}: {len(shown)} random images of {len(source)}")
 
 
 def neighbour_grid(queries, query_rows: Sequence[int], base, distances: np.ndarray, indices: np.ndarray,

@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import SourceError
 from .arrays import ArraySource
 from .base import Batch, Skipped, Source, Subset
 from .decode import load_image, read_header
 from .folder import FolderSource
-from .pieces import Piece, open_piece
+from .pieces import Piece
 from .sample import SampleSource
 from .split import split, split_indices
 from .stl10 import STL10Source, read_stl10, read_stl10_labels
@@ -55,3 +57,17 @@ def open_source(spec: str | os.PathLike, size: int = 96, progress: bool = True) 
     raise SourceError(
         f"{path}: not an image source (expected a folder, a .npy file, an STL-10 .bin file, or 'sample')"
     )
+
+
+def open_piece(piece: Piece) -> Source:
+    """Reopen `piece` here (what `piece.open()` does; a function to hand to a process pool):
+    a source of `len(piece)` images, identical to images start to stop of the one cut."""
+    if piece.files is not None:
+        return FolderSource(piece.spec, size=piece.size, progress=False, files=piece.files,
+                            name=f"folder:{piece.spec}[{piece.start}:{piece.stop}]")
+    whole = open_source(piece.spec, size=piece.size, progress=False)
+    if len(whole) != piece.count:
+        raise SourceError(f"{piece.spec}: holds {len(whole)} images, {piece.count} when it was cut "
+                          "into pieces; it changed in between")
+    rows = np.arange(piece.start, piece.stop) if piece.positions is None else np.asarray(piece.positions)
+    return whole.subset(rows, f"{whole.name}[{piece.start}:{piece.stop}]")

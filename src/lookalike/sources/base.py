@@ -18,14 +18,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from ..errors import SourceError
-
-if TYPE_CHECKING:
-    from .pieces import Piece
+from .pieces import Piece, bounds
 
 _SKIPPED_LOCK = threading.Lock()  # guards every source's `skipped` list (failures are rare)
 
@@ -149,8 +145,6 @@ class Source:
     def pieces(self, n: int | None = None, *, chunk: int | None = None) -> list[Piece]:
         """Cut the source into `n` pieces of near-equal length, or into pieces of `chunk`
         images; each is a small picklable description that `Piece.open` reopens anywhere."""
-        from .pieces import bounds
-
         if self.spec is None:
             raise SourceError(f"{self.name}: an in-memory image set cannot be cut into pieces for other "
                               "processes; save it as .npy first")
@@ -165,8 +159,6 @@ class Source:
     def _piece_of(self, rows: np.ndarray, start: int, stop: int) -> Piece:
         """A piece that reads `rows` of this source (the one `spec` opens) as images `start`
         to `stop` of the source being cut (this one, or a subset of it)."""
-        from .pieces import Piece
-
         plain = len(rows) == stop - start and bool(np.all(rows == np.arange(start, stop)))
         return Piece(str(self.spec), start, stop, int(self.image_shape[0]), len(self),
                      positions=None if plain else tuple(int(r) for r in rows))

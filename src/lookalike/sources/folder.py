@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import SourceError
 from .base import Skipped, Source
 from .decode import MAX_PIXELS, load_image, read_header, resize_crop
+from .pieces import Piece
 
 __all__ = ["EXTENSIONS", "MAX_PIXELS", "FolderSource", "list_files", "load_image", "resize_crop"]
 
@@ -133,8 +134,6 @@ class FolderSource(Source):
         return str(self.paths[i])
 
     def _piece_of(self, rows, start: int, stop: int):
-        from .pieces import Piece
-
         return Piece(self.spec, start, stop, self.size, len(self), files=tuple(self.ids[int(r)] for r in rows))
 
     def describe(self) -> dict:

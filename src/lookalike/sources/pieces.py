@@ -17,11 +17,14 @@ How a piece finds its images again:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import SourceError
-from .base import Source
+
+if TYPE_CHECKING:
+    from .base import Source
 
 
 @dataclass(frozen=True)
@@ -57,28 +60,14 @@ class Piece:
 
     def open(self) -> Source:
         """Reopen the piece here: a source of `len(self)` images (ids, labels, locations)."""
-        from . import open_source
-        from .folder import FolderSource
+        from . import open_piece  # the registry of source types, which knows how to reopen each
 
-        if self.files is not None:
-            return FolderSource(self.spec, size=self.size, progress=False, files=self.files,
-                                name=f"folder:{self.spec}[{self.start}:{self.stop}]")
-        whole = open_source(self.spec, size=self.size, progress=False)
-        if len(whole) != self.count:
-            raise SourceError(f"{self.spec}: holds {len(whole)} images, {self.count} when it was cut "
-                              "into pieces; it changed in between")
-        rows = np.arange(self.start, self.stop) if self.positions is None else np.asarray(self.positions)
-        return whole.subset(rows, f"{whole.name}[{self.start}:{self.stop}]")
+        return open_piece(self)
 
     def read(self) -> np.ndarray:
         """The piece's images, uint8 (len(self), h, w, 3); `SourceError` if one cannot be decoded."""
         source = self.open()
         return source.read(np.arange(len(source)))
-
-
-def open_piece(piece: Piece) -> Source:
-    """`piece.open()`, as a function to hand to a process pool."""
-    return piece.open()
 
 
 def bounds(n: int, pieces: int | None = None, chunk: int | None = None) -> list[tuple[int, int]]:

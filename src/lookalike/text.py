@@ -1,0 +1,12 @@
+"""Text shown to people: names from the outside world made safe to print on one line."""
+
+from __future__ import annotations
+
+
+def printable(name: object) -> str:
+    """`name` with control characters (newlines, tabs, escape sequences) written as escapes,
+    so that a crafted file name cannot fake a line of output or move the cursor."""
+    text = str(name)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
