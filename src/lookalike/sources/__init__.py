@@ -18,7 +18,7 @@ from ..text import printable
 from .arrays import ArraySource
 from .base import Batch, Skipped, Source, Subset
 from .decode import load_image, read_header
-from .files import check_file
+from .files import EXTENSIONS, check_file
 from .folder import FolderSource
 from .pieces import Piece
 from .sample import SampleSource
@@ -55,6 +55,9 @@ def open_source(spec: str | os.PathLike, size: int = 96, progress: bool = True) 
     if not os.path.lexists(path):
         raise SourceError(f"{printable(path)}: no such file or folder")
     check_file(path, "an image source")  # a broken link, a FIFO, a device: said as such
+    if path.suffix.lower() in EXTENSIONS:
+        raise SourceError(f"{printable(path)}: one image is not an image source; give the folder that holds "
+                          "it (to search with it: lookalike search INDEX IMAGE)")
     raise SourceError(f"{printable(path)}: not an image source (expected a folder, a .npy file, "
                       "an STL-10 .bin file, or 'sample')")
 
@@ -78,7 +81,7 @@ def open_piece(piece: Piece) -> Source:
                             name=f"folder:{piece.spec}[{piece.start}:{piece.stop}]")
     whole = open_source(piece.spec, size=piece.size, progress=False)
     if len(whole) != piece.count:
-        raise SourceError(f"{piece.spec}: holds {len(whole)} images, {piece.count} when it was cut "
+        raise SourceError(f"{printable(piece.spec)}: holds {len(whole)} images, {piece.count} when it was cut "
                           "into pieces; it changed in between")
     rows = np.arange(piece.start, piece.stop) if piece.positions is None else np.asarray(piece.positions)
     return whole.subset(rows, f"{whole.name}[{piece.start}:{piece.stop}]")

@@ -39,7 +39,9 @@ def list_files(root: Path) -> tuple[list[Path], list[Skipped]]:
 
 def _each(fn: Callable, items: Sequence, progress: bool = False, desc: str = "") -> list:
     """`fn` of every item in a thread pool (file reads and PIL's decoders release the GIL);
-    a `SourceError` is returned in the item's place rather than raised."""
+    a `SourceError` is returned in the item's place rather than raised. Items are handed
+    to the pool a run at a time, so a folder of millions of files does not queue millions
+    of tasks at once."""
     from ..progress import bar
 
     def one(item):
@@ -50,8 +52,10 @@ def _each(fn: Callable, items: Sequence, progress: bool = False, desc: str = "")
 
     if len(items) <= 1:
         return [one(item) for item in items]
+    run = 4096
     with ThreadPoolExecutor(max_workers=min(len(items), os.cpu_count() or 1)) as pool:
-        return list(bar(pool.map(one, items), total=len(items), desc=desc, unit="img", enabled=progress))
+        results = (r for lo in range(0, len(items), run) for r in pool.map(one, items[lo:lo + run]))
+        return list(bar(results, total=len(items), desc=desc, unit="img", enabled=progress))
 
 
 def _reason(path: Path, error: SourceError) -> str:
@@ -92,12 +96,11 @@ class FolderSource(Source):
             raise SourceError(f"{printable(self.root)}: no readable image found"
                               + (f" ({len(self.skipped)} file(s) skipped)" if self.skipped else ""))
         self.ids = [p.as_posix() for p in kept]
-        self.paths = [Path(self.spec, p) for p in kept]
-        tops = [p.parts for p in kept]
-        if all(len(parts) > 1 for parts in tops):
-            names = sorted({parts[0] for parts in tops})
+        if all(len(p.parts) > 1 for p in kept):
+            names = sorted({p.parts[0] for p in kept})
+            number = {name: i for i, name in enumerate(names)}
             self.label_names = names
-            self.labels = np.array([names.index(parts[0]) for parts in tops], dtype=np.int64)
+            self.labels = np.array([number[p.parts[0]] for p in kept], dtype=np.int64)
 
     def _open(self, progress: bool) -> tuple[list[PurePosixPath], list[Skipped]]:
         """List the folder and read every image file's header: the files kept (relative to
@@ -113,7 +116,7 @@ class FolderSource(Source):
         return kept, skipped
 
     def read_available(self, indices) -> tuple[np.ndarray, dict[int, Skipped]]:
-        paths = [self.paths[int(i)] for i in np.asarray(indices, dtype=np.int64).reshape(-1)]
+        paths = [self.path(int(i)) for i in np.asarray(indices, dtype=np.int64).reshape(-1)]
         decoded = _each(lambda p: load_image(p, self.size), paths)
         failed = {}
         for j, (path, result) in enumerate(zip(paths, decoded)):
@@ -124,8 +127,12 @@ class FolderSource(Source):
         out = np.stack(images) if images else np.empty((0, *self.image_shape), np.uint8)
         return out, failed
 
+    def path(self, i: int) -> Path:
+        """The file of image `i` (made from its id when asked, not held for every image)."""
+        return Path(self.spec, self.ids[i])
+
     def location(self, i: int) -> str:
-        return str(self.paths[i])
+        return str(self.path(i))
 
     def _piece_of(self, rows, start: int, stop: int):
         return Piece(self.spec, start, stop, self.size, len(self), files=tuple(self.ids[int(r)] for r in rows))
