@@ -155,9 +155,14 @@ def resize_crop(im: Image.Image, size: int) -> Image.Image:
 def _opened(image: ImageInput, name: str) -> Iterator[Image.Image]:
     """`image` opened by PIL, restricted to `FORMATS`; the file is closed on the way out."""
     if isinstance(image, (str, os.PathLike)):
-        with open_file(image) as file, Image.open(file, formats=FORMATS) as im:
-            yield im
+        with open_file(image) as file:
+            if os.fstat(file.fileno()).st_size == 0:
+                raise SourceError(f"{name}: empty file (0 bytes)")
+            with Image.open(file, formats=FORMATS) as im:
+                yield im
     elif isinstance(image, (bytes, bytearray, memoryview)):
+        if len(image) == 0:
+            raise SourceError(f"{name}: empty (0 bytes)")
         with Image.open(io.BytesIO(bytes(image)), formats=FORMATS) as im:
             yield im
     elif hasattr(image, "read"):

@@ -16,6 +16,8 @@ each one is either an image file to use or listed as skipped, with the reason. I
   of links is a common way to assemble a data set). Every real folder is walked once: a
   link back to a folder already walked (a loop) or a second link to it is listed as skipped.
   A broken link, a link loop and a folder that cannot be listed are listed as skipped.
+- A name that is not valid UTF-8 is listed as skipped (ids are text that an index, JSON and
+  figures must carry); rename the file to use it.
 - Nothing is opened while walking (only `os.stat`), so a FIFO in the folder cannot block it.
 """
 
@@ -130,6 +132,10 @@ def _sort(path: Path, name: str, walked: dict, skipped: list[Skipped]) -> str:
     if name.startswith("."):
         skipped.append(Skipped(str(path), "hidden folder, not looked into" if is_dir else "hidden file, not used"))
         return "skipped"
+    if not is_utf8(name):
+        skipped.append(Skipped(str(path), f"its name is not valid UTF-8; rename the {'folder' if is_dir else 'file'} "
+                                          "to use it"))
+        return "skipped"
     if is_dir:
         first = walked.setdefault(_key(st), path)
         if first is not path:
@@ -144,6 +150,16 @@ def _sort(path: Path, name: str, walked: dict, skipped: list[Skipped]) -> str:
         skipped.append(Skipped(str(path), f"not an image file (extension {printable(path.suffix) or 'none'})"))
         return "skipped"
     return "file"
+
+
+def is_utf8(name: str) -> bool:
+    """Whether `name` is valid UTF-8 on disk (Python keeps other bytes as lone surrogates,
+    which an id cannot carry into SQLite, JSON or a figure's title)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _key(st: os.stat_result) -> tuple[int, int]:

@@ -26,7 +26,7 @@ from ..errors import SourceError
 from ..text import printable
 from .base import Skipped, Source
 from .decode import MAX_PIXELS, check_size, load_image, read_header, resize_crop
-from .files import EXTENSIONS, walk
+from .files import EXTENSIONS, is_utf8, walk
 from .pieces import Piece
 
 __all__ = ["EXTENSIONS", "MAX_PIXELS", "FolderSource", "list_files", "load_image", "resize_crop"]
@@ -83,6 +83,8 @@ class FolderSource(Source):
         if not self.root.is_dir():
             raise SourceError(f"{printable(self.root)}: "
                               + ("not a folder" if os.path.lexists(self.root) else "no such folder"))
+        if not is_utf8(str(self.root.resolve())):
+            raise SourceError(f"{printable(self.root)}: the folder's path is not valid UTF-8; rename it")
         size = check_size(size)
         self.name = name or f"folder:{self.root}"
         self.spec = str(self.root.resolve())
