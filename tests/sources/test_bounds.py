@@ -169,3 +169,23 @@ def test_pil_warnings_are_silenced_in_threads_and_filters_restored(monkeypatch):
             t.join()
         assert len(results) == 160 and len(caught) == 1, [str(w.message) for w in caught]
         assert warnings.filters == before
+
+
+def test_threads_decode_within_the_pixel_budget(tmp_path, monkeypatch):
+    """Many large images read at once by a folder's thread pool are decoded a few at a time."""
+    from lookalike.sources import decode
+
+    monkeypatch.setattr(decode, "DECODE_BUDGET", 2 * 300 * 200)
+    for i in range(12):
+        Image.fromarray(np.full((200, 300, 3), i * 20, np.uint8)).save(tmp_path / f"{i:02d}.png")
+    peak, load = [], Image.Image.load
+
+    def watch(self):
+        peak.append(decode._decoding_now)
+        return load(self)
+
+    monkeypatch.setattr(Image.Image, "load", watch)
+    src = FolderSource(tmp_path, size=32, progress=False)
+    images = src.read(np.arange(12))
+    assert [int(im.mean()) for im in images] == [i * 20 for i in range(12)]
+    assert max(peak) <= 2 * 300 * 200 and decode._decoding_now == 0

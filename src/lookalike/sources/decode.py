@@ -16,6 +16,8 @@ Limits, so that no input makes lookalike block or run out of memory:
   that still covers `size` (`draft`), the centre square is cut before resizing, and the
   result is `size` x `size` with `MIN_SIZE <= size <= MAX_SIZE`. So the largest image held
   is the decoded file itself, and a 60,000 x 1 strip costs no more than its pixels.
+- Threads decode at most `DECODE_BUDGET` pixels at once between them; a thread waits for
+  room rather than pile up another large image.
 - A binary file object that cannot seek is read up to `MAX_STREAM_BYTES`.
 - The first frame of a multi-frame file (GIF, APNG, animated WebP, multi-page TIFF).
 - PIL's warnings are silenced (`quiet.py`); what they mean shows as a refused image or not
@@ -28,6 +30,7 @@ import io
 import os
 import re
 import struct
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import BinaryIO, Union
@@ -50,6 +53,10 @@ MIN_SIZE, MAX_SIZE = 16, 1024
 MAX_STREAM_BYTES = 256 * 2**20
 # The formats lookalike decodes (PIL's names), whatever a file's name says.
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")  # JPEG opens MPO files too
+
+# Pixels decoded at once by all threads together. Folders decode in a thread pool; without
+# this, sixteen threads each on a 64-megapixel image would hold over ten gigabytes.
+DECODE_BUDGET = 2 * MAX_PIXELS
 
 ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, np.ndarray]
 
@@ -104,9 +111,10 @@ def load_image(image: ImageInput, size: int | None) -> np.ndarray:
             _check_header(im, name)
             if size is not None:
                 im.draft(None, (size, size))  # JPEG: decode at a smaller scale that still covers size
-            im.load()
-            _orient(im)
-            return _finish(im, size, name)
+            with _decoding(im.width * im.height):
+                im.load()
+                _orient(im)
+                return _finish(im, size, name)
     except SourceError:
         raise
     except Exception as exc:  # PIL raises many types for a bad file: _decode_error sorts them
@@ -128,6 +136,26 @@ def read_header(path: str | os.PathLike) -> tuple[int, int]:
         raise
     except Exception as exc:  # as in load_image
         raise _decode_error(name, exc) from None
+
+
+_budget = threading.Condition()
+_decoding_now = 0  # pixels being decoded, under _budget
+
+
+@contextmanager
+def _decoding(pixels: int) -> Iterator[None]:
+    """Wait until `pixels` more fit in `DECODE_BUDGET`, and hold them while within."""
+    global _decoding_now
+    pixels = min(pixels, DECODE_BUDGET)
+    with _budget:
+        _budget.wait_for(lambda: _decoding_now + pixels <= DECODE_BUDGET)
+        _decoding_now += pixels
+    try:
+        yield
+    finally:
+        with _budget:
+            _decoding_now -= pixels
+            _budget.notify_all()
 
 
 def centre_square(im: Image.Image) -> Image.Image:
