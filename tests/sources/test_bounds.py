@@ -189,3 +189,31 @@ def test_threads_decode_within_the_pixel_budget(tmp_path, monkeypatch):
     images = src.read(np.arange(12))
     assert [int(im.mean()) for im in images] == [i * 20 for i in range(12)]
     assert max(peak) <= 2 * 300 * 200 and decode._decoding_now == 0
+
+
+def test_files_and_streams_over_the_byte_limit_are_not_read(tmp_path, monkeypatch):
+    """WebP's decoder reads a whole file when it opens it: a huge file is refused by its size."""
+    from lookalike.sources.decode import MAX_FILE_BYTES
+
+    with open(tmp_path / "huge.webp", "wb") as f:  # sparse: nothing is written but the last byte
+        f.seek(MAX_FILE_BYTES)
+        f.write(b"\0")
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "ok.png")
+    src = FolderSource(tmp_path, size=16, progress=False)
+    assert src.ids == ["ok.png"]
+    assert src.skipped[0].reason == (f"refused, {MAX_FILE_BYTES + 1:,} bytes is over lookalike's limit of "
+                                     f"{MAX_FILE_BYTES:,} bytes for an image file")
+
+    class Endless(io.RawIOBase):  # a stream that never ends, like /dev/zero handed over open
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            b[:] = b"\0" * len(b)
+            return len(b)
+
+    from lookalike.sources import decode
+
+    monkeypatch.setattr(decode, "MAX_FILE_BYTES", 10 * 2**20)  # not to fill half a gigabyte here
+    with pytest.raises(SourceError, match=r"^<file>: refused, more than 10,485,760 bytes is over"):
+        load_image(Endless(), 32)

@@ -18,7 +18,8 @@ Limits, so that no input makes lookalike block or run out of memory:
   is the decoded file itself, and a 60,000 x 1 strip costs no more than its pixels.
 - Threads decode at most `DECODE_BUDGET` pixels at once between them; a thread waits for
   room rather than pile up another large image.
-- A binary file object that cannot seek is read up to `MAX_STREAM_BYTES`.
+- Files and streams of at most `MAX_FILE_BYTES` (some decoders, WebP's, read a whole file
+  into memory when they open it); a stream that cannot seek is read whole, up to that.
 - The first frame of a multi-frame file (GIF, APNG, animated WebP, multi-page TIFF).
 - PIL's warnings are silenced (`quiet.py`); what they mean shows as a refused image or not
   at all.
@@ -49,8 +50,8 @@ MAX_PIXELS = 64_000_000
 # Sides a source may resize images to: 16 x 16 is the smallest a CNN sees anything in, and a
 # 1024 x 1024 RGB image is 3 MiB, so a batch of a few hundred still fits in memory.
 MIN_SIZE, MAX_SIZE = 16, 1024
-# A stream (a socket, a pipe, an upload) is read whole before decoding, up to this much.
-MAX_STREAM_BYTES = 256 * 2**20
+# The largest image file or stream: a 64-megapixel 16-bit RGBA TIFF, uncompressed, fits.
+MAX_FILE_BYTES = 512 * 2**20
 # The formats lookalike decodes (PIL's names), whatever a file's name says.
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")  # JPEG opens MPO files too
 
@@ -184,13 +185,18 @@ def _opened(image: ImageInput, name: str) -> Iterator[Image.Image]:
     """`image` opened by PIL, restricted to `FORMATS`; the file is closed on the way out."""
     if isinstance(image, (str, os.PathLike)):
         with open_file(image) as file:
-            if os.fstat(file.fileno()).st_size == 0:
+            length = os.fstat(file.fileno()).st_size
+            if length == 0:
                 raise SourceError(f"{name}: empty file (0 bytes)")
+            if length > MAX_FILE_BYTES:
+                raise _too_many_bytes(name, f"{length:,}")
             with Image.open(file, formats=FORMATS) as im:
                 yield im
     elif isinstance(image, (bytes, bytearray, memoryview)):
         if len(image) == 0:
             raise SourceError(f"{name}: empty (0 bytes)")
+        if len(image) > MAX_FILE_BYTES:
+            raise _too_many_bytes(name, f"{len(image):,}")
         with Image.open(io.BytesIO(bytes(image)), formats=FORMATS) as im:
             yield im
     elif hasattr(image, "read"):
@@ -203,16 +209,21 @@ def _opened(image: ImageInput, name: str) -> Iterator[Image.Image]:
 
 
 def _read_stream(stream: BinaryIO, name: str) -> bytes:
-    """All of a stream that cannot seek, up to `MAX_STREAM_BYTES` (a stream may give less
+    """All of a stream that cannot seek, up to `MAX_FILE_BYTES` (a stream may give less
     than asked on each read)."""
     chunks, total = [], 0
-    while total <= MAX_STREAM_BYTES:
-        chunk = stream.read(min(2**20, MAX_STREAM_BYTES + 1 - total))
+    while total <= MAX_FILE_BYTES:
+        chunk = stream.read(min(2**20, MAX_FILE_BYTES + 1 - total))
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
         total += len(chunk)
-    raise SourceError(f"{name}: refused, a stream of more than {MAX_STREAM_BYTES:,} bytes")
+    raise _too_many_bytes(name, f"more than {MAX_FILE_BYTES:,}")
+
+
+def _too_many_bytes(name: str, size: str) -> SourceError:
+    return SourceError(f"{name}: refused, {size} bytes is over lookalike's limit of {MAX_FILE_BYTES:,} "
+                       "bytes for an image file")
 
 
 def _check_header(im: Image.Image, name: str) -> None:
