@@ -35,6 +35,7 @@ from .base import Skipped
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # POSIX: opening a FIFO returns at once (Windows has none)
 _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"))
 
@@ -75,7 +76,7 @@ def open_file(path: str | os.PathLike) -> BinaryIO:
     """Open the regular file `path` for reading, never blocking (see the module docstring)."""
     check_file(path)
     try:
-        file = open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK))  # noqa: SIM115
+        file = open(path, "rb", opener=lambda p, flags: os.open(p, flags | _NONBLOCK))  # noqa: SIM115
     except OSError as exc:
         raise SourceError(f"{printable(path)}: {stat_reason(exc, path)}") from None
     try:

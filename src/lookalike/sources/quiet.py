@@ -12,11 +12,13 @@ filter list on entry and back on exit, so two threads that overlap can leave eac
 filters behind), and decoding runs in a thread pool. So `pil_quiet()` keeps one shared
 window instead: the first thread in adds two filters (for PIL's modules only), the last one
 out removes them. While any image is being decoded, PIL's warnings from other threads of
-the process are silenced too.
+the process are silenced too. Where warning filters are per thread and context (Python
+3.14's `context_aware_warnings`), a plain `catch_warnings` per call is used instead.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -29,14 +31,23 @@ _users = 0
 _added: list[tuple] = []
 
 
+def _add_filters() -> None:
+    warnings.filterwarnings("ignore", module=r"PIL(\..*)?$")
+    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+
+
 @contextmanager
 def pil_quiet() -> Iterator[None]:
     """Within: PIL's warnings are silenced and a decompression bomb warning is raised."""
     global _users
+    if getattr(sys.flags, "context_aware_warnings", False):  # Python 3.14+: filters are per thread
+        with warnings.catch_warnings():
+            _add_filters()
+            yield
+        return
     with _LOCK:
         if _users == 0:
-            warnings.filterwarnings("ignore", module=r"PIL(\..*)?$")
-            warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+            _add_filters()
             _added[:] = warnings.filters[:2]
         _users += 1
     try:
