@@ -217,3 +217,9 @@ def test_files_and_streams_over_the_byte_limit_are_not_read(tmp_path, monkeypatc
     monkeypatch.setattr(decode, "MAX_FILE_BYTES", 10 * 2**20)  # not to fill half a gigabyte here
     with pytest.raises(SourceError, match=r"^<file>: refused, more than 10,485,760 bytes is over"):
         load_image(Endless(), 32)
+
+
+def test_sample_images_at_once_is_for_small_sets():
+    assert SampleSource(3).images.shape == (3, 96, 96, 3)
+    with pytest.raises(SourceError, match=r"all 1,000,000 images at once would take 25.7 GiB; read them in batches"):
+        SampleSource(MAX_SAMPLE).images

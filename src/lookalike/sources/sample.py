@@ -25,6 +25,7 @@ from .decode import check_size
 # reading renders crops one at a time. The seed is a non-negative 64-bit integer.
 MAX_SAMPLE = 1_000_000
 MAX_SEED = 2**64 - 1
+MAX_IMAGES_BYTES = 2 * 2**30  # the most `images` renders at once
 
 # Photographs only: synthetic test patterns and near-duplicate pairs (the right half of the
 # motorcycle stereo pair) are left out so that each label is one distinct picture.
@@ -124,7 +125,12 @@ class SampleSource(Source):
 
     @property
     def images(self) -> np.ndarray:
-        """Every image, rendered now: uint8 (n, size, size, 3). For small sets."""
+        """Every image, rendered now: uint8 (n, size, size, 3). For small sets: one of more
+        than `MAX_IMAGES_BYTES` is refused (read it in batches: `batches`, `read`)."""
+        need = self.n * self.size * self.size * 3
+        if need > MAX_IMAGES_BYTES:
+            raise SourceError(f"{self.name}: all {self.n:,} images at once would take {need / 2**30:.1f} GiB; "
+                              f"read them in batches (source.batches) instead")
         return self.read(np.arange(self.n))
 
     def crop(self, i: int) -> np.ndarray:
