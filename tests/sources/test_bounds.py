@@ -223,3 +223,9 @@ def test_sample_images_at_once_is_for_small_sets():
     assert SampleSource(3).images.shape == (3, 96, 96, 3)
     with pytest.raises(SourceError, match=r"all 1,000,000 images at once would take 25.7 GiB; read them in batches"):
         SampleSource(MAX_SAMPLE).images
+
+
+@pytest.mark.parametrize("spec", ["", "  "])
+def test_an_empty_source_name_is_not_the_current_folder(spec):
+    with pytest.raises(SourceError, match=r"^no source given \(an empty name\)"):
+        open_source(spec)

@@ -41,6 +41,8 @@ def open_source(spec: str | os.PathLike, size: int = 96, progress: bool = True) 
     out of range is a one-line `SourceError`, never an attempt to allocate it.
     """
     text = str(spec)
+    if not text.strip():  # Path("") is the current folder: never open it by accident
+        raise SourceError("no source given (an empty name); give sample, stl10, a .npy file or a folder")
     if text == "sample" or text.startswith("sample:"):
         return _sample(text)
     if text == "stl10" or text.startswith("stl10:"):
