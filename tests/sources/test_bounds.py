@@ -229,3 +229,14 @@ def test_sample_images_at_once_is_for_small_sets():
 def test_an_empty_source_name_is_not_the_current_folder(spec):
     with pytest.raises(SourceError, match=r"^no source given \(an empty name\)"):
         open_source(spec)
+
+
+def test_stl10_label_file_of_the_wrong_size_is_refused_unread(tmp_path):
+    from tests.conftest import stl10_pattern, write_stl10
+
+    write_stl10(tmp_path / "train_X.bin", stl10_pattern(3))
+    with open(tmp_path / "train_y.bin", "wb") as f:  # sparse, 1 GiB: reading it would take as much
+        f.seek(2**30)
+        f.write(b"\1")
+    with pytest.raises(SourceError, match=r"train_y.bin: 1073741825 labels for 3 images"):
+        open_source(tmp_path / "train_X.bin")

@@ -93,13 +93,13 @@ class STL10Source(Source):
         self.image_shape = (HEIGHT, WIDTH, CHANNELS)
         label_path = self.path.with_name(self.path.name.replace("_X.bin", "_y.bin"))
         if label_path != self.path and os.path.lexists(label_path):
-            labels = read_stl10_labels(label_path)
-            if len(labels) != len(self.images):
+            count = check_file(label_path, "an STL-10 label file").st_size  # one byte a label: checked unread
+            if count != len(self.images):
                 raise SourceError(
-                    f"{printable(label_path)}: {len(labels)} labels for {len(self.images)} images in "
+                    f"{printable(label_path)}: {count} labels for {len(self.images)} images in "
                     f"{printable(self.path)}"
                 )
-            self.labels = labels.astype(np.int64) - 1
+            self.labels = read_stl10_labels(label_path).astype(np.int64) - 1
             self.label_names = CLASS_NAMES
 
     def read(self, indices) -> np.ndarray:
