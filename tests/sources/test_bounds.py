@@ -240,3 +240,15 @@ def test_stl10_label_file_of_the_wrong_size_is_refused_unread(tmp_path):
         f.write(b"\1")
     with pytest.raises(SourceError, match=r"train_y.bin: 1073741825 labels for 3 images"):
         open_source(tmp_path / "train_X.bin")
+
+
+def test_a_pil_without_one_format_still_reads_the_others(monkeypatch):
+    """A PIL built without WebP has no WEBP opener; asking PIL for it would fail every file."""
+    png, webp = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (20, 20), (1, 2, 3)).save(png, "PNG")
+    Image.new("RGB", (20, 20), (1, 2, 3)).save(webp, "WEBP")
+    Image.init()
+    monkeypatch.delitem(Image.OPEN, "WEBP")
+    assert load_image(png.getvalue(), 16)[0, 0].tolist() == [1, 2, 3]
+    with pytest.raises(SourceError, match="not an image file lookalike reads"):
+        load_image(webp.getvalue(), 16)

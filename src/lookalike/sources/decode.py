@@ -190,22 +190,30 @@ def _opened(image: ImageInput, name: str) -> Iterator[Image.Image]:
                 raise SourceError(f"{name}: empty file (0 bytes)")
             if length > MAX_FILE_BYTES:
                 raise _too_many_bytes(name, f"{length:,}")
-            with Image.open(file, formats=FORMATS) as im:
+            with Image.open(file, formats=_formats()) as im:
                 yield im
     elif isinstance(image, (bytes, bytearray, memoryview)):
         if len(image) == 0:
             raise SourceError(f"{name}: empty (0 bytes)")
         if len(image) > MAX_FILE_BYTES:
             raise _too_many_bytes(name, f"{len(image):,}")
-        with Image.open(io.BytesIO(bytes(image)), formats=FORMATS) as im:
+        with Image.open(io.BytesIO(bytes(image)), formats=_formats()) as im:
             yield im
     elif hasattr(image, "read"):
         seekable = getattr(image, "seekable", lambda: False)()
-        with Image.open(image if seekable else io.BytesIO(_read_stream(image, name)), formats=FORMATS) as im:
+        with Image.open(image if seekable else io.BytesIO(_read_stream(image, name)), formats=_formats()) as im:
             yield im
     else:
         raise SourceError(f"{name}: expected a path, bytes, a binary file or an array, "
                           f"got {type(image).__name__}")
+
+
+def _formats() -> list[str]:
+    """`FORMATS` that this PIL can open (a PIL built without WebP has no WEBP opener, and
+    asking for it would fail every file)."""
+    if any(f not in Image.OPEN for f in FORMATS):
+        Image.init()
+    return [f for f in FORMATS if f in Image.OPEN]
 
 
 def _read_stream(stream: BinaryIO, name: str) -> bytes:
