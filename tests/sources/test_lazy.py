@@ -18,12 +18,15 @@ from lookalike.sources import sample as sample_mod
 @pytest.fixture
 def decodes(monkeypatch):
     """Files whose pixels were decoded: every path to pixels in PIL goes through
-    ImageFile.load (called again, as a no-op, by later steps on the same image)."""
+    ImageFile.load (called again, as a no-op, by later steps on the same image). lookalike
+    opens each file itself (never blocking) and hands PIL the open file, whose name is the path."""
     calls = []
     original = ImageFile.ImageFile.load
 
     def load(self):
-        calls.append(getattr(self, "filename", None))
+        name = getattr(self, "filename", None) or getattr(getattr(self, "fp", None), "name", None)
+        if name:  # a later no-op call has neither: the file is closed
+            calls.append(name)
         return original(self)
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", load)

@@ -75,8 +75,12 @@ def embedder_from_args(args: argparse.Namespace):
 
 
 def report_skipped(source) -> None:
-    """List on stderr the files of `source` that could not be read, and why."""
+    """List on stderr the files of `source` that were not used, and why: one line each, with
+    control characters in names and reasons escaped, so a crafted file name cannot fake a
+    line of output."""
+    from ..text import printable
+
     if source.skipped:
-        print(f"skipped {len(source.skipped)} unreadable file(s):", file=sys.stderr)
+        print(f"skipped {len(source.skipped)} file(s):", file=sys.stderr)
         for s in source.skipped:
-            print(f"  {s.path}: {s.reason}", file=sys.stderr)
+            print(f"  {printable(s.path)}: {printable(s.reason)}", file=sys.stderr)

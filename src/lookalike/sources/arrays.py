@@ -1,4 +1,8 @@
-"""Images already in a NumPy file: uint8 of shape (n, height, width, 3), memory-mapped."""
+"""Images already in a NumPy file: uint8 of shape (n, height, width, 3), memory-mapped.
+
+The file must be a regular file (`files.check_file`); each image is at most
+`decode.MAX_PIXELS` pixels, as a decoded image file is.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SourceError
+from ..text import printable
 from .base import Source
+from .decode import MAX_PIXELS
+from .files import check_file
 
 
 class ArraySource(Source):
@@ -23,23 +30,25 @@ class ArraySource(Source):
         else:
             self.path = Path(data)
             if self.path.suffix != ".npy":
-                raise SourceError(f"{self.path}: expected a .npy file of uint8 images (n, h, w, 3)")
-            if not self.path.is_file():
-                raise SourceError(f"{self.path}: no such file")
+                raise SourceError(f"{printable(self.path)}: expected a .npy file of uint8 images (n, h, w, 3)")
+            check_file(self.path, "a .npy file")  # a FIFO or a device is never opened
             try:
                 array = np.load(self.path, mmap_mode="r", allow_pickle=False)
-            except ValueError as exc:
-                raise SourceError(f"{self.path}: not a readable .npy file ({exc})") from None
+            except (ValueError, OSError, EOFError) as exc:
+                raise SourceError(f"{printable(self.path)}: not a readable .npy file "
+                                  f"({printable(exc) or type(exc).__name__})") from None
             self.name = name or f"npy:{self.path.name}"
             self.spec = str(self.path.resolve())
-        if array.ndim != 4 or array.shape[-1] != 3:
-            raise SourceError(
-                f"{self.path or self.name}: shape {array.shape} is not (n, height, width, 3) images"
-            )
+        where = printable(self.path or self.name)
+        if array.ndim != 4 or array.shape[-1] != 3 or 0 in array.shape[1:]:
+            raise SourceError(f"{where}: shape {array.shape} is not (n, height, width, 3) images")
         if array.dtype != np.uint8:
-            raise SourceError(f"{self.path or self.name}: dtype {array.dtype}, expected uint8 pixels")
+            raise SourceError(f"{where}: dtype {array.dtype}, expected uint8 pixels")
         if len(array) == 0:
-            raise SourceError(f"{self.path or self.name}: holds no image")
+            raise SourceError(f"{where}: holds no image")
+        if array.shape[1] * array.shape[2] > MAX_PIXELS:
+            raise SourceError(f"{where}: images of {array.shape[2]}x{array.shape[1]} pixels are over "
+                              f"lookalike's limit of {MAX_PIXELS:,} pixels per image")
         self.images = array
         self.image_shape = tuple(int(s) for s in array.shape[1:])  # type: ignore[assignment]
         stem = self.path.stem if self.path else self.name

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import SourceError
+from ..text import printable
 from .pieces import Piece, bounds
 
 _SKIPPED_LOCK = threading.Lock()  # guards every source's `skipped` list (failures are rare)
@@ -64,7 +65,7 @@ def unreadable(failed: dict[int, Skipped]) -> SourceError:
     """The error of a strict `read` that met images it could not decode."""
     first = next(iter(failed.values()))
     more = f" (and {len(failed) - 1} more unreadable image(s))" if len(failed) > 1 else ""
-    return SourceError(f"{first.path}: {first.reason}{more}")
+    return SourceError(f"{printable(first.path)}: {printable(first.reason)}{more}")
 
 
 class Source:
@@ -146,14 +147,14 @@ class Source:
         """Cut the source into `n` pieces of near-equal length, or into pieces of `chunk`
         images; each is a small picklable description that `Piece.open` reopens anywhere."""
         if self.spec is None:
-            raise SourceError(f"{self.name}: an in-memory image set cannot be cut into pieces for other "
+            raise SourceError(f"{printable(self.name)}: an in-memory image set cannot be cut into pieces for other "
                               "processes; save it as .npy first")
         return [self.piece(lo, hi) for lo, hi in bounds(len(self), n, chunk)]
 
     def piece(self, start: int, stop: int) -> Piece:
         """The piece holding images `start` to `stop` of this source."""
         if not 0 <= start < stop <= len(self):
-            raise SourceError(f"{self.name}: piece {start}:{stop} is not within its {len(self)} images")
+            raise SourceError(f"{printable(self.name)}: piece {start}:{stop} is not within its {len(self)} images")
         return self._piece_of(np.arange(start, stop), start, stop)
 
     def _piece_of(self, rows: np.ndarray, start: int, stop: int) -> Piece:

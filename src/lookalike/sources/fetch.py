@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..download import download
 from ..errors import DownloadError
+from ..text import printable
 from .stl10 import FILES
 
 STL10_URL = "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"
@@ -53,10 +54,11 @@ def extract(archive: Path, root: Path) -> Path:
             with tarfile.open(archive) as tar:
                 tar.extractall(tmp, filter="data")
         except (tarfile.TarError, EOFError, OSError) as exc:
-            raise DownloadError(f"{archive}: cannot extract ({exc}); delete it and fetch again") from None
+            raise DownloadError(f"{printable(archive)}: cannot extract ({printable(exc)}); delete it and fetch again") \
+                from None
         inner = tmp / "stl10_binary"
         if not inner.is_dir() or not any((inner / f).is_file() for f in FILES):
-            raise DownloadError(f"{archive}: no stl10_binary/ folder with {' or '.join(FILES)} inside")
+            raise DownloadError(f"{printable(archive)}: no stl10_binary/ folder with {' or '.join(FILES)} inside")
         os.replace(inner, root / "stl10_binary")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

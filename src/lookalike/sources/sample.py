@@ -18,6 +18,14 @@ from PIL import Image, ImageEnhance
 
 from ..errors import SourceError
 from .base import Source
+from .decode import check_size
+
+# Bounds of `sample:N:SEED:SIZE`. Opening holds a label (8 bytes) and an id (about 70 bytes
+# as a Python string) per image, so a million images cost about 80 MB before any is read;
+# reading renders crops one at a time. The seed is a non-negative 64-bit integer.
+MAX_SAMPLE = 1_000_000
+MAX_SEED = 2**64 - 1
+MAX_IMAGES_BYTES = 2 * 2**30  # the most `images` renders at once
 
 # Photographs only: synthetic test patterns and near-duplicate pairs (the right half of the
 # motorcycle stereo pair) are left out so that each label is one distinct picture.
@@ -97,10 +105,15 @@ class SampleSource(Source):
         if len(paths) < 2:
             raise SourceError("sample set: scikit-image and scikit-learn sample photos not found; "
                               "install scikit-image and scikit-learn")
-        if n < 1:
-            raise SourceError(f"sample set: n={n}, must be at least 1")
-        if seed < 0 or size < 1:
-            raise SourceError(f"sample set: seed={seed} and size={size} must be >= 0 and >= 1")
+        for field, value in (("n", n), ("seed", seed)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise SourceError(f"sample set: {field}={value!r} is not a whole number")
+        if not 1 <= n <= MAX_SAMPLE:
+            raise SourceError(f"sample set: n={n} is out of range: 1 to {MAX_SAMPLE:,} images")
+        if not 0 <= seed <= MAX_SEED:
+            raise SourceError(f"sample set: seed={seed} is out of range: 0 to 2**64 - 1")
+        size = check_size(size, "sample set: size")
+        n, seed = int(n), int(seed)
         self.labels = sample_labels(n, seed, len(paths))
         self.label_names = [p.stem for p in paths]
         self.paths = paths
@@ -112,7 +125,12 @@ class SampleSource(Source):
 
     @property
     def images(self) -> np.ndarray:
-        """Every image, rendered now: uint8 (n, size, size, 3). For small sets."""
+        """Every image, rendered now: uint8 (n, size, size, 3). For small sets: one of more
+        than `MAX_IMAGES_BYTES` is refused (read it in batches: `batches`, `read`)."""
+        need = self.n * self.size * self.size * 3
+        if need > MAX_IMAGES_BYTES:
+            raise SourceError(f"{self.name}: all {self.n:,} images at once would take {need / 2**30:.1f} GiB; "
+                              f"read them in batches (source.batches) instead")
         return self.read(np.arange(self.n))
 
     def crop(self, i: int) -> np.ndarray:

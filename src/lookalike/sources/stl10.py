@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SourceError
+from ..text import printable
 from .base import Source
+from .files import check_file
 
 HEIGHT = WIDTH = 96
 CHANNELS = 3
@@ -38,12 +40,10 @@ def read_stl10(path: str | os.PathLike) -> np.ndarray:
         A read-only view on the file: slicing it reads only the records sliced.
     """
     path = Path(path)
-    if not path.is_file():
-        raise SourceError(f"{path}: no such STL-10 file")
-    size = path.stat().st_size
+    size = check_file(path, "an STL-10 file").st_size
     if size == 0 or size % RECORD_BYTES:
         raise SourceError(
-            f"{path}: size {size} bytes is not a multiple of an STL-10 record "
+            f"{printable(path)}: size {size} bytes is not a multiple of an STL-10 record "
             f"({RECORD_BYTES} bytes = 3x96x96); the file is truncated or not STL-10"
         )
     raw = np.memmap(path, dtype=np.uint8, mode="r", shape=(size // RECORD_BYTES, CHANNELS, WIDTH, HEIGHT))
@@ -54,8 +54,7 @@ def read_stl10(path: str | os.PathLike) -> np.ndarray:
 def read_stl10_labels(path: str | os.PathLike) -> np.ndarray:
     """Read an STL-10 label file (`*_y.bin`): uint8 of shape (n,), classes 1 to 10."""
     path = Path(path)
-    if not path.is_file():
-        raise SourceError(f"{path}: no such STL-10 label file")
+    check_file(path, "an STL-10 label file")
     return np.fromfile(path, dtype=np.uint8)
 
 
@@ -68,14 +67,15 @@ def default_root() -> Path:
 def resolve(path: str | os.PathLike | None) -> Path:
     """Find the image file meant by `path`: a .bin file, a folder holding one, or STL-10's default place."""
     p = Path(path) if path else default_root()
-    if p.is_file():
+    if os.path.lexists(p) and not p.is_dir():
+        check_file(p, "an STL-10 file")  # a broken link, a FIFO, a device: said as such
         return p
     for folder in (p, p / "stl10_binary"):
         for name in FILES:
             if (folder / name).is_file():
                 return folder / name
     raise SourceError(
-        f"{p}: no STL-10 file found (looked for {', '.join(FILES)}); "
+        f"{printable(p)}: no STL-10 file found (looked for {', '.join(FILES)}); "
         "run `lookalike fetch stl10` first or give the path to a *_X.bin file"
     )
 
@@ -92,13 +92,14 @@ class STL10Source(Source):
         self.ids = [f"{stem}/{i}" for i in range(len(self.images))]
         self.image_shape = (HEIGHT, WIDTH, CHANNELS)
         label_path = self.path.with_name(self.path.name.replace("_X.bin", "_y.bin"))
-        if label_path != self.path and label_path.is_file():
-            labels = read_stl10_labels(label_path)
-            if len(labels) != len(self.images):
+        if label_path != self.path and os.path.lexists(label_path):
+            count = check_file(label_path, "an STL-10 label file").st_size  # one byte a label: checked unread
+            if count != len(self.images):
                 raise SourceError(
-                    f"{label_path}: {len(labels)} labels for {len(self.images)} images in {self.path}"
+                    f"{printable(label_path)}: {count} labels for {len(self.images)} images in "
+                    f"{printable(self.path)}"
                 )
-            self.labels = labels.astype(np.int64) - 1
+            self.labels = read_stl10_labels(label_path).astype(np.int64) - 1
             self.label_names = CLASS_NAMES
 
     def read(self, indices) -> np.ndarray:
