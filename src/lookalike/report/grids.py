@@ -18,12 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..text import printable
 from .figures import pyplot, save
 
 
 def tile_title(key: str, label: str | None) -> str:
-    """The title of one image: its key (or id), and its label on a second line when it has one."""
-    return f"{key}\n{label}" if label else key
+    """The title of one image: its key (or id), and its label on a second line when it has one
+    (control characters of file names written as escapes)."""
+    return f"{printable(key)}\n{printable(label)}" if label else printable(key)
 
 
 def pick(total: int, n: int, seed: int = 0) -> np.ndarray:
@@ -51,7 +53,7 @@ def sample_grid(source, n: int = 8, *, out: str | os.PathLike, seed: int = 0, co
     shown = [int(r) for j, r in enumerate(picks) if j not in failed]
     titles = [tile_title(source.ids[r], source.label(r)) for r in shown]
     return image_grid(pixels, titles, out, cols=cols,
-                      suptitle=f"{source.name}: {len(shown)} random images of {len(source)}")
+                      suptitle=f"{printable(source.name)}: {len(shown)} random images of {len(source)}")
 
 
 def neighbour_grid(queries, query_rows: Sequence[int], base, distances: np.ndarray, indices: np.ndarray,
