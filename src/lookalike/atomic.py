@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InvalidParameter, write_error
+from .errors import InvalidParameter, WriteError, write_error
 
 MARKER = ".lookalike"  # the file that makes a folder lookalike's own
 
@@ -39,17 +39,19 @@ def check_output_file(path: str | os.PathLike, *, suffixes: Iterable[str], what:
     path = Path(path)
     suffixes = tuple(suffixes)
     if path.is_dir():
-        raise InvalidParameter(f"{path}: is a folder; give a file name for the {what} "
-                               f"(ending in {' or '.join(suffixes)})")
+        raise InvalidParameter(f"{path}: is a folder; give a file name for the {what} (ending in {_either(suffixes)})")
     if path.suffix.lower() not in suffixes:
-        raise InvalidParameter(f"{path}: wrong extension for the {what}; give a file name ending in "
-                               f"{' or '.join(suffixes)}")
+        raise InvalidParameter(f"{path}: wrong extension for the {what}; give a file name ending in {_either(suffixes)}")
     for source in inputs:
         if same_file(path, source):
             raise InvalidParameter(f"{path}: is also an input ({source}); writing the {what} there would destroy "
                                    "it, give another name")
     check_writable_parent(path)
     return path
+
+
+def _either(words: tuple[str, ...]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
 def check_output_folder(path: str | os.PathLike, *, kind: str, force: bool = False) -> Path:
@@ -89,9 +91,20 @@ def check_writable_folder(folder: Path, name: str | os.PathLike | None = None) -
     try:
         fd, probe = tempfile.mkstemp(prefix=".lookalike-probe-", dir=folder)
     except OSError as exc:
-        raise write_error(name or folder, exc) from None
+        raise write_error(name or folder, exc) from exc
     os.close(fd)
     os.unlink(probe)
+
+
+def renamed(exc: WriteError, path: str | os.PathLike) -> WriteError:
+    """The write failure `exc` told of `path`, the output asked for, rather than of a hidden
+    work file made on the way to it (the reason, from the OSError behind it, is kept)."""
+    cause = exc.__cause__ or exc.__context__
+    if not isinstance(cause, OSError):
+        return exc
+    new = write_error(path, cause)
+    new.__cause__ = cause
+    return new
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -112,7 +125,7 @@ def make_own_folder(path: str | os.PathLike, kind: str) -> Path:
     except FileExistsError:
         raise InvalidParameter(f"{path}: is a file, not a folder") from None
     except OSError as exc:
-        raise write_error(path, exc) from None
+        raise write_error(path, exc) from exc
     if not is_own_folder(path, kind):
         if any(path.iterdir()):
             raise InvalidParameter(f"{path}: exists and holds files lookalike did not write; move it away")
@@ -150,7 +163,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise write_error(path, exc) from None
+        raise write_error(path, exc) from exc
     os.close(fd)
     try:
         yield Path(tmp)
@@ -160,7 +173,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise write_error(path, exc) from None
+        raise write_error(path, exc) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -201,4 +214,4 @@ def umask() -> int:
 
 __all__ = ["MARKER", "atomic_path", "atomic_save_npy", "atomic_write_text", "check_output_file",
            "check_output_folder", "check_writable_folder", "check_writable_parent", "claim_own_folder", "is_own_folder",
-           "make_own_folder", "remove_own_folder", "same_file", "umask"]
+           "make_own_folder", "remove_own_folder", "renamed", "same_file", "umask"]

@@ -70,7 +70,6 @@ def run_demo(out: str | Path = "demo-out", *, dataset: str = "sample", n: int = 
     """
     from . import bench
     from .features import Embedder
-    from .index import Index, IndexStore
     from .knn import NearestNeighbors, compare
     from .report.grids import neighbour_grid, pick, sample_grid
     from .sources import split
@@ -99,10 +98,7 @@ def run_demo(out: str | Path = "demo-out", *, dataset: str = "sample", n: int = 
 
     step("3/8 index")
     t0 = time.perf_counter()
-    if IndexStore.looks_like_index(out / "index"):  # an earlier run's (checked before the work)
-        shutil.rmtree(out / "index")
-    index = Index.from_features(features[index_set.indices], index_set, embedder.config(), out / "index",
-                                digests=[embedded.digests[i] for i in index_set.indices])
+    index = _index(out / "index", embedded, index_set, embedder.config())
     clock["index"] = time.perf_counter() - t0
 
     step(f"4/8 search: {len(query_set)} queries, k={k}")
@@ -129,6 +125,17 @@ def run_demo(out: str | Path = "demo-out", *, dataset: str = "sample", n: int = 
     report = out / "report.md"
     atomic_write_text(report, _report(source, index_set, query_set, embedder, k, clock, tutorial_check, result, quality))
     return report
+
+
+def _index(path: Path, embedded, index_set: Source, config: dict):
+    """The demo's index of `index_set` at `path`, in place of an earlier run's (checked to be an
+    index, and nothing else, before the work started)."""
+    from .index import Index, IndexStore
+
+    if IndexStore.looks_like_index(path):
+        shutil.rmtree(path)
+    return Index.from_features(embedded.features[index_set.indices], index_set, config, path,
+                               digests=[embedded.digests[i] for i in index_set.indices])
 
 
 def _images(dataset: str, n: int, seed: int, stl10_root: str | None) -> tuple[Source, str, str]:

@@ -378,3 +378,40 @@ def test_unreadable_index_database_is_one_line(tmp_path):
     (tmp_path / "ix" / "meta.sqlite").write_bytes(b"not a database" * 100)
     with pytest.raises(BadIndex, match="unreadable index database"):
         Index(tmp_path / "ix")
+
+
+def test_show_when_no_drawn_image_decodes(tmp_path, capsys):
+    (tmp_path / "ph").mkdir()
+    for i in range(2):  # headers read, pixels cut off: they fail only when decoded
+        Image.fromarray(SampleSource(2).images[i]).save(tmp_path / "ph" / f"{i}.jpg")
+        data = (tmp_path / "ph" / f"{i}.jpg").read_bytes()
+        (tmp_path / "ph" / f"{i}.jpg").write_bytes(data[: len(data) // 3])
+    refused(capsys, ["show", str(tmp_path / "ph"), "--out", str(tmp_path / "s.png")], "none of the 2 image(s)")
+    assert not (tmp_path / "s.png").exists()
+
+
+def _small_files():
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+
+@pytest.mark.parametrize("args, name", [(["index", "build", "sample:40", "--out", "ix"], "ix"),
+                                        (["embed", "sample:40", "--out", "f.npy"], "f.npy")])
+def test_disk_full_names_the_output_asked_for(tmp_path, args, name):
+    proc = subprocess.run([sys.executable, "-m", "lookalike", "-q", *args], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": SRC}, preexec_fn=_small_files)
+    one_line(proc.returncode, proc.stderr, f"lookalike: error: {name}: cannot write", 1)
+    assert not (tmp_path / name).exists()
+
+
+def test_an_in_memory_set_is_refused_before_the_work(tmp_path, monkeypatch):
+    from lookalike.errors import SourceError
+    from lookalike.sources import ArraySource
+
+    monkeypatch.setattr(Embedder, "embed_rows", lambda *a, **k: pytest.fail("images were embedded"))
+    with pytest.raises(SourceError, match="in-memory image set cannot be indexed"):
+        Index.build(ArraySource(SampleSource(3).images), tmp_path / "ix", progress=False)
+    assert not list(tmp_path.iterdir())

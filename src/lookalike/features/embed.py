@@ -12,7 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ModelError
+from ..atomic import renamed
+from ..errors import ModelError, WriteError
 from ..progress import counter
 from ..hardware import resolve_device
 from ..sources.base import Skipped, Source
@@ -188,6 +189,8 @@ class Embedder:
                     done[lo] = self._embed_run(source, lo, min(lo + CHUNK, n), bar)
                     if work is not None:
                         save_chunk(work, lo, done[lo])
+        except WriteError as exc:  # name the output asked for, not its hidden work folder
+            raise renamed(exc, out) from exc.__cause__
         finally:
             bar.close()
         result = Embedded.join([done[lo] for lo in sorted(done)], n, self.dim)

@@ -70,7 +70,7 @@ def load_done(work: Path, meta: dict) -> dict[int, Chunk]:
     try:
         work.mkdir(exist_ok=True)
     except OSError as exc:
-        raise write_error(work, exc) from None
+        raise write_error(work, exc) from exc
     if not stamp.exists():
         atomic_write_text(stamp, json.dumps(meta))
     done = {}

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import check_writable_folder, check_writable_parent, make_own_folder, remove_own_folder
-from ..errors import BadIndex, SearchError, SourceError
+from ..atomic import check_writable_folder, check_writable_parent, make_own_folder, remove_own_folder, renamed
+from ..errors import BadIndex, SearchError, SourceError, WriteError
 from ..features.embed import Embedder
 from ..features.files import image_digests
 from ..features.models import DEFAULT_MODEL
@@ -42,10 +42,15 @@ class Added:
     duplicates: int
 
 
-def _metas(source: Source, digests: list[str] | None = None) -> list[dict]:
-    spec = source.spec
-    if spec is None:
+def _indexable(source: Source) -> None:
+    """An index records where each image came from: an in-memory set has no such place."""
+    if source.spec is None:
         raise SourceError(f"{source.name}: an in-memory image set cannot be indexed; save it as .npy first")
+
+
+def _metas(source: Source, digests: list[str] | None = None) -> list[dict]:
+    _indexable(source)
+    spec = source.spec
     return [{"key": source.ids[i], "source": spec, "position": source.position(i),
              "location": source.location(i), "label": source.label(i),
              "digest": None if digests is None else digests[i]} for i in range(len(source))]
@@ -113,12 +118,16 @@ class Index:
         that cannot be decoded are left out and listed in `source.skipped`.
         """
         out = check_new_index(out)
+        _indexable(source)
         metric = get_metric(metric).name
         embedder = embedder or Embedder(model, weights=weights, pooling=pooling, progress=progress, **embed_options)
         staging = _staging(out)
-        done = embedder.embed_rows(source, staging / "features.npy")
-        return cls.from_features(done.features, _readable(source, done.kept), embedder.config(), out, metric=metric,
-                                 staging=staging, digests=done.digests)
+        try:
+            done = embedder.embed_rows(source, staging / "features.npy")
+        except WriteError as exc:  # name the index asked for, not the hidden folder it is made in
+            raise renamed(exc, out) from exc.__cause__
+        return cls.from_features(done.features, _readable(source, done.kept), embedder.config(), out,
+                                 metric=metric, staging=staging, digests=done.digests)
 
     @classmethod
     def from_features(cls, features: np.ndarray, source: Source, config: dict, out: str | os.PathLike, *,
@@ -131,15 +140,15 @@ class Index:
             raise BadIndex(f"{len(features)} feature vectors for {len(source)} images")
         staging = staging or _staging(out)
         building = staging / "index"
-        if IndexStore.looks_like_index(building):
-            shutil.rmtree(building)  # an earlier try's, in lookalike's own staging folder
+        if building.exists():
+            shutil.rmtree(building)  # an earlier try's: the staging folder is lookalike's own (marked)
         manifest = {**config, "metric": get_metric(metric).name, "count": 0}
         try:
             store = IndexStore.create(building, manifest)
-        except FileExistsError:
-            raise BadIndex(f"{building}: holds files lookalike did not write; move it away") from None
-        store.append(np.asarray(features, dtype=np.float32), _metas(source, digests))
-        os.replace(building, out)
+            store.append(np.asarray(features, dtype=np.float32), _metas(source, digests))
+            os.replace(building, out)
+        except WriteError as exc:
+            raise renamed(exc, out) from exc.__cause__
         remove_own_folder(staging, STAGING)
         return cls(out)
 
@@ -173,6 +182,7 @@ class Index:
         index, in this process or another, see the new images on their next search.
         """
         check_writable_folder(self.path)  # a read-only index: said now, not after the work
+        _indexable(source)
         embedder = self.embedder(model, progress=progress)
         metas = _metas(source)
         dups, unknown = ((set(), {}) if keep_duplicates else
@@ -182,16 +192,19 @@ class Index:
         keep = np.array([i for i in range(len(source)) if i not in dups], dtype=np.int64)
         todo = source if not dups else source.subset(keep, source.name)
         staging = make_own_folder(self.path / ".adding", STAGING)
-        done = embedder.embed_rows(todo, staging / "features.npy")
-        readable = _readable(todo, done.kept)
-        rows = np.arange(len(readable))
-        if unknown:  # images of a format-1 index, whose digests are not known: compared by vector
-            vectors = self.vectors()
-            rows = np.array([r for r, i in enumerate(keep[done.kept]) if not (
-                i in unknown and same_vectors(done.features[r], np.asarray(vectors[unknown[i]])))], dtype=np.int64)
-        new_metas = _metas(readable, done.digests)
-        if len(rows):
-            self.store.append(done.features[rows], [new_metas[r] for r in rows])
+        try:
+            done = embedder.embed_rows(todo, staging / "features.npy")
+            readable = _readable(todo, done.kept)
+            rows = np.arange(len(readable))
+            if unknown:  # images of a format-1 index, whose digests are not known: compared by vector
+                vectors = self.vectors()
+                rows = np.array([r for r, i in enumerate(keep[done.kept]) if not (
+                    i in unknown and same_vectors(done.features[r], np.asarray(vectors[unknown[i]])))], np.int64)
+            new_metas = _metas(readable, done.digests)
+            if len(rows):
+                self.store.append(done.features[rows], [new_metas[r] for r in rows])
+        except WriteError as exc:  # name the index, not the hidden folder or the new segment
+            raise renamed(exc, self.path) from exc.__cause__
         remove_own_folder(staging, STAGING)
         with self._lock:
             self.manifest = self.store.manifest()

@@ -279,7 +279,7 @@ class IndexStore:
             _fsync_dir(file.parent)
         except OSError as exc:
             file.unlink(missing_ok=True)  # disk full, permissions: nothing was committed
-            raise write_error(file, exc) from None
+            raise write_error(file, exc) from exc
         except BaseException:
             file.unlink(missing_ok=True)
             raise

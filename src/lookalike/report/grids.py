@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import SourceError
 from ..text import printable
 from .figures import pyplot, save
 
@@ -51,6 +52,9 @@ def sample_grid(source, n: int = 8, *, out: str | os.PathLike, seed: int = 0, co
     picks = pick(len(source), n, seed)
     pixels, failed = source.read_available(picks)
     shown = [int(r) for j, r in enumerate(picks) if j not in failed]
+    if not shown:
+        raise SourceError(f"{printable(source.name)}: none of the {len(picks)} image(s) drawn could be decoded "
+                          f"(first: {printable(next(iter(failed.values())).path)})")
     titles = [tile_title(source.ids[r], source.label(r)) for r in shown]
     return image_grid(pixels, titles, out, cols=cols,
                       suptitle=f"{printable(source.name)}: {len(shown)} random images of {len(source)}")
