@@ -116,9 +116,10 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 
 # -- lookalike's own folders -------------------------------------------------------------------
-def make_own_folder(path: str | os.PathLike, kind: str) -> Path:
-    """Create folder `path` (its parent must exist), or take it if it is empty or already
-    lookalike's own `kind`, and mark it as such. Refuses a folder with anything else in it."""
+def make_own_folder(path: str | os.PathLike, kind: str, known: Iterable[str] = ()) -> Path:
+    """Create folder `path` (its parent must exist), or take it if it is empty, already
+    lookalike's own `kind`, or holds only entries named in `known` (what lookalike put there
+    before it marked its folders), and mark it as such. Refuses a folder with anything else."""
     path = Path(path)
     try:
         path.mkdir(exist_ok=True)
@@ -127,7 +128,7 @@ def make_own_folder(path: str | os.PathLike, kind: str) -> Path:
     except OSError as exc:
         raise write_error(path, exc) from exc
     if not is_own_folder(path, kind):
-        if any(path.iterdir()):
+        if any(p.name not in set(known) for p in path.iterdir()):
             raise InvalidParameter(f"{path}: exists and holds files lookalike did not write; move it away")
         atomic_write_text(path / MARKER, json.dumps({"lookalike": kind}))
     return path

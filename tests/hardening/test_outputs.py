@@ -415,3 +415,15 @@ def test_an_in_memory_set_is_refused_before_the_work(tmp_path, monkeypatch):
     with pytest.raises(SourceError, match="in-memory image set cannot be indexed"):
         Index.build(ArraySource(SampleSource(3).images), tmp_path / "ix", progress=False)
     assert not list(tmp_path.iterdir())
+
+
+def test_work_left_by_an_older_lookalike_is_taken_over(tmp_path):
+    """Staging and work folders an older version left (no marker, format-1 chunks) are its own:
+    redone, not refused and not trusted."""
+    work = tmp_path / ".ix.building" / ".features.npy.partial"
+    work.mkdir(parents=True)
+    (work / "job.json").write_text('{"n": 3}')
+    np.save(work / "000000000000.npy", np.zeros((3, 1280), np.float32))
+    (work / "000000000000.failed.json").write_text("[]")
+    index = Index.build(SampleSource(3, seed=1), tmp_path / "ix", progress=False)
+    assert np.asarray(index.vectors()).any() and sorted(p.name for p in tmp_path.iterdir()) == ["ix"]

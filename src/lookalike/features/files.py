@@ -28,7 +28,8 @@ from ..errors import InvalidParameter, ModelError, write_error
 from ..sources.base import Skipped
 
 WORK_FORMAT = 2  # job.json's "format": work folders of another format are cleared
-_WORK_FILE = re.compile(r"(job\.json|\d{12}\.(npy|json)|\..*\.tmp)")  # what lookalike writes there
+# what lookalike writes there (`.failed.json`: work folders of format 1)
+_WORK_FILE = re.compile(r"(job\.json|\d{12}\.(npy|json|failed\.json)|\..*\.tmp)")
 
 
 @dataclass

@@ -31,6 +31,7 @@ from .store import ImageMeta, IndexStore
 __all__ = ["Added", "Index", "Neighbour", "QueryResult", "Searcher"]
 
 STAGING = "staging"  # the kind of lookalike's own work folders (see `atomic.make_own_folder`)
+STAGED = (".features.npy.partial", "features.npy", "features.json", "index")  # what a staging folder holds
 
 
 @dataclass
@@ -69,7 +70,7 @@ def check_new_index(out: str | os.PathLike) -> Path:
 
 
 def _staging(out: Path) -> Path:
-    return make_own_folder(out.with_name(f".{out.name}.building"), STAGING)
+    return make_own_folder(out.with_name(f".{out.name}.building"), STAGING, known=STAGED)
 
 
 def _weights_arg(identity: str) -> str:
@@ -191,7 +192,7 @@ class Index:
             return Added(0, len(dups))
         keep = np.array([i for i in range(len(source)) if i not in dups], dtype=np.int64)
         todo = source if not dups else source.subset(keep, source.name)
-        staging = make_own_folder(self.path / ".adding", STAGING)
+        staging = make_own_folder(self.path / ".adding", STAGING, known=STAGED)
         try:
             done = embedder.embed_rows(todo, staging / "features.npy")
             readable = _readable(todo, done.kept)
