@@ -31,24 +31,29 @@ def open_for_writing(db_path: Path) -> sqlite3.Connection:
 def open_for_reading(db_path: Path, check_same_thread: bool = True) -> sqlite3.Connection:
     """A connection that never writes: a plain one where the folder can be written (so that
     closing it tidies the write-ahead log away), else read-only, else immutable."""
-    kw = {"timeout": 30, "isolation_level": None, "check_same_thread": check_same_thread}
+    kw = {"timeout": 30, "isolation_level": None, "check_same_thread": check_same_thread, "uri": True}
+    uri = db_path.resolve().as_uri()  # `mode=`: never make a database where there is none
     if os.access(db_path, os.W_OK) and os.access(db_path.parent, os.W_OK):
-        db = _probe(sqlite3.connect(db_path, **kw))
+        db = _probe(f"{uri}?mode=rw", kw)
         if db is not None:
             return db
-    uri = db_path.resolve().as_uri()
-    db = _probe(sqlite3.connect(f"{uri}?mode=ro", uri=True, **kw))
+    db = _probe(f"{uri}?mode=ro", kw)
     if db is not None:
         return db
     wal = db_path.with_name(db_path.name + "-wal")
     if wal.is_file() and wal.stat().st_size > 0:
         raise BadIndex(f"{db_path.parent}: a write to this index was cut off and its folder is read-only; "
                        "open it once where it can be written (any lookalike command) to finish it")
-    return sqlite3.connect(f"{uri}?immutable=1", uri=True, **kw)
+    return sqlite3.connect(f"{uri}?immutable=1", **kw)
 
 
-def _probe(db: sqlite3.Connection) -> sqlite3.Connection | None:
-    """`db` if it can read (a read-only folder shows only at the first read), else None."""
+def _probe(uri: str, kw: dict) -> sqlite3.Connection | None:
+    """A connection to `uri` if it can read (a read-only folder may show only at the first
+    read), else None."""
+    try:
+        db = sqlite3.connect(uri, **kw)
+    except sqlite3.OperationalError:
+        return None
     try:
         db.execute("SELECT count(*) FROM sqlite_master").fetchone()
         return db
