@@ -3,6 +3,11 @@
 sample set (or STL-10) -> show -> 9:1 split -> features -> index -> search every query ->
 backend comparison -> verification -> retrieval quality -> grid.png, bench.png, bench.json,
 report.md.
+
+The output folder is the demo's own: a new or empty folder, which it marks as its own
+(`.lookalike`), or one it marked before (a second run replaces its outputs there). A folder
+holding anything else is refused unless `force`, and even then only the demo's own file
+names are written there; nothing else is touched.
 """
 
 from __future__ import annotations
@@ -14,28 +19,64 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write_text, check_output_folder, claim_own_folder, make_own_folder
 from .errors import InvalidParameter
 from .sources.base import Source
 
 
 DATASETS = ("sample", "stl10")
+KIND = "demo"  # the marker of the demo's own output folder
+OUTPUTS = ("images.png", "features.npy", "features.json", "index", "bench.json", "bench.png", "grid.png",
+           "report.md")
+
+
+def check_demo_out(out: str | Path, force: bool = False) -> Path:
+    """`out` as the demo's output folder, before any work (see the module's docstring)."""
+    from .features.files import is_own_sidecar
+    from .index import IndexStore
+
+    out = check_output_folder(out, kind=KIND, force=force)
+    for name in OUTPUTS:
+        path = out / name
+        if name == "index" and path.exists() and not IndexStore.looks_like_index(path):
+            raise InvalidParameter(f"{path}: holds files lookalike did not write; the demo puts its index there, "
+                                   "so move it away or give another --out")
+        if name != "index" and path.is_dir():
+            raise InvalidParameter(f"{path}: is a folder; the demo writes its {name} there, so move it away "
+                                   "or give another --out")
+        if name == "features.json" and path.exists() and not is_own_sidecar(path) and not force:
+            raise InvalidParameter(f"{path}: is not a sidecar lookalike wrote; the demo writes its features' "
+                                   "sidecar there, so move it away, or give --force to replace it")
+    return out
+
+
+def _take_folder(out: Path, force: bool) -> None:
+    """Make `out` the demo's own (checked by `check_demo_out` before)."""
+    if not force:
+        make_own_folder(out, KIND)
+        return
+    out.mkdir(exist_ok=True)
+    claim_own_folder(out, KIND)
+    (out / "features.json").unlink(missing_ok=True)  # --force: replaced, whoever wrote it
 
 
 def run_demo(out: str | Path = "demo-out", *, dataset: str = "sample", n: int = 2000, k: int = 3,
-             stl10_root: str | None = None, seed: int = 0, progress: bool = True) -> Path:
+             stl10_root: str | None = None, seed: int = 0, progress: bool = True, force: bool = False) -> Path:
     """Run the tutorial end to end into folder `out`; returns the path of report.md.
 
     Its eight steps read in the tutorial's order, one after another; each says so on stderr.
+    `out` must be new, empty or the demo's own from an earlier run; `force` writes the
+    demo's files into any folder (see the module's docstring).
     """
     from . import bench
     from .features import Embedder
-    from .index import Index
     from .knn import NearestNeighbors, compare
     from .report.grids import neighbour_grid, pick, sample_grid
     from .sources import split
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_demo_out(out, force)
+    source, model, weights = _images(dataset, n, seed, stl10_root)  # a bad dataset: said before any write
+    _take_folder(out, force)
     clock: dict[str, float] = {}
 
     def step(name: str) -> None:
@@ -44,7 +85,6 @@ def run_demo(out: str | Path = "demo-out", *, dataset: str = "sample", n: int = 
 
     step("1/8 images")
     t0 = time.perf_counter()
-    source, model, weights = _images(dataset, n, seed, stl10_root)
     sample_grid(source, 8, seed=seed, out=out / "images.png")
     index_set, query_set = split(source, 0.1, seed)
     clock["load"] = time.perf_counter() - t0
@@ -52,14 +92,13 @@ def run_demo(out: str | Path = "demo-out", *, dataset: str = "sample", n: int = 
     step(f"2/8 features: {model} ({weights}) on {len(source)} images")
     embedder = Embedder(model, weights=weights, progress=progress)
     t0 = time.perf_counter()
-    features = embedder.embed(source, out / "features.npy")
+    embedded = embedder.embed_rows(source, out / "features.npy")
+    features = embedded.features
     clock["embed"] = time.perf_counter() - t0
 
     step("3/8 index")
     t0 = time.perf_counter()
-    if (out / "index").exists():
-        shutil.rmtree(out / "index")
-    index = Index.from_features(features[index_set.indices], index_set, embedder.config(), out / "index")
+    index = _index(out / "index", embedded, index_set, embedder.config())
     clock["index"] = time.perf_counter() - t0
 
     step(f"4/8 search: {len(query_set)} queries, k={k}")
@@ -84,8 +123,19 @@ def run_demo(out: str | Path = "demo-out", *, dataset: str = "sample", n: int = 
     rows = pick(len(query_set), 5, seed)
     neighbour_grid(query_set, rows, index, D[rows], I[rows], out / "grid.png")
     report = out / "report.md"
-    report.write_text(_report(source, index_set, query_set, embedder, k, clock, tutorial_check, result, quality))
+    atomic_write_text(report, _report(source, index_set, query_set, embedder, k, clock, tutorial_check, result, quality))
     return report
+
+
+def _index(path: Path, embedded, index_set: Source, config: dict):
+    """The demo's index of `index_set` at `path`, in place of an earlier run's (checked to be an
+    index, and nothing else, before the work started)."""
+    from .index import Index, IndexStore
+
+    if IndexStore.looks_like_index(path):
+        shutil.rmtree(path)
+    return Index.from_features(embedded.features[index_set.indices], index_set, config, path,
+                               digests=[embedded.digests[i] for i in index_set.indices])
 
 
 def _images(dataset: str, n: int, seed: int, stl10_root: str | None) -> tuple[Source, str, str]:

@@ -108,7 +108,9 @@ def test_a_source_named_like_an_action(index_dir, tmp_path, monkeypatch):
         Image.fromarray(SampleSource(3, seed=5).images[i]).save(tmp_path / "add" / f"{i}.png")
     proc = cli("index", "build", "add", "--out", "ix")
     assert proc.returncode == 0 and "indexed 3 image(s) into ix" in proc.stdout, proc.stderr
-    proc = cli("index", "add", "ix", "add")
+    proc = cli("index", "add", "ix", "add")  # the same images again: skipped, and said so
+    assert proc.returncode == 0 and "3 -> 3; skipped 3 already in the index" in proc.stdout, proc.stderr
+    proc = cli("index", "add", "ix", "add", "--keep-duplicates")
     assert proc.returncode == 0 and "3 -> 6" in proc.stdout, proc.stderr
     proc = cli("index", "add", "--out", "ix2")  # the shorthand cannot mean a source named add
     assert proc.returncode == 2 and "lookalike index add: error:" in proc.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import InvalidParameter
+from ..text import printable
 from .common import add_model_args, embedder_from_args, positive_int, report_skipped
 
 SOURCE_HELP = "sample[:N[:SEED]], stl10[:PATH], FILE_X.bin, FILE.npy or a folder of images"
@@ -27,7 +27,7 @@ def register(sub) -> None:
     p.add_argument("source", help=SOURCE_HELP)
     p.add_argument("--n", type=positive_int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--out", required=True, help="picture to write: .png, .jpg, .webp, .tif, .pdf or .svg")
     p.set_defaults(run=show)
 
     p = sub.add_parser("embed", help="extract CNN features of every image of a source")
@@ -56,30 +56,38 @@ def fetch(args: argparse.Namespace) -> int:
 
 
 def show(args: argparse.Namespace) -> int:
+    from ..report.figures import check_figure_out
     from ..report.grids import sample_grid
     from ..sources import open_source
 
+    out = check_figure_out(args.out, inputs=_input_paths(args.source))  # before any image is read
     source = open_source(args.source, progress=not args.quiet)
-    out = sample_grid(source, args.n, seed=args.seed, out=args.out)
+    out = sample_grid(source, args.n, seed=args.seed, out=out)
     report_skipped(source)
-    print(f"wrote {out}")
+    print(f"wrote {printable(out)}")
     return 0
 
 
 def embed(args: argparse.Namespace) -> int:
+    from ..features.files import check_features_out, sidecar_path
     from ..sources import open_source
 
-    out = Path(args.out)
-    if out.suffix != ".npy":
-        raise InvalidParameter(f"--out {out}: features are written as .npy; give a path ending in .npy")
+    out = check_features_out(args.out, inputs=_input_paths(args.source))  # before the model is loaded
     embedder = embedder_from_args(args)
     source = open_source(args.source, size=embedder.input_size, progress=not args.quiet)
     features = embedder.embed(source, out)
     rate = len(source) / embedder.last_seconds if embedder.last_seconds else float("nan")
     report_skipped(source)
-    print(f"wrote {out} {features.shape} float32 ({embedder.model}, {embedder.weights_id}, "
-          f"{embedder.pooling} pooling, {rate:.0f} images/s) and {out.with_suffix('.json')}")
+    print(f"wrote {printable(out)} {features.shape} float32 ({embedder.model}, {embedder.weights_id}, "
+          f"{embedder.pooling} pooling, {rate:.0f} images/s) and {printable(sidecar_path(out))}")
     return 0
+
+
+def _input_paths(spec: str) -> list[Path]:
+    """The file or folder a source spec names, if it names one (`stl10:PATH` too): what an
+    output must not overwrite."""
+    path = Path(spec.removeprefix("stl10:"))
+    return [path] if spec not in ("stl10", "sample") and path.exists() else []
 
 
 def model_list(args: argparse.Namespace) -> int:

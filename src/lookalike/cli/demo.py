@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..text import printable
 from .common import add_k, positive_int
 
 
@@ -17,6 +18,8 @@ def register(sub) -> None:
     p.add_argument("--n", type=positive_int, default=2000, help="images in the sample set (default 2000)")
     add_k(p)
     p.add_argument("--stl10-root", default=None, help="where STL-10 is (default: the lookalike cache)")
+    p.add_argument("--force", action="store_true",
+                   help="write into a folder that holds other files (only the demo's own file names are replaced)")
     p.set_defaults(run=demo)
 
 
@@ -24,6 +27,6 @@ def demo(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
     report = run_demo(args.out, dataset=args.dataset, n=args.n, k=args.k, stl10_root=args.stl10_root,
-                      progress=not args.quiet)
-    print(f"wrote {report}")
+                      progress=not args.quiet, force=args.force)
+    print(f"wrote {printable(report)}")
     return 0

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import InvalidParameter
+from ..text import printable
 from .common import add_k, add_model_args, embedder_from_args, positive_int, report_skipped
 
 ACTIONS = ("build", "add", "info")
@@ -59,11 +60,15 @@ def register(sub) -> None:
     a.add_argument("index", metavar="INDEX")
     a.add_argument("source", metavar="SOURCE")
     a.add_argument("--model", default=None, help="fail unless the index was built with this model")
+    a.add_argument("--keep-duplicates", action="store_true",
+                   help="add images the index holds already (same file or position, same pixels) again")
     a.set_defaults(run=add)
 
-    i = actions.add_parser("info", help="what the index holds and how it was made")
+    i = actions.add_parser("info", help="what the index holds and how it was made; exit 2 if it is damaged")
     i.add_argument("index", metavar="INDEX")
     i.add_argument("--json", action="store_true", help="as JSON")
+    i.add_argument("--quick", action="store_true",
+                   help="check the vector files' sizes only, not their checksums (for very large indexes)")
     i.set_defaults(run=info)
 
     s = sub.add_parser("search", help="the k most similar indexed images of each query image")
@@ -80,20 +85,22 @@ def register(sub) -> None:
     add_k(g)
     g.add_argument("--query-ids", type=int, nargs="+", default=None, help="these indexed images as queries")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--out", required=True, help="PNG file to write")
+    g.add_argument("--out", required=True, help="picture to write: .png, .jpg, .webp, .tif, .pdf or .svg")
     g.set_defaults(run=grid)
 
 
 def build(args: argparse.Namespace) -> int:
     from ..index import Index
+    from ..index.index import check_new_index
     from ..sources import open_source
 
+    check_new_index(args.out)  # before the model is loaded and the images read
     embedder = embedder_from_args(args)
     source = open_source(args.source, size=embedder.input_size, progress=not args.quiet)
     index = Index.build(source, args.out, metric=args.metric, embedder=embedder)
     report_skipped(source)
-    print(f"indexed {index.count} image(s) into {index.path} ({embedder.model}, {index.manifest['dim']}-d, "
-          f"{index.metric})")
+    print(f"indexed {index.count} image(s) into {printable(index.path)} ({embedder.model}, "
+          f"{index.manifest['dim']}-d, {index.metric})")
     return 0
 
 
@@ -104,21 +111,30 @@ def add(args: argparse.Namespace) -> int:
     index = Index(args.index)
     source = open_source(args.source, size=int(index.manifest["input_shape"][0]), progress=not args.quiet)
     before = index.count
-    added = index.add(source, model=args.model, progress=not args.quiet)
+    done = index.add_images(source, model=args.model, progress=not args.quiet,
+                            keep_duplicates=args.keep_duplicates)
     report_skipped(source)
-    print(f"added {added} image(s) to {index.path}: {before} -> {index.count}")
+    skipped = (f"; skipped {done.duplicates} already in the index (--keep-duplicates adds them again)"
+               if done.duplicates else "")
+    print(f"added {done.added} image(s) to {printable(index.path)}: {before} -> {index.count}{skipped}")
     return 0
 
 
 def info(args: argparse.Namespace) -> int:
+    """Print what the index holds; exit 2 with one line if its files are damaged (after the
+    description, which helps to tell what it was)."""
     from ..index import Index
 
-    about = Index(args.index).info()
-    if args.json:
-        print(json.dumps(about, indent=1))
-    else:
-        for key in INFO_KEYS:
-            print(f"{key:<15} {about.get(key)}")
+    index = Index(args.index)
+    about = index.info()
+    try:
+        index.check(checksums=not args.quick)
+    finally:
+        if args.json:
+            print(json.dumps(about, indent=1))
+        else:
+            for key in INFO_KEYS:
+                print(f"{key:<15} {about.get(key)}")
     return 0
 
 
@@ -139,26 +155,31 @@ def search(args: argparse.Namespace) -> int:
         print(json.dumps([r.as_dict() for r in results], indent=1))
     else:
         for r in results:
-            print(f"query: {r.query}")
+            print(f"query: {printable(r.query)}")
             if r.error:
-                print(f"  error: {r.error}")
+                print(f"  error: {printable(r.error)}")
             for n in r.neighbours:
-                print(f"  {n.rank}. distance {n.distance:.4f}  id {n.id}  {n.key}  "
-                      f"label {n.label or '-'}  {n.location}")
+                print(f"  {n.rank}. distance {n.distance:.4f}  id {n.id}  {printable(n.key)}  "
+                      f"label {printable(n.label or '-')}  {printable(n.location)}")
     failed = [r for r in results if r.error]
     for r in failed:
-        print(f"lookalike: error: {r.error}", file=sys.stderr)
+        print(f"lookalike: error: {printable(r.error)}", file=sys.stderr)
     return 1 if failed else 0
 
 
 def grid(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ..index import Index
+    from ..report.figures import check_figure_out
     from ..report.grids import neighbour_grid, pick, result_arrays
 
     index = Index(args.index)
-    index.check_k(args.k)
+    folders = [index.path, *(Path(s) for s in index.store.sources() if Path(s).is_dir())]
+    out = check_figure_out(args.out, inputs=folders)
+    index.check_k(args.k, by_id=True)
     ids = args.query_ids or pick(index.count, args.queries, args.seed).tolist()
     distances, neighbours = result_arrays(index.search_ids(ids, args.k))
-    out = neighbour_grid(index, ids, index, distances, neighbours, args.out)
-    print(f"wrote {out}")
+    out = neighbour_grid(index, ids, index, distances, neighbours, out)
+    print(f"wrote {printable(out)}")
     return 0

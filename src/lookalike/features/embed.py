@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ModelError
+from ..atomic import renamed
+from ..errors import ModelError, WriteError
 from ..progress import counter
-from ..sources.base import Source
 from ..hardware import resolve_device
-from .files import Chunk, load_done, read_features, save_chunk, workdir, write_features
+from ..sources.base import Skipped, Source
+from .files import (Chunk, check_features_out, clear_work, image_digests, load_done, read_features, save_chunk,
+                    workdir, write_features)
 from .models import DEFAULT_MODEL, build, output_dim
 from .precision import resolve_precision
 
-__all__ = ["CHUNK", "COMPILE_MIN_IMAGES", "Embedder", "batch_size_for_budget", "read_features", "write_features"]
+__all__ = ["CHUNK", "COMPILE_MIN_IMAGES", "Embedded", "Embedder", "batch_size_for_budget", "read_features",
+           "write_features"]
 
 CHUNK = 1024  # images per resumable piece of work
 # With compile="auto", torch.compile is used on the CPU for jobs of at least this many images:
@@ -153,8 +156,9 @@ class Embedder:
         but whose pixels do not) has no row: it is listed in `source.skipped` and in the
         sidecar's `skipped`, whose `ids` name the rows. With `out` (a .npy path), finished
         chunks are kept in a hidden folder beside it, so an interrupted run resumes where it
-        stopped; at the end `out` and its JSON sidecar are written atomically. Not for
-        several threads at once (use `embed_array` there).
+        stopped (a chunk whose images changed since is embedded again); at the end `out` and
+        its JSON sidecar are written atomically. `out` is checked before any work (see
+        `check_features_out`). Not for several threads at once (use `embed_array` there).
 
         Returns
         -------
@@ -163,10 +167,16 @@ class Embedder:
         kept : ndarray of shape (n_kept,), int64, only with `return_kept`: the image of
             `source` each row belongs to.
         """
+        done = self.embed_rows(source, out)
+        return (done.features, done.kept) if return_kept else done.features
+
+    def embed_rows(self, source: Source, out: str | os.PathLike | None = None) -> Embedded:
+        """What `embed` computes, with the content digest of each row's image (see `Embedded`)."""
         n = len(source)
-        work = None if out is None else workdir(Path(out))
+        out = None if out is None else check_features_out(out, inputs=input_files(source))
+        work = None if out is None else workdir(out)
         meta = {"config": self.config(), "source": source.describe(), "chunk": CHUNK, "n": n}
-        done = {} if work is None else load_done(work, meta)
+        done = {} if work is None else self._still_valid(source, load_done(work, meta), work)
         todo = n - sum(c.rows for c in done.values())
         if self.compile == "auto" and self._runner is None:
             self._compile_now = self.fast and self.device.type == "cpu" and todo >= COMPILE_MIN_IMAGES
@@ -179,29 +189,77 @@ class Embedder:
                     done[lo] = self._embed_run(source, lo, min(lo + CHUNK, n), bar)
                     if work is not None:
                         save_chunk(work, lo, done[lo])
+        except WriteError as exc:  # name the output asked for, not its hidden work folder
+            raise renamed(exc, out) from exc.__cause__
         finally:
             bar.close()
-        chunks = [done[lo] for lo in sorted(done)]
-        features = np.concatenate([c.features for c in chunks]) if chunks else np.empty((0, self.dim), np.float32)
-        failed = dict(sorted((i, s) for c in chunks for i, s in c.failed.items()))
-        for entry in failed.values():  # failures a resumed run did not meet again
+        result = Embedded.join([done[lo] for lo in sorted(done)], n, self.dim)
+        for entry in result.failed.values():  # failures a resumed run did not meet again
             source.note_skipped(entry)
-        kept = np.setdiff1d(np.arange(n, dtype=np.int64), np.fromiter(failed, np.int64, len(failed)))
         self.last_seconds = time.perf_counter() - started
         if out is not None and work is not None:
-            skipped = [{"id": source.ids[i], "path": s.path, "reason": s.reason} for i, s in failed.items()]
-            write_features(Path(out), features, {**self.config(), "source": source.describe(),
-                                                 "ids": [source.ids[i] for i in kept], "skipped": skipped})
-            shutil.rmtree(work, ignore_errors=True)
-        return (features, kept) if return_kept else features
+            skipped = [{"id": source.ids[i], "path": s.path, "reason": s.reason} for i, s in result.failed.items()]
+            write_features(out, result.features, {**self.config(), "source": source.describe(),
+                                                  "ids": [source.ids[i] for i in result.kept], "skipped": skipped})
+            clear_work(work)
+        return result
+
+    def _still_valid(self, source: Source, done: dict[int, Chunk], work: Path) -> dict[int, Chunk]:
+        """The finished chunks whose images are still those they were computed from: each is
+        read again (far cheaper than the CNN) and its digests compared; the others are dropped."""
+        valid = {}
+        for lo, chunk in sorted(done.items()):
+            digests, failed = [], set()
+            for batch in source.batches(self.batch_size, lo, lo + chunk.rows):
+                digests += image_digests(batch.images)
+                failed |= batch.failed.keys()
+            if digests == chunk.digests and failed == chunk.failed.keys():
+                valid[lo] = chunk
+            else:
+                (work / f"{lo:012d}.npy").unlink(missing_ok=True)
+        return valid
 
     def _embed_run(self, source: Source, lo: int, hi: int, bar) -> Chunk:
-        parts, failed = [], {}
+        parts, failed, digests = [], {}, []
         for batch in source.batches(self.batch_size, lo, hi):
             parts.append(self.embed_array(batch.images))
+            digests += image_digests(batch.images)
             failed |= batch.failed
             bar.update(batch.stop - batch.start)
-        return Chunk(np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32), failed)
+        return Chunk(np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32), failed, digests)
+
+
+@dataclass
+class Embedded:
+    """What `Embedder.embed_rows` returns.
+
+    Attributes
+    ----------
+    features : ndarray of shape (n_kept, dim), float32
+    kept : ndarray of shape (n_kept,), int64: the image of the source each row belongs to
+    digests : list of str, one per row: BLAKE2b-128 of the image's pixels as read (hex)
+    failed : dict of int to Skipped: the images that could not be decoded, and why
+    """
+
+    features: np.ndarray
+    kept: np.ndarray
+    digests: list[str]
+    failed: dict[int, Skipped]
+
+    @classmethod
+    def join(cls, chunks: list[Chunk], n: int, dim: int) -> Embedded:
+        features = np.concatenate([c.features for c in chunks]) if chunks else np.empty((0, dim), np.float32)
+        failed = dict(sorted((i, s) for c in chunks for i, s in c.failed.items()))
+        kept = np.setdiff1d(np.arange(n, dtype=np.int64), np.fromiter(failed, np.int64, len(failed)))
+        return cls(features, kept, [d for c in chunks for d in c.digests], failed)
+
+
+def input_files(source: Source) -> list[Path]:
+    """The files a source reads from, when it is one file (a .npy, an STL-10 .bin): an
+    output must not be one of them."""
+    spec = str(source.spec or "")
+    path = Path(spec.removeprefix("stl10:"))
+    return [path] if spec and path.is_file() else []
 
 
 def batch_size_for_budget(net: torch.nn.Module, input_size: int, budget_mib: float) -> int:

@@ -1,41 +1,55 @@
 """Features on disk: FEATURES.npy with its JSON sidecar, and the work folder of a run that
 can be interrupted and resumed.
 
-The work folder (`.FEATURES.npy.partial/`) holds `job.json` (what the run computes: a
-different job's leftovers are cleared) and one `NNNNNNNNNNNN.npy` per finished chunk,
-starting at that image. A chunk that met images it could not decode first writes
-`NNNNNNNNNNNN.failed.json` (their positions, paths and reasons); its `.npy` holds the rows
-of the other images only. Every file is written atomically, the `.npy` last: it marks the
-chunk done.
+The work folder (`.FEATURES.npy.partial/`) holds `job.json` (what the run computes: model,
+options and source; a different job's leftovers are cleared) and, per finished chunk
+starting at image NNNNNNNNNNNN, `NNNNNNNNNNNN.json` (a content digest of each image the
+chunk read, and the images it could not decode: positions, paths and reasons) and
+`NNNNNNNNNNNN.npy` (the rows of the images that decoded). Every file is written atomically,
+the `.npy` last: it marks the chunk done. A resumed run re-reads each finished chunk's
+images and keeps the chunk only if their digests are the same: images replaced in between,
+even by others of the same shape, are embedded again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
-from ..atomic import atomic_save_npy, atomic_write_text
-from ..errors import ModelError
+from ..atomic import atomic_save_npy, atomic_write_text, check_output_file
+from ..errors import InvalidParameter, ModelError, write_error
 from ..sources.base import Skipped
+
+WORK_FORMAT = 2  # job.json's "format": work folders of another format are cleared
+# what lookalike writes there (`.failed.json`: work folders of format 1)
+_WORK_FILE = re.compile(r"(job\.json|\d{12}\.(npy|json|failed\.json)|\..*\.tmp)")
 
 
 @dataclass
 class Chunk:
     """Features of a run of images: `features` (n_ok, dim) for those that decoded, in order,
-    and `failed` (position in the source -> why) for those that did not."""
+    their content `digests` (one per row), and `failed` (position in the source -> why) for
+    those that did not."""
 
     features: np.ndarray
     failed: dict[int, Skipped] = field(default_factory=dict)
+    digests: list[str] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
         return len(self.features) + len(self.failed)
+
+
+def image_digests(images: np.ndarray) -> list[str]:
+    """A content digest of each image (uint8 (n, h, w, 3)): BLAKE2b-128 of its pixels, hex."""
+    return [hashlib.blake2b(np.ascontiguousarray(im).tobytes(), digest_size=16).hexdigest() for im in images]
 
 
 def workdir(out: Path) -> Path:
@@ -43,7 +57,9 @@ def workdir(out: Path) -> Path:
 
 
 def load_done(work: Path, meta: dict) -> dict[int, Chunk]:
-    """Chunks a previous run of the same job finished; a different job's leftovers are cleared."""
+    """Chunks a previous run of the same job finished (their digests still to be checked
+    against the source); a different job's leftovers are cleared."""
+    meta = {**meta, "format": WORK_FORMAT}
     stamp = work / "job.json"
     if work.is_dir():
         try:
@@ -51,41 +67,83 @@ def load_done(work: Path, meta: dict) -> dict[int, Chunk]:
         except (OSError, ValueError):
             same = False
         if not same:
-            shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
+            clear_work(work)
+    try:
+        work.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise write_error(work, exc) from exc
     if not stamp.exists():
         atomic_write_text(stamp, json.dumps(meta))
     done = {}
-    for path in work.glob("*.npy"):
-        failed_path = path.with_name(f"{path.stem}.failed.json")
-        try:
-            lo = int(path.stem)
-            failed = json.loads(failed_path.read_text()) if failed_path.exists() else []
-            chunk = Chunk(np.load(path), {int(i): Skipped(p, r) for i, p, r in failed})
-        except (ValueError, OSError, TypeError):
-            chunk = None  # cannot happen with atomic writes, but never trust a bad chunk
+    for path in work.glob("[0-9]*.npy"):
+        lo = int(path.stem)
+        chunk = _read_chunk(path)
         if chunk is None or chunk.rows != min(meta["chunk"], meta["n"] - lo) or lo % meta["chunk"]:
             path.unlink()
-            failed_path.unlink(missing_ok=True)
+            path.with_suffix(".json").unlink(missing_ok=True)
             continue
         done[lo] = chunk
     return done
 
 
+def _read_chunk(path: Path) -> Chunk | None:
+    try:
+        record = json.loads(path.with_suffix(".json").read_text())
+        failed = {int(i): Skipped(p, r) for i, p, r in record["failed"]}
+        chunk = Chunk(np.load(path, allow_pickle=False), failed, [str(d) for d in record["digests"]])
+    except (ValueError, OSError, TypeError, KeyError):
+        return None  # cannot happen with atomic writes, but never trust a bad chunk
+    return chunk if len(chunk.digests) == len(chunk.features) else None
+
+
 def save_chunk(work: Path, lo: int, chunk: Chunk) -> None:
-    if chunk.failed:
-        atomic_write_text(work / f"{lo:012d}.failed.json",
-                          json.dumps([[i, s.path, s.reason] for i, s in sorted(chunk.failed.items())]))
+    record = {"digests": chunk.digests, "failed": [[i, s.path, s.reason] for i, s in sorted(chunk.failed.items())]}
+    atomic_write_text(work / f"{lo:012d}.json", json.dumps(record))
     atomic_save_npy(work / f"{lo:012d}.npy", chunk.features)
+
+
+def clear_work(work: Path) -> None:
+    """Remove a work folder's files, those lookalike writes there and no others; a folder
+    holding anything else is refused, untouched."""
+    if not work.is_dir():
+        return
+    strangers = [p.name for p in work.iterdir() if not (p.is_file() and _WORK_FILE.fullmatch(p.name))]
+    if strangers:
+        raise InvalidParameter(f"{work}: holds {strangers[0]!r}, which lookalike did not write; "
+                               "move it away (this folder is lookalike's work folder)")
+    for p in work.iterdir():
+        p.unlink(missing_ok=True)
+    work.rmdir()
 
 
 def sidecar_path(features: Path) -> Path:
     return features.with_suffix(".json")
 
 
+def is_own_sidecar(path: Path) -> bool:
+    """Whether `path` is a features sidecar lookalike wrote (so that it may be replaced)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and {"lookalike", "shape", "model"} <= record.keys()
+
+
+def check_features_out(out: str | os.PathLike, inputs=()) -> Path:
+    """`out` as a FEATURES.npy that can be written, with its sidecar, before any work: a
+    .npy name, not a folder, in a folder that exists and can be written, neither it nor its
+    sidecar one of `inputs`, and no sidecar there that lookalike did not write."""
+    out = check_output_file(out, suffixes=(".npy",), what="features", inputs=inputs)
+    side = check_output_file(sidecar_path(out), suffixes=(".json",), what="sidecar", inputs=inputs)
+    if side.exists() and not is_own_sidecar(side):
+        raise InvalidParameter(f"{side}: exists and is not a sidecar lookalike wrote; the features' sidecar "
+                               f"goes there, so move it away or give another --out")
+    return out
+
+
 def write_features(out: Path, features: np.ndarray, meta: dict) -> None:
     """Write FEATURES.npy and FEATURES.json (model, weights, pooling, source, ids), each atomically."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_features_out(out)
     atomic_save_npy(out, features)
     record = {"lookalike": __version__, "shape": list(features.shape), "dtype": "float32", **meta}
     atomic_write_text(sidecar_path(out), json.dumps(record, indent=1))
@@ -101,5 +159,8 @@ def read_features(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     except ValueError as exc:
         raise ModelError(f"{path}: not a readable .npy file ({exc})") from None
     side = sidecar_path(path)
-    meta = json.loads(side.read_text()) if side.is_file() else {}
+    try:
+        meta = json.loads(side.read_text()) if side.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{side}: not a readable features sidecar ({exc})") from None
     return features, meta

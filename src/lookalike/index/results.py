@@ -43,3 +43,13 @@ def results(store: IndexStore, names: list[str], D: np.ndarray, I: np.ndarray) -
     return [QueryResult(name, [Neighbour(r + 1, float(d), int(i), metas[int(i)].key, metas[int(i)].label,
                                          metas[int(i)].location) for r, (d, i) in enumerate(zip(drow, irow))])
             for name, drow, irow in zip(names, D, I)]
+
+
+def k_out_of_range(k: int, count: int, by_id: bool) -> str:
+    """The one message for a k that the index cannot answer."""
+    if not by_id:
+        return f"k={k} is out of range: this index holds {count} image(s), so 1 <= k <= {count}"
+    if count <= 1:
+        return f"k={k} is out of range: this index holds {count} image(s), none besides the query"
+    return (f"k={k} is out of range: this index holds {count} image(s), {count - 1} besides the query, "
+            f"so 1 <= k <= {count - 1} when searching by id")

@@ -24,7 +24,7 @@ from ..features.embed import Embedder
 from ..knn import NearestNeighbors
 from ..knn.backends import drop_excluded
 from ..sources.decode import ImageInput, describe_input, load_image
-from .results import QueryResult, results
+from .results import QueryResult, k_out_of_range, results
 from .segments import SegmentedArray
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ class Searcher:
     def search_ids(self, ids: Sequence[int], k: int = 3) -> list[QueryResult]:
         """Search with images already in the index; each is left out of its own results."""
         state = self._current()
-        self._check_k(k, state)
+        self._check_k(k, state, by_id=True)
         rows = np.asarray(ids, dtype=np.int64).reshape(-1)
         for i in rows:
             if not 0 <= i < state.count:
@@ -161,20 +161,17 @@ class Searcher:
             answers |= dict(zip(ok, results(self.index.store, [names[j] for j in ok], D, I)))
         return [answers[j] for j in range(len(names))]
 
-    def _check_k(self, k: int, state: _State) -> None:
-        if not 1 <= k <= state.count:
-            raise SearchError(f"k={k} is out of range: this index holds {state.count} image(s), "
-                              f"so 1 <= k <= {state.count}")
+    def _check_k(self, k: int, state: _State, by_id: bool = False) -> None:
+        if not 1 <= k <= state.count - by_id:
+            raise SearchError(k_out_of_range(k, state.count, by_id))
 
     def _search(self, state: _State, queries, k: int, exclude: np.ndarray | None = None):
-        self._check_k(k, state)
         queries = np.asarray(queries)
         dim = int(self.index.manifest["dim"])
         if queries.ndim != 2 or queries.shape[1] != dim:
             raise SearchError(f"queries of shape {queries.shape}; this index holds {dim}-d vectors, "
                               f"so give (n_queries, {dim})")
         extra = 0 if exclude is None else 1
-        if k + extra > state.count:
-            raise SearchError(f"k={k} is out of range: the index holds {state.count} image(s) besides the query")
+        self._check_k(k, state, by_id=exclude is not None)
         D, I = state.estimator.kneighbors(queries, n_neighbors=k + extra)
         return (D, I) if exclude is None else drop_excluded(D, I, np.asarray(exclude), k)

@@ -1,10 +1,35 @@
 """Figures, drawn with matplotlib's Agg backend (no display needed): the shared set-up and
-saving, and the bench chart. The image grids are in `grids.py`."""
+saving, and the bench chart. The image grids are in `grids.py`.
+
+A figure is written in the format its file name says (`IMAGE_SUFFIXES`), atomically, and
+matplotlib's warnings (a glyph missing from the font for a file name in another script, a
+layout that does not fit) stay off stderr: the picture is written all the same.
+"""
 
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
+
+from ..atomic import atomic_path, check_output_file
+from ..errors import InvalidParameter
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".pdf", ".svg")
+
+
+def check_figure_out(out: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """`out` as a picture file that can be written, before any work (see `check_output_file`):
+    neither one of the files of `inputs` nor an existing file inside a folder of `inputs`
+    (a picture written over one of the images it shows)."""
+    inputs = [Path(p) for p in inputs]
+    out = check_output_file(out, suffixes=IMAGE_SUFFIXES, what="picture", inputs=inputs)
+    for folder in inputs:
+        if out.is_file() and folder.is_dir() and out.resolve().is_relative_to(folder.resolve()):
+            raise InvalidParameter(f"{out}: is a file of the input {folder}; writing the picture there would "
+                                   "destroy it, give another name")
+    return out
 
 
 def pyplot():
@@ -18,11 +43,17 @@ def pyplot():
 
 
 def save(fig, out: str | os.PathLike) -> Path:
-    """Lay out `fig`, write it to `out` (PNG at 100 dpi), close it; returns the path."""
-    fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=100)
-    pyplot().close(fig)
+    """Lay out `fig`, write it to `out` (100 dpi, in the format of its suffix), close it;
+    returns the path written."""
+    try:
+        out = check_figure_out(out)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fig.tight_layout()
+            with atomic_path(out) as tmp:
+                fig.savefig(tmp, dpi=100, format=out.suffix.lower().lstrip("."))
+    finally:
+        pyplot().close(fig)
     return out
 
 

@@ -18,12 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import SourceError
+from ..text import printable
 from .figures import pyplot, save
 
 
 def tile_title(key: str, label: str | None) -> str:
-    """The title of one image: its key (or id), and its label on a second line when it has one."""
-    return f"{key}\n{label}" if label else key
+    """The title of one image: its key (or id), and its label on a second line when it has one
+    (control characters of file names written as escapes)."""
+    return f"{printable(key)}\n{printable(label)}" if label else printable(key)
 
 
 def pick(total: int, n: int, seed: int = 0) -> np.ndarray:
@@ -49,9 +52,12 @@ def sample_grid(source, n: int = 8, *, out: str | os.PathLike, seed: int = 0, co
     picks = pick(len(source), n, seed)
     pixels, failed = source.read_available(picks)
     shown = [int(r) for j, r in enumerate(picks) if j not in failed]
+    if not shown:
+        raise SourceError(f"{printable(source.name)}: none of the {len(picks)} image(s) drawn could be decoded "
+                          f"(first: {printable(next(iter(failed.values())).path)})")
     titles = [tile_title(source.ids[r], source.label(r)) for r in shown]
     return image_grid(pixels, titles, out, cols=cols,
-                      suptitle=f"{source.name}: {len(shown)} random images of {len(source)}")
+                      suptitle=f"{printable(source.name)}: {len(shown)} random images of {len(source)}")
 
 
 def neighbour_grid(queries, query_rows: Sequence[int], base, distances: np.ndarray, indices: np.ndarray,
