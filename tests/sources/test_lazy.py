@@ -136,8 +136,8 @@ def test_a_resumed_run_still_lists_what_the_first_run_skipped(folder_with_late_f
     with pytest.raises(KeyboardInterrupt):
         e.embed(first, tmp_path / "f.npy")
     work = tmp_path / ".f.npy.partial"
-    assert sorted(p.name for p in work.iterdir()) == ["000000000000.failed.json", "000000000000.npy", "job.json"]
-    assert json.loads((work / "000000000000.failed.json").read_text())[0][0] == 4
+    assert sorted(p.name for p in work.iterdir()) == ["000000000000.json", "000000000000.npy", "job.json"]
+    assert json.loads((work / "000000000000.json").read_text())["failed"][0][0] == 4
     second = FolderSource(folder_with_late_failure, size=64, progress=False)
     e2 = Embedder(progress=False, batch_size=2)
     seen = []
