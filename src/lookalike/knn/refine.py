@@ -8,17 +8,21 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
-from .blocks import as_tensor, from_numpy, ranges
+from ..errors import InvalidParameter
+from .blocks import MAX_VALUE, as_tensor, from_numpy, ranges
 from .metrics import Metric, exact_distances
-from .screen import UNIT_ROUNDOFF, PreparedBase
+from .screen import UNIT_ROUNDOFF, PreparedBase, pow2_scale
 
 
 def pair_distances(m: Metric, xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-                   chunk_bytes: int = 1 << 21) -> np.ndarray:
-    """Exact float64 distances between query rows[i] and base cols[i], for every i.
+                   chunk_bytes: int = 1 << 21, scale: float = 1.0) -> np.ndarray:
+    """Exact float64 distances between query rows[i] and base cols[i], for every i, of rows
+    times `scale` (a power of two; see `exact_distances`): distances times scale**m.power.
 
     Pairs go in small chunks that stay in cache, in base order: a base row shared by several
     queries is read while still cached, and a memory-mapped base is read sequentially.
@@ -31,26 +35,47 @@ def pair_distances(m: Metric, xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, 
         sel = order[lo:hi]
         a = q_t.index_select(0, torch.from_numpy(rows[sel]))
         b = torch.from_numpy(np.ascontiguousarray(xb[cols[sel]]))
-        out[sel] = exact_distances(m, a, b).numpy()
+        out[sel] = exact_distances(m, a, b, scale).numpy()
     return out
 
 
 def pick(m: Metric, rows: np.ndarray, cols: np.ndarray, dist: np.ndarray, k: int, D: np.ndarray,
-         I: np.ndarray) -> None:
+         I: np.ndarray, scale: float = 1.0) -> np.ndarray:
     """For each query among `rows`, its k best pairs by (distance, base index) into D and I.
 
-    "Best" is `m.sort_key` ascending (inner products: largest first). Every query present
-    holds at least k pairs.
+    "Best" is `m.sort_key` ascending (inner products: largest first). `dist` are of rows
+    times `scale` (see `pair_distances`); D gets them unscaled. Returns the queries that
+    hold fewer than k pairs, left untouched for the caller to search otherwise. Refuses
+    distances that float32 (D's type) cannot hold.
     """
     if not len(rows):
-        return
+        return np.empty(0, dtype=np.int64)
     order = np.lexsort((cols, m.sort_key(dist), rows))
     rs = rows[order]
     starts = np.flatnonzero(np.r_[True, rs[1:] != rs[:-1]])
+    full = np.diff(np.r_[starts, len(rs)]) >= k
+    short = rs[starts[~full]]
+    starts = starts[full]
     take = (starts[:, None] + np.arange(k)).ravel()
     q = rs[starts]
-    D[q] = dist[order[take]].reshape(-1, k)
+    best = dist[order[take]]
+    if scale != 1.0 and m.power:
+        best = best / scale**m.power  # exact: a power of two (subnormal results aside)
+    check_representable(m, best)
+    D[q] = best.reshape(-1, k)
     I[q] = cols[order[take]].reshape(-1, k)
+    return short
+
+
+def check_representable(m: Metric, dist: np.ndarray) -> None:
+    """Refuse distances (or inner products) beyond float32's range, the type they are returned in."""
+    top = float(np.abs(dist).max(initial=0.0))
+    if top > MAX_VALUE:
+        power = 2 if m.squared or (m.p is None and not m.normalised) else 1  # how distances scale with the data
+        shift = math.ceil(math.log2(top / MAX_VALUE) / power) + 1
+        raise InvalidParameter(
+            f"{m.name} {'values' if m.largest_first else 'distances'} reach {top:.3g}, beyond float32's range "
+            f"(+-{MAX_VALUE:.3g}) in which they are returned; scale the data down, e.g. divide it by 2**{shift}")
 
 
 def refines(screen_dtype: torch.dtype) -> bool:
@@ -90,12 +115,13 @@ def _sharing_order(rows: torch.Tensor, cols: torch.Tensor, nb: int) -> tuple[tor
 def _pair_scores(base: PreparedBase, xq: np.ndarray, rows: torch.Tensor, cols: torch.Tensor,
                  chunk_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """float64 (score, error bound) of every pair, from fp32 dot products (float64 for
-    float64 inputs), chunk by chunk."""
+    float64 inputs), chunk by chunk, on rows scaled as the screen scales them."""
     m, d, dev = base.metric, base.d, base.device
     xb_t = base.raw_rows()
     wide = torch.float64 if np.float64 in (xq.dtype, base.xb.dtype) else torch.float32
     u = UNIT_ROUNDOFF[wide]
     gamma = d * u / (1 - d * u) + 3 * u  # the sums, and the centring or cast of each element
+    eta = 64 * torch.finfo(wide).tiny * (d + 16)  # underflow, as an absolute error (see `Screen`)
     mean = base.screen.mean.to(wide) if m.centred else None
     xq_t = as_tensor(xq, dev)
     step = max(1, chunk_bytes // (4 * d))
@@ -110,8 +136,8 @@ def _pair_scores(base: PreparedBase, xq: np.ndarray, rows: torch.Tensor, cols: t
             which, at = uc, cinv
         else:  # little sharing: one gathered row a pair
             which, at = c, torch.arange(hi - lo, device=dev)
-        b = torch.index_select(xb_t, 0, which, out=buf[: len(which)]).to(wide)  # scratch: changed in place
-        a = xq_t[uq].to(wide)  # this chunk's few queries, centred like the base
+        b = _scaled(m, torch.index_select(xb_t, 0, which, out=buf[: len(which)]).to(wide), base.scale)
+        a = _scaled(m, xq_t[uq].to(wide), base.scale)  # this chunk's few queries, centred like the base
         if mean is not None:
             b.sub_(mean)
             a -= mean
@@ -120,8 +146,18 @@ def _pair_scores(base: PreparedBase, xq: np.ndarray, rows: torch.Tensor, cols: t
         # |b| as the prepare computed it (fp32 sums); cosine needs none
         b_l2 = base.l2[c] if wide == torch.float32 and not m.normalised else None
         score[lo:hi], err[lo:hi] = _score_and_bound(m, dots, an, b, at, b_l2, gamma)
+        err[lo:hi] += eta * (1 + an + torch.linalg.vector_norm(b.double(), dim=1)[at]) ** 2
     err *= 1.5  # second-order terms
     return score, err
+
+
+def _scaled(m: Metric, x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Rows scaled by a power of two as the screen scales them (cosine: each row by its own),
+    in their own type; `x` is scratch and may be changed in place."""
+    if m.normalised:
+        s = pow2_scale(x.abs().amax(dim=1, keepdim=True) if x.shape[1] else x.new_zeros((len(x), 1)))
+        return (x.double() * s).to(x.dtype)
+    return x.mul_(scale)
 
 
 def _score_and_bound(m: Metric, dots: torch.Tensor, an: torch.Tensor, b: torch.Tensor, at: torch.Tensor,
