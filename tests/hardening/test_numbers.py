@@ -66,7 +66,7 @@ def assert_neighbours(D, I, xq, xb, k, metric, exclude_self=False):
         assert len(set(I[r].tolist())) == k and r not in (I[r].tolist() if exclude_self else [])
         got = np.array([exact[i] for i in I[r].tolist()])
         kth = m.sort_key(d_row[k - 1])
-        tol = 1e-12 * abs(kth) + 1e-300
+        tol = 1e-12 * abs(kth)
         assert (m.sort_key(got) <= kth + tol).all(), (r, I[r], i_row[:k])
         assert (np.diff(m.sort_key(got)) >= -tol).all()
         atol = 1e-15 if m.normalised else 3e-45  # 1 - cos rounds to about 1e-16 near 0
@@ -113,3 +113,84 @@ def test_neighbours_are_exact_or_refused_for_a_reason(problem):
         assert justified(exc, xb if xq is None else xq, xb, k, metric, xq is None), exc
         return
     assert_neighbours(D, I, xb if xq is None else xq, xb, k, metric, exclude_self=xq is None)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems())
+def test_radius_neighbors_and_graph_are_exact_or_refused_for_a_reason(problem):
+    """A radius between the k-th and the next distinct distance finds exactly the k nearest
+    (and their ties); the graph holds what kneighbors holds."""
+    xq, xb, k, metric, precision, wm = problem
+    queries = xb if xq is None else xq
+    nn = NearestNeighbors(n_neighbors=k, metric=metric, precision=precision, backend="lookalike", working_memory=wm)
+    try:
+        nn.fit(xb)
+        check_radius_and_graph(nn, xq, xb, k, get_metric(metric))
+    except InvalidParameter as exc:
+        assert justified(exc, queries, xb, k, metric, xq is None), exc
+
+
+def check_radius_and_graph(nn, xq, xb, k, m):
+    queries = xb if xq is None else xq
+    for r, (d_row, i_row) in enumerate(reference_rows(queries, xb, m.name, xq is None)):
+        keys = m.sort_key(d_row)
+        slack = 1e-9 * abs(keys[k - 1]) + (1e-14 if m.normalised else 0.0)  # beyond rounding differences
+        if k < len(keys) and not keys[k] - keys[k - 1] > 2 * slack:
+            continue  # no clear gap after the k-th: the radius would sit on a near-tie
+        key = keys[k - 1] + slack if k == len(keys) else (keys[k - 1] + keys[k]) / 2
+        radius = -key if m.largest_first else key
+        if not np.isfinite(radius):
+            continue
+        dist, ind = nn.radius_neighbors(None if xq is None else queries[r : r + 1], radius=float(radius))
+        at = r if xq is None else 0
+        assert set(ind[at].tolist()) == set(i_row[:k].tolist()), (r, ind[at], i_row[:k])
+        exact = dict(zip(i_row.tolist(), d_row.tolist()))
+        np.testing.assert_allclose(dist[at], [exact[i] for i in ind[at].tolist()], rtol=1e-9,
+                                   atol=1e-15 if m.normalised else 0)
+    graph = nn.kneighbors_graph(xq, mode="distance")
+    D, I = nn.kneighbors(xq)
+    assert graph.shape == (len(queries), len(xb))
+    np.testing.assert_array_equal(graph.indices.reshape(-1, k), I)
+    np.testing.assert_array_equal(graph.data.reshape(-1, k), D)
+
+
+def test_no_call_returns_an_earlier_calls_results():
+    """Calls of very different magnitudes, a refused one among them, one after another on
+    the same estimator and on fresh ones: each answers its own question."""
+    rng = np.random.default_rng(0)
+    nn = NearestNeighbors(n_neighbors=3)
+    for scale, dtype in [(1.0, np.float32), (1e20, np.float32), (1e-40, np.float32), (1e30, np.float64),
+                         (1e-300, np.float64), (1.0, np.float16)]:
+        xb = (rng.standard_normal((40, 5)) * scale).astype(dtype)
+        xq = (rng.standard_normal((7, 5)) * scale).astype(dtype)
+        for est in (nn, NearestNeighbors(n_neighbors=3)):
+            D, I = est.fit(xb).kneighbors(xq)
+            assert_neighbours(D, I, xq, xb, 3, "euclidean")
+        with pytest.raises(InvalidParameter, match="float32's range"):
+            NearestNeighbors(n_neighbors=1, metric="sqeuclidean").fit(np.array([[3e20], [-3e20]])).kneighbors(
+                np.array([[0.0]]))
+
+
+@pytest.mark.parametrize("metric", sorted(METRICS))
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+def test_each_dtype_at_its_edges(metric, precision):
+    """The largest and smallest values of float16/32/64 and ints near int64's limits."""
+    f16, f32 = np.finfo(np.float16), np.finfo(np.float32)
+    cases = [
+        np.array([[f16.max, 0], [-f16.max, f16.max], [f16.smallest_subnormal, 0], [0, 0]], dtype=np.float16),
+        np.array([[f32.max / 4, 0], [0, f32.max / 4], [1.0, 1.0], [0, 0]], dtype=np.float32),
+        np.array([[f32.smallest_subnormal, 0], [2 * f32.smallest_subnormal, 0], [0, f32.tiny], [0, 0]],
+                 dtype=np.float32),
+        np.array([[5e-324, 0], [1e-320, 1e-320], [0, 2e-300], [1e-310, 0]], dtype=np.float64),
+        np.array([[1e30, 1e-30], [1e30, 2e-30], [-1e30, 0], [0, 1e-30]], dtype=np.float64),
+        np.array([[2**62, -(2**62)], [2**62 + 512, -(2**62)], [-(2**63), 2**63 - 1], [0, 0]], dtype=np.int64),
+        np.full((4, 2), 7, dtype=np.int32),
+    ]
+    for xb in cases:
+        nn = NearestNeighbors(n_neighbors=2, metric=metric, precision=precision)
+        try:
+            D, I = nn.fit(xb).kneighbors(xb[::-1].copy())
+        except InvalidParameter as exc:
+            assert justified(exc, xb[::-1], xb, 2, metric), (xb, exc)
+            continue
+        assert_neighbours(D, I, xb[::-1], xb, 2, metric)

@@ -10,6 +10,7 @@ from sklearn.neighbors import NearestNeighbors as SkNN
 from lookalike import NearestNeighbors
 from lookalike.errors import InvalidParameter
 from lookalike.knn import PreparedBase, SearchStats, get_metric, reference_knn
+from lookalike.knn.refine import pair_distances
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(80, 6)).astype(np.float32)
@@ -141,6 +142,25 @@ def test_radius_neighbors_reuse_the_fitted_base_at_its_precision(monkeypatch, me
         inside = m.sort_key(exact[0][q]) <= m.sort_key(radius)
         assert I[q].tolist() == exact[1][q][inside].tolist()  # same points, same order
         np.testing.assert_allclose(D[q], exact[0][q][inside], rtol=1e-12)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "inner_product"])
+def test_a_point_exactly_at_the_radius_is_found_from_far_away(metric, precision):
+    """Queries far from a tight base: the score at the radius, r^2 - |x - m|^2, carries the
+    rounding of |x - m|^2, which the screen's bound (scaled by the base's norms) does not
+    cover. Every point at exactly the radius (its own float64 distance) is inside; so is
+    every point for a query beyond the base's scale (screened in float64)."""
+    rng = np.random.default_rng(0)
+    base = (rng.standard_normal((50, 8)) * 0.01).astype(np.float32)
+    for spread in (100.0, 1e15):
+        queries = (rng.standard_normal((10, 8)) * spread).astype(np.float32)
+        nn = NearestNeighbors(metric=metric, precision=precision).fit(base)
+        for r in range(len(queries)):
+            dist = pair_distances(get_metric(metric), queries, base, np.full(50, r), np.arange(50))
+            for j in range(0, 50, 7):
+                _, ind = nn.radius_neighbors(queries[r : r + 1], radius=float(dist[j]))
+                assert j in ind[0].tolist(), (spread, r, j)
 
 
 def test_radius_neighbors_say_which_backend_ran_them():

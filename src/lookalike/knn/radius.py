@@ -56,7 +56,7 @@ def _candidates(base: PreparedBase, screen: Screen, xq: np.ndarray, which: np.nd
     if not len(which):
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     q = prepare_rows(screen, xq[which], base.device)
-    limit = screen.limit(radius, q)
+    limit = screen.limit(radius, q) + screen.limit_error(radius, q)
     qb, bb = base.block_sizes(len(which))
     if streamed:
         blocks = ((lo, hi, screen.prepare(as_tensor(np.asarray(base.xb[lo:hi]), base.device)))

@@ -171,7 +171,7 @@ class Screen:
             if m.centred:
                 return torch.addcmul(b.sq[None, :], q.scale[:, None], dots, value=-2.0, out=dots)
             return dots.mul_(q.scale[:, None]).neg_()
-        if q.data.dtype != torch.float32:  # bf16/fp16 GEMM: fp32 accumulation, output in q's type
+        if q.data.dtype in (torch.bfloat16, torch.float16):  # fp32 accumulation, output in q's type
             dots = (q.data @ b.data.T).float()
             return b.sq - 2 * dots if m.centred else -dots
         if m.centred:
@@ -212,6 +212,15 @@ class Screen:
         if m.gemm:  # score -x.y
             return torch.full_like(q.l2, -radius * s * s)
         return torch.full_like(q.l2, radius)  # cdist: the distance itself
+
+    def limit_error(self, radius: float, q: Rows) -> torch.Tensor:
+        """Per query, how far `limit` can be off: for centred metrics |x-m|^2 comes from the
+        prepared (rounded) query, so a far query's limit carries an error of its own."""
+        if not self.metric.centred:  # -cos, -x.y and cdist limits are exact up to a float64 rounding
+            return 4 * UNIT_ROUNDOFF[torch.float64] * self.limit(radius, q).abs()
+        r = radius * self.scale
+        r2 = r * self.scale if self.metric.squared else r * r
+        return 1.5 * ((2 * self.u_c + 2 * self.gamma + 2 * self.u) * q.l2 * q.l2 + 4 * UNIT_ROUNDOFF[torch.float64] * r2)
 
 
 PREPARE_BYTES = 1 << 22  # fp32 rows centred or quantised at a time: their temporaries stay this small
@@ -286,7 +295,7 @@ class PreparedBase:
         self.amax = amax
         if not m.gemm or m.normalised:
             return 1.0, None
-        scale = float(pow2_scale(torch.tensor(amax), SCALE_EXP))
+        scale = float(pow2_scale(torch.tensor(amax, dtype=torch.float64), SCALE_EXP))
         return scale, (total / max(1, self.nb) * scale if m.centred else None)
 
     def query_scales(self, xq: np.ndarray) -> tuple[np.ndarray, float]:
@@ -304,7 +313,7 @@ class PreparedBase:
             if m.gemm and not m.normalised:  # rows scaled by the base's scale
                 wide[lo:hi] = amax * self.scale > SAFE_SCALED
         squares = m.p == 2 or (m.p is None and not m.normalised)  # only squares and products can underflow
-        rerank = float(pow2_scale(torch.tensor(max(self.amax, qmax)), RERANK_SCALE_EXP)) if squares else 1.0
+        rerank = float(pow2_scale(torch.tensor(max(self.amax, qmax), dtype=torch.float64), RERANK_SCALE_EXP)) if squares else 1.0
         return wide, rerank
 
     def _prepare_block(self, lo: int, hi: int) -> Rows:
