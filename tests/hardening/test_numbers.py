@@ -12,7 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lookalike.errors import InvalidParameter
-from lookalike.knn import METRICS, NearestNeighbors, get_metric, reference_knn
+from lookalike.knn import METRICS, NearestNeighbors, get_metric, knn, reference_knn
+from lookalike.knn.precision import PRECISIONS
+from lookalike.knn.validation import check_array
 
 F32_MAX = float(np.finfo(np.float32).max)
 MAGNITUDES = [1.0, 1e-45, 1e-40, 1e-38, 1e-20, 1e19, 1e20, 1e30, 1e37, 3e38, 65504.0, 6e-8, 1e-160, 1e-300,
@@ -59,6 +61,12 @@ def reference_rows(xq, xb, metric, exclude_self):
 def assert_neighbours(D, I, xq, xb, k, metric, exclude_self=False):
     """(D, I) are k nearest of a float64 brute force, up to exact ties (1e-12 relative)."""
     m = get_metric(metric)
+    # dot products cancel: two float64 sums of the same terms differ by up to d u |x||y|
+    q64, b64 = _as64(xq), _as64(xb)
+    rounding = np.zeros(len(xq))
+    if m.p is None:
+        rounding[:] = 1e-15 if m.normalised else 4 * xb.shape[1] * 2.0**-52 * np.linalg.norm(
+            q64, axis=1) * np.linalg.norm(b64, axis=1).max()
     assert I.shape == D.shape == (len(xq), k) and I.dtype == np.int64 and D.dtype == np.float32
     assert ((I >= 0) & (I < len(xb))).all()
     for r, (d_row, i_row) in enumerate(reference_rows(xq, xb, metric, exclude_self)):
@@ -66,11 +74,10 @@ def assert_neighbours(D, I, xq, xb, k, metric, exclude_self=False):
         assert len(set(I[r].tolist())) == k and r not in (I[r].tolist() if exclude_self else [])
         got = np.array([exact[i] for i in I[r].tolist()])
         kth = m.sort_key(d_row[k - 1])
-        tol = 1e-12 * abs(kth)
+        tol = 1e-12 * abs(kth) + rounding[r]
         assert (m.sort_key(got) <= kth + tol).all(), (r, I[r], i_row[:k])
         assert (np.diff(m.sort_key(got)) >= -tol).all()
-        atol = 1e-15 if m.normalised else 3e-45  # 1 - cos rounds to about 1e-16 near 0
-        np.testing.assert_allclose(D[r], got.astype(np.float32), rtol=1e-5, atol=atol)
+        np.testing.assert_allclose(D[r], got.astype(np.float32), rtol=1e-5, atol=3e-45 + 2 * rounding[r])
 
 
 def justified(exc: InvalidParameter, xq, xb, k, metric, exclude_self=False) -> bool:
@@ -105,14 +112,17 @@ def problems(draw):
 @given(problems())
 def test_neighbours_are_exact_or_refused_for_a_reason(problem):
     xq, xb, k, metric, precision, wm = problem
-    nn = NearestNeighbors(n_neighbors=k, metric=metric, precision=precision, backend="lookalike", working_memory=wm)
+    queries = xb if xq is None else xq
     try:
-        nn.fit(xb)
-        D, I = nn.kneighbors(xq)
+        D, I = NearestNeighbors(n_neighbors=k, metric=metric, precision=precision).fit(xb).kneighbors(xq)
     except InvalidParameter as exc:
-        assert justified(exc, xb if xq is None else xq, xb, k, metric, xq is None), exc
+        assert justified(exc, queries, xb, k, metric, xq is None), exc
         return
-    assert_neighbours(D, I, xb if xq is None else xq, xb, k, metric, exclude_self=xq is None)
+    assert_neighbours(D, I, queries, xb, k, metric, exclude_self=xq is None)
+    if wm is not None:  # tiny blocks, on the engine itself (the estimator takes 1 MiB or more)
+        D, I = knn(check_array(queries), check_array(xb), k, metric, working_memory=wm,
+                   screen_dtype=PRECISIONS[precision], exclude_self=xq is None)
+        assert_neighbours(D, I, queries, xb, k, metric, exclude_self=xq is None)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -122,7 +132,8 @@ def test_radius_neighbors_and_graph_are_exact_or_refused_for_a_reason(problem):
     (and their ties); the graph holds what kneighbors holds."""
     xq, xb, k, metric, precision, wm = problem
     queries = xb if xq is None else xq
-    nn = NearestNeighbors(n_neighbors=k, metric=metric, precision=precision, backend="lookalike", working_memory=wm)
+    nn = NearestNeighbors(n_neighbors=k, metric=metric, precision=precision, backend="lookalike",
+                          working_memory=None if wm is None else 1)
     try:
         nn.fit(xb)
         check_radius_and_graph(nn, xq, xb, k, get_metric(metric))
@@ -194,3 +205,43 @@ def test_each_dtype_at_its_edges(metric, precision):
             assert justified(exc, xb[::-1], xb, 2, metric), (xb, exc)
             continue
         assert_neighbours(D, I, xb[::-1], xb, 2, metric)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "int8"])
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cosine", "inner_product"])
+@pytest.mark.parametrize("base_mag, query_mag", [(1.0, 1e-20), (2e9, 1e-20), (1e-30, 1.0), (1.0, 1e11), (1e30, 1e-30),
+                                                 (1e-40, 1e-44), (1e37, 1e-45)])
+def test_the_screen_bound_holds_at_any_relative_magnitude(metric, dtype, base_mag, query_mag):
+    """The invariant that makes the search exact: |screen score - exact score| <= bound, for
+    every pair, with queries and base rows of wildly different magnitudes (some rows a
+    billion times smaller than the rest too)."""
+    import torch
+
+    from lookalike.knn.screen import PreparedBase, prepare_rows
+
+    rng = np.random.default_rng(0)
+    xb = rng.standard_normal((60, 7)) * base_mag
+    xb[::3] *= 1e-9
+    xq = rng.standard_normal((9, 7)) * query_mag
+    xb, xq = xb.astype(np.float32), xq.astype(np.float32)
+    base = PreparedBase(xb, metric, screen_dtype=PRECISIONS[dtype])
+    wide, _ = base.query_scales(xq)
+    q = prepare_rows(base.screen, xq[~wide], base.device)
+    s = base.screen.scores(q, base.rows).double().numpy()
+    bound = base.screen.bound(q, base.extent).numpy()
+    m, sc = get_metric(metric), base.scale
+    qs, bs = xq[~wide].astype(np.float64) * sc, xb.astype(np.float64) * sc
+    if m.centred:
+        c = base.mean64.numpy()
+        exact = ((bs - c) ** 2).sum(1)[None, :] - 2 * (qs - c) @ (bs - c).T
+    elif m.normalised:
+        exact = -(_unit64(qs) @ _unit64(bs).T)
+    else:
+        exact = -(qs @ bs.T)
+    assert (np.abs(s - exact) <= bound[:, None]).all(), (np.abs(s - exact) / bound[:, None]).max()
+
+
+def _unit64(x):
+    x = x * np.ldexp(1.0, -np.frexp(np.abs(x).max(axis=1, keepdims=True))[1])
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(n > 0, n, 1)

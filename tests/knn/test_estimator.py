@@ -199,6 +199,38 @@ def test_bad_arrays(bad, message):
         NearestNeighbors(1).fit(bad)
 
 
+def test_a_result_larger_than_memory_is_refused_before_any_work(monkeypatch):
+    from lookalike.knn import validation
+
+    nn = NearestNeighbors(3).fit(X)
+    monkeypatch.setattr(validation, "_free_memory", lambda: 1000)
+    with pytest.raises(InvalidParameter, match=r"7 queries x 3 neighbours would take .* memory free"):
+        nn.kneighbors(Q)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.array([[10**400, 1]], dtype=object), "cannot be converted to numbers: int too large"),
+    ([[10**400, 1]], "cannot be converted to numbers"),
+    (np.full((2, 2), 1e200), r"X \(first at row 0\) holds values up to 1e\+200 .*float32's range"),
+    (np.ma.array([[1.0, 2.0]], mask=[[0, 1]]), "masked array"),
+    (np.full((2, 2), np.longdouble(10) ** 400), "values up to 1e\\+400"),
+])
+def test_arrays_beyond_what_can_be_searched_are_refused_in_one_line(bad, message):
+    with pytest.raises(InvalidParameter, match=message):
+        NearestNeighbors(1).fit(bad)
+
+
+def test_arrays_are_converted_exactly():
+    from lookalike.knn.validation import check_array
+
+    assert check_array(np.array([[2**24, -(2**24)]], dtype=np.int64)).dtype == np.float32
+    big = check_array(np.array([[2**62 + 1, 0]], dtype=np.int64))  # float32 would round it to 2**62
+    assert big.dtype == np.float64 and big[0, 0] == float(2**62 + 1)
+    assert check_array(np.ones((2, 2), dtype=">f4")).dtype == np.float32  # native byte order for torch
+    assert check_array(np.ones((2, 2), dtype=np.longdouble)).dtype == np.float64
+    assert type(check_array(np.matrix([[1.0, 2.0]]))) is np.ndarray
+
+
 def test_dimension_mismatch_and_k():
     nn = NearestNeighbors(3).fit(X)
     with pytest.raises(ValueError, match="X has 5 features, but NearestNeighbors is expecting 6"):
@@ -216,6 +248,9 @@ def test_dimension_mismatch_and_k():
     ({"backend": "annoy"}, "'backend' parameter of NearestNeighbors must be one of"),
     ({"n_neighbors": 0}, "'n_neighbors' parameter of NearestNeighbors must be an int >= 1. Got 0"),
     ({"working_memory": -1}, "'working_memory' parameter"),
+    ({"working_memory": float("inf")}, "'working_memory' parameter .* finite number of MiB >= 1"),
+    ({"working_memory": float("nan")}, "'working_memory' parameter"),
+    ({"working_memory": 1e-9}, "'working_memory' parameter"),  # one-row blocks: a loop over every pair
 ])
 def test_bad_parameters_are_named(params, message):
     with pytest.raises(ValueError, match=message):

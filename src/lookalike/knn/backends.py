@@ -17,12 +17,12 @@ import torch
 
 from ..errors import InvalidParameter
 from ..hardware import cpu_flags, resolve_device
-from .blocks import SearchStats
+from .blocks import SearchStats, pow2_scale, ranges
 from .engine import knn
 from .metrics import METRICS, Metric, get_metric
 from .precision import screen_dtype
 from .radius import radius_search
-from .refine import refines
+from .refine import check_representable, refines
 from .screen import PreparedBase
 
 
@@ -40,6 +40,11 @@ class Backend:
 
     `radius_neighbors` runs on lookalike's exact engine unless the backend has its own
     (`radius_backend` names the one used): an fp32 base prepared once, on first use.
+
+    Libraries that compute in float32 get rows scaled by a power of two (exact) when their
+    magnitudes would overflow or underflow float32's squares (`scale_`; cosine rows each by
+    their own), and their distances back unscaled; a result that is still not finite, or an
+    index out of range, is refused (`InvalidParameter`), never returned.
     """
 
     name = "backend"
@@ -48,6 +53,8 @@ class Backend:
     metrics: tuple[str, ...] = tuple(METRICS)
     records_stats = False  # fills in a SearchStats
     radius_backend = "lookalike"
+    scales = True  # rows are scaled into float32's comfortable range before the library sees them
+    scale_ = 1.0  # fitted: the power of two the base (and every query) is multiplied by
     screen_dtype_: torch.dtype | None = None  # fitted: the engine's screen precision (lookalike only)
     prepared_base_: PreparedBase | None = None  # fitted: the base made ready for the engine (lookalike only)
 
@@ -77,7 +84,10 @@ class Backend:
     def fit(self, X: np.ndarray) -> Backend:
         self.xb_ = X
         self._radius_base = None
-        return self._fit(X)
+        if not self.scales:
+            return self._fit(X)
+        self.scale_ = float32_scale(self.metric, X)
+        return self._fit(rescaled(self.metric, X, self.scale_))
 
     def _fit(self, X: np.ndarray) -> Backend:
         raise NotImplementedError
@@ -86,6 +96,20 @@ class Backend:
                    stats: SearchStats | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(D, I) of shape (nq, k); `Xq` is the base itself when `exclude_self`. `stats` is
         filled in by backends that record their stages (`records_stats`)."""
+        D, I = self._kneighbors(rescaled(self.metric, Xq, self.scale_), k, exclude_self)
+        D = np.asarray(D, dtype=np.float64) / self.scale_**self.metric.power
+        check_representable(self.metric, D[np.isfinite(D)])  # distances float32 cannot hold: said so
+        with np.errstate(over="ignore"):
+            D32 = D.astype(np.float32)
+        if not (np.isfinite(D32).all() and ((I >= 0) & (I < len(self.xb_))).all()):
+            raise InvalidParameter(
+                f"backend {self.name!r} computes in float32 and cannot search these values (up to "
+                f"{max(np.abs(Xq).max(), np.abs(self.xb_).max()):.3g} in magnitude): its distances overflow or its "
+                "indices are missing; use backend='lookalike', exact for any value float32 holds")
+        return D32, I
+
+    def _kneighbors(self, Xq: np.ndarray, k: int, exclude_self: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The library's (D, I) for rows scaled as the base was."""
         raise NotImplementedError
 
     def radius_neighbors(self, Xq: np.ndarray, radius: float, exclude_self: bool,
@@ -95,6 +119,30 @@ class Backend:
             self._radius_base = PreparedBase(self.xb_, self.metric, device=self.device,
                                              working_memory=self.working_memory)
         return radius_search(Xq, self._radius_base, radius, exclude_self=exclude_self, sort_results=sort_results)
+
+
+COMFORT = 2.0**20  # float32 squares and sums of values in [2^-20, 2^20] neither overflow nor underflow
+
+
+def float32_scale(m: Metric, X: np.ndarray) -> float:
+    """The power of two that brings X's largest value near 1 when it lies outside
+    [2^-20, 2^20] (1.0 inside, and for cosine, whose rows are scaled one by one)."""
+    top = float(max((np.abs(X[lo:hi]).max(initial=0) for lo, hi in ranges(len(X), 4096)), default=0.0))
+    if m.normalised or top == 0 or 1 / COMFORT <= top <= COMFORT:
+        return 1.0
+    return float(pow2_scale(torch.tensor(top, dtype=torch.float64), 125))
+
+
+def rescaled(m: Metric, X: np.ndarray, scale: float) -> np.ndarray:
+    """X times `scale`; cosine rows each times their own power of two where some row lies
+    outside [2^-20, 2^20]. X itself when nothing changes."""
+    if m.normalised:
+        top = np.concatenate([np.abs(X[lo:hi]).max(axis=1, initial=0) for lo, hi in ranges(len(X), 4096)])
+        if ((top == 0) | ((top >= 1 / COMFORT) & (top <= COMFORT))).all():
+            return X
+        s = pow2_scale(torch.from_numpy(top.astype(np.float64))).numpy()
+        return (X * s[:, None]).astype(X.dtype if X.dtype == np.float64 else np.float32)
+    return X if scale == 1.0 else (X * scale).astype(X.dtype if X.dtype == np.float64 else np.float32)
 
 
 def drop_excluded(D: np.ndarray, I: np.ndarray, exclude: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -115,6 +163,7 @@ class LookalikeBackend(Backend):
 
     name = "lookalike"
     records_stats = True
+    scales = False  # the engine scales rows itself, exactly, and reranks in float64
 
     @property
     def config(self) -> str:
@@ -152,12 +201,18 @@ class SklearnBackend(Backend):
         self.model_ = SkNN(algorithm="brute", metric=self.metric.sklearn, n_jobs=-1).fit(X)
         return self
 
-    def kneighbors(self, Xq, k, exclude_self, stats=None):
+    def _kneighbors(self, Xq, k, exclude_self):
         D, I = self.model_.kneighbors(None if exclude_self else Xq, n_neighbors=k)
         return D.astype(np.float32), I.astype(np.int64)
 
     def radius_neighbors(self, Xq, radius, exclude_self, sort_results):
-        return self.model_.radius_neighbors(None if exclude_self else Xq, radius=radius, sort_results=sort_results)
+        unit = self.scale_**self.metric.power
+        D, I = self.model_.radius_neighbors(None if exclude_self else rescaled(self.metric, Xq, self.scale_),
+                                            radius=radius * unit, sort_results=sort_results)
+        if unit != 1.0:
+            for i, d in enumerate(D):
+                D[i] = d / unit
+        return D, I
 
 
 class FaissBackend(Backend):
@@ -189,7 +244,7 @@ class FaissBackend(Backend):
         self.index_.add(X)
         return self
 
-    def kneighbors(self, Xq, k, exclude_self, stats=None):
+    def _kneighbors(self, Xq, k, exclude_self):
         m = self.metric
         Xq = np.ascontiguousarray(Xq, dtype=np.float32)
         if m.normalised:
@@ -222,7 +277,7 @@ class TorchBackend(Backend):
         self.xb_t_ = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(self.device)
         return self
 
-    def kneighbors(self, Xq, k, exclude_self, stats=None):
+    def _kneighbors(self, Xq, k, exclude_self):
         m, xb = self.metric, self.xb_t_
         q_all = torch.from_numpy(np.ascontiguousarray(Xq, dtype=np.float32)).to(xb.device)
         step = max(1, int((self.working_memory or 1024) * 2**20 // (len(xb) * 4 * 2)))
@@ -263,7 +318,7 @@ class CumlBackend(Backend):
         self.model_ = CuNN(algorithm="brute", metric=self.metric.cuml).fit(np.ascontiguousarray(X, dtype=np.float32))
         return self
 
-    def kneighbors(self, Xq, k, exclude_self, stats=None):
+    def _kneighbors(self, Xq, k, exclude_self):
         D, I = self.model_.kneighbors(np.ascontiguousarray(Xq, dtype=np.float32), n_neighbors=k + int(exclude_self))
         D, I = np.asarray(D), np.asarray(I).astype(np.int64)
         if exclude_self:
@@ -290,7 +345,7 @@ class CuvsBackend(Backend):
         self.index_ = brute_force.build(cp.asarray(X, dtype=cp.float32), metric=self.metric.cuvs)
         return self
 
-    def kneighbors(self, Xq, k, exclude_self, stats=None):
+    def _kneighbors(self, Xq, k, exclude_self):
         import cupy as cp
         from cuvs.neighbors import brute_force
 

@@ -165,9 +165,9 @@ def _score_and_bound(m: Metric, dots: torch.Tensor, an: torch.Tensor, b: torch.T
     """Screen scores of pairs (query norms `an`, base rows `b[at]`, dot products `dots`) and
     the bound on their rounding error (first order). `b_l2`: the base rows' norms when known."""
     if m.normalised:  # -cos; a zero row is at cosine 0 from everything, exactly
-        nrm = an * torch.linalg.vector_norm(b, dim=1).double()[at]
+        nrm = an * torch.linalg.vector_norm(b, dim=1, dtype=torch.float64)[at]
         return torch.where(nrm > 0, -dots / nrm.clamp_min(1e-300), 0.0), (nrm > 0).double() * (3 * gamma)
-    bsq = b_l2**2 if b_l2 is not None else torch.linalg.vecdot(b, b)[at]
+    bsq = b_l2**2 if b_l2 is not None else torch.linalg.vector_norm(b, dim=1, dtype=torch.float64)[at] ** 2
     bn = bsq.sqrt() * (1 + gamma)  # at least |b|
     if m.centred:
         return bsq - 2 * dots, gamma * (3 * bn * bn + 2 * an * bn)

@@ -124,18 +124,20 @@ class Screen:
         elif self.metric.normalised:
             norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)
             x = x / torch.where(norms > 0, norms, 1.0)
-        l2 = torch.linalg.vector_norm(x, dim=1)
-        sq = l2 * l2 if self.metric.centred else None
+        # norms in float64: a row far smaller than the base's largest would square to zero in
+        # float32, and a zero norm would zero its error bound
+        l2 = torch.linalg.vector_norm(x, dim=1, dtype=torch.float64)
+        sq = (l2 * l2).to(self.acc) if self.metric.centred else None
         if not self.int8:
-            return Rows(x.to(self.dtype), l2.double(), sq)
+            return Rows(x.to(self.dtype), l2, sq)
         scale = x.abs().amax(dim=1) / 127.0
         scale = torch.where(scale > 0, scale, 1.0)
         q = torch.round(x / scale[:, None]).clamp_(-127, 127)
         # |x - s q|, exactly known here; fp32 rounding of s q and of the difference: 2u |x|
         u32 = UNIT_ROUNDOFF[torch.float32]
-        qerr = torch.linalg.vector_norm(x - q * scale[:, None], dim=1).double() * (1 + self.gamma)
-        qerr += 2 * u32 * l2.double()
-        return Rows(q.to(torch.int8), l2.double(), sq, qerr, scale)
+        qerr = torch.linalg.vector_norm(x - q * scale[:, None], dim=1, dtype=torch.float64) * (1 + self.gamma)
+        qerr += 2 * u32 * l2
+        return Rows(q.to(torch.int8), l2, sq, qerr, scale)
 
     def scaled(self, x: torch.Tensor) -> torch.Tensor:
         """Rows times a power of two, in the accumulation type: each row by its own for cosine,

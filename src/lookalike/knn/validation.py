@@ -132,6 +132,17 @@ def check_k(k, n_samples: int, exclude_self: bool) -> int:
     return int(k)
 
 
+def check_result_size(nq: int, k: int) -> None:
+    """Refuse, before any work, a result of nq x k neighbours (float32 distances, int64
+    indices, and the sort that picks them: about 40 bytes each) larger than half the memory free."""
+    need = nq * k * 40
+    free = _free_memory()
+    if free is not None and need > free / 2:
+        raise InvalidParameter(
+            f"{nq} queries x {k} neighbours would take about {need / 2**30:.1f} GiB, more than half of the "
+            f"{free / 2**30:.1f} GiB of memory free: ask for fewer neighbours or search fewer queries at a time")
+
+
 def check_radius(radius) -> float:
     """A finite real radius."""
     if isinstance(radius, bool) or not isinstance(radius, numbers.Real) or not np.isfinite(radius):

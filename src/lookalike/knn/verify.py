@@ -39,7 +39,8 @@ def reference_knn(xq: np.ndarray, xb: np.ndarray, k: int, metric: str = "euclide
         D, I = _reference_gemm(xq64, xb64, k, m, extra)
     else:
         D, I = _reference_dense(xq64, xb64, k, m, block)
-    return D / scale**m.power, I
+    with np.errstate(over="ignore"):  # beyond float64: inf, as float64 would say
+        return D / scale**m.power, I
 
 
 def _reference_dense(q64: np.ndarray, b64: np.ndarray, k: int, m: Metric, block: int) -> tuple[np.ndarray, np.ndarray]:
