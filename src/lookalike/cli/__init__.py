@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import LookalikeError
 from . import bench, data, demo, index
+from .common import bound_options
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # some inputs failed; a file could not be written or read
@@ -55,17 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.register(sub)
+    bound_options(parser)  # every number a user can type has its bound (common.BOUNDS)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command line (default: `sys.argv[1:]`); returns the exit status.
 
-    `--help`, `--version` and usage errors end in `SystemExit`, as argparse does.
+    `--help`, `--version` and usage errors end in `SystemExit`, as argparse does. Ctrl-C is
+    exit status 130 from the first moment: while the parser loads (torch, ~1 s) too.
     """
-    argv = index.expand_shorthand(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
     try:
+        argv = index.expand_shorthand(sys.argv[1:] if argv is None else argv)
+        args = build_parser().parse_args(argv)
         return args.run(args) or EXIT_OK
     except LookalikeError as exc:  # a user's mistake or an unusable input, InvalidParameter included
         _say(f"lookalike: error: {exc}")
