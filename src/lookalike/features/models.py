@@ -139,7 +139,7 @@ def build(name: str, weights: str = "imagenet", pooling: str = "max", input_size
     spec = get_spec(name)
     if pooling not in POOLINGS:
         raise ModelError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
-    size = check_input_size(input_size or spec.input_size)
+    size = check_input_size(spec.input_size if input_size is None else input_size)
     with torch.random.fork_rng():
         torch.manual_seed(0)  # random weights, where used, are the same every time
         trunk = spec.build(size)
@@ -188,7 +188,7 @@ def fit_batch(name: str, input_size: int | None = None, batch_size: int | None =
     the memory free on `device` (default: DEFAULT_BATCH, or fewer so that it fits); refused
     in one line when it does not, or when not even one image would."""
     spec = get_spec(name)
-    size = check_input_size(input_size or spec.input_size)
+    size = check_input_size(spec.input_size if input_size is None else input_size)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
                                    or not 1 <= batch_size <= MAX_BATCH):
         raise InvalidParameter(f"batch size must be a whole number from 1 to {MAX_BATCH}, got {batch_size!r}")
@@ -212,6 +212,8 @@ def fit_batch(name: str, input_size: int | None = None, batch_size: int | None =
 def _free_bytes(device: torch.device) -> int | None:
     """Memory free now on `device` (a CUDA device's own; else the machine's), None if unknown."""
     if device.type == "cuda":
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InvalidParameter(f"no CUDA device {device}: this machine has {torch.cuda.device_count()}")
         return torch.cuda.mem_get_info(device)[0]
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

@@ -17,12 +17,13 @@ import torch
 
 from ..errors import InvalidParameter
 from ..hardware import cpu_flags, resolve_device
-from .blocks import SearchStats, pow2_scale, ranges
+from .blocks import SearchStats
 from .engine import knn
 from .metrics import METRICS, Metric, get_metric
 from .precision import screen_dtype
 from .radius import radius_search
 from .refine import check_representable, refines
+from .scaling import float32_scale, rescaled
 from .screen import PreparedBase
 
 
@@ -119,30 +120,6 @@ class Backend:
             self._radius_base = PreparedBase(self.xb_, self.metric, device=self.device,
                                              working_memory=self.working_memory)
         return radius_search(Xq, self._radius_base, radius, exclude_self=exclude_self, sort_results=sort_results)
-
-
-COMFORT = 2.0**20  # float32 squares and sums of values in [2^-20, 2^20] neither overflow nor underflow
-
-
-def float32_scale(m: Metric, X: np.ndarray) -> float:
-    """The power of two that brings X's largest value near 1 when it lies outside
-    [2^-20, 2^20] (1.0 inside, and for cosine, whose rows are scaled one by one)."""
-    top = float(max((np.abs(X[lo:hi]).max(initial=0) for lo, hi in ranges(len(X), 4096)), default=0.0))
-    if m.normalised or top == 0 or 1 / COMFORT <= top <= COMFORT:
-        return 1.0
-    return float(pow2_scale(torch.tensor(top, dtype=torch.float64), 125))
-
-
-def rescaled(m: Metric, X: np.ndarray, scale: float) -> np.ndarray:
-    """X times `scale`; cosine rows each times their own power of two where some row lies
-    outside [2^-20, 2^20]. X itself when nothing changes."""
-    if m.normalised:
-        top = np.concatenate([np.abs(X[lo:hi]).max(axis=1, initial=0) for lo, hi in ranges(len(X), 4096)])
-        if ((top == 0) | ((top >= 1 / COMFORT) & (top <= COMFORT))).all():
-            return X
-        s = pow2_scale(torch.from_numpy(top.astype(np.float64))).numpy()
-        return (X * s[:, None]).astype(X.dtype if X.dtype == np.float64 else np.float32)
-    return X if scale == 1.0 else (X * scale).astype(X.dtype if X.dtype == np.float64 else np.float32)
 
 
 def drop_excluded(D: np.ndarray, I: np.ndarray, exclude: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -371,6 +348,8 @@ def select(name: str, metric: str | Metric, device: str | torch.device = "auto",
     """The backend `name` ('auto' for the best usable one), built for `metric` on `device`
     with its options, not yet fitted."""
     metric, dev = get_metric(metric), resolve_device(device)
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InvalidParameter(f"no CUDA device {dev}: this machine has {torch.cuda.device_count()}")
     options = {"device": dev, "working_memory": working_memory, "precision": precision}
     if name == "auto":
         for candidate in AUTO_ORDER:

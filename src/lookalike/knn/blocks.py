@@ -16,16 +16,6 @@ import torch
 WORKING_MEMORY_MIB = 1024
 # The largest magnitude searched: float32's range, in which distances are screened and returned.
 MAX_VALUE = float(np.finfo(np.float32).max)
-# The float64 rerank works on rows scaled by a power of two up to 2^500 (its squares and
-# products stay within float64's range), so tiny float64 values keep their distances apart.
-RERANK_SCALE_EXP = 500
-
-
-def pow2_scale(amax: torch.Tensor, limit: int = 1022) -> torch.Tensor:
-    """float64 powers of two 2^-e that bring each `amax` into [0.5, 1) (1 for 0), with e
-    clamped to [-limit, limit]. Multiplying by a power of two is exact short of underflow."""
-    _, e = torch.frexp(amax.double())
-    return torch.ldexp(torch.ones_like(amax, dtype=torch.float64), (-e).clamp_(-limit, limit))
 
 
 def budget_bytes(working_memory: float | None) -> float:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidParameter
-from .blocks import pow2_scale
+from .scaling import pow2_scale
 
 ALIASES = {"l2": "euclidean", "l1": "manhattan", "cityblock": "manhattan", "ip": "inner_product",
            "dot": "inner_product", "linf": "chebyshev"}

@@ -16,7 +16,8 @@ import torch
 from ..errors import InvalidParameter
 from .blocks import MAX_VALUE, as_tensor, from_numpy, ranges
 from .metrics import Metric, exact_distances
-from .screen import UNIT_ROUNDOFF, PreparedBase, pow2_scale
+from .scaling import pow2_scale
+from .screen import UNIT_ROUNDOFF, PreparedBase
 
 
 def pair_distances(m: Metric, xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, cols: np.ndarray,

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from ..errors import InvalidParameter, SearchError
-from .blocks import MAX_VALUE, RERANK_SCALE_EXP, as_tensor, budget_bytes, from_numpy, pow2_scale, ranges
+from .blocks import MAX_VALUE, as_tensor, budget_bytes, from_numpy, ranges
+from .scaling import RERANK_SCALE_EXP, pow2_scale
 from .metrics import Metric, get_metric
 
 UNIT_ROUNDOFF = {torch.float64: 2.0**-53, torch.float32: 2.0**-24, torch.bfloat16: 2.0**-8,
@@ -222,7 +223,8 @@ class Screen:
             return 4 * UNIT_ROUNDOFF[torch.float64] * self.limit(radius, q).abs()
         r = radius * self.scale
         r2 = r * self.scale if self.metric.squared else r * r
-        return 1.5 * ((2 * self.u_c + 2 * self.gamma + 2 * self.u) * q.l2 * q.l2 + 4 * UNIT_ROUNDOFF[torch.float64] * r2)
+        u64 = UNIT_ROUNDOFF[torch.float64]
+        return 1.5 * ((2 * self.u_c + 2 * self.gamma + 2 * self.u) * q.l2 * q.l2 + 4 * u64 * r2)
 
 
 PREPARE_BYTES = 1 << 22  # fp32 rows centred or quantised at a time: their temporaries stay this small
@@ -315,8 +317,9 @@ class PreparedBase:
             if m.gemm and not m.normalised:  # rows scaled by the base's scale
                 wide[lo:hi] = amax * self.scale > SAFE_SCALED
         squares = m.p == 2 or (m.p is None and not m.normalised)  # only squares and products can underflow
-        rerank = float(pow2_scale(torch.tensor(max(self.amax, qmax), dtype=torch.float64), RERANK_SCALE_EXP)) if squares else 1.0
-        return wide, rerank
+        if not squares:
+            return wide, 1.0
+        return wide, float(pow2_scale(torch.tensor(max(self.amax, qmax), dtype=torch.float64), RERANK_SCALE_EXP))
 
     def _prepare_block(self, lo: int, hi: int) -> Rows:
         rows = self.screen.prepare(as_tensor(self.xb[lo:hi], self.device))

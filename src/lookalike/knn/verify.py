@@ -10,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.distance import cdist
 
-from .blocks import RERANK_SCALE_EXP, ranges
+from .blocks import ranges
 from .metrics import Metric, get_metric
 from .refine import pair_distances
+from .scaling import RERANK_SCALE_EXP
 
 
 def reference_knn(xq: np.ndarray, xb: np.ndarray, k: int, metric: str = "euclidean", *,
