@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import InvalidParameter
 from .blocks import as_tensor, ranges
 from .refine import pair_distances
 from .screen import Extent, PreparedBase, Screen, prepare_rows
+from .validation import _free_memory
 
 
 def radius_search(xq: np.ndarray, base: PreparedBase, radius: float, *, exclude_self: bool = False,
@@ -48,6 +50,15 @@ def radius_search(xq: np.ndarray, base: PreparedBase, radius: float, *, exclude_
     return out_d, out_i
 
 
+PAIR_BYTES = 64  # a returned pair: its index and distance, and the candidate arrays and sort behind them
+
+
+def max_pairs() -> int:
+    """The most (query, point) pairs a radius search holds: half the memory free, or 2**31."""
+    free = _free_memory()
+    return int(free / 2 // PAIR_BYTES) if free is not None else 2**31
+
+
 def _candidates(base: PreparedBase, screen: Screen, xq: np.ndarray, which: np.ndarray, radius: float,
                 streamed: bool) -> tuple[np.ndarray, np.ndarray]:
     """(query, base row) of every pair of queries `which` whose screen score is within twice
@@ -64,6 +75,7 @@ def _candidates(base: PreparedBase, screen: Screen, xq: np.ndarray, which: np.nd
     else:
         blocks = base.blocks(bb)
     rows_all, cols_all = [], []
+    held, most = 0, max_pairs()
     for blo, _, b in blocks:
         extent = Extent()
         extent.update(b)
@@ -74,5 +86,9 @@ def _candidates(base: PreparedBase, screen: Screen, xq: np.ndarray, which: np.nd
             r, c = keep.nonzero(as_tuple=True)
             rows_all.append(which[(r + qlo).cpu().numpy()])
             cols_all.append((c + blo).cpu().numpy())
+            held += len(r)
+            if held > most:
+                raise InvalidParameter(f"radius {radius:g} holds more than {most} (query, point) pairs, more than "
+                                       "half the memory free can return: use a smaller radius or fewer queries")
     return np.concatenate(rows_all), np.concatenate(cols_all)
 

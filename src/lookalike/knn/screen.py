@@ -37,7 +37,10 @@ SCALE_EXP = 125  # shared scales stay within 2^-125 .. 2^125, normal float32 num
 
 def check_magnitude(amax: float, what: str = "the data") -> None:
     """Refuse values beyond float32's range: their distances cannot be screened, nor returned."""
-    if not amax <= MAX_VALUE:  # also NaN
+    if math.isnan(amax) or math.isinf(amax):
+        raise InvalidParameter(f"{what} contain{'s' if what == 'the base' else ''} "
+                               f"{'NaN' if math.isnan(amax) else 'infinity'}")
+    if amax > MAX_VALUE:
         raise InvalidParameter(
             f"values up to {amax:.3g} in magnitude in {what}; lookalike searches values within "
             f"+-{MAX_VALUE:.3g} (float32's range): scale the data down first")
@@ -292,10 +295,11 @@ class PreparedBase:
         amax = 0.0
         for lo, hi in ranges(self.nb, self.block):
             part = as_tensor(self.xb[lo:hi], self.device)
-            amax = max(amax, float(part.abs().max()) if part.numel() else 0.0)
+            top = float(part.abs().max()) if part.numel() else 0.0
+            check_magnitude(top, "the base")  # per block: NaN would vanish in max()
+            amax = max(amax, top)
             if m.centred:
                 total += part.sum(0, dtype=torch.float64)
-        check_magnitude(amax, "the base")
         self.amax = amax
         if not m.gemm or m.normalised:
             return 1.0, None
@@ -312,8 +316,8 @@ class PreparedBase:
         qmax = 0.0
         for lo, hi in ranges(len(xq), max(1, PREPARE_BYTES // (4 * max(1, self.d)))):
             amax = np.abs(np.asarray(xq[lo:hi])).max(axis=1, initial=0).astype(np.float64)
+            check_magnitude(float(amax.max(initial=0.0)), "the queries")
             qmax = max(qmax, float(amax.max(initial=0.0)))
-            check_magnitude(qmax, "the queries")
             if m.gemm and not m.normalised:  # rows scaled by the base's scale
                 wide[lo:hi] = amax * self.scale > SAFE_SCALED
         squares = m.p == 2 or (m.p is None and not m.normalised)  # only squares and products can underflow
