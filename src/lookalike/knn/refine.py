@@ -17,7 +17,7 @@ from ..errors import InvalidParameter
 from .blocks import MAX_VALUE, as_tensor, from_numpy, ranges
 from .metrics import Metric, exact_distances
 from .scaling import pow2_scale
-from .screen import UNIT_ROUNDOFF, PreparedBase
+from .screen import UNIT_ROUNDOFF, PreparedBase, comfortable
 
 
 def pair_distances(m: Metric, xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, cols: np.ndarray,
@@ -125,6 +125,9 @@ def _pair_scores(base: PreparedBase, xq: np.ndarray, rows: torch.Tensor, cols: t
     eta = 64 * torch.finfo(wide).tiny * (d + 16)  # underflow, as an absolute error (see `Screen`)
     mean = base.screen.mean.to(wide) if m.centred else None
     xq_t = as_tensor(xq, dev)
+    # cosine rows are scaled one by one only where some row's values could over- or underflow
+    scale_b = not m.normalised or not base.rows_comfortable
+    scale_a = not m.normalised or not comfortable(torch.linalg.vector_norm(xq_t, float("inf"), dim=1))
     step = max(1, chunk_bytes // (4 * d))
     buf = torch.empty((min(step, len(rows)), d), dtype=xb_t.dtype, device=dev)
     score = torch.empty(len(rows), dtype=torch.float64, device=dev)
@@ -137,8 +140,10 @@ def _pair_scores(base: PreparedBase, xq: np.ndarray, rows: torch.Tensor, cols: t
             which, at = uc, cinv
         else:  # little sharing: one gathered row a pair
             which, at = c, torch.arange(hi - lo, device=dev)
-        b = _scaled(m, torch.index_select(xb_t, 0, which, out=buf[: len(which)]).to(wide), base.scale)
-        a = _scaled(m, xq_t[uq].to(wide), base.scale)  # this chunk's few queries, centred like the base
+        b = torch.index_select(xb_t, 0, which, out=buf[: len(which)]).to(wide)  # scratch: changed in place
+        b = _scaled(m, b, base.scale) if scale_b else b
+        a = xq_t[uq].to(wide)  # this chunk's few queries, scaled and centred like the base
+        a = _scaled(m, a, base.scale) if scale_a else a
         if mean is not None:
             b.sub_(mean)
             a -= mean
@@ -146,33 +151,39 @@ def _pair_scores(base: PreparedBase, xq: np.ndarray, rows: torch.Tensor, cols: t
         an = torch.linalg.vector_norm(a.double(), dim=1)[qinv]
         # |b| as the prepare computed it (fp32 sums); cosine needs none
         b_l2 = base.l2[c] if wide == torch.float32 and not m.normalised else None
-        score[lo:hi], err[lo:hi] = _score_and_bound(m, dots, an, b, at, b_l2, gamma)
-        err[lo:hi] += eta * (1 + an + torch.linalg.vector_norm(b.double(), dim=1)[at]) ** 2
+        score[lo:hi], err[lo:hi] = _score_and_bound(m, dots, an, b, at, b_l2, gamma, eta)
     err *= 1.5  # second-order terms
     return score, err
 
 
 def _scaled(m: Metric, x: torch.Tensor, scale: float) -> torch.Tensor:
     """Rows scaled by a power of two as the screen scales them (cosine: each row by its own),
-    in their own type; `x` is scratch and may be changed in place."""
-    if m.normalised:
-        s = pow2_scale(x.abs().amax(dim=1, keepdim=True) if x.shape[1] else x.new_zeros((len(x), 1)))
-        return (x.double() * s).to(x.dtype)
-    return x.mul_(scale)
+    in their own type; `x` is scratch, changed in place where the scales allow it."""
+    if not m.normalised:
+        return x.mul_(scale) if scale != 1.0 else x
+    top = torch.linalg.vector_norm(x, float("inf"), dim=1, keepdim=True) if x.shape[1] else x.new_zeros((len(x), 1))
+    s = pow2_scale(top)
+    if x.dtype == torch.float64 or bool(((s >= 2.0**-126) & (s <= 2.0**126)).all()):
+        return x.mul_(s.to(x.dtype))  # normal float32 powers of two: exact in place
+    return (x.double() * s).to(x.dtype)
 
 
 def _score_and_bound(m: Metric, dots: torch.Tensor, an: torch.Tensor, b: torch.Tensor, at: torch.Tensor,
-                     b_l2: torch.Tensor | None, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+                     b_l2: torch.Tensor | None, gamma: float, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Screen scores of pairs (query norms `an`, base rows `b[at]`, dot products `dots`) and
-    the bound on their rounding error (first order). `b_l2`: the base rows' norms when known."""
+    the bound on their rounding error (first order; `eta`: underflow's absolute error).
+    `b_l2`: the base rows' norms when known."""
     if m.normalised:  # -cos; a zero row is at cosine 0 from everything, exactly
-        nrm = an * torch.linalg.vector_norm(b, dim=1, dtype=torch.float64)[at]
-        return torch.where(nrm > 0, -dots / nrm.clamp_min(1e-300), 0.0), (nrm > 0).double() * (3 * gamma)
+        bn = torch.linalg.vector_norm(b, dim=1).double()[at]  # rows scaled to a largest value near 1: no underflow
+        nrm = an * bn
+        err = (nrm > 0).double() * (3 * gamma) + eta * (1 + an + bn) ** 2
+        return torch.where(nrm > 0, -dots / nrm.clamp_min(1e-300), 0.0), err
     bsq = b_l2**2 if b_l2 is not None else torch.linalg.vector_norm(b, dim=1, dtype=torch.float64)[at] ** 2
     bn = bsq.sqrt() * (1 + gamma)  # at least |b|
+    absolute = eta * (1 + an + bn) ** 2
     if m.centred:
-        return bsq - 2 * dots, gamma * (3 * bn * bn + 2 * an * bn)
-    return -dots, gamma * an * bn
+        return bsq - 2 * dots, gamma * (3 * bn * bn + 2 * an * bn) + absolute
+    return -dots, gamma * an * bn + absolute
 
 
 def _kth_top(rows: torch.Tensor, top: torch.Tensor, k: int) -> torch.Tensor:

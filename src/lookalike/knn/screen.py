@@ -26,13 +26,20 @@ import torch
 
 from ..errors import InvalidParameter, SearchError
 from .blocks import MAX_VALUE, as_tensor, budget_bytes, from_numpy, ranges
-from .scaling import RERANK_SCALE_EXP, pow2_scale
+from .scaling import COMFORT, RERANK_SCALE_EXP, pow2_scale
 from .metrics import Metric, get_metric
 
 UNIT_ROUNDOFF = {torch.float64: 2.0**-53, torch.float32: 2.0**-24, torch.bfloat16: 2.0**-8,
                  torch.float16: 2.0**-11}
 SAFE_SCALED = 2.0**40  # scaled query elements up to this screen in fp32 without overflow (d < 2^31)
 SCALE_EXP = 125  # shared scales stay within 2^-125 .. 2^125, normal float32 numbers
+
+
+def comfortable(row_max: torch.Tensor | np.ndarray) -> bool:
+    """Whether rows with these largest values square and sum in float32 with no over- or
+    underflow (zero rows included), so that cosine needs no scaling of its own."""
+    r = torch.as_tensor(row_max)
+    return bool(((r == 0) | ((r >= 1 / COMFORT) & (r <= COMFORT))).all())
 
 
 def check_magnitude(amax: float, what: str = "the data") -> None:
@@ -293,10 +300,13 @@ class PreparedBase:
         m = self.metric
         total = torch.zeros(self.d, dtype=torch.float64, device=self.device)
         amax = 0.0
+        self.rows_comfortable = True  # every row's largest value within COMFORT (cosine's refinement skips scaling)
         for lo, hi in ranges(self.nb, self.block):
             part = as_tensor(self.xb[lo:hi], self.device)
             top = float(part.abs().max()) if part.numel() else 0.0
             check_magnitude(top, "the base")  # per block: NaN would vanish in max()
+            if m.normalised and self.rows_comfortable and part.numel():
+                self.rows_comfortable = comfortable(part.abs().amax(1))
             amax = max(amax, top)
             if m.centred:
                 total += part.sum(0, dtype=torch.float64)
