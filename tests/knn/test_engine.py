@@ -241,3 +241,15 @@ def test_a_radius_holding_more_pairs_than_memory_is_refused(monkeypatch):
     assert sum(len(i) for i in nn.radius_neighbors(radius=0.1)[1]) < 100  # a small radius: answered
     with pytest.raises(InvalidParameter, match="radius 1e\\+09 holds more than 100 .* pairs"):
         nn.radius_neighbors(radius=1e9)
+
+
+def test_the_engine_checks_k_and_the_query_shape():
+    from lookalike.errors import InvalidParameter
+
+    xb = np.random.default_rng(0).random((50, 4)).astype(np.float32)
+    for xq, k, kw, message in [(xb, 51, {}, "n_neighbors <= n_samples_fit"), (xb, 0, {}, "n_neighbors > 0"),
+                               (xb, 50, {"exclude_self": True}, "n_samples_fit - 1"),
+                               (xb[:, :3], 2, {}, r"queries of shape \(50, 3\) do not match a base of 4"),
+                               (xb[0], 2, {}, r"queries of shape \(4,\)")]:
+        with pytest.raises(InvalidParameter, match=message):
+            knn(xq, xb, k, **kw)

@@ -38,9 +38,11 @@ import time
 import numpy as np
 import torch
 
+from ..errors import InvalidParameter
 from .blocks import SearchStats, as_tensor, ranges
 from .refine import pair_distances, pick, refine, refines
 from .screen import Extent, PreparedBase, Rows, Screen, prepare_rows
+from .validation import check_k
 from .window import Window, candidate_limit
 
 __all__ = ["knn"]
@@ -80,6 +82,10 @@ def knn(xq: np.ndarray, xb: np.ndarray | PreparedBase, k: int, metric: str = "eu
         base = PreparedBase(xb, metric, device=device, screen_dtype=screen_dtype,
                             working_memory=working_memory, materialise=False)
     st.screen_dtype = str(base.screen.dtype).removeprefix("torch.")
+    if getattr(xq, "ndim", 0) != 2 or xq.shape[1] != base.d:
+        raise InvalidParameter(f"queries of shape {getattr(xq, 'shape', None)} do not match a base of {base.d} "
+                               "dimensions")
+    k = check_k(k, base.nb, exclude_self)
     nq = len(xq)
     D = np.full((nq, k), np.nan, dtype=np.float32)
     I = np.full((nq, k), -1, dtype=np.int64)
