@@ -215,7 +215,7 @@ def test_int8_screen_refuses_a_dimension_its_int32_sums_cannot_hold():
         knn(xb[:1], xb, 1, screen_dtype=torch.int8)
 
 
-@pytest.mark.parametrize("bad, message", [(np.nan, "contains NaN"), (np.inf, "contains infinity"),
+@pytest.mark.parametrize("bad, message", [(np.nan, "NaN in the base"), (np.inf, "infinity in the base"),
                                           (1e39, r"values up to 1e\+39 in magnitude in the base")])
 def test_the_engine_itself_refuses_what_it_cannot_search(bad, message):
     """`knn` takes raw arrays (no estimator's check_array in front): NaN, inf and values beyond
@@ -227,7 +227,7 @@ def test_the_engine_itself_refuses_what_it_cannot_search(bad, message):
     bad_b[3, 1] = bad
     with pytest.raises(InvalidParameter, match=message):
         knn(xb[:5], bad_b, 2)
-    with pytest.raises(InvalidParameter, match=message.replace("base", "queries").replace("contains", "contain")):
+    with pytest.raises(InvalidParameter, match=message.replace("base", "queries")):
         knn(bad_b, xb, 2)
 
 

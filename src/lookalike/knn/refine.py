@@ -72,8 +72,7 @@ def check_representable(m: Metric, dist: np.ndarray) -> None:
     """Refuse distances (or inner products) beyond float32's range, the type they are returned in."""
     top = float(np.abs(dist).max(initial=0.0))
     if top > MAX_VALUE:
-        power = 2 if m.squared or (m.p is None and not m.normalised) else 1  # how distances scale with the data
-        shift = math.ceil(math.log2(top / MAX_VALUE) / power) + 1
+        shift = math.ceil(math.log2(top / MAX_VALUE) / max(1, m.power)) + 1  # distances grow as data**power
         raise InvalidParameter(
             f"{m.name} {'values' if m.largest_first else 'distances'} reach {top:.3g}, beyond float32's range "
             f"(+-{MAX_VALUE:.3g}) in which they are returned; scale the data down, e.g. divide it by 2**{shift}")

@@ -12,7 +12,7 @@ lies in [0.5, 1): any float32 value, 1e-45 or 3e38, screens without overflow, an
 float64 value within float32's range (`MAX_VALUE`; larger ones are refused). Cosine rows are
 scaled one by one (the metric ignores each row's length); euclidean, sqeuclidean and inner
 products share the base's scale, and a query row that this scale would carry past
-`SAFE_SCALED` is screened in float64 instead (`PreparedBase.wide_rows`).
+`SAFE_SCALED` is screened in float64 instead (`PreparedBase.query_scales`).
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ def comfortable(row_max: torch.Tensor | np.ndarray) -> bool:
 def check_magnitude(amax: float, what: str = "the data") -> None:
     """Refuse values beyond float32's range: their distances cannot be screened, nor returned."""
     if math.isnan(amax) or math.isinf(amax):
-        raise InvalidParameter(f"{what} contain{'s' if what == 'the base' else ''} "
-                               f"{'NaN' if math.isnan(amax) else 'infinity'}")
+        raise InvalidParameter(f"{'NaN' if math.isnan(amax) else 'infinity'} in {what}; lookalike searches "
+                               "finite values")
     if amax > MAX_VALUE:
         raise InvalidParameter(
             f"values up to {amax:.3g} in magnitude in {what}; lookalike searches values within "
