@@ -150,7 +150,7 @@ def check_radius_and_graph(nn, xq, xb, k, m):
             continue  # no clear gap after the k-th: the radius would sit on a near-tie
         key = keys[k - 1] + slack if k == len(keys) else (keys[k - 1] + keys[k]) / 2
         radius = -key if m.largest_first else key
-        if not np.isfinite(radius):
+        if not np.isfinite(radius) or abs(radius) < 1e-290:  # beyond float64: the reference rounds to 0
             continue
         dist, ind = nn.radius_neighbors(None if xq is None else queries[r : r + 1], radius=float(radius))
         at = r if xq is None else 0
