@@ -47,3 +47,85 @@ def test_bench_rejects_unknown_backend(tmp_path):
 
     with pytest.raises(LookalikeError, match="unknown backend 'annoy'"):
         run(nb=10, nq=2, d=4, backends=["annoy"], out=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"metric": "nonsense"}, "unknown metric 'nonsense'"),
+    ({"precision": "fp8"}, "unknown precision 'fp8'"),
+    ({"backends": ["sklearn"], "metric": "inner_product"}, "backend 'sklearn' does not serve metric 'inner_product'"),
+    ({"k": 50}, "k=50 is more than the 40 base vectors"),
+    ({"k": 0}, "k must be a whole number from 1"),
+    ({"repeats": 10**6}, "repeats must be a whole number from 1 to 100"),
+    ({"nb": 10**12}, "nb must be a whole number from 1 to 100000000"),
+    ({"d": 1.5}, "d must be a whole number"),
+])
+def test_bench_checks_everything_before_writing_anything(tmp_path, kwargs, message):
+    from lookalike.errors import InvalidParameter
+
+    args = {"nb": 40, "nq": 5, "d": 4, "out": tmp_path / "out", "progress": False} | kwargs
+    with pytest.raises(InvalidParameter, match=message):
+        run(**args)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bench_refuses_a_workload_larger_than_memory(tmp_path, monkeypatch):
+    from lookalike import bench
+    from lookalike.errors import InvalidParameter
+
+    monkeypatch.setattr(bench, "_available_memory", lambda: 2**30)
+    with pytest.raises(InvalidParameter, match=r"needs about .* GiB of memory, 1.0 GiB are available"):
+        run(nb=10**6, nq=10**5, d=2048, out=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bench_features_files_are_checked_in_one_line(tmp_path):
+    import numpy as np
+
+    from lookalike.errors import InvalidParameter
+
+    np.save(tmp_path / "one_d.npy", np.ones(10, np.float32))
+    np.save(tmp_path / "three_d.npy", np.ones((20, 3, 2), np.float32))
+    np.save(tmp_path / "huge.npy", np.full((20, 4), 1e200))
+    (tmp_path / "text.npy").write_text("1,2,3\n")
+    cases = {"one_d.npy": r"expected a 2-D array \(vectors, dimensions\), got shape \(10,\)",
+             "three_d.npy": r"got shape \(20, 3, 2\)",
+             "huge.npy": r"values up to 1e\+200 in magnitude",  # not "contains infinity"
+             "text.npy": "not a .npy file",  # not "pickled data"
+             "missing.npy": "no such .npy file"}
+    for name, message in cases.items():
+        with pytest.raises(InvalidParameter, match=message) as caught:
+            run(features=str(tmp_path / name), out=tmp_path / "out", progress=False)
+        assert "\n" not in str(caught.value)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("metric", ["manhattan", "chebyshev"])
+def test_bench_verifies_metrics_without_a_gemm_densely(tmp_path, metric):
+    result = run(nb=300, nq=20, d=8, metric=metric, backends=["lookalike", "sklearn"], out=tmp_path,
+                 verify_queries=20, progress=False)
+    assert [r["backend"] for r in result["results"]] == ["lookalike", "sklearn"]
+    assert all(r["agree"] for r in result["results"]) and result["disagree"] == []
+
+
+def test_bench_default_backends_are_those_serving_the_metric(tmp_path):
+    result = run(nb=300, nq=20, d=8, metric="inner_product", out=tmp_path, verify_queries=20, progress=False)
+    assert "sklearn" not in [r["backend"] for r in result["results"]]  # scikit-learn has no inner product
+
+
+def test_a_worker_error_is_its_last_line(tmp_path, monkeypatch):
+    from lookalike import bench
+    from lookalike.errors import LookalikeError
+
+    def fake_run(cmd, **kwargs):
+        return subprocess.CompletedProcess(cmd, bench.WORKER_USER_ERROR, "",
+                                           "lookalike: error: Input X contains NaN (first at row 3).\n")
+
+    import subprocess
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    with pytest.raises(LookalikeError, match=r"^bench worker for lookalike failed: Input X contains NaN "
+                                             r"\(first at row 3\)\.$"):
+        run(nb=40, nq=5, d=4, backends=["lookalike"], out=tmp_path, progress=False)
+    monkeypatch.setattr(bench.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, -9, "", ""))
+    with pytest.raises(LookalikeError, match="was killed by signal 9"):
+        run(nb=40, nq=5, d=4, backends=["lookalike"], out=tmp_path, progress=False)

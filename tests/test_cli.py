@@ -158,3 +158,119 @@ def test_a_user_mistake_in_a_subprocess_is_one_line(tmp_path):
 def test_not_a_url_is_a_download_error(tmp_path):
     assert_one_line_error(run_cli("fetch", "stl10", "--root", str(tmp_path), "--url", "not-a-url"),
                           "not-a-url: not a URL")
+
+
+def _numeric_options(parser, command=""):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _numeric_options(sub, f"{command} {name}".strip())
+        elif action.option_strings and action.type is not None and action.type not in (str,):
+            yield command, action
+
+
+def test_every_number_a_user_can_type_is_bounded():
+    """No numeric option keeps a plain int/float: each has a bound (common.BOUNDS, README Limits)."""
+    from lookalike.cli.common import UNBOUNDED
+
+    options = list(_numeric_options(build_parser()))
+    assert len(options) >= 15
+    for command, action in options:
+        assert action.type not in UNBOUNDED, (command, action.option_strings)
+        with pytest.raises(Exception):  # argparse.ArgumentTypeError or ValueError: never accepted
+            action.type("99999999999999999999999999")
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["show", "sample:4", "--seed", "-1", "--out", "s.png"], "argument --seed: -1 is out of range: 0 to 4294967295"),
+    (["show", "sample:4", "--n", "1000000", "--out", "s.png"], "argument --n: 1000000 is out of range: 1 to 100"),
+    (["grid", "ix", "--seed", "-1", "--out", "g.png"], "argument --seed: -1 is out of range"),
+    (["grid", "ix", "--query-ids", "99999999999999999999999", "--out", "g.png"], "(23 digits) is out of range"),
+    (["search", "ix", "--id", "-1"], "argument --id: -1 is out of range"),
+    (["model", "summary", "resnet50", "--input-size", "100000"], "argument --input-size: 100000 is out of range: 32"),
+    (["embed", "sample:4", "--input-size", "3000", "--out", "f.npy"], "3000 is out of range: 32 to 1024"),
+    (["embed", "sample:4", "--batch-size", "100000", "--out", "f.npy"], "100000 is out of range: 1 to 4096"),
+    (["embed", "sample:4", "--gpu-memory", "nan", "--out", "f.npy"], "nan MiB is out of range"),
+    (["embed", "sample:4", "--gpu-memory=-inf", "--out", "f.npy"], "-inf MiB is out of range"),
+    (["bench", "--nb", "1000000000"], "argument --nb: 1000000000 is out of range: 1 to 100000000"),
+    (["bench", "--d", "nan"], "argument --d: 'nan' is not an integer"),
+    (["search", "ix", "--id", "1", "-k", "1000000"], "k=1000000 is out of range: at most 100000"),
+])
+def test_numbers_out_of_bounds_are_one_line(argv, fragment, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(lines) == 1 and fragment in lines[0], lines
+
+
+def test_ctrl_c_while_the_parser_loads_is_130(monkeypatch, capsys):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert main(["model", "list"]) == 130
+    assert capsys.readouterr().err.startswith("lookalike: interrupted")
+
+
+def test_ctrl_c_while_python_imports_the_cli_is_130(monkeypatch, capsys):
+    import builtins
+
+    from lookalike import __main__ as entry_point
+
+    real_import = builtins.__import__
+
+    def interrupted(name, *args, **kwargs):
+        if name == "cli" or name.endswith(".cli"):
+            raise KeyboardInterrupt
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    assert entry_point.entry() == 130
+    assert capsys.readouterr().err == "lookalike: interrupted\n"
+
+
+def test_ctrl_c_in_the_first_second_of_a_real_process():
+    import os
+    import signal
+    import time
+
+    for delay in (0.1, 0.4, 1.0):
+        proc = subprocess.Popen([sys.executable, "-m", "lookalike", "model", "summary", "resnet50"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert "Traceback" not in err and proc.returncode in (130, -signal.SIGINT), (delay, proc.returncode, err)
+
+
+def test_bench_exits_1_naming_a_backend_that_disagrees(tmp_path, monkeypatch, capsys):
+    from lookalike import bench
+
+    real_compare = bench.compare
+    calls = []
+
+    def compare(*args, **kwargs):  # the second backend compared gets a wrong answer
+        calls.append(1)
+        return real_compare(*args, **kwargs) | ({"agree": False, "frac_neighbor_sets_differ_beyond_ties": 0.25}
+                                                if len(calls) == 2 else {})
+
+    monkeypatch.setattr(bench, "compare", compare)
+    monkeypatch.setattr(bench, "_spawn", bench.worker)  # in this process: quicker
+    code = main(["-q", "bench", "--nb", "200", "--nq", "10", "--d", "8", "--backends", "lookalike,sklearn",
+                 "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1
+    assert err[0].startswith("lookalike: error: disagree with the float64 reference: sklearn (25.00%")
+
+
+def test_running_out_of_memory_is_one_line(monkeypatch, capsys, tmp_path):
+    def too_much(*args, **kwargs):
+        raise MemoryError("Unable to allocate 7.28 TiB for an array with shape (1000000000000,)")
+
+    monkeypatch.setattr("lookalike.sources.open_source", too_much)
+    assert main(["show", "sample:5", "--out", str(tmp_path / "s.png")]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "lookalike: error: out of memory (Unable to allocate 7.28 TiB for an array with shape (1000000000000,)); "
+        "ask for less"]

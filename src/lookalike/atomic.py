@@ -41,7 +41,8 @@ def check_output_file(path: str | os.PathLike, *, suffixes: Iterable[str], what:
     if path.is_dir():
         raise InvalidParameter(f"{path}: is a folder; give a file name for the {what} (ending in {_either(suffixes)})")
     if path.suffix.lower() not in suffixes:
-        raise InvalidParameter(f"{path}: wrong extension for the {what}; give a file name ending in {_either(suffixes)}")
+        raise InvalidParameter(f"{path}: wrong extension for the {what}; "
+                               f"give a file name ending in {_either(suffixes)}")
     for source in inputs:
         if same_file(path, source):
             raise InvalidParameter(f"{path}: is also an input ({source}); writing the {what} there would destroy "

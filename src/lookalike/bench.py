@@ -10,9 +10,11 @@ a sample of the queries, by distances and by neighbour sets.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,7 +29,7 @@ from .knn import NearestNeighbors
 from .knn.backends import BACKENDS, available
 from .knn.blocks import ranges
 from .knn.metrics import get_metric
-from .knn.precision import PRECISIONS, screen_dtype
+from .knn.precision import PRECISIONS, SCREEN_PRECISIONS, screen_dtype
 from .knn.screen import PreparedBase, Screen, int8_dots, prepare_rows
 from .knn.verify import compare, reference_knn
 
@@ -116,32 +118,64 @@ def gemm_floor(base: PreparedBase, xq: np.ndarray, dtype: torch.dtype = torch.fl
     return time.perf_counter() - t0
 
 
+# What `run` takes (README, "Limits"); a workload must also fit in the memory and disk free.
+MAX_NB, MAX_NQ, MAX_D, MAX_REPEATS, MAX_VERIFY = 10**8, 10**7, 65_536, 100, 100_000
+
+
 def run(*, nb: int = 90000, nq: int = 10000, d: int = 2048, k: int = 3, metric: str = "euclidean",
         backends: list[str] | None = None, features: str | None = None, repeats: int = 1,
         verify_queries: int = 1000, precision: str = "auto", out: str | os.PathLike = "bench-out",
         seed: int = 0, progress: bool = True) -> dict:
-    """Compare backends on one workload; write bench.json and bench.png into `out`."""
-    for b in backends or []:  # before any data is made: a bad name fails at once
-        _check_backend(b)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if features:
-        from .features.embed import read_features
-        from .sources.split import split_indices
+    """Compare backends on one workload; write bench.json and bench.png into `out`.
 
-        X, _ = read_features(features)
-        index_idx, query_idx = split_indices(len(X), 0.1, seed)
-        xb, xq = np.ascontiguousarray(X[index_idx], np.float32), np.ascontiguousarray(X[query_idx], np.float32)
+    Everything is checked before any data is made or any file written. Each result says
+    whether the backend `agree`s with the float64 reference; `disagree` lists those that do not.
+    """
+    m = get_metric(metric)
+    if precision not in SCREEN_PRECISIONS:
+        raise InvalidParameter(f"unknown precision {precision!r}; choose {', '.join(SCREEN_PRECISIONS)}")
+    for b in backends or []:  # before any data is made: a bad name fails at once
+        _check_backend(b, m)
+    for name, value, hi in (("k", k, None), ("repeats", repeats, MAX_REPEATS),
+                            ("verify_queries", verify_queries, MAX_VERIFY)):
+        _check_count(name, value, hi)
+    out = _check_out(Path(out))
+    if features:
+        xb, xq = _features(features, seed)
         workload = {"source": str(features), "split": "9:1, seed %d" % seed}
     else:
+        for name, value, hi in (("nb", nb, MAX_NB), ("nq", nq, MAX_NQ), ("d", d, MAX_D)):
+            _check_count(name, value, hi)
+        _check_room(nb, nq, d, min(verify_queries, nq))
         xb, xq = synthetic(nb, nq, d, seed)
         workload = {"source": "synthetic feature-like (clustered, ReLU), seed %d" % seed}
+    if k > len(xb):
+        raise InvalidParameter(f"k={k} is more than the {len(xb)} base vectors")
     if not backends:
-        backends = [b for b in ("lookalike", "faiss", "torch", "sklearn") if b in available("cpu")]
-        if precision == "auto" and _auto_is_not_fp32(metric, *xb.shape[::-1]):
+        backends = [b for b in ("lookalike", "faiss", "torch", "sklearn")
+                    if b in available("cpu") and BACKENDS[b].is_usable_for(m, torch.device("cpu"))]
+        if precision == "auto" and _auto_is_not_fp32(m, xb.shape[1], len(xb)):
             backends.insert(1, "lookalike@fp32")  # the fp32 engine too, as the floor's reference
-    workload |= {"nb": len(xb), "nq": len(xq), "d": xb.shape[1], "k": k, "metric": metric,
+    workload |= {"nb": len(xb), "nq": len(xq), "d": xb.shape[1], "k": k, "metric": m.name,
                  "base_mb": xb.nbytes / 2**20, "repeats": repeats}
+    records, sample = _measure(xb, xq, k, m.name, backends, precision, repeats, verify_queries, seed, progress)
+    base = records.get("sklearn")
+    for rec in records.values():
+        rec["speedup_vs_sklearn"] = base["search_s"] / rec["search_s"] if base else None
+    result = {"workload": workload | {"verified_queries": int(len(sample))}, "machine": machine(),
+              "results": list(records.values()), "disagree": [b for b, r in records.items() if not r["agree"]]}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(result, indent=1))
+    from .report.figures import bench_chart
+
+    bench_chart(result, out / "bench.png")
+    return result
+
+
+def _measure(xb: np.ndarray, xq: np.ndarray, k: int, metric: str, backends: list[str], precision: str,
+             repeats: int, verify_queries: int, seed: int, progress: bool) -> tuple[dict[str, dict], np.ndarray]:
+    """Each backend in its own process, repeats interleaved, the best time kept; then each
+    result against the float64 reference on a sample of `verify_queries` queries."""
     records: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="lookalike-bench-") as tmp:
         data = Path(tmp)
@@ -161,24 +195,94 @@ def run(*, nb: int = 90000, nq: int = 10000, d: int = 2048, k: int = 3, metric: 
         sample = np.sort(np.random.default_rng(seed).permutation(len(xq))[: min(verify_queries, len(xq))])
         if progress:
             print(f"float64 reference on {len(sample)} queries ...", file=sys.stderr, flush=True)
-        D_ref, I_ref = reference_knn(xq[sample], xb, k, metric, method="gemm")
+        D_ref, I_ref = reference_knn(xq[sample], xb, k, metric, method="gemm")  # dense for non-GEMM metrics
         for b, rec in records.items():
             D, I = np.load(data / f"D_{b}.npy"), np.load(data / f"I_{b}.npy")
             rec |= compare(D_ref, I_ref, D[sample], I[sample])
-    base = records.get("sklearn")
-    for rec in records.values():
-        rec["speedup_vs_sklearn"] = base["search_s"] / rec["search_s"] if base else None
-    result = {"workload": workload | {"verified_queries": int(len(sample))}, "machine": machine(),
-              "results": list(records.values())}
-    (out / "bench.json").write_text(json.dumps(result, indent=1))
-    from .report.figures import bench_chart
-
-    bench_chart(result, out / "bench.png")
-    return result
+    return records, sample
 
 
-def _check_backend(b: str) -> None:
-    """A backend name for the bench: a known, usable backend, `lookalike` with an @precision."""
+def _check_count(name: str, value, hi: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1 or (hi and value > hi):
+        raise InvalidParameter(f"{name} must be a whole number from 1{f' to {hi}' if hi else ''}, got {value!r}")
+
+
+def _check_out(out: Path) -> Path:
+    """`out` can be a folder of results: one already, or one that can be made where it would go."""
+    if out.exists() and not out.is_dir():
+        raise InvalidParameter(f"--out {out}: exists and is not a folder")
+    parent = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidParameter(f"--out {out}: cannot write in {parent}")
+    return out
+
+
+def _check_room(nb: int, nq: int, d: int, verified: int) -> None:
+    """Refuse, before making any data, a workload larger than the memory or the disk free:
+    the arrays (held here while a worker holds them and its index: ~4 copies), the float64
+    reference (a copy of the base, the scores of the verified queries), the temporary files."""
+    data = (nb + nq) * d * 4
+    need = 4 * data + 2**30 + max(0, nb * d * 8 + 2 * verified * nb * 8 - 3 * data)
+    free = _available_memory()
+    if free is not None and need > free:
+        raise InvalidParameter(f"a bench of {nb} x {nq} x {d}-d needs about {need / 2**30:.1f} GiB of memory, "
+                               f"{free / 2**30:.1f} GiB are available: use smaller --nb, --nq or --d")
+    disk = shutil.disk_usage(tempfile.gettempdir()).free
+    if data * 1.1 > disk:
+        raise InvalidParameter(f"a bench of {nb} x {nq} x {d}-d writes {data / 2**30:.1f} GiB of temporary files, "
+                               f"{disk / 2**30:.1f} GiB are free in {tempfile.gettempdir()}")
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available now (MemAvailable, Linux; else free pages), None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _features(path: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Real features as (base, queries), split 9:1: a 2-D .npy of numbers, float32 from here on."""
+    from .knn.validation import check_array
+    from .sources.split import split_indices
+
+    X = load_npy(path)
+    if X.ndim != 2:
+        raise InvalidParameter(f"--features {path}: expected a 2-D array (vectors, dimensions), got shape {X.shape}")
+    if len(X) < 10:
+        raise InvalidParameter(f"--features {path}: {len(X)} vectors are too few to split 9:1 (10 or more)")
+    _check_room(len(X), 0, X.shape[1], 0)
+    X = check_array(X, name=f"--features {path}", estimator="bench")
+    index_idx, query_idx = split_indices(len(X), 0.1, seed)
+    return np.ascontiguousarray(X[index_idx], np.float32), np.ascontiguousarray(X[query_idx], np.float32)
+
+
+def load_npy(path: str | os.PathLike) -> np.ndarray:
+    """A .npy file, memory-mapped; anything else (a text file, a pickle, a folder) refused in one line."""
+    path = Path(path)
+    if path.is_dir():
+        raise InvalidParameter(f"{path}: is a folder, not a .npy file")
+    if not path.is_file():
+        raise InvalidParameter(f"{path}: no such .npy file")
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise InvalidParameter(f"{path}: not a .npy file (saved by numpy.save, it would start with \\x93NUMPY)")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:  # an array of Python objects, a truncated or corrupt header
+        raise InvalidParameter(f"{path}: not a readable .npy file ({str(exc).splitlines()[0][:200]})") from None
+
+
+def _check_backend(b: str, m) -> None:
+    """A backend name for the bench: a known, usable backend, `lookalike` with an @precision,
+    that serves metric `m`."""
     name, _, forced = b.partition("@")
     if name not in BACKENDS:
         raise InvalidParameter(f"unknown backend {name!r}; choose among {', '.join(BACKENDS)}")
@@ -186,18 +290,27 @@ def _check_backend(b: str) -> None:
         raise InvalidParameter(f"backend {name!r} is not usable here (not installed, or needs a GPU)")
     if forced and (name != "lookalike" or forced not in PRECISIONS):
         raise InvalidParameter(f"{b!r}: only lookalike takes a precision (@{', @'.join(PRECISIONS)})")
+    if not BACKENDS[name].is_usable_for(m, torch.device("cpu")):
+        raise InvalidParameter(f"backend {name!r} does not serve metric {m.name!r}")
 
 
-def _auto_is_not_fp32(metric: str, d: int, nb: int) -> bool:
-    return screen_dtype("auto", torch.device("cpu"), get_metric(metric), d, nb) != torch.float32
+def _auto_is_not_fp32(m, d: int, nb: int) -> bool:
+    return screen_dtype("auto", torch.device("cpu"), m, d, nb) != torch.float32
 
 
 def _spawn(backend: str, data: Path, k: int, metric: str, precision: str) -> dict:
+    """Run one backend's worker; its user error is one line, its crash a bug with its traceback."""
     cmd = [sys.executable, "-m", "lookalike.bench", backend, str(data), str(k), metric, precision]
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode:
-        raise LookalikeError(f"bench worker for {backend} failed: {proc.stderr.strip().splitlines()[-1:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    if proc.returncode == 0:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    last = (proc.stderr.strip().splitlines() or [""])[-1].removeprefix("lookalike: error: ")
+    if proc.returncode == WORKER_USER_ERROR:
+        raise LookalikeError(f"bench worker for {backend} failed: {last}")
+    if proc.returncode < 0 or last.startswith("MemoryError"):
+        how = f"was killed by signal {-proc.returncode}" if proc.returncode < 0 else "ran out of memory"
+        raise LookalikeError(f"bench worker for {backend} {how}: use smaller --nb, --nq or --d")
+    raise RuntimeError(f"bench worker for {backend} crashed (exit status {proc.returncode}):\n{proc.stderr}")
 
 
 def machine() -> dict:
@@ -233,6 +346,13 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+WORKER_USER_ERROR = 2  # a worker's exit status for a LookalikeError: its message is its last line
+
+
 if __name__ == "__main__":  # worker entry: python -m lookalike.bench BACKEND DATA K METRIC PRECISION
     b, data_dir, k_, metric_, precision_ = sys.argv[1:6]
-    print(json.dumps(worker(b, Path(data_dir), int(k_), metric_, precision_)))
+    try:
+        print(json.dumps(worker(b, Path(data_dir), int(k_), metric_, precision_)))
+    except LookalikeError as exc:
+        print(f"lookalike: error: {exc}", file=sys.stderr)
+        sys.exit(WORKER_USER_ERROR)

@@ -123,7 +123,8 @@ def run_demo(out: str | Path = "demo-out", *, dataset: str = "sample", n: int = 
     rows = pick(len(query_set), 5, seed)
     neighbour_grid(query_set, rows, index, D[rows], I[rows], out / "grid.png")
     report = out / "report.md"
-    atomic_write_text(report, _report(source, index_set, query_set, embedder, k, clock, tutorial_check, result, quality))
+    text = _report(source, index_set, query_set, embedder, k, clock, tutorial_check, result, quality)
+    atomic_write_text(report, text)
     return report
 
 

@@ -109,3 +109,59 @@ def test_summary_lists_layers_shapes_and_params():
     assert "layer4.2" in text and "(1, 2048, 3, 3)" in text and "Total params: 23,508,032" in text
     assert "Output: 2048-d" in text
     assert "Output: 1280-d" in summary("efficientnet_lite0")
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet50"])
+def test_both_models_run_at_the_smallest_input_size(name):
+    net, spec, _ = build(name, "none", "none", 32)
+    with torch.no_grad():
+        assert net(torch.zeros(1, 3, 32, 32)).shape == (1, spec.channels)  # a 1 x 1 feature map
+
+
+@pytest.mark.parametrize("size", [31, 1025, 100_000, 0, -1, 96.5, True, "96"])
+def test_input_size_is_bounded_in_the_library(size):
+    from lookalike.errors import InvalidParameter
+
+    with pytest.raises(InvalidParameter, match="input size"):
+        build("resnet50", "none", "max", size)
+    with pytest.raises(InvalidParameter, match="input size"):
+        summary("efficientnet_lite0", size)
+
+
+def test_batch_size_fits_in_memory_or_is_refused_up_front(monkeypatch):
+    from lookalike.errors import InvalidParameter
+    from lookalike.features import models
+
+    monkeypatch.setattr(models, "_free_bytes", lambda device: 2 * 2**30)  # 1 GiB usable
+    assert models.fit_batch("resnet50", 96, None) == models.DEFAULT_BATCH  # small images: the default
+    fits = models.fit_batch("resnet50", 1024, None)
+    assert 0 < fits < models.DEFAULT_BATCH  # large images: fewer at a time, on its own
+    assert models.batch_bytes(models.get_spec("resnet50"), 1024, fits) <= 2**30
+    with pytest.raises(InvalidParameter, match=f"use --batch-size {fits} or less"):
+        models.fit_batch("resnet50", 1024, fits + 1)
+    monkeypatch.setattr(models, "_free_bytes", lambda device: 2**28)
+    with pytest.raises(InvalidParameter, match="for one image, more than half"):
+        models.fit_batch("resnet50", 1024)
+    with pytest.raises(InvalidParameter, match="batch size must be a whole number from 1 to 4096"):
+        models.fit_batch("resnet50", 96, 0)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"hello, not weights\n", "not a PyTorch weights file"),
+    (b"", "not a PyTorch weights file"),
+    (b"PK\x03\x04garbage", "not a readable PyTorch weights file .RuntimeError: PytorchStreamReader failed"),
+])
+def test_a_file_that_is_not_weights_is_one_line(tmp_path, content, message):
+    (tmp_path / "w.pth").write_bytes(content)
+    with pytest.raises(ModelError, match=message) as caught:
+        build("resnet50", str(tmp_path / "w.pth"))
+    assert "\n" not in str(caught.value) and "weights_only" not in str(caught.value)
+
+
+def test_weights_holding_python_objects_are_refused_without_loading_them(tmp_path):
+    torch.save({"conv1.weight": torch.zeros(1), "extra": ModelError("x")}, tmp_path / "obj.pth")
+    with pytest.raises(ModelError, match="holds Python objects beyond tensors") as caught:
+        build("resnet50", str(tmp_path / "obj.pth"))
+    assert "\n" not in str(caught.value) and "weights_only" not in str(caught.value)
+    with pytest.raises(ModelError, match="is a folder"):
+        build("resnet50", str(tmp_path))

@@ -87,3 +87,24 @@ def test_backends_are_built_with_their_options():
     assert b.config == "lookalike engine, int8 screen + fp32 refine + float64 rerank"
     with pytest.raises(InvalidParameter, match="unknown backend 'annoy'"):
         select("annoy", "cosine", "cpu")
+
+
+@pytest.mark.parametrize("backend", [b for b in ("sklearn", "faiss", "torch") if b in available()])
+@pytest.mark.parametrize("scale, dtype", [(1e20, np.float32), (1e30, np.float64), (1e-25, np.float32),
+                                          (1e-40, np.float32)])
+def test_float32_libraries_scale_extreme_values_or_refuse_them(backend, scale, dtype):
+    """Libraries computing in float32 overflowed (inf distances, FAISS's index -1) or
+    underflowed (every distance 0, neighbours in index order) at these magnitudes. Rows are
+    now scaled by a power of two first; what float32 still cannot hold is refused."""
+    r = np.random.default_rng(1)
+    xb = (r.standard_normal((60, 4)) * scale).astype(dtype)
+    for metric in BACKENDS[backend].metrics:
+        nn = NearestNeighbors(3, metric=metric, backend=backend).fit(xb)
+        try:
+            D, I = nn.kneighbors(xb[:8])
+        except InvalidParameter as exc:
+            assert "float32" in str(exc)
+            continue
+        D_ref, I_ref = reference_knn(xb[:8], xb, 3, metric)
+        assert np.isfinite(D).all() and ((I >= 0) & (I < 60)).all()
+        assert (I == I_ref).mean() > 0.9, (metric, I, I_ref)

@@ -213,3 +213,43 @@ def test_int8_screen_refuses_a_dimension_its_int32_sums_cannot_hold():
     xb = np.zeros((2, 140_000), dtype=np.float32)
     with pytest.raises(SearchError, match="int8 screen needs d <="):
         knn(xb[:1], xb, 1, screen_dtype=torch.int8)
+
+
+@pytest.mark.parametrize("bad, message", [(np.nan, "NaN in the base"), (np.inf, "infinity in the base"),
+                                          (1e39, r"values up to 1e\+39 in magnitude in the base")])
+def test_the_engine_itself_refuses_what_it_cannot_search(bad, message):
+    """`knn` takes raw arrays (no estimator's check_array in front): NaN, inf and values beyond
+    float32's range are refused in one line, not searched into garbage."""
+    from lookalike.errors import InvalidParameter
+
+    xb = np.random.default_rng(0).random((50, 4))
+    bad_b = xb.copy()
+    bad_b[3, 1] = bad
+    with pytest.raises(InvalidParameter, match=message):
+        knn(xb[:5], bad_b, 2)
+    with pytest.raises(InvalidParameter, match=message.replace("base", "queries")):
+        knn(bad_b, xb, 2)
+
+
+def test_a_radius_holding_more_pairs_than_memory_is_refused(monkeypatch):
+    from lookalike.errors import InvalidParameter
+    from lookalike.knn import NearestNeighbors
+    from lookalike.knn import radius
+
+    monkeypatch.setattr(radius, "max_pairs", lambda: 100)
+    nn = NearestNeighbors().fit(np.random.default_rng(0).random((50, 4)))
+    assert sum(len(i) for i in nn.radius_neighbors(radius=0.1)[1]) < 100  # a small radius: answered
+    with pytest.raises(InvalidParameter, match="radius 1e\\+09 holds more than 100 .* pairs"):
+        nn.radius_neighbors(radius=1e9)
+
+
+def test_the_engine_checks_k_and_the_query_shape():
+    from lookalike.errors import InvalidParameter
+
+    xb = np.random.default_rng(0).random((50, 4)).astype(np.float32)
+    for xq, k, kw, message in [(xb, 51, {}, "n_neighbors <= n_samples_fit"), (xb, 0, {}, "n_neighbors > 0"),
+                               (xb, 50, {"exclude_self": True}, "n_samples_fit - 1"),
+                               (xb[:, :3], 2, {}, r"queries of shape \(50, 3\) do not match a base of 4"),
+                               (xb[0], 2, {}, r"queries of shape \(4,\)")]:
+        with pytest.raises(InvalidParameter, match=message):
+            knn(xq, xb, k, **kw)

@@ -10,6 +10,7 @@ from sklearn.neighbors import NearestNeighbors as SkNN
 from lookalike import NearestNeighbors
 from lookalike.errors import InvalidParameter
 from lookalike.knn import PreparedBase, SearchStats, get_metric, reference_knn
+from lookalike.knn.refine import pair_distances
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(80, 6)).astype(np.float32)
@@ -143,6 +144,25 @@ def test_radius_neighbors_reuse_the_fitted_base_at_its_precision(monkeypatch, me
         np.testing.assert_allclose(D[q], exact[0][q][inside], rtol=1e-12)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "inner_product"])
+def test_a_point_exactly_at_the_radius_is_found_from_far_away(metric, precision):
+    """Queries far from a tight base: the score at the radius, r^2 - |x - m|^2, carries the
+    rounding of |x - m|^2, which the screen's bound (scaled by the base's norms) does not
+    cover. Every point at exactly the radius (its own float64 distance) is inside; so is
+    every point for a query beyond the base's scale (screened in float64)."""
+    rng = np.random.default_rng(0)
+    base = (rng.standard_normal((50, 8)) * 0.01).astype(np.float32)
+    for spread in (100.0, 1e15):
+        queries = (rng.standard_normal((10, 8)) * spread).astype(np.float32)
+        nn = NearestNeighbors(metric=metric, precision=precision).fit(base)
+        for r in range(len(queries)):
+            dist = pair_distances(get_metric(metric), queries, base, np.full(50, r), np.arange(50))
+            for j in range(0, 50, 7):
+                _, ind = nn.radius_neighbors(queries[r : r + 1], radius=float(dist[j]))
+                assert j in ind[0].tolist(), (spread, r, j)
+
+
 def test_radius_neighbors_say_which_backend_ran_them():
     faiss = pytest.importorskip("faiss")  # noqa: F841
     nn = NearestNeighbors(metric="cosine", backend="faiss").fit(X)
@@ -179,6 +199,38 @@ def test_bad_arrays(bad, message):
         NearestNeighbors(1).fit(bad)
 
 
+def test_a_result_larger_than_memory_is_refused_before_any_work(monkeypatch):
+    from lookalike.knn import validation
+
+    nn = NearestNeighbors(3).fit(X)
+    monkeypatch.setattr(validation, "_free_memory", lambda: 1000)
+    with pytest.raises(InvalidParameter, match=r"7 queries x 3 neighbours would take .* memory free"):
+        nn.kneighbors(Q)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.array([[10**400, 1]], dtype=object), "cannot be converted to numbers: int too large"),
+    ([[10**400, 1]], "cannot be converted to numbers"),
+    (np.full((2, 2), 1e200), r"X \(first at row 0\) holds values up to 1e\+200 .*float32's range"),
+    (np.ma.array([[1.0, 2.0]], mask=[[0, 1]]), "masked array"),
+    (np.full((2, 2), np.longdouble(10) ** 400), "values up to 1e\\+400"),
+])
+def test_arrays_beyond_what_can_be_searched_are_refused_in_one_line(bad, message):
+    with pytest.raises(InvalidParameter, match=message):
+        NearestNeighbors(1).fit(bad)
+
+
+def test_arrays_are_converted_exactly():
+    from lookalike.knn.validation import check_array
+
+    assert check_array(np.array([[2**24, -(2**24)]], dtype=np.int64)).dtype == np.float32
+    big = check_array(np.array([[2**62 + 1, 0]], dtype=np.int64))  # float32 would round it to 2**62
+    assert big.dtype == np.float64 and big[0, 0] == float(2**62 + 1)
+    assert check_array(np.ones((2, 2), dtype=">f4")).dtype == np.float32  # native byte order for torch
+    assert check_array(np.ones((2, 2), dtype=np.longdouble)).dtype == np.float64
+    assert type(check_array(np.matrix([[1.0, 2.0]]))) is np.ndarray
+
+
 def test_dimension_mismatch_and_k():
     nn = NearestNeighbors(3).fit(X)
     with pytest.raises(ValueError, match="X has 5 features, but NearestNeighbors is expecting 6"):
@@ -196,6 +248,9 @@ def test_dimension_mismatch_and_k():
     ({"backend": "annoy"}, "'backend' parameter of NearestNeighbors must be one of"),
     ({"n_neighbors": 0}, "'n_neighbors' parameter of NearestNeighbors must be an int >= 1. Got 0"),
     ({"working_memory": -1}, "'working_memory' parameter"),
+    ({"working_memory": float("inf")}, "'working_memory' parameter .* finite number of MiB >= 1"),
+    ({"working_memory": float("nan")}, "'working_memory' parameter"),
+    ({"working_memory": 1e-9}, "'working_memory' parameter"),  # one-row blocks: a loop over every pair
 ])
 def test_bad_parameters_are_named(params, message):
     with pytest.raises(ValueError, match=message):

@@ -26,9 +26,10 @@ def data(kind: str, seed: int = 0, nb: int = 300, nq: int = 20, d: int = 48):
     return xq.astype(np.float32), xb.astype(np.float32)
 
 
-def exact_scores(metric, xq, xb, mean):
-    """The screen score of every pair, in float64 from the raw rows."""
-    q, b = xq.astype(np.float64), xb.astype(np.float64)
+def exact_scores(metric, xq, xb, mean, scale=1.0):
+    """The screen score of every pair, in float64 from the raw rows (times the screen's
+    power-of-two `scale`, exact)."""
+    q, b = xq.astype(np.float64) * scale, xb.astype(np.float64) * scale
     m = get_metric(metric)
     if m.centred:
         c = mean.double().numpy()
@@ -49,7 +50,7 @@ def test_bound_really_bounds_the_screen_error(metric, dtype, kind):
     q = prepare_rows(screen, xq, base.device)
     s = screen.scores(q, base.rows).double().numpy()
     bound = screen.bound(q, base.extent).numpy()
-    err = np.abs(s - exact_scores(metric, xq, xb, screen.mean))
+    err = np.abs(s - exact_scores(metric, xq, xb, screen.mean, screen.scale))
     assert (err <= bound[:, None]).all(), (err / bound[:, None]).max()
     assert (err.max(1) > bound / 1e4).any() or dtype == torch.float32  # a bound, yet not a vacuous one
 

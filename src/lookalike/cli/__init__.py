@@ -8,8 +8,9 @@ naming the function that runs it. Errors become messages here and nowhere else, 
 exit meaning
 ==== ==================================================================================
 0    done
-1    some inputs failed (a query image could not be read), or a file could not be
-     written or read (`WriteError`, `OSError`): one line on stderr
+1    some inputs failed (a query image could not be read), a file could not be written
+     or read (`WriteError`, `OSError`), memory ran out, or a bench backend disagreed with
+     the float64 reference: one line on stderr
 2    a usage or data error: a bad option (argparse) or a `LookalikeError` (a missing
      index, an unreadable source, `-k 0`, ...): one line on stderr, no traceback
 70   an internal error, that is a bug: the traceback, then a line that says so
@@ -27,6 +28,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import LookalikeError
 from . import bench, data, demo, index
+from .common import bound_options
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # some inputs failed; a file could not be written or read
@@ -55,17 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.register(sub)
+    bound_options(parser)  # every number a user can type has its bound (common.BOUNDS)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command line (default: `sys.argv[1:]`); returns the exit status.
 
-    `--help`, `--version` and usage errors end in `SystemExit`, as argparse does.
+    `--help`, `--version` and usage errors end in `SystemExit`, as argparse does. Ctrl-C is
+    exit status 130 from the first moment: while the parser loads (torch, ~1 s) too.
     """
-    argv = index.expand_shorthand(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
     try:
+        argv = index.expand_shorthand(sys.argv[1:] if argv is None else argv)
+        args = build_parser().parse_args(argv)
         return args.run(args) or EXIT_OK
     except LookalikeError as exc:  # a user's mistake or an unusable input, InvalidParameter included
         _say(f"lookalike: error: {exc}")
@@ -73,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("lookalike: interrupted; finished work is kept, run the same command again to resume")
         return EXIT_INTERRUPTED
+    except MemoryError as exc:  # the machine's answer too: sizes are bounded up front, this is the net below
+        _say(f"lookalike: error: out of memory ({str(exc).splitlines()[0][:200] if str(exc) else 'MemoryError'}); "
+             "ask for less")
+        return EXIT_FAILED
     except OSError as exc:  # the machine's answer (disk full, no permission, broken pipe), not a bug
         reason = exc.strerror or str(exc) or type(exc).__name__
         _say(f"lookalike: error: {exc.filename}: {reason}" if exc.filename else f"lookalike: error: {reason}")

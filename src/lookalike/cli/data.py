@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..text import printable
-from .common import add_model_args, embedder_from_args, positive_int, report_skipped
+from .common import add_model_args, embedder_from_args, input_size, positive_int, report_skipped
 
 SOURCE_HELP = "sample[:N[:SEED]], stl10[:PATH], FILE_X.bin, FILE.npy or a folder of images"
 
@@ -40,7 +40,7 @@ def register(sub) -> None:
     actions = p.add_subparsers(dest="model_command", required=True, metavar="ACTION")
     s = actions.add_parser("summary", help="layers, output shapes and parameter count")
     s.add_argument("name")
-    s.add_argument("--input-size", type=positive_int, default=None)
+    s.add_argument("--input-size", type=input_size, default=None, help="network input side, 32 to 1024 pixels")
     s.add_argument("--pooling", default="max", choices=POOLINGS)
     s.set_defaults(run=model_summary)
     s = actions.add_parser("list", help="the models lookalike knows")

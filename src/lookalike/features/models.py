@@ -4,6 +4,7 @@ prepare its input, and what comes out.
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,10 +12,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..errors import ModelError
+from ..errors import InvalidParameter, ModelError
 from . import weights as W
 
 POOLINGS = ("max", "avg", "none")
+# The network's input side: both models need 32 pixels (five stride-2 stages); beyond 1024 a
+# single image's activations pass half a GB.
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 32, 1024
+DEFAULT_BATCH, MAX_BATCH = 64, 4096
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESNET50_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
@@ -40,6 +45,9 @@ class ModelSpec:
     # bf16 features stay within cosine 0.999 of fp32 (measured: resnet50 0.99996; lite0's
     # ReLU6 + max pooling drift to 0.98, so it stays in fp32 unless bf16 is asked for).
     bf16_safe: bool = False
+    # the largest activation of one image, in floats per input pixel (measured at 32 to 224
+    # pixels: lite0 24 to 38, resnet50 16 to 19), for the memory estimate of a batch
+    peak_floats_per_pixel: float = 40.0
 
 
 def _resnet50_imagenet(trunk: nn.Module, progress: bool) -> str:
@@ -93,7 +101,7 @@ MODELS: dict[str, ModelSpec] = {
     "resnet50": ModelSpec(
         "resnet50", 2048, IMAGENET_MEAN, IMAGENET_STD, _resnet50, _resnet50_imagenet,
         weights_ignore=("fc.",), weights_note="torchvision's ImageNet weights, downloaded once",
-        bf16_safe=True),
+        bf16_safe=True, peak_floats_per_pixel=20.0),
 }
 DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -131,9 +139,7 @@ def build(name: str, weights: str = "imagenet", pooling: str = "max", input_size
     spec = get_spec(name)
     if pooling not in POOLINGS:
         raise ModelError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
-    size = input_size or spec.input_size
-    if size < 32:
-        raise ModelError(f"input size {size} is too small; {name} needs at least 32 pixels")
+    size = check_input_size(spec.input_size if input_size is None else input_size)
     with torch.random.fork_rng():
         torch.manual_seed(0)  # random weights, where used, are the same every time
         trunk = spec.build(size)
@@ -156,3 +162,60 @@ def output_dim(spec: ModelSpec, pooling: str, input_size: int) -> int:
         return spec.channels
     side = -(-input_size // 32)
     return spec.channels * side * side
+
+
+def check_input_size(size) -> int:
+    """The network's input side: a whole number of pixels from MIN_INPUT_SIZE to MAX_INPUT_SIZE."""
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral):
+        raise InvalidParameter(f"input size must be a whole number of pixels, got {size!r}")
+    if not MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE:
+        raise InvalidParameter(f"input size {size} is out of range: the models take {MIN_INPUT_SIZE} to "
+                               f"{MAX_INPUT_SIZE} pixels")
+    return int(size)
+
+
+def batch_bytes(spec: ModelSpec, input_size: int, batch: int) -> int:
+    """An upper estimate of the memory one forward pass of `batch` images takes (fp32): its
+    three largest live activations and the resized input, per image, plus the weights."""
+    per_image = (3 * spec.peak_floats_per_pixel + 3) * 4 * input_size * input_size
+    weights = 200 * 2**20  # ResNet-50's 100 MB of weights, and a frozen or compiled copy
+    return int(batch * per_image + weights)
+
+
+def fit_batch(name: str, input_size: int | None = None, batch_size: int | None = None,
+              device: torch.device | None = None) -> int:
+    """The batch size to run model `name` with: `batch_size` if its forward pass fits in half
+    the memory free on `device` (default: DEFAULT_BATCH, or fewer so that it fits); refused
+    in one line when it does not, or when not even one image would."""
+    spec = get_spec(name)
+    size = check_input_size(spec.input_size if input_size is None else input_size)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+                                   or not 1 <= batch_size <= MAX_BATCH):
+        raise InvalidParameter(f"batch size must be a whole number from 1 to {MAX_BATCH}, got {batch_size!r}")
+    free = _free_bytes(device or torch.device("cpu"))
+    if free is None:
+        return batch_size or DEFAULT_BATCH
+    fits = int((free / 2 - batch_bytes(spec, size, 0)) // (batch_bytes(spec, size, 1) - batch_bytes(spec, size, 0)))
+    if fits < 1:
+        raise InvalidParameter(f"{name} at {size} pixels needs about {batch_bytes(spec, size, 1) / 2**30:.1f} GiB "
+                               f"for one image, more than half of the {free / 2**30:.1f} GiB free: use a smaller "
+                               "--input-size")
+    if batch_size is None:
+        return min(DEFAULT_BATCH, fits)
+    if batch_size > fits:
+        raise InvalidParameter(f"batch size {batch_size} of {name} at {size} pixels needs about "
+                               f"{batch_bytes(spec, size, batch_size) / 2**30:.1f} GiB, more than half of the "
+                               f"{free / 2**30:.1f} GiB free: use --batch-size {fits} or less")
+    return batch_size
+
+
+def _free_bytes(device: torch.device) -> int | None:
+    """Memory free now on `device` (a CUDA device's own; else the machine's), None if unknown."""
+    if device.type == "cuda":
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InvalidParameter(f"no CUDA device {device}: this machine has {torch.cuda.device_count()}")
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

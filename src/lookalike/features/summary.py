@@ -10,7 +10,7 @@ from .models import build
 def summary(name: str, input_size: int | None = None, pooling: str = "max") -> str:
     """Layers (two levels deep), their output shapes and parameter counts, and the totals."""
     net, spec, _ = build(name, "none", pooling, input_size, progress=False)
-    size = input_size or spec.input_size
+    size = spec.input_size if input_size is None else input_size
     rows: list[tuple[str, str, str, int]] = []
 
     def hook(name_: str):

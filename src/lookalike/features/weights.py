@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from pathlib import Path
 
@@ -39,14 +40,25 @@ def fetch(url: str, *, offline_hint: str, progress: bool = True) -> Path:
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a weights file: a plain state dict, or one under 'state_dict'/'model'."""
+    """Read a weights file: a plain state dict, or one under 'state_dict'/'model'. Anything
+    else is a `ModelError` of one line (never torch's advice to load untrusted pickles)."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"{path}: is a folder, not a weights file")
     if not path.is_file():
         raise ModelError(f"{path}: no such weights file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch.save's zip, or a legacy pickle
+        raise ModelError(f"{path}: not a PyTorch weights file (a .pth file is a zip archive or a pickle)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # Python objects beyond tensors: loading them would run their code
+        raise ModelError(f"{path}: not a plain PyTorch weights file: it holds Python objects beyond tensors, "
+                         "which lookalike does not load") from None
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise ModelError(f"{path}: not a PyTorch weights file ({type(exc).__name__}: {exc})") from None
+        first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:200]
+        raise ModelError(f"{path}: not a readable PyTorch weights file ({type(exc).__name__}: {first})") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

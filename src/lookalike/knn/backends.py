@@ -22,7 +22,8 @@ from .engine import knn
 from .metrics import METRICS, Metric, get_metric
 from .precision import screen_dtype
 from .radius import radius_search
-from .refine import refines
+from .refine import check_representable, refines
+from .scaling import float32_scale, rescaled
 from .screen import PreparedBase
 
 
@@ -40,6 +41,11 @@ class Backend:
 
     `radius_neighbors` runs on lookalike's exact engine unless the backend has its own
     (`radius_backend` names the one used): an fp32 base prepared once, on first use.
+
+    Libraries that compute in float32 get rows scaled by a power of two (exact) when their
+    magnitudes would overflow or underflow float32's squares (`scale_`; cosine rows each by
+    their own), and their distances back unscaled; a result that is still not finite, or an
+    index out of range, is refused (`InvalidParameter`), never returned.
     """
 
     name = "backend"
@@ -48,6 +54,8 @@ class Backend:
     metrics: tuple[str, ...] = tuple(METRICS)
     records_stats = False  # fills in a SearchStats
     radius_backend = "lookalike"
+    scales = True  # rows are scaled into float32's comfortable range before the library sees them
+    scale_ = 1.0  # fitted: the power of two the base (and every query) is multiplied by
     screen_dtype_: torch.dtype | None = None  # fitted: the engine's screen precision (lookalike only)
     prepared_base_: PreparedBase | None = None  # fitted: the base made ready for the engine (lookalike only)
 
@@ -77,7 +85,10 @@ class Backend:
     def fit(self, X: np.ndarray) -> Backend:
         self.xb_ = X
         self._radius_base = None
-        return self._fit(X)
+        if not self.scales:
+            return self._fit(X)
+        self.scale_ = float32_scale(self.metric, X)
+        return self._fit(rescaled(self.metric, X, self.scale_))
 
     def _fit(self, X: np.ndarray) -> Backend:
         raise NotImplementedError
@@ -86,6 +97,20 @@ class Backend:
                    stats: SearchStats | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(D, I) of shape (nq, k); `Xq` is the base itself when `exclude_self`. `stats` is
         filled in by backends that record their stages (`records_stats`)."""
+        D, I = self._kneighbors(rescaled(self.metric, Xq, self.scale_), k, exclude_self)
+        D = np.asarray(D, dtype=np.float64) / self.scale_**self.metric.power
+        check_representable(self.metric, D[np.isfinite(D)])  # distances float32 cannot hold: said so
+        with np.errstate(over="ignore"):
+            D32 = D.astype(np.float32)
+        if not (np.isfinite(D32).all() and ((I >= 0) & (I < len(self.xb_))).all()):
+            raise InvalidParameter(
+                f"backend {self.name!r} computes in float32 and cannot search these values (up to "
+                f"{max(np.abs(Xq).max(), np.abs(self.xb_).max()):.3g} in magnitude): its distances overflow or its "
+                "indices are missing; use backend='lookalike', exact for any value float32 holds")
+        return D32, I
+
+    def _kneighbors(self, Xq: np.ndarray, k: int, exclude_self: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The library's (D, I) for rows scaled as the base was."""
         raise NotImplementedError
 
     def radius_neighbors(self, Xq: np.ndarray, radius: float, exclude_self: bool,
@@ -115,6 +140,7 @@ class LookalikeBackend(Backend):
 
     name = "lookalike"
     records_stats = True
+    scales = False  # the engine scales rows itself, exactly, and reranks in float64
 
     @property
     def config(self) -> str:
@@ -152,12 +178,18 @@ class SklearnBackend(Backend):
         self.model_ = SkNN(algorithm="brute", metric=self.metric.sklearn, n_jobs=-1).fit(X)
         return self
 
-    def kneighbors(self, Xq, k, exclude_self, stats=None):
+    def _kneighbors(self, Xq, k, exclude_self):
         D, I = self.model_.kneighbors(None if exclude_self else Xq, n_neighbors=k)
         return D.astype(np.float32), I.astype(np.int64)
 
     def radius_neighbors(self, Xq, radius, exclude_self, sort_results):
-        return self.model_.radius_neighbors(None if exclude_self else Xq, radius=radius, sort_results=sort_results)
+        unit = self.scale_**self.metric.power
+        D, I = self.model_.radius_neighbors(None if exclude_self else rescaled(self.metric, Xq, self.scale_),
+                                            radius=radius * unit, sort_results=sort_results)
+        if unit != 1.0:
+            for i, d in enumerate(D):
+                D[i] = d / unit
+        return D, I
 
 
 class FaissBackend(Backend):
@@ -189,7 +221,7 @@ class FaissBackend(Backend):
         self.index_.add(X)
         return self
 
-    def kneighbors(self, Xq, k, exclude_self, stats=None):
+    def _kneighbors(self, Xq, k, exclude_self):
         m = self.metric
         Xq = np.ascontiguousarray(Xq, dtype=np.float32)
         if m.normalised:
@@ -222,7 +254,7 @@ class TorchBackend(Backend):
         self.xb_t_ = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(self.device)
         return self
 
-    def kneighbors(self, Xq, k, exclude_self, stats=None):
+    def _kneighbors(self, Xq, k, exclude_self):
         m, xb = self.metric, self.xb_t_
         q_all = torch.from_numpy(np.ascontiguousarray(Xq, dtype=np.float32)).to(xb.device)
         step = max(1, int((self.working_memory or 1024) * 2**20 // (len(xb) * 4 * 2)))
@@ -263,7 +295,7 @@ class CumlBackend(Backend):
         self.model_ = CuNN(algorithm="brute", metric=self.metric.cuml).fit(np.ascontiguousarray(X, dtype=np.float32))
         return self
 
-    def kneighbors(self, Xq, k, exclude_self, stats=None):
+    def _kneighbors(self, Xq, k, exclude_self):
         D, I = self.model_.kneighbors(np.ascontiguousarray(Xq, dtype=np.float32), n_neighbors=k + int(exclude_self))
         D, I = np.asarray(D), np.asarray(I).astype(np.int64)
         if exclude_self:
@@ -290,7 +322,7 @@ class CuvsBackend(Backend):
         self.index_ = brute_force.build(cp.asarray(X, dtype=cp.float32), metric=self.metric.cuvs)
         return self
 
-    def kneighbors(self, Xq, k, exclude_self, stats=None):
+    def _kneighbors(self, Xq, k, exclude_self):
         import cupy as cp
         from cuvs.neighbors import brute_force
 
@@ -316,6 +348,8 @@ def select(name: str, metric: str | Metric, device: str | torch.device = "auto",
     """The backend `name` ('auto' for the best usable one), built for `metric` on `device`
     with its options, not yet fitted."""
     metric, dev = get_metric(metric), resolve_device(device)
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InvalidParameter(f"no CUDA device {dev}: this machine has {torch.cuda.device_count()}")
     options = {"device": dev, "working_memory": working_memory, "precision": precision}
     if name == "auto":
         for candidate in AUTO_ORDER:

@@ -14,6 +14,8 @@ import torch
 # of scores and of base rows held at once. It does not count the inputs, the prepared
 # copies of queries and base (materialised by `PreparedBase`), or the outputs.
 WORKING_MEMORY_MIB = 1024
+# The largest magnitude searched: float32's range, in which distances are screened and returned.
+MAX_VALUE = float(np.finfo(np.float32).max)
 
 
 def budget_bytes(working_memory: float | None) -> float:

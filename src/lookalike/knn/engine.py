@@ -20,10 +20,14 @@
    index), so ties go to the lower index.
 6. Fallback: a query that held too many candidates (`limit`) stops collecting; it is screened
    again in fp32 with no cap, every candidate in its window reranked in float64, and it is
-   counted in `SearchStats.fallbacks`.
+   counted in `SearchStats.fallbacks`. So is a query so much larger than the base that the
+   base's scale would carry it out of fp32's range: it is screened in float64 (see `screen`).
 
 The result has the same neighbour sets as a float64 brute force, whatever the screen
-precision: a lower precision only widens the window.
+precision and the magnitude of the values: a lower precision only widens the window.
+Values beyond float32's range, and distances that float32 (the output) cannot hold, are
+refused with an `InvalidParameter`. D and I are written afresh by every call; a query left
+without k neighbours would be a bug, raised as such, never returned.
 """
 
 from __future__ import annotations
@@ -34,9 +38,11 @@ import time
 import numpy as np
 import torch
 
+from ..errors import InvalidParameter
 from .blocks import SearchStats, as_tensor, ranges
 from .refine import pair_distances, pick, refine, refines
 from .screen import Extent, PreparedBase, Rows, Screen, prepare_rows
+from .validation import check_k
 from .window import Window, candidate_limit
 
 __all__ = ["knn"]
@@ -76,6 +82,41 @@ def knn(xq: np.ndarray, xb: np.ndarray | PreparedBase, k: int, metric: str = "eu
         base = PreparedBase(xb, metric, device=device, screen_dtype=screen_dtype,
                             working_memory=working_memory, materialise=False)
     st.screen_dtype = str(base.screen.dtype).removeprefix("torch.")
+    if getattr(xq, "ndim", 0) != 2 or xq.shape[1] != base.d:
+        raise InvalidParameter(f"queries of shape {getattr(xq, 'shape', None)} do not match a base of {base.d} "
+                               "dimensions")
+    k = check_k(k, base.nb, exclude_self)
+    nq = len(xq)
+    D = np.full((nq, k), np.nan, dtype=np.float32)
+    I = np.full((nq, k), -1, dtype=np.int64)
+    wide, scale = base.query_scales(xq)  # refuses values beyond float32's range
+    st.prepare_s += time.perf_counter() - t0
+    if wide.any():  # queries beyond the base's scale: the others as usual, these in float64
+        slow = np.arange(nq) if exclude_self else np.flatnonzero(wide)
+        fast = np.flatnonzero(~wide) if not exclude_self else slow[:0]
+        if len(fast):
+            D[fast], I[fast] = knn(xq[fast], base, k, limit=limit, stats=st)
+        t0 = time.perf_counter()
+        _full_scan(base, xq, slow, k, D, I, exclude_self, scale, torch.float64)
+        st.fallbacks += len(slow)
+        st.fallback_s += time.perf_counter() - t0
+        return _checked(D, I)
+    _search(base, xq, k, D, I, exclude_self, limit, st, scale)
+    return _checked(D, I)
+
+
+def _checked(D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """D and I, every row of them written by this call (else a bug, said as one)."""
+    if (I < 0).any():
+        row = int(np.flatnonzero((I < 0).any(axis=1))[0])
+        raise RuntimeError(f"internal: query {row} was left without its neighbours")
+    return D, I
+
+
+def _search(base: PreparedBase, xq: np.ndarray, k: int, D: np.ndarray, I: np.ndarray, exclude_self: bool,
+            limit: int | None, st: SearchStats, scale: float) -> None:
+    """Stages 2-6 for queries within the base's scale, into D and I; `scale`: the rerank's."""
+    t0 = time.perf_counter()
     nq = len(xq)
     qb, bb = base.block_sizes(nq)
     st.blocks = [qb, bb]
@@ -94,18 +135,17 @@ def knn(xq: np.ndarray, xb: np.ndarray | PreparedBase, k: int, metric: str = "eu
     rows, cols = r.cpu().numpy(), c.cpu().numpy()
     t0 = time.perf_counter()
     st.reranked += len(rows)
-    D = np.empty((nq, k), dtype=np.float32)
-    I = np.empty((nq, k), dtype=np.int64)
-    pick(base.metric, rows, cols, pair_distances(base.metric, xq, base.xb, rows, cols), k, D, I)
+    dist = pair_distances(base.metric, xq, base.xb, rows, cols, scale=scale)
+    pick(base.metric, rows, cols, dist, k, D, I, scale)
     st.rerank_s += time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    fb_rows = np.flatnonzero(fallback.cpu().numpy())
+    # queries that overflowed the window, and any left with fewer than k candidates
+    fb_rows = np.union1d(np.flatnonzero(fallback.cpu().numpy()), np.flatnonzero(I[:, 0] < 0))
     st.fallbacks += len(fb_rows)
     if len(fb_rows):
-        _full_scan(base, xq, fb_rows, k, D, I, exclude_self)
+        _full_scan(base, xq, fb_rows, k, D, I, exclude_self, scale)
     st.fallback_s += time.perf_counter() - t0
-    return D, I
 
 
 def _screen(base: PreparedBase, q_rows: Rows, k: int, blocks: tuple[int, int], exclude_self: bool,
@@ -136,12 +176,13 @@ def _screen(base: PreparedBase, q_rows: Rows, k: int, blocks: tuple[int, int], e
 
 
 def _full_scan(base: PreparedBase, xq: np.ndarray, rows: np.ndarray, k: int, D: np.ndarray, I: np.ndarray,
-               exclude_self: bool) -> None:
-    """The fallback: queries whose candidates overflowed are screened again in fp32 against
-    the whole base with no cap on candidates (all nb scores of a group of queries are kept),
-    then every candidate inside the window is reranked in float64."""
+               exclude_self: bool, scale: float, dtype: torch.dtype = torch.float32) -> None:
+    """The fallback: queries whose candidates overflowed are screened again in fp32 (float64
+    for queries beyond the base's scale) against the whole base with no cap on candidates
+    (all nb scores of a group of queries are kept), then every candidate inside the window
+    is reranked in float64."""
     m, dev = base.metric, base.device
-    fp = Screen(m, base.d, torch.float32, base.screen.mean)
+    fp = Screen(m, base.d, dtype, base.mean64, base.scale)
     nb = base.nb
     group = max(1, min(len(rows), int(base.budget // 2 // (nb * 8))))
     _, bb = base.block_sizes(group)
@@ -162,5 +203,8 @@ def _full_scan(base: PreparedBase, xq: np.ndarray, rows: np.ndarray, k: int, D: 
         kth = torch.kthvalue(scores, k, dim=1).values
         within = scores <= (kth + 2 * fp.bound(q, extent))[:, None]
         rr, cc = (t.cpu().numpy() for t in within.nonzero(as_tuple=True))
-        pick(m, g[rr], cc, pair_distances(m, xq, base.xb, g[rr], cc), k, D, I)
+        dist = pair_distances(m, xq, base.xb, g[rr], cc, scale=scale)
+        short = pick(m, g[rr], cc, dist, k, D, I, scale)
+        if len(short):
+            raise RuntimeError(f"internal: the full scan of query {int(short[0])} kept fewer than {k} candidates")
 

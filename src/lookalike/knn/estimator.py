@@ -16,7 +16,7 @@ from .backends import BACKENDS, Backend, select
 from .blocks import SearchStats
 from .metrics import NAMES, get_metric
 from .precision import SCREEN_PRECISIONS
-from .validation import check_array, check_k, check_radius
+from .validation import check_array, check_k, check_radius, check_result_size
 
 
 class NotFittedError(_SklearnNotFittedError, RuntimeError):
@@ -34,7 +34,8 @@ _CONSTRAINTS: dict[str, tuple[Any, str]] = {
                     "an int >= 1"),
     "metric": (lambda v: isinstance(v, str) and v.lower() in NAMES, f"one of {NAMES}"),
     "backend": (lambda v: isinstance(v, str) and (v == "auto" or v in BACKENDS), f"one of {['auto', *BACKENDS]}"),
-    "working_memory": (lambda v: v is None or (_is_real(v) and v > 0), "None or a number of MiB > 0"),
+    "working_memory": (lambda v: v is None or (_is_real(v) and 1 <= v < float("inf")),
+                       "None or a finite number of MiB >= 1 (smaller blocks only run slower)"),
     "device": (lambda v: isinstance(v, str) and (v in ("auto", "cpu") or v.startswith("cuda")),
                "'auto', 'cpu' or 'cuda[:N]'"),
     "precision": (lambda v: isinstance(v, str) and v in SCREEN_PRECISIONS, f"one of {list(SCREEN_PRECISIONS)}"),
@@ -55,8 +56,8 @@ class NearestNeighbors(BaseEstimator):
         'lookalike' (the exact engine), 'sklearn', 'faiss', 'torch', 'cuml', 'cuvs', or
         'auto' for the best one usable here.
     working_memory : float, default=None
-        MiB for blocks of scores and base rows (None: 1024). The full n_queries x n_samples
-        matrix is never built.
+        MiB for blocks of scores and base rows, at least 1 (None: 1024). The full
+        n_queries x n_samples matrix is never built.
     device : str, default='auto'
         'cpu', 'cuda[:N]', or 'auto' (CUDA when present).
     precision : str, default='auto'
@@ -213,6 +214,7 @@ class NearestNeighbors(BaseEstimator):
         """
         Xq = self._query_array(X)
         k = check_k(self.n_neighbors if n_neighbors is None else n_neighbors, self.n_samples_fit_, X is None)
+        check_result_size(len(Xq), k)
         stats = SearchStats() if self._backend.records_stats else None
         D, I = self._backend.kneighbors(Xq, k, X is None, stats)
         self.search_stats_ = stats

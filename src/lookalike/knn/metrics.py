@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidParameter
+from .scaling import pow2_scale
 
 ALIASES = {"l2": "euclidean", "l1": "manhattan", "cityblock": "manhattan", "ip": "inner_product",
            "dot": "inner_product", "linf": "chebyshev"}
@@ -44,6 +45,13 @@ class Metric:
     sklearn: str | None   # scikit-learn's name; None: scikit-learn has no such metric
     cuml: str             # cuML's name
     cuvs: str | None      # cuVS brute force's name (its sqeuclidean serves euclidean); None: none
+
+    @property
+    def power(self) -> int:
+        """How distances grow with the data: scaled by s, they are scaled by s**power."""
+        if self.normalised:
+            return 0
+        return 2 if self.squared or self.p is None else 1
 
     def sort_key(self, dist):
         """What sorts ascending in this metric's order: `dist`, or `-dist` for largest first."""
@@ -83,17 +91,23 @@ def get_metric(name: str | Metric) -> Metric:
     return METRICS[key]
 
 
-def exact_distances(metric: Metric, a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """float64 distances between matching rows of `a` and `b` (broadcast over leading axes).
+def exact_distances(metric: Metric, a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor,
+                    scale: float = 1.0) -> torch.Tensor:
+    """float64 distances between matching rows of `a` and `b` (broadcast over leading axes),
+    of the rows times `scale`, a power of two: distances times scale**power, the same bits
+    as unscaled ones where those neither overflow nor underflow, and apart where they would.
 
     Inner products for `inner_product`. Each pair is computed on its own, so equal rows
-    give equal distances and ties stay ties.
+    give equal distances and ties stay ties. Cosine rows are each scaled by a power of two
+    of their own first, so that no norm overflows or underflows.
     """
     a = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a)
     b = torch.as_tensor(np.asarray(b) if not isinstance(b, torch.Tensor) else b)
     if metric.p is not None:
         diff = b.to(torch.float64, copy=True)
         diff.sub_(a)  # float64 differences of float32 inputs are exact
+        if scale != 1.0:
+            diff.mul_(scale)
         if metric.p == 1:
             return diff.abs_().sum(-1)
         if metric.p == math.inf:
@@ -101,9 +115,11 @@ def exact_distances(metric: Metric, a: np.ndarray | torch.Tensor, b: np.ndarray 
         d2 = torch.linalg.vecdot(diff, diff)
         return d2 if metric.squared else d2.sqrt_()
     a, b = a.double(), b.double()
-    dots = torch.linalg.vecdot(a, b)
     if not metric.normalised:
-        return dots
+        return torch.linalg.vecdot(a * scale, b * scale) if scale != 1.0 else torch.linalg.vecdot(a, b)
+    a = a * pow2_scale(a.abs().amax(-1, keepdim=True)) if a.shape[-1] else a
+    b = b * pow2_scale(b.abs().amax(-1, keepdim=True)) if b.shape[-1] else b
+    dots = torch.linalg.vecdot(a, b)
     norms = torch.linalg.vector_norm(a, dim=-1) * torch.linalg.vector_norm(b, dim=-1)
     cos = torch.where(norms > 0, dots / torch.where(norms > 0, norms, 1.0), 0.0)
     return 1.0 - cos

@@ -8,17 +8,22 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
-from .blocks import as_tensor, from_numpy, ranges
+from ..errors import InvalidParameter
+from .blocks import MAX_VALUE, as_tensor, from_numpy, ranges
 from .metrics import Metric, exact_distances
-from .screen import UNIT_ROUNDOFF, PreparedBase
+from .scaling import pow2_scale
+from .screen import UNIT_ROUNDOFF, PreparedBase, comfortable
 
 
 def pair_distances(m: Metric, xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-                   chunk_bytes: int = 1 << 21) -> np.ndarray:
-    """Exact float64 distances between query rows[i] and base cols[i], for every i.
+                   chunk_bytes: int = 1 << 21, scale: float = 1.0) -> np.ndarray:
+    """Exact float64 distances between query rows[i] and base cols[i], for every i, of rows
+    times `scale` (a power of two; see `exact_distances`): distances times scale**m.power.
 
     Pairs go in small chunks that stay in cache, in base order: a base row shared by several
     queries is read while still cached, and a memory-mapped base is read sequentially.
@@ -31,26 +36,46 @@ def pair_distances(m: Metric, xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, 
         sel = order[lo:hi]
         a = q_t.index_select(0, torch.from_numpy(rows[sel]))
         b = torch.from_numpy(np.ascontiguousarray(xb[cols[sel]]))
-        out[sel] = exact_distances(m, a, b).numpy()
+        out[sel] = exact_distances(m, a, b, scale).numpy()
     return out
 
 
 def pick(m: Metric, rows: np.ndarray, cols: np.ndarray, dist: np.ndarray, k: int, D: np.ndarray,
-         I: np.ndarray) -> None:
+         I: np.ndarray, scale: float = 1.0) -> np.ndarray:
     """For each query among `rows`, its k best pairs by (distance, base index) into D and I.
 
-    "Best" is `m.sort_key` ascending (inner products: largest first). Every query present
-    holds at least k pairs.
+    "Best" is `m.sort_key` ascending (inner products: largest first). `dist` are of rows
+    times `scale` (see `pair_distances`); D gets them unscaled. Returns the queries that
+    hold fewer than k pairs, left untouched for the caller to search otherwise. Refuses
+    distances that float32 (D's type) cannot hold.
     """
     if not len(rows):
-        return
+        return np.empty(0, dtype=np.int64)
     order = np.lexsort((cols, m.sort_key(dist), rows))
     rs = rows[order]
     starts = np.flatnonzero(np.r_[True, rs[1:] != rs[:-1]])
+    full = np.diff(np.r_[starts, len(rs)]) >= k
+    short = rs[starts[~full]]
+    starts = starts[full]
     take = (starts[:, None] + np.arange(k)).ravel()
     q = rs[starts]
-    D[q] = dist[order[take]].reshape(-1, k)
+    best = dist[order[take]]
+    if scale != 1.0 and m.power:
+        best = best / scale**m.power  # exact: a power of two (subnormal results aside)
+    check_representable(m, best)
+    D[q] = best.reshape(-1, k)
     I[q] = cols[order[take]].reshape(-1, k)
+    return short
+
+
+def check_representable(m: Metric, dist: np.ndarray) -> None:
+    """Refuse distances (or inner products) beyond float32's range, the type they are returned in."""
+    top = float(np.abs(dist).max(initial=0.0))
+    if top > MAX_VALUE:
+        shift = math.ceil(math.log2(top / MAX_VALUE) / max(1, m.power)) + 1  # distances grow as data**power
+        raise InvalidParameter(
+            f"{m.name} {'values' if m.largest_first else 'distances'} reach {top:.3g}, beyond float32's range "
+            f"(+-{MAX_VALUE:.3g}) in which they are returned; scale the data down, e.g. divide it by 2**{shift}")
 
 
 def refines(screen_dtype: torch.dtype) -> bool:
@@ -90,14 +115,18 @@ def _sharing_order(rows: torch.Tensor, cols: torch.Tensor, nb: int) -> tuple[tor
 def _pair_scores(base: PreparedBase, xq: np.ndarray, rows: torch.Tensor, cols: torch.Tensor,
                  chunk_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """float64 (score, error bound) of every pair, from fp32 dot products (float64 for
-    float64 inputs), chunk by chunk."""
+    float64 inputs), chunk by chunk, on rows scaled as the screen scales them."""
     m, d, dev = base.metric, base.d, base.device
     xb_t = base.raw_rows()
     wide = torch.float64 if np.float64 in (xq.dtype, base.xb.dtype) else torch.float32
     u = UNIT_ROUNDOFF[wide]
     gamma = d * u / (1 - d * u) + 3 * u  # the sums, and the centring or cast of each element
+    eta = 64 * torch.finfo(wide).tiny * (d + 16)  # underflow, as an absolute error (see `Screen`)
     mean = base.screen.mean.to(wide) if m.centred else None
     xq_t = as_tensor(xq, dev)
+    # cosine rows are scaled one by one only where some row's values could over- or underflow
+    scale_b = not m.normalised or not base.rows_comfortable
+    scale_a = not m.normalised or not comfortable(torch.linalg.vector_norm(xq_t, float("inf"), dim=1))
     step = max(1, chunk_bytes // (4 * d))
     buf = torch.empty((min(step, len(rows)), d), dtype=xb_t.dtype, device=dev)
     score = torch.empty(len(rows), dtype=torch.float64, device=dev)
@@ -111,7 +140,9 @@ def _pair_scores(base: PreparedBase, xq: np.ndarray, rows: torch.Tensor, cols: t
         else:  # little sharing: one gathered row a pair
             which, at = c, torch.arange(hi - lo, device=dev)
         b = torch.index_select(xb_t, 0, which, out=buf[: len(which)]).to(wide)  # scratch: changed in place
-        a = xq_t[uq].to(wide)  # this chunk's few queries, centred like the base
+        b = _scaled(m, b, base.scale) if scale_b else b
+        a = xq_t[uq].to(wide)  # this chunk's few queries, scaled and centred like the base
+        a = _scaled(m, a, base.scale) if scale_a else a
         if mean is not None:
             b.sub_(mean)
             a -= mean
@@ -119,23 +150,39 @@ def _pair_scores(base: PreparedBase, xq: np.ndarray, rows: torch.Tensor, cols: t
         an = torch.linalg.vector_norm(a.double(), dim=1)[qinv]
         # |b| as the prepare computed it (fp32 sums); cosine needs none
         b_l2 = base.l2[c] if wide == torch.float32 and not m.normalised else None
-        score[lo:hi], err[lo:hi] = _score_and_bound(m, dots, an, b, at, b_l2, gamma)
+        score[lo:hi], err[lo:hi] = _score_and_bound(m, dots, an, b, at, b_l2, gamma, eta)
     err *= 1.5  # second-order terms
     return score, err
 
 
+def _scaled(m: Metric, x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Rows scaled by a power of two as the screen scales them (cosine: each row by its own),
+    in their own type; `x` is scratch, changed in place where the scales allow it."""
+    if not m.normalised:
+        return x.mul_(scale) if scale != 1.0 else x
+    top = torch.linalg.vector_norm(x, float("inf"), dim=1, keepdim=True) if x.shape[1] else x.new_zeros((len(x), 1))
+    s = pow2_scale(top)
+    if x.dtype == torch.float64 or bool(((s >= 2.0**-126) & (s <= 2.0**126)).all()):
+        return x.mul_(s.to(x.dtype))  # normal float32 powers of two: exact in place
+    return (x.double() * s).to(x.dtype)
+
+
 def _score_and_bound(m: Metric, dots: torch.Tensor, an: torch.Tensor, b: torch.Tensor, at: torch.Tensor,
-                     b_l2: torch.Tensor | None, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+                     b_l2: torch.Tensor | None, gamma: float, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Screen scores of pairs (query norms `an`, base rows `b[at]`, dot products `dots`) and
-    the bound on their rounding error (first order). `b_l2`: the base rows' norms when known."""
+    the bound on their rounding error (first order; `eta`: underflow's absolute error).
+    `b_l2`: the base rows' norms when known."""
     if m.normalised:  # -cos; a zero row is at cosine 0 from everything, exactly
-        nrm = an * torch.linalg.vector_norm(b, dim=1).double()[at]
-        return torch.where(nrm > 0, -dots / nrm.clamp_min(1e-300), 0.0), (nrm > 0).double() * (3 * gamma)
-    bsq = b_l2**2 if b_l2 is not None else torch.linalg.vecdot(b, b)[at]
+        bn = torch.linalg.vector_norm(b, dim=1).double()[at]  # rows scaled to a largest value near 1: no underflow
+        nrm = an * bn
+        err = (nrm > 0).double() * (3 * gamma) + eta * (1 + an + bn) ** 2
+        return torch.where(nrm > 0, -dots / nrm.clamp_min(1e-300), 0.0), err
+    bsq = b_l2**2 if b_l2 is not None else torch.linalg.vector_norm(b, dim=1, dtype=torch.float64)[at] ** 2
     bn = bsq.sqrt() * (1 + gamma)  # at least |b|
+    absolute = eta * (1 + an + bn) ** 2
     if m.centred:
-        return bsq - 2 * dots, gamma * (3 * bn * bn + 2 * an * bn)
-    return -dots, gamma * an * bn
+        return bsq - 2 * dots, gamma * (3 * bn * bn + 2 * an * bn) + absolute
+    return -dots, gamma * an * bn + absolute
 
 
 def _kth_top(rows: torch.Tensor, top: torch.Tensor, k: int) -> torch.Tensor:

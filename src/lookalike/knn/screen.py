@@ -1,10 +1,18 @@
 """Stages 1-2 of the engine: rows prepared for the screen, screened, and the error bound of
 their screen scores.
 
-A `Screen` is one metric at one precision: it prepares rows (centred, normalised, cast or
-quantised), scores query rows against base rows (a GEMM, or a float64 cdist), and bounds how
-far any score can be from the exact one. `PreparedBase` is a base made ready once, what
-`fit` keeps.
+A `Screen` is one metric at one precision: it prepares rows (scaled, centred, normalised,
+cast or quantised), scores query rows against base rows (a GEMM, or a float64 cdist), and
+bounds how far any score can be from the exact one. `PreparedBase` is a base made ready once,
+what `fit` keeps.
+
+Magnitudes: the screen works on rows scaled by a power of two, which is exact (short of
+underflow, which the bound counts as an absolute error), so that the base's largest element
+lies in [0.5, 1): any float32 value, 1e-45 or 3e38, screens without overflow, and so does a
+float64 value within float32's range (`MAX_VALUE`; larger ones are refused). Cosine rows are
+scaled one by one (the metric ignores each row's length); euclidean, sqeuclidean and inner
+products share the base's scale, and a query row that this scale would carry past
+`SAFE_SCALED` is screened in float64 instead (`PreparedBase.query_scales`).
 """
 
 from __future__ import annotations
@@ -16,12 +24,33 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import SearchError
-from .blocks import as_tensor, budget_bytes, from_numpy, ranges
+from ..errors import InvalidParameter, SearchError
+from .blocks import MAX_VALUE, as_tensor, budget_bytes, from_numpy, ranges
+from .scaling import COMFORT, RERANK_SCALE_EXP, pow2_scale
 from .metrics import Metric, get_metric
 
 UNIT_ROUNDOFF = {torch.float64: 2.0**-53, torch.float32: 2.0**-24, torch.bfloat16: 2.0**-8,
                  torch.float16: 2.0**-11}
+SAFE_SCALED = 2.0**40  # scaled query elements up to this screen in fp32 without overflow (d < 2^31)
+SCALE_EXP = 125  # shared scales stay within 2^-125 .. 2^125, normal float32 numbers
+
+
+def comfortable(row_max: torch.Tensor | np.ndarray) -> bool:
+    """Whether rows with these largest values square and sum in float32 with no over- or
+    underflow (zero rows included), so that cosine needs no scaling of its own."""
+    r = torch.as_tensor(row_max)
+    return bool(((r == 0) | ((r >= 1 / COMFORT) & (r <= COMFORT))).all())
+
+
+def check_magnitude(amax: float, what: str = "the data") -> None:
+    """Refuse values beyond float32's range: their distances cannot be screened, nor returned."""
+    if math.isnan(amax) or math.isinf(amax):
+        raise InvalidParameter(f"{'NaN' if math.isnan(amax) else 'infinity'} in {what}; lookalike searches "
+                               "finite values")
+    if amax > MAX_VALUE:
+        raise InvalidParameter(
+            f"values up to {amax:.3g} in magnitude in {what}; lookalike searches values within "
+            f"+-{MAX_VALUE:.3g} (float32's range): scale the data down first")
 
 
 def int8_dots(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -70,46 +99,66 @@ class Screen:
     about 3x faster than fp32 on the CPU).
     """
 
-    def __init__(self, metric: Metric, d: int, dtype: torch.dtype, mean: torch.Tensor | None):
-        self.metric, self.d, self.mean = metric, d, mean
+    def __init__(self, metric: Metric, d: int, dtype: torch.dtype, mean: torch.Tensor | None,
+                 scale: float = 1.0):
+        self.metric, self.d, self.scale = metric, d, scale
         self.dtype = dtype if metric.gemm else torch.float64
         self.int8 = self.dtype == torch.int8
         if self.int8 and d * 127 * 127 >= 2**31:
             raise SearchError(f"an int8 screen needs d <= {(2**31 - 1) // 127**2} (int32 sums); d is {d}: "
                               "use fp32 or bf16")
-        u32 = UNIT_ROUNDOFF[torch.float32]
+        # rows are prepared, and sums accumulate, in float32; in float64 for a float64 screen
+        self.acc = torch.float64 if self.dtype == torch.float64 else torch.float32
+        self.mean = None if mean is None else mean.to(self.acc)  # the centre, in scaled units
+        u = self.u = UNIT_ROUNDOFF[self.acc]
         u_in = UNIT_ROUNDOFF[dtype] if dtype in (torch.bfloat16, torch.float16) else 0.0
         self.u_out = u_in  # a low-precision GEMM also rounds its output to its own type
         if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
             u_in = 2.0**-11  # CUDA may run fp32 GEMMs in TF32 (10-bit mantissa) when allowed
-        self.gamma = d * u32 / (1 - d * u32)  # fp32 accumulation over d terms
-        # relative error of each prepared element: centring or normalising, then the cast
-        u_prep = u32 if metric.centred else (2 * u32 + self.gamma if metric.normalised else 0.0)
+        self.gamma = d * u / (1 - d * u)  # accumulation over d terms
+        # relative error of each prepared element: the cast of float64 input, then centring or
+        # normalising, then the cast to the screen's type
+        u_prep = u + (u if metric.centred else (2 * u + self.gamma if metric.normalised else 0.0))
         self.u_c = u_prep + u_in + u_prep * u_in
+        # absolute error from underflow (scaled elements, products, sums and outputs that fall
+        # below the smallest normal number): far above it, far below any relative error
+        self.eta = 64 * torch.finfo(self.acc).tiny * (d + 16)
 
     def prepare(self, x: torch.Tensor) -> Rows:
         """Raw rows -> centred / normalised, then cast or quantised for the screen."""
         if not self.metric.gemm:
             x = x.double()
             return Rows(x, self.norms(x))
-        x = x.float()
+        x = self.scaled(x)
         if self.metric.centred:
             x = x - self.mean
         elif self.metric.normalised:
             norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)
             x = x / torch.where(norms > 0, norms, 1.0)
-        l2 = torch.linalg.vector_norm(x, dim=1)
-        sq = l2 * l2 if self.metric.centred else None
+        # norms in float64: a row far smaller than the base's largest would square to zero in
+        # float32, and a zero norm would zero its error bound
+        l2 = torch.linalg.vector_norm(x, dim=1, dtype=torch.float64)
+        sq = (l2 * l2).to(self.acc) if self.metric.centred else None
         if not self.int8:
-            return Rows(x.to(self.dtype), l2.double(), sq)
+            return Rows(x.to(self.dtype), l2, sq)
         scale = x.abs().amax(dim=1) / 127.0
         scale = torch.where(scale > 0, scale, 1.0)
         q = torch.round(x / scale[:, None]).clamp_(-127, 127)
         # |x - s q|, exactly known here; fp32 rounding of s q and of the difference: 2u |x|
         u32 = UNIT_ROUNDOFF[torch.float32]
-        qerr = torch.linalg.vector_norm(x - q * scale[:, None], dim=1).double() * (1 + self.gamma)
-        qerr += 2 * u32 * l2.double()
-        return Rows(q.to(torch.int8), l2.double(), sq, qerr, scale)
+        qerr = torch.linalg.vector_norm(x - q * scale[:, None], dim=1, dtype=torch.float64) * (1 + self.gamma)
+        qerr += 2 * u32 * l2
+        return Rows(q.to(torch.int8), l2, sq, qerr, scale)
+
+    def scaled(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows times a power of two, in the accumulation type: each row by its own for cosine,
+        all by the base's `scale` otherwise. float64 rows are scaled before they are cast."""
+        if self.metric.normalised:
+            s = pow2_scale(x.abs().amax(dim=1, keepdim=True) if x.shape[1] else x.new_zeros((len(x), 1)))
+            return (x.double() * s).to(self.acc)
+        if x.dtype == torch.float64 or self.acc == torch.float64:
+            return (x.double() * self.scale).to(self.acc)
+        return x.to(self.acc) * self.scale
 
     def norms(self, x: torch.Tensor) -> torch.Tensor:
         """Row norms for the bound (L1 for manhattan, p == 1), float64."""
@@ -135,7 +184,7 @@ class Screen:
             if m.centred:
                 return torch.addcmul(b.sq[None, :], q.scale[:, None], dots, value=-2.0, out=dots)
             return dots.mul_(q.scale[:, None]).neg_()
-        if q.data.dtype != torch.float32:  # bf16/fp16 GEMM: fp32 accumulation, output in q's type
+        if q.data.dtype in (torch.bfloat16, torch.float16):  # fp32 accumulation, output in q's type
             dots = (q.data @ b.data.T).float()
             return b.sq - 2 * dots if m.centred else -dots
         if m.centred:
@@ -144,7 +193,7 @@ class Screen:
 
     def bound(self, q: Rows, base: Extent) -> torch.Tensor:
         """Per query, the largest error any of its screen scores can carry (float64)."""
-        m, u32 = self.metric, UNIT_ROUNDOFF[torch.float32]
+        m, u32 = self.metric, self.u
         slack = 1.5  # covers the second-order terms left out below
         qn, ymax = q.l2, base.l2
         if not m.gemm:
@@ -152,7 +201,8 @@ class Screen:
                 return torch.zeros_like(qn)  # differences and maxima of float32 inputs are exact in float64
             g64 = self.d * UNIT_ROUNDOFF[torch.float64] / (1 - self.d * UNIT_ROUNDOFF[torch.float64])
             return slack * 2 * g64 * (qn + ymax)
-        cross = (2 * self.u_c + self.gamma + 3 * u32 + self.u_out) * qn * ymax
+        absolute = self.eta * (1 + qn + ymax) ** 2
+        cross = (2 * self.u_c + self.gamma + 3 * u32 + self.u_out) * qn * ymax + absolute
         if self.int8:
             # with x = x^ + e (x^ = sx qx, the quantised row; e its known error):
             # |x.y - x^.y^| = |ex.y + x.ey - ex.ey| <= |ex||y| + |x||ey| + |ex||ey|; x^.y^ =
@@ -165,15 +215,26 @@ class Screen:
 
     def limit(self, radius: float, q: Rows) -> torch.Tensor:
         """Per query, the exact screen score of a base row at distance `radius` (float64):
-        rows within the radius (inner products: at least it) score no more."""
-        m = self.metric
+        rows within the radius (inner products: at least it) score no more. Scores are in
+        scaled units: distances times `scale`, squares and products times its square."""
+        m, s = self.metric, self.scale
         if m.centred:  # score |y-m|^2 - 2 (x-m).(y-m) = |x-y|^2 - |x-m|^2
-            return (radius if m.squared else radius**2) - q.l2**2
+            return (radius * s * s if m.squared else (radius * s) * (radius * s)) - q.l2 * q.l2
         if m.normalised:  # score -cos = distance - 1
             return torch.full_like(q.l2, radius - 1.0)
         if m.gemm:  # score -x.y
-            return torch.full_like(q.l2, -radius)
+            return torch.full_like(q.l2, -radius * s * s)
         return torch.full_like(q.l2, radius)  # cdist: the distance itself
+
+    def limit_error(self, radius: float, q: Rows) -> torch.Tensor:
+        """Per query, how far `limit` can be off: for centred metrics |x-m|^2 comes from the
+        prepared (rounded) query, so a far query's limit carries an error of its own."""
+        if not self.metric.centred:  # -cos, -x.y and cdist limits are exact up to a float64 rounding
+            return 4 * UNIT_ROUNDOFF[torch.float64] * self.limit(radius, q).abs()
+        r = radius * self.scale
+        r2 = r * self.scale if self.metric.squared else r * r
+        u64 = UNIT_ROUNDOFF[torch.float64]
+        return 1.5 * ((2 * self.u_c + 2 * self.gamma + 2 * self.u) * q.l2 * q.l2 + 4 * u64 * r2)
 
 
 PREPARE_BYTES = 1 << 22  # fp32 rows centred or quantised at a time: their temporaries stay this small
@@ -213,8 +274,8 @@ class PreparedBase:
         self.nb, self.d = xb.shape
         self.working_memory = working_memory
         self.block = max(1, min(self.nb, 8192, int(self.budget / 4 // max(1, self.d * 8))))
-        mean = self._mean() if self.metric.centred else None
-        self.screen = Screen(self.metric, self.d, screen_dtype, mean)
+        self.scale, self.mean64 = self._scale_and_mean()
+        self.screen = Screen(self.metric, self.d, screen_dtype, self.mean64, self.scale)
         if materialise is None:
             materialise = not isinstance(xb, np.memmap)
         self.rows: Rows | None = None
@@ -231,12 +292,48 @@ class PreparedBase:
         """The working memory in bytes."""
         return budget_bytes(self.working_memory)
 
-    def _mean(self) -> torch.Tensor:
-        """Mean row of the base. Any centre keeps distances; a good one keeps norms small."""
+    def _scale_and_mean(self) -> tuple[float, torch.Tensor | None]:
+        """One pass over the base: the power of two that brings its largest element into
+        [0.5, 1) (metrics of differences and inner products; 1 for the others, which need
+        none), and for centred metrics the mean row, float64, in scaled units. Any centre
+        keeps distances; a good one keeps norms small."""
+        m = self.metric
         total = torch.zeros(self.d, dtype=torch.float64, device=self.device)
+        amax = 0.0
+        self.rows_comfortable = True  # every row's largest value within COMFORT (cosine's refinement skips scaling)
         for lo, hi in ranges(self.nb, self.block):
-            total += as_tensor(self.xb[lo:hi], self.device).sum(0).double()
-        return (total / max(1, self.nb)).float()
+            part = as_tensor(self.xb[lo:hi], self.device)
+            top = float(part.abs().max()) if part.numel() else 0.0
+            check_magnitude(top, "the base")  # per block: NaN would vanish in max()
+            if m.normalised and self.rows_comfortable and part.numel():
+                self.rows_comfortable = comfortable(part.abs().amax(1))
+            amax = max(amax, top)
+            if m.centred:
+                total += part.sum(0, dtype=torch.float64)
+        self.amax = amax
+        if not m.gemm or m.normalised:
+            return 1.0, None
+        scale = float(pow2_scale(torch.tensor(amax, dtype=torch.float64), SCALE_EXP))
+        return scale, (total / max(1, self.nb) * scale if m.centred else None)
+
+    def query_scales(self, xq: np.ndarray) -> tuple[np.ndarray, float]:
+        """For queries `xq`: which rows the base's scale would carry past `SAFE_SCALED` (an
+        fp32 screen could overflow on them; they are screened in float64), and the power of
+        two their float64 rerank scales rows by (`exact_distances`), from the largest value
+        of base and queries. Refuses values beyond float32's range."""
+        m = self.metric
+        wide = np.zeros(len(xq), dtype=bool)
+        qmax = 0.0
+        for lo, hi in ranges(len(xq), max(1, PREPARE_BYTES // (4 * max(1, self.d)))):
+            amax = np.abs(np.asarray(xq[lo:hi])).max(axis=1, initial=0).astype(np.float64)
+            check_magnitude(float(amax.max(initial=0.0)), "the queries")
+            qmax = max(qmax, float(amax.max(initial=0.0)))
+            if m.gemm and not m.normalised:  # rows scaled by the base's scale
+                wide[lo:hi] = amax * self.scale > SAFE_SCALED
+        squares = m.p == 2 or (m.p is None and not m.normalised)  # only squares and products can underflow
+        if not squares:
+            return wide, 1.0
+        return wide, float(pow2_scale(torch.tensor(max(self.amax, qmax), dtype=torch.float64), RERANK_SCALE_EXP))
 
     def _prepare_block(self, lo: int, hi: int) -> Rows:
         rows = self.screen.prepare(as_tensor(self.xb[lo:hi], self.device))

@@ -11,30 +11,27 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import InvalidParameter
+from .blocks import MAX_VALUE
 
 
 def check_array(X, *, name: str = "X", estimator: str = "NearestNeighbors", allow_memmap: bool = True) -> np.ndarray:
-    """A 2-D float array with no NaN or inf. float16/32/64 are kept; ints and bools become
-    float32, numbers held as objects float64. SciPy sparse input is made dense (the search is
-    brute force over dense rows), if the dense copy fits in half the memory free."""
+    """A 2-D float array with no NaN or inf and no value beyond float32's range (+-3.4e38).
+    float16/32/64 are kept (in native byte order); ints and bools become float32 when float32
+    holds them exactly (|x| <= 2**24), else float64; longer floats and numbers held as objects
+    float64. SciPy sparse input is made dense (the search is brute force over dense rows), if
+    the dense copy fits in half the memory free."""
     if X is None:
         raise InvalidParameter(f"Expected 2D array for {name}, got None instead.")
     if sp.issparse(X):
         X = _densify(X, name)
-    elif not isinstance(X, np.ndarray):
+    elif isinstance(X, np.ma.MaskedArray):
+        raise InvalidParameter(f"{name} is a masked array; fill or drop its masked values first")
+    elif type(X) is not np.ndarray and not (allow_memmap and isinstance(X, np.memmap)):
         try:
             X = np.asarray(X)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidParameter(f"{name} cannot be converted to an array: {exc}") from None
-    if X.dtype.kind == "c":
-        raise InvalidParameter(f"Complex data not supported in {name} (dtype {X.dtype}).")
-    if X.dtype.kind == "O":
-        try:
-            X = X.astype(np.float64)
-        except (TypeError, ValueError) as exc:
-            raise InvalidParameter(f"{name} has dtype object and cannot be converted to numbers: {exc}") from None
-    if X.dtype.kind not in "fiub":
-        raise InvalidParameter(f"{name} has dtype {X.dtype}; expected numbers (float16, float32 or float64).")
+    X = _as_float(X, name)
     if X.ndim != 2:
         raise InvalidParameter(
             f"Expected 2D array for {name}, got {X.ndim}D array of shape {X.shape} instead. "
@@ -44,11 +41,35 @@ def check_array(X, *, name: str = "X", estimator: str = "NearestNeighbors", allo
         if X.shape[axis] == 0:
             raise InvalidParameter(f"Found array with 0 {what}(s) (shape={X.shape}) while a minimum of 1 is "
                                    f"required by {estimator}.")
-    if X.dtype.kind != "f":
-        X = X.astype(np.float32)
-    elif not (allow_memmap and isinstance(X, np.memmap)) and not X.flags.c_contiguous:
+    if not (allow_memmap and isinstance(X, np.memmap)) and not X.flags.c_contiguous:
         X = np.ascontiguousarray(X)
-    _check_finite(X, name)
+    _check_values(X, name)
+    return X
+
+
+def _as_float(X: np.ndarray, name: str) -> np.ndarray:
+    """X as float16, float32 or float64 in native byte order, exactly where that type holds it."""
+    kind, size = X.dtype.kind, X.dtype.itemsize
+    if kind == "c":
+        raise InvalidParameter(f"Complex data not supported in {name} (dtype {X.dtype}).")
+    if kind == "O":
+        try:
+            return X.astype(np.float64)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidParameter(f"{name} has dtype object and cannot be converted to numbers: {exc}") from None
+    if kind not in "fiub":
+        raise InvalidParameter(f"{name} has dtype {X.dtype}; expected numbers (float16, float32 or float64).")
+    if kind in "iu":  # float32 holds every integer up to 2**24 exactly; float64 the rest as NumPy casts it
+        exact32 = X.size == 0 or (int(X.min()) >= -(2**24) and int(X.max()) <= 2**24)
+        return X.astype(np.float32 if exact32 else np.float64)
+    if kind == "b":
+        return X.astype(np.float32)
+    if size > 8:  # long double: first refuse what float64 could not hold
+        if X.size:
+            _check_magnitude(np.abs(X).max(), name)
+        return X.astype(np.float64)
+    if not X.dtype.isnative:
+        return X.astype(X.dtype.newbyteorder("="))
     return X
 
 
@@ -72,13 +93,27 @@ def _free_memory() -> int | None:
         return None
 
 
-def _check_finite(X: np.ndarray, name: str, block: int = 65536) -> None:
+def _check_values(X: np.ndarray, name: str, block_bytes: int = 1 << 24) -> None:
+    """No NaN, no infinity, nothing beyond float32's range (lookalike screens and returns
+    distances in float32; see `lookalike.knn.screen`). Read in blocks of `block_bytes`."""
+    block = max(1, block_bytes // max(1, X.shape[1] * X.itemsize))
     for lo in range(0, len(X), block):
-        part = X[lo : lo + block]
+        part = np.abs(X[lo : lo + block])
         if not np.isfinite(part).all():
             bad = lo + int(np.flatnonzero(~np.isfinite(part).all(axis=1))[0])
             what = "NaN" if np.isnan(X[bad]).any() else "infinity"
             raise InvalidParameter(f"Input {name} contains {what} (first at row {bad}).")
+        if part.size and float(part.max()) > MAX_VALUE:
+            bad = lo + int(np.flatnonzero((part > MAX_VALUE).any(axis=1))[0])
+            _check_magnitude(part.max(), f"{name} (first at row {bad})")
+
+
+def _check_magnitude(amax, name: str) -> None:
+    if not amax <= MAX_VALUE:
+        raise InvalidParameter(
+            f"Input {name} holds values up to {np.format_float_scientific(amax, precision=2, trim='-')} in "
+            "magnitude; lookalike searches values within "
+            f"+-{MAX_VALUE:.3g} (float32's range): scale the data down first")
 
 
 def check_k(k, n_samples: int, exclude_self: bool) -> int:
@@ -95,6 +130,17 @@ def check_k(k, n_samples: int, exclude_self: bool) -> int:
             f"but n_neighbors = {k}, n_samples_fit = {n_samples}"
         )
     return int(k)
+
+
+def check_result_size(nq: int, k: int) -> None:
+    """Refuse, before any work, a result of nq x k neighbours (float32 distances, int64
+    indices, and the sort that picks them: about 40 bytes each) larger than half the memory free."""
+    need = nq * k * 40
+    free = _free_memory()
+    if free is not None and need > free / 2:
+        raise InvalidParameter(
+            f"{nq} queries x {k} neighbours would take about {need / 2**30:.1f} GiB, more than half of the "
+            f"{free / 2**30:.1f} GiB of memory free: ask for fewer neighbours or search fewer queries at a time")
 
 
 def check_radius(radius) -> float:

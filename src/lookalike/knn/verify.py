@@ -8,66 +8,91 @@ that are only a choice among exactly tied points (duplicate images).
 from __future__ import annotations
 
 import numpy as np
+from scipy.spatial.distance import cdist
 
-from ..errors import InvalidParameter
 from .blocks import ranges
 from .metrics import Metric, get_metric
 from .refine import pair_distances
+from .scaling import RERANK_SCALE_EXP
 
 
 def reference_knn(xq: np.ndarray, xb: np.ndarray, k: int, metric: str = "euclidean", *,
                   method: str = "dense", block: int = 256, extra: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """A float64 brute force with NumPy, independent of the engine, sorted by (distance, index).
 
-    method='dense': every distance computed directly (tests; O(nq * nb * d) in Python loops).
-    method='gemm': a float64 GEMM finds k + `extra` candidates per query, whose distances are
-    then computed directly (benchmarks; GEMM metrics only).
+    method='dense': every distance computed directly (tests; O(nq * nb * d), in blocks of
+    `block` queries). method='gemm': a float64 GEMM finds k + `extra` candidates per query,
+    whose distances are then computed directly (benchmarks); metrics not screened by a GEMM
+    (manhattan, chebyshev) are computed densely.
+
+    Rows are first multiplied by a power of two (exact) that brings the largest value to
+    about 1, so that no square or product overflows or underflows float64; cosine rows each
+    by their own. Distances are returned unscaled.
     """
     m = get_metric(metric)
-    if method == "gemm":
-        return _reference_gemm(xq, xb, k, m, extra)
-    xb64 = np.asarray(xb, dtype=np.float64)
-    D = np.empty((len(xq), k))
-    I = np.empty((len(xq), k), dtype=np.int64)
-    for lo, hi in ranges(len(xq), block):
-        q = np.asarray(xq[lo:hi], dtype=np.float64)
-        dist = _dense(m, q, xb64)
+    xq64, xb64 = np.asarray(xq, dtype=np.float64), np.asarray(xb, dtype=np.float64)
+    scale = 1.0
+    if m.power:  # squares or products: scaled
+        top = max(np.abs(xq64).max(initial=0.0), np.abs(xb64).max(initial=0.0))
+        scale = float(np.ldexp(1.0, -np.clip(np.frexp(top)[1], -RERANK_SCALE_EXP, RERANK_SCALE_EXP)))
+        xq64, xb64 = xq64 * scale, xb64 * scale
+    if method == "gemm" and m.gemm:
+        D, I = _reference_gemm(xq64, xb64, k, m, extra)
+    else:
+        D, I = _reference_dense(xq64, xb64, k, m, block)
+    with np.errstate(over="ignore"):  # beyond float64: inf, as float64 would say
+        return D / scale**m.power, I
+
+
+def _reference_dense(q64: np.ndarray, b64: np.ndarray, k: int, m: Metric, block: int) -> tuple[np.ndarray, np.ndarray]:
+    D = np.empty((len(q64), k))
+    I = np.empty((len(q64), k), dtype=np.int64)
+    for lo, hi in ranges(len(q64), block):
+        dist = _dense(m, q64[lo:hi], b64)
         order = np.argsort(m.sort_key(dist), axis=1, kind="stable")[:, :k]
         D[lo:hi] = np.take_along_axis(dist, order, 1)
         I[lo:hi] = order
     return D, I
 
 
-def _reference_gemm(xq: np.ndarray, xb: np.ndarray, k: int, m: Metric, extra: int) -> tuple[np.ndarray, np.ndarray]:
-    kk = min(len(xb), k + extra)
-    b64 = np.asarray(xb, np.float64)
-    q64 = np.asarray(xq, np.float64)
-    if not m.gemm:
-        raise InvalidParameter(f"the GEMM reference serves GEMM metrics only, not {m.name!r}")
+def _reference_gemm(q64: np.ndarray, b64: np.ndarray, k: int, m: Metric, extra: int) -> tuple[np.ndarray, np.ndarray]:
+    kk = min(len(b64), k + extra)
     if m.centred:
         score = (b64**2).sum(1)[None, :] - 2 * q64 @ b64.T
     elif m.normalised:
-        score = -(q64 @ (b64 / np.maximum(np.linalg.norm(b64, axis=1, keepdims=True), 1e-300)).T)
+        score = -(q64 @ _unit(b64).T)
     else:
         score = -(q64 @ b64.T)
     cand = np.argpartition(score, kk - 1, axis=1)[:, :kk]
-    rows = np.repeat(np.arange(len(xq)), kk)
-    dist = pair_distances(m, np.asarray(xq), np.asarray(xb), rows, cand.ravel()).reshape(cand.shape)
+    rows = np.repeat(np.arange(len(q64)), kk)
+    dist = pair_distances(m, q64, b64, rows, cand.ravel()).reshape(cand.shape)
     order = np.lexsort((cand, m.sort_key(dist)), axis=1)[:, :k]
     return np.take_along_axis(dist, order, 1), np.take_along_axis(cand, order, 1)
+
+
+def _pow2_rows(x: np.ndarray) -> np.ndarray:
+    """Each row times the power of two that brings its largest value into [0.5, 1) (exact)."""
+    e = np.frexp(np.abs(x).max(axis=1, keepdims=True, initial=0.0))[1]
+    return x * np.ldexp(1.0, -np.clip(e, -1022, 1022))  # 2^1022: the largest power of two there is
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    """Rows of unit length (zero rows stay zero)."""
+    x = _pow2_rows(x)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
 
 
 def _dense(m: Metric, q: np.ndarray, b: np.ndarray) -> np.ndarray:
     if m.p == 2:
         d2 = np.stack([((b - row) ** 2).sum(1) for row in q])
         return d2 if m.squared else np.sqrt(d2)
-    if m.p == 1:
-        return np.stack([np.abs(b - row).sum(1) for row in q])
-    if m.p == np.inf:
-        return np.stack([np.abs(b - row).max(1) for row in q])
-    dots = np.stack([(b * row).sum(1) for row in q])
+    if m.p is not None:  # manhattan, chebyshev: SciPy's loops, in float64
+        return cdist(q, b, "cityblock" if m.p == 1 else "chebyshev")
     if not m.normalised:
-        return dots
+        return np.stack([(b * row).sum(1) for row in q])
+    q, b = _pow2_rows(q), _pow2_rows(b)  # cosine ignores lengths: no norm over- or underflows
+    dots = np.stack([(b * row).sum(1) for row in q])
     norms = np.linalg.norm(q, axis=1)[:, None] * np.linalg.norm(b, axis=1)[None, :]
     return 1.0 - np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
 
