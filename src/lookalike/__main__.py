@@ -1,6 +1,7 @@
 """`python -m lookalike`: the command line. Ctrl-C, even while Python imports it, ends in
 one line and exit status 130, not a traceback."""
 
+import signal
 import sys
 
 
@@ -16,6 +17,8 @@ def entry() -> int:
     except KeyboardInterrupt:  # between main's own handlers, or while it reports
         print("lookalike: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
+    finally:  # done and reported: a Ctrl-C while Python shuts down changes nothing
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .atomic import atomic_write_text
 from .errors import InvalidParameter, LookalikeError
 from .knn import NearestNeighbors
 from .knn.backends import BACKENDS, available
@@ -165,7 +166,7 @@ def run(*, nb: int = 90000, nq: int = 10000, d: int = 2048, k: int = 3, metric: 
     result = {"workload": workload | {"verified_queries": int(len(sample))}, "machine": machine(),
               "results": list(records.values()), "disagree": [b for b, r in records.items() if not r["agree"]]}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(result, indent=1))
+    atomic_write_text(out / "bench.json", json.dumps(result, indent=1))
     from .report.figures import bench_chart
 
     bench_chart(result, out / "bench.png")
@@ -214,6 +215,17 @@ def _check_out(out: Path) -> Path:
     parent = next(p for p in (out, *out.absolute().parents) if p.exists())
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise InvalidParameter(f"--out {out}: cannot write in {parent}")
+    for name in ("bench.json", "bench.png"):
+        if (out / name).is_dir():
+            raise InvalidParameter(f"--out {out}: {name} there is a folder; give another --out")
+    previous = out / "bench.json"
+    if previous.is_file():  # replaced only when it is an earlier bench's result
+        try:
+            ours = {"workload", "results"} <= set(json.loads(previous.read_text()))
+        except (OSError, ValueError, TypeError):
+            ours = False
+        if not ours:
+            raise InvalidParameter(f"--out {out}: holds a bench.json lookalike did not write; give another --out")
     return out
 
 

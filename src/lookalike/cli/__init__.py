@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import LookalikeError
+from ..text import printable
 from . import bench, data, demo, index
 from .common import bound_options
 
@@ -72,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return args.run(args) or EXIT_OK
     except LookalikeError as exc:  # a user's mistake or an unusable input, InvalidParameter included
-        _say(f"lookalike: error: {exc}")
+        _say(f"lookalike: error: {printable(exc)}")
         return exc.exit_code
     except KeyboardInterrupt:
         _say("lookalike: interrupted; finished work is kept, run the same command again to resume")
@@ -81,14 +82,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"lookalike: error: out of memory ({str(exc).splitlines()[0][:200] if str(exc) else 'MemoryError'}); "
              "ask for less")
         return EXIT_FAILED
-    except OSError as exc:  # the machine's answer (disk full, no permission, broken pipe), not a bug
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        _say(f"lookalike: error: {exc.filename}: {reason}" if exc.filename else f"lookalike: error: {reason}")
+    except BrokenPipeError:  # the reader went away (`lookalike index info ix | head -3`): nothing to say
+        _silence_stdout()
+        return EXIT_FAILED
+    except OSError as exc:  # the machine's answer (disk full, no permission), not a bug
+        reason = printable(exc.strerror or str(exc) or type(exc).__name__)
+        where = f"{printable(exc.filename)}: " if exc.filename else ""
+        _say(f"lookalike: error: {where}{reason}")
         return EXIT_FAILED
     except Exception:  # anything else is a bug: keep its traceback
         traceback.print_exc()
         _say(BUG)
         return EXIT_INTERNAL
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's flush at exit finds no closed pipe to report."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (captured in a test): nothing to flush into a pipe
+        pass
 
 
 def _say(line: str) -> None:
