@@ -26,6 +26,7 @@ import torch
 
 from .atomic import atomic_write_text
 from .errors import InvalidParameter, LookalikeError
+from .features.files import load_npy
 from .knn import NearestNeighbors
 from .knn.backends import BACKENDS, available
 from .knn.blocks import ranges
@@ -274,22 +275,6 @@ def _features(path: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
     X = check_array(X, name=f"--features {path}", estimator="bench")
     index_idx, query_idx = split_indices(len(X), 0.1, seed)
     return np.ascontiguousarray(X[index_idx], np.float32), np.ascontiguousarray(X[query_idx], np.float32)
-
-
-def load_npy(path: str | os.PathLike) -> np.ndarray:
-    """A .npy file, memory-mapped; anything else (a text file, a pickle, a folder) refused in one line."""
-    path = Path(path)
-    if path.is_dir():
-        raise InvalidParameter(f"{path}: is a folder, not a .npy file")
-    if not path.is_file():
-        raise InvalidParameter(f"{path}: no such .npy file")
-    with open(path, "rb") as f:
-        if f.read(6) != b"\x93NUMPY":
-            raise InvalidParameter(f"{path}: not a .npy file (saved by numpy.save, it would start with \\x93NUMPY)")
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as exc:  # an array of Python objects, a truncated or corrupt header
-        raise InvalidParameter(f"{path}: not a readable .npy file ({str(exc).splitlines()[0][:200]})") from None
 
 
 def _check_backend(b: str, m) -> None:

@@ -149,15 +149,26 @@ def write_features(out: Path, features: np.ndarray, meta: dict) -> None:
     atomic_write_text(sidecar_path(out), json.dumps(record, indent=1))
 
 
+def load_npy(path: str | os.PathLike) -> np.ndarray:
+    """A .npy file, memory-mapped; anything else (a text file, a pickle, a folder) refused in one line."""
+    path = Path(path)
+    if path.is_dir():
+        raise InvalidParameter(f"{path}: is a folder, not a .npy file")
+    if not path.is_file():
+        raise InvalidParameter(f"{path}: no such .npy file")
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise InvalidParameter(f"{path}: not a .npy file (saved by numpy.save, it would start with \\x93NUMPY)")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:  # an array of Python objects, a truncated or corrupt header
+        raise InvalidParameter(f"{path}: not a readable .npy file ({str(exc).splitlines()[0][:200]})") from None
+
+
 def read_features(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     """Read FEATURES.npy (memory-mapped) and its sidecar (empty dict when there is none)."""
     path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: no such features file")
-    try:
-        features = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as exc:
-        raise ModelError(f"{path}: not a readable .npy file ({exc})") from None
+    features = load_npy(path)
     side = sidecar_path(path)
     try:
         meta = json.loads(side.read_text()) if side.is_file() else {}
