@@ -72,7 +72,7 @@ def test_bench_refuses_a_workload_larger_than_memory(tmp_path, monkeypatch):
     from lookalike import bench
     from lookalike.errors import InvalidParameter
 
-    monkeypatch.setattr(bench, "_available_memory", lambda: 2**30)
+    monkeypatch.setattr(bench, "available_memory", lambda: 2**30)
     with pytest.raises(InvalidParameter, match=r"needs about .* GiB of memory, 1.0 GiB are available"):
         run(nb=10**6, nq=10**5, d=2048, out=tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()

@@ -27,6 +27,7 @@ import torch
 from .atomic import atomic_write_text
 from .errors import InvalidParameter, LookalikeError
 from .features.files import load_npy
+from .hardware import available_memory
 from .knn import NearestNeighbors
 from .knn.backends import BACKENDS, available
 from .knn.blocks import ranges
@@ -236,7 +237,7 @@ def _check_room(nb: int, nq: int, d: int, verified: int) -> None:
     reference (a copy of the base, the scores of the verified queries), the temporary files."""
     data = (nb + nq) * d * 4
     need = 4 * data + 2**30 + max(0, nb * d * 8 + 2 * verified * nb * 8 - 3 * data)
-    free = _available_memory()
+    free = available_memory()
     if free is not None and need > free:
         raise InvalidParameter(f"a bench of {nb} x {nq} x {d}-d needs about {need / 2**30:.1f} GiB of memory, "
                                f"{free / 2**30:.1f} GiB are available: use smaller --nb, --nq or --d")
@@ -244,21 +245,6 @@ def _check_room(nb: int, nq: int, d: int, verified: int) -> None:
     if data * 1.1 > disk:
         raise InvalidParameter(f"a bench of {nb} x {nq} x {d}-d writes {data / 2**30:.1f} GiB of temporary files, "
                                f"{disk / 2**30:.1f} GiB are free in {tempfile.gettempdir()}")
-
-
-def _available_memory() -> int | None:
-    """Bytes of memory available now (MemAvailable, Linux; else free pages), None if unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def _features(path: str, seed: int) -> tuple[np.ndarray, np.ndarray]:

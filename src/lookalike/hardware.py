@@ -53,3 +53,25 @@ def cpu_has_fast_int8() -> bool:
     if env is not None:
         return env == "1"
     return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
+
+
+def free_memory() -> int | None:
+    """Bytes of physical memory free now (free pages: Linux, macOS); None if the system does
+    not say. The cautious figure, for refusing work that would not fit."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now: Linux's MemAvailable (free pages plus what the kernel
+    can reclaim), else `free_memory()`; None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return free_memory()

@@ -203,7 +203,7 @@ def test_a_result_larger_than_memory_is_refused_before_any_work(monkeypatch):
     from lookalike.knn import validation
 
     nn = NearestNeighbors(3).fit(X)
-    monkeypatch.setattr(validation, "_free_memory", lambda: 1000)
+    monkeypatch.setattr(validation, "free_memory", lambda: 1000)
     with pytest.raises(InvalidParameter, match=r"7 queries x 3 neighbours would take .* memory free"):
         nn.kneighbors(Q)
 

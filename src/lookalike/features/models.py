@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InvalidParameter, ModelError
+from ..hardware import free_memory
 from . import weights as W
 
 POOLINGS = ("max", "avg", "none")
@@ -215,7 +216,4 @@ def _free_bytes(device: torch.device) -> int | None:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise InvalidParameter(f"no CUDA device {device}: this machine has {torch.cuda.device_count()}")
         return torch.cuda.mem_get_info(device)[0]
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+    return free_memory()

@@ -6,10 +6,10 @@ import numpy as np
 import torch
 
 from ..errors import InvalidParameter
+from ..hardware import free_memory
 from .blocks import as_tensor, ranges
 from .refine import pair_distances
 from .screen import Extent, PreparedBase, Screen, prepare_rows
-from .validation import _free_memory
 
 
 def radius_search(xq: np.ndarray, base: PreparedBase, radius: float, *, exclude_self: bool = False,
@@ -55,7 +55,7 @@ PAIR_BYTES = 64  # a returned pair: its index and distance, and the candidate ar
 
 def max_pairs() -> int:
     """The most (query, point) pairs a radius search holds: half the memory free, or 2**31."""
-    free = _free_memory()
+    free = free_memory()
     return int(free / 2 // PAIR_BYTES) if free is not None else 2**31
 
 

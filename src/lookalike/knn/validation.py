@@ -5,12 +5,12 @@ ValueError and a TypeError), which the CLI prints as one line."""
 from __future__ import annotations
 
 import numbers
-import os
 
 import numpy as np
 import scipy.sparse as sp
 
 from ..errors import InvalidParameter
+from ..hardware import free_memory
 from .blocks import MAX_VALUE
 
 
@@ -77,20 +77,12 @@ def _densify(X, name: str) -> np.ndarray:
     """A sparse matrix or array as a dense ndarray of its own dtype, refused (before any
     allocation) when it would take more than half the memory free."""
     need = X.shape[0] * X.shape[1] * X.dtype.itemsize
-    free = _free_memory()
+    free = free_memory()
     if free is not None and need > free / 2:
         raise InvalidParameter(
             f"sparse {name} of shape {X.shape} would take {need / 2**30:.1f} GiB dense, more than half of the "
             f"{free / 2**30:.1f} GiB of memory free; lookalike searches dense rows: reduce the dimension first")
     return X.toarray()
-
-
-def _free_memory() -> int | None:
-    """Bytes of physical memory free now, where the system says (Linux, macOS); else None."""
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def _check_values(X: np.ndarray, name: str, block_bytes: int = 1 << 24) -> None:
@@ -136,7 +128,7 @@ def check_result_size(nq: int, k: int) -> None:
     """Refuse, before any work, a result of nq x k neighbours (float32 distances, int64
     indices, and the sort that picks them: about 40 bytes each) larger than half the memory free."""
     need = nq * k * 40
-    free = _free_memory()
+    free = free_memory()
     if free is not None and need > free / 2:
         raise InvalidParameter(
             f"{nq} queries x {k} neighbours would take about {need / 2**30:.1f} GiB, more than half of the "
