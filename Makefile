@@ -18,6 +18,9 @@ demo: $(STAMP)
 	$(VENV)/bin/lookalike demo --out demo-out
 
 test: $(STAMP)
+	# the browser test drives Debian's chromium (Playwright's own browser download fails here)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+		echo "chromium could not be installed: the browser test will skip and say why"
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
