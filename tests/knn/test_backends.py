@@ -7,6 +7,7 @@ from lookalike import NearestNeighbors
 from lookalike.knn import BACKENDS, METRICS, available, compare, get_metric, reference_knn
 from lookalike.errors import InvalidParameter
 from lookalike.knn.backends import select
+from lookalike.knn.verify import check
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(500, 24)).astype(np.float32)
@@ -25,16 +26,24 @@ def test_backend_agrees_with_reference(backend, metric):
         with pytest.raises(ValueError, match=f"cannot serve metric '{metric}'"):
             NearestNeighbors(3, metric=metric, backend=backend).fit(X)
         return
+    exact = BACKENDS[backend].exact
     nn = NearestNeighbors(5, metric=metric, backend=backend).fit(X)
     D, I = nn.kneighbors(Q)
     D_ref, I_ref = reference_knn(Q, X, 5, metric)
-    result = compare(D_ref, I_ref, D, I)
-    assert result["agree"], result
+    result = check(Q, X, metric, D_ref, I_ref, D, I, exact=exact)
+    assert result["agree"] and result["frac_neighbor_sets_differ_beyond_ties"] == 0.0, result
+    if exact:  # the reference's very neighbours, in its order (ties to the lower index)
+        np.testing.assert_array_equal(I, I_ref)
     D_self, I_self = nn.kneighbors()
     assert not (I_self == np.arange(len(X))[:, None]).any()
     D_ref_self, I_ref_self = reference_knn(X, X, 6, metric)
-    expected = np.array([[i for i in row if i != r][:5] for r, row in enumerate(I_ref_self)])
-    assert (I_self == expected).mean() > 0.99
+    keep = I_ref_self != np.arange(len(X))[:, None]
+    keep[keep.all(1), -1] = False
+    I_exp, D_exp = I_ref_self[keep].reshape(len(X), 5), D_ref_self[keep].reshape(len(X), 5)
+    result = check(X, X, metric, D_exp, I_exp, D_self, I_self, exact=exact)
+    assert result["agree"] and result["frac_neighbor_sets_differ_beyond_ties"] == 0.0, result
+    if exact:
+        np.testing.assert_array_equal(I_self, I_exp)
 
 
 def test_auto_picks_the_exact_engine():
@@ -42,12 +51,46 @@ def test_auto_picks_the_exact_engine():
     assert select("auto", get_metric("cosine"), "cpu").name == "lookalike"
 
 
-def test_gpu_only_backend_on_cpu_is_a_clear_error():
+def test_a_backend_not_installed_is_a_clear_error():
     b = BACKENDS["cuml"]()
     if b.installed():
         pytest.skip("cuml is installed")
     with pytest.raises(ValueError, match="backend 'cuml' is not installed"):
         NearestNeighbors(backend="cuml", device="cpu").fit(X)
+
+
+def test_a_gpu_only_backend_on_the_cpu_is_refused(monkeypatch):
+    monkeypatch.setattr(BACKENDS["cuvs"], "installed", classmethod(lambda cls: True))
+    with pytest.raises(InvalidParameter, match=r"^backend 'cuvs' cannot run on cpu: it runs on a CUDA device$"):
+        select("cuvs", "euclidean", "cpu")
+    assert "cuvs" not in available("cpu")
+
+
+@pytest.mark.parametrize("backend", ["sklearn", "faiss"])
+def test_a_cpu_library_asked_for_a_gpu_is_refused_not_run_on_the_cpu(backend, monkeypatch):
+    """scikit-learn and faiss-cpu used to accept device='cuda' and run on the CPU silently."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with a GPU, as far as select sees
+    with pytest.raises(InvalidParameter, match=rf"^backend '{backend}' cannot run on cuda: it runs on the CPU: "
+                                               r"use device='cpu'$"):
+        select(backend, "euclidean", "cuda")
+    assert backend not in available("cuda") and backend in available("cpu")
+    assert select("torch", "euclidean", "cuda").device.type == "cuda"  # torch runs on the GPU for real
+    assert select("auto", "euclidean", "cuda").name == "lookalike"  # exactness first (documented in AUTO_ORDER)
+
+
+def test_radius_neighbors_says_which_engine_answers():
+    for backend, engine in (("lookalike", "lookalike"), ("sklearn", "sklearn"), ("faiss", "lookalike"),
+                            ("torch", "lookalike")):
+        if backend not in available():
+            continue
+        nn = NearestNeighbors(backend=backend).fit(X)
+        assert nn.radius_backend_ == engine
+        D, I = nn.radius_neighbors(Q[:3], radius=6.0, sort_results=True)
+        D_ref, I_ref = reference_knn(Q[:3], X, len(X), "euclidean")
+        for r in range(3):
+            np.testing.assert_array_equal(I[r], I_ref[r][D_ref[r] <= 6.0])
 
 
 def test_compare_counts_wrong_neighbours_that_distances_miss():
@@ -107,4 +150,30 @@ def test_float32_libraries_scale_extreme_values_or_refuse_them(backend, scale, d
             continue
         D_ref, I_ref = reference_knn(xb[:8], xb, 3, metric)
         assert np.isfinite(D).all() and ((I >= 0) & (I < 60)).all()
-        assert (I == I_ref).mean() > 0.9, (metric, I, I_ref)
+        result = check(xb[:8], xb, metric, D_ref, I_ref, D, I, exact=False)  # within float32's error bound
+        assert result["frac_neighbor_sets_differ_beyond_ties"] == 0.0, (metric, result, I, I_ref)
+
+
+def test_check_holds_each_backend_to_its_own_tie_rule():
+    """An exact backend must give the reference's sets (ties to the lower index); a float32
+    library may swap only points within its float32 error bound of the k-th distance."""
+    xb = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [3.0, 0.0], [1.0 + 1e-3, 0.0]], np.float32)
+    xq = np.zeros((1, 2), np.float32)
+    D_ref, I_ref = reference_knn(xq, xb, 2, "euclidean")
+    assert I_ref.tolist() == [[0, 1]]  # 1 and 2 tie at distance 1: the lower index
+    tie = (np.array([[0.0, 1.0]]), np.array([[0, 2]]))
+    assert check(xq, xb, "euclidean", D_ref, I_ref, *tie, exact=False)["agree"]
+    assert not check(xq, xb, "euclidean", D_ref, I_ref, *tie, exact=True)["agree"]
+    near = (np.array([[0.0, 1.0]]), np.array([[0, 4]]))  # 1e-3 farther: far beyond float32's error at d=2
+    assert not check(xq, xb, "euclidean", D_ref, I_ref, *near, exact=False)["agree"]
+    off = (np.array([[0.0, 1.001]]), np.array([[0, 1]]))  # the right neighbour, a distance 1e-3 off
+    assert not check(xq, xb, "euclidean", D_ref, I_ref, *off, exact=False)["agree"]
+    assert check(xq, xb, "euclidean", D_ref, I_ref, D_ref.astype(np.float32), I_ref, exact=True)["agree"]
+
+
+def test_the_gemm_reference_keeps_the_tie_rule_among_many_duplicates():
+    xb = np.repeat(np.eye(3, dtype=np.float32), 40, axis=0)[::-1].copy()  # 40 copies of each row
+    D1, I1 = reference_knn(xb[:5], xb, 30, "euclidean")
+    D2, I2 = reference_knn(xb[:5], xb, 30, "euclidean", method="gemm", extra=4)
+    np.testing.assert_array_equal(I1, I2)
+    assert I1[0].tolist() == list(range(30))

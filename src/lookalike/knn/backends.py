@@ -39,8 +39,17 @@ class Backend:
     precision : screen precision; only backends that screen (lookalike) use it, the others
         compute in float32.
 
-    `radius_neighbors` runs on lookalike's exact engine unless the backend has its own
-    (`radius_backend` names the one used): an fp32 base prepared once, on first use.
+    `radius_neighbors` runs on lookalike's exact engine, on the backend's device, unless the
+    backend has its own (scikit-learn's); `radius_backend` names the engine that answers it
+    (the estimator's `radius_backend_`): for FAISS and torch an fp32 base prepared once, on
+    first use. A backend that cannot run on the device asked for is refused by `select`
+    (`cpu_only`, `gpu_only`), never run elsewhere.
+
+    `exact`: the neighbour sets are those of a float64 brute force, ties to the lower index
+    (lookalike's engine); the others compute in float32, and may swap a neighbour for a point
+    within their float32 error of the k-th distance (`lookalike.knn.verify`).
+    `fit_includes` says what `fit` does for each (what a timed fit measures); the library's
+    import is not part of it (`load`).
 
     Libraries that compute in float32 get rows scaled by a power of two (exact) when their
     magnitudes would overflow or underflow float32's squares (`scale_`; cosine rows each by
@@ -51,6 +60,9 @@ class Backend:
     name = "backend"
     module: str | None = None
     gpu_only = False
+    cpu_only = False
+    exact = False
+    fit_includes = "a reference to the base"
     metrics: tuple[str, ...] = tuple(METRICS)
     records_stats = False  # fills in a SearchStats
     radius_backend = "lookalike"
@@ -72,10 +84,19 @@ class Backend:
         return cls.module is None or importlib.util.find_spec(cls.module) is not None
 
     @classmethod
+    def load(cls) -> None:
+        """Import the library (and configure it), so that a timed `fit` measures the fit alone."""
+        if cls.module is not None:
+            importlib.import_module(cls.module)
+
+    @classmethod
+    def runs_on(cls, device: torch.device) -> bool:
+        """Whether this backend computes on `device` (never quietly on another one)."""
+        return not cls.gpu_only if device.type != "cuda" else not cls.cpu_only
+
+    @classmethod
     def is_usable_for(cls, metric: Metric, device: torch.device) -> bool:
-        if not cls.installed() or metric.name not in cls.metrics:
-            return False
-        return device.type == "cuda" or not cls.gpu_only
+        return cls.installed() and metric.name in cls.metrics and cls.runs_on(device)
 
     @property
     def config(self) -> str:
@@ -140,6 +161,9 @@ class LookalikeBackend(Backend):
 
     name = "lookalike"
     records_stats = True
+    exact = True
+    fit_includes = ("the engine's preparation of the base: centring (or normalising), scaling, and the cast or "
+                    "int8 quantisation to the screen precision, with row norms")
     scales = False  # the engine scales rows itself, exactly, and reranks in float64
 
     @property
@@ -164,13 +188,18 @@ class LookalikeBackend(Backend):
 
 class SklearnBackend(Backend):
     name = "sklearn"
-    module = "sklearn"
+    module = "sklearn.neighbors"
+    cpu_only = True
+    fit_includes = "scikit-learn's input validation and a float32 copy of the base (brute force stores it)"
     metrics = tuple(n for n, m in METRICS.items() if m.sklearn)
     radius_backend = "sklearn"
 
     @property
     def config(self) -> str:
-        return "scikit-learn NearestNeighbors(algorithm='brute', n_jobs=-1)"
+        import sklearn
+
+        return (f"scikit-learn {sklearn.__version__} NearestNeighbors(algorithm='brute', "
+                f"metric={self.metric.sklearn!r}, n_jobs=-1), imported before the timed fit")
 
     def _fit(self, X):
         from sklearn.neighbors import NearestNeighbors as SkNN
@@ -197,6 +226,13 @@ class FaissBackend(Backend):
 
     name = "faiss"
     module = "faiss"
+    cpu_only = True  # faiss-cpu; a GPU FAISS would be a backend of its own
+    fit_includes = "copying the base into an IndexFlat (cosine: rows made unit length first)"
+
+    @classmethod
+    def load(cls) -> None:
+        cls.configure_blas()  # before faiss loads its OpenBLAS
+        super().load()
 
     @staticmethod
     def configure_blas() -> str:
@@ -208,7 +244,14 @@ class FaissBackend(Backend):
 
     @property
     def config(self) -> str:
-        return f"faiss IndexFlat (L2/IP/L1/Linf), OPENBLAS_CORETYPE={self.configure_blas()}"
+        import faiss
+
+        threshold = faiss.cvar.distance_compute_blas_threshold
+        return (f"faiss {faiss.__version__} IndexFlat{self.metric.faiss}, "
+                f"{faiss.omp_get_max_threads()} OpenMP threads, "
+                f"OPENBLAS_CORETYPE={self.configure_blas()} (set before faiss loaded), "
+                f"distance_compute_blas_threshold={threshold} (BLAS GEMM for batches of {threshold} queries or more, "
+                "its SIMD loop below)")
 
     def _fit(self, X):
         self.configure_blas()
@@ -242,18 +285,34 @@ def _unit_rows(X: np.ndarray) -> np.ndarray:
 
 
 class TorchBackend(Backend):
-    """What a user writes by hand: torch.cdist (or a matmul) and topk, in query blocks."""
+    """What a careful user writes by hand in torch: float32 on the device, under
+    `torch.inference_mode()`, queries in blocks whose scores fit the working memory; squared
+    L2 as |b|^2 - 2 q.b (one addmm, base norms computed at fit; |q|^2 and the root added to
+    the k kept only), cosine as a GEMM of unit rows, inner products as a GEMM, manhattan and
+    chebyshev by `torch.cdist`; then `torch.topk`."""
 
     name = "torch"
+    fit_includes = "the base as a float32 tensor on the device, its squared norms (L2) or unit rows (cosine)"
 
     @property
     def config(self) -> str:
-        return "torch cdist/mm + topk, float32"
+        m = self.metric
+        how = ("|b|^2 - 2 q.b by addmm" if m.p == 2 else "unit rows, mm" if m.normalised else "mm" if m.p is None
+               else "torch.cdist")
+        threads = f", {torch.get_num_threads()} threads" if self.device.type == "cpu" else ""
+        return (f"torch {torch.__version__} float32 on {self.device}{threads}: {how} + topk, inference_mode, "
+                f"query blocks within {self.working_memory or 1024:g} MiB of scores")
 
     def _fit(self, X):
-        self.xb_t_ = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(self.device)
+        with torch.inference_mode():
+            xb = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(self.device)
+            if self.metric.normalised:
+                xb = torch.nn.functional.normalize(xb, dim=1)
+            self.xb_t_ = xb
+            self.xb_sq_ = (xb * xb).sum(1) if self.metric.p == 2 else None
         return self
 
+    @torch.inference_mode()
     def _kneighbors(self, Xq, k, exclude_self):
         m, xb = self.metric, self.xb_t_
         q_all = torch.from_numpy(np.ascontiguousarray(Xq, dtype=np.float32)).to(xb.device)
@@ -261,18 +320,21 @@ class TorchBackend(Backend):
         Ds, Is = [], []
         for lo in range(0, len(q_all), step):
             q = q_all[lo : lo + step]
-            if m.p is None and m.normalised:
-                s = 1 - torch.nn.functional.normalize(q, dim=1) @ torch.nn.functional.normalize(xb, dim=1).T
+            if m.p == 2:  # the smallest |b|^2 - 2 q.b are the nearest
+                s = torch.addmm(self.xb_sq_[None, :], q, xb.T, alpha=-2)
             elif m.p is None:
-                s = q @ xb.T
+                s = -(torch.nn.functional.normalize(q, dim=1) @ xb.T) if m.normalised else q @ xb.T
             else:
                 s = torch.cdist(q, xb, p=m.p)
-                if m.squared:
-                    s = s**2
             if exclude_self:
                 r = torch.arange(lo, lo + len(q), device=s.device)
                 s[r - lo, r] = -float("inf") if m.largest_first else float("inf")
             D, I = torch.topk(s, k, dim=1, largest=m.largest_first)
+            if m.p == 2:
+                D = (D + (q * q).sum(1, keepdim=True)).clamp_min_(0)
+                D = D if m.squared else D.sqrt_()
+            elif m.normalised:
+                D = 1 + D
             Ds.append(D.cpu())
             Is.append(I.cpu())
         return torch.cat(Ds).numpy().astype(np.float32), torch.cat(Is).numpy().astype(np.int64)
@@ -284,6 +346,7 @@ class CumlBackend(Backend):
     name = "cuml"
     module = "cuml"
     gpu_only = True
+    fit_includes = "copying the base to the GPU"
 
     @property
     def config(self) -> str:
@@ -309,6 +372,7 @@ class CuvsBackend(Backend):
     name = "cuvs"
     module = "cuvs"
     gpu_only = True
+    fit_includes = "copying the base to the GPU and building the brute-force index"
     metrics = tuple(n for n, m in METRICS.items() if m.cuvs)
 
     @property
@@ -338,8 +402,11 @@ class CuvsBackend(Backend):
 BACKENDS: dict[str, type[Backend]] = {
     b.name: b for b in (LookalikeBackend, SklearnBackend, FaissBackend, TorchBackend, CumlBackend, CuvsBackend)
 }
-# `auto` takes the first usable one. lookalike's engine comes first: it is the only backend
-# whose neighbour sets are exact by construction, and `lookalike bench` measures it fastest.
+# `auto` takes the first usable one. lookalike's engine comes first on every device because
+# it is the only backend whose neighbour sets are exact by construction: a choice of
+# exactness, not of speed. No measurement on a GPU backs a speed ranking against cuVS or
+# cuML (benchmarks/gpu.py measures it where a GPU is at hand); on the CPU, `lookalike bench`
+# says per workload which is faster (docs/benchmarks.md). Name a backend to choose another.
 AUTO_ORDER = ("lookalike", "cuvs", "cuml", "faiss", "torch", "sklearn")
 
 
@@ -361,13 +428,16 @@ def select(name: str, metric: str | Metric, device: str | torch.device = "auto",
     cls = BACKENDS[name]
     if not cls.installed():
         raise InvalidParameter(f"backend {name!r} is not installed (pip install {cls.module})")
+    if not cls.runs_on(dev):
+        need = "a CUDA device" if cls.gpu_only else "the CPU: use device='cpu'"
+        raise InvalidParameter(f"backend {name!r} cannot run on {dev}: it runs on {need}")
     if not cls.is_usable_for(metric, dev):
-        need = "a CUDA device" if cls.gpu_only and dev.type != "cuda" else f"one of {cls.metrics}"
-        raise InvalidParameter(f"backend {name!r} cannot serve metric {metric.name!r} on {dev}: it needs {need}")
+        raise InvalidParameter(f"backend {name!r} cannot serve metric {metric.name!r} on {dev}: it needs one of "
+                               f"{cls.metrics}")
     return cls(metric, **options)
 
 
 def available(device: str | torch.device = "cpu") -> list[str]:
     """Backends installed and usable on `device`."""
     dev = resolve_device(device)
-    return [n for n, b in BACKENDS.items() if b.installed() and (dev.type == "cuda" or not b.gpu_only)]
+    return [n for n, b in BACKENDS.items() if b.installed() and b.runs_on(dev)]
