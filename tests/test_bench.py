@@ -13,19 +13,31 @@ def test_bench_compares_and_verifies_every_backend(tmp_path):
     assert on_disk["workload"]["nb"] == 3000 and on_disk["workload"]["verified_queries"] == 100
     assert (tmp_path / "bench.png").stat().st_size > 5000
     names = [r["backend"] for r in on_disk["results"]]
-    assert names == backends
+    assert names == backends and on_disk["disagree"] == []
     for rec in on_disk["results"]:
-        for key in ("backend", "config", "fit_s", "search_s", "peak_rss_mb", "max_abs_dist_diff",
-                    "frac_neighbor_sets_differ", "speedup_vs_sklearn"):
+        for key in ("backend", "config", "fit_s", "search_s", "total_s", "import_s", "fit_includes", "peak_rss_mb",
+                    "max_abs_dist_diff", "frac_neighbor_sets_differ", "speedup_vs_sklearn", "search_vs_sklearn",
+                    "total_vs_sklearn", "tie_rule", "repeat_search_s"):
             assert key in rec, key
-        assert rec["max_abs_dist_diff"] < 1e-2
+        assert rec["total_s"] == pytest.approx(rec["fit_s"] + rec["search_s"])
+        # every backend within its own tie rule: the exact engine the reference's very sets
+        assert rec["agree"] and rec["frac_neighbor_sets_differ_beyond_ties"] == 0.0, rec
+        if rec["exact"]:
+            assert rec["frac_neighbor_sets_differ"] == 0.0
     ours = on_disk["results"][0]
-    assert ours["frac_neighbor_sets_differ"] == 0.0 and ours["agree"]
+    assert ours["exact"] and not any(r["exact"] for r in on_disk["results"][1:])
     assert "candidates" in ours["stages"] and "fallbacks" in ours["stages"]
     assert ours["fp32_gemm_floor_s"] > 0 and ours["vs_fp32_floor"] > 0
-    if "faiss" in backends:
+    if "faiss" in backends:  # both BLAS settings measured, the better kept, said how
         faiss = next(r for r in on_disk["results"] if r["backend"] == "faiss")
-        assert "OPENBLAS_CORETYPE=" in faiss["config"]
+        assert "OPENBLAS_CORETYPE=" in faiss["config"] and "distance_compute_blas_threshold=" in faiss["config"]
+        assert set(faiss["settings"]) == {"blas", "simd"} and faiss["setting"] in faiss["settings"]
+        assert faiss["search_s"] == min(v["search_s"] for v in faiss["settings"].values())
+        assert faiss["search_vs_faiss"] == 1.0
+    for key in ("cpu_model", "cpu_flags", "cores"):
+        assert on_disk["machine"][key], key
+    assert on_disk["libraries"]["numpy"] and on_disk["provenance"]["command"] and on_disk["provenance"]["date"]
+    assert "commit" in on_disk["provenance"]
     assert "lookalike" in table(result)
 
 
@@ -40,6 +52,7 @@ def test_bench_on_real_features(tmp_path):
                  progress=False)
     assert result["workload"]["nb"] == 360 and result["workload"]["nq"] == 40
     assert all(r["agree"] for r in result["results"])
+    assert result["results"][0]["frac_neighbor_sets_differ"] == 0.0
 
 
 def test_bench_rejects_unknown_backend(tmp_path):
@@ -105,6 +118,7 @@ def test_bench_verifies_metrics_without_a_gemm_densely(tmp_path, metric):
                  verify_queries=20, progress=False)
     assert [r["backend"] for r in result["results"]] == ["lookalike", "sklearn"]
     assert all(r["agree"] for r in result["results"]) and result["disagree"] == []
+    assert result["results"][0]["frac_neighbor_sets_differ"] == 0.0
 
 
 def test_bench_default_backends_are_those_serving_the_metric(tmp_path):
@@ -129,3 +143,23 @@ def test_a_worker_error_is_its_last_line(tmp_path, monkeypatch):
     monkeypatch.setattr(bench.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, -9, "", ""))
     with pytest.raises(LookalikeError, match="was killed by signal 9"):
         run(nb=40, nq=5, d=4, backends=["lookalike"], out=tmp_path, progress=False)
+
+
+def test_a_wrong_neighbour_fails_the_bench(tmp_path, monkeypatch):
+    """A backend whose answer is wrong, however slightly, is named in `disagree`."""
+    import numpy as np
+
+    from lookalike import bench
+
+    def spawn(backend, data, k, metric, precision):  # the worker in this process: quicker
+        rec = bench.worker(backend, data, k, metric, precision)
+        if backend == "sklearn":  # one query's second neighbour swapped for a farther point
+            I = np.load(data / f"I_{backend}.npy")
+            I[0, 1] = I[0, -1] + 1 if I[0, -1] + 1 < 300 else 0
+            np.save(data / f"I_{backend}.npy", I)
+        return rec
+
+    monkeypatch.setattr(bench, "_spawn", spawn)
+    result = run(nb=300, nq=20, d=8, backends=["lookalike", "sklearn"], out=tmp_path, verify_queries=20,
+                 progress=False)
+    assert result["disagree"] == ["sklearn"]

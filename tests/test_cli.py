@@ -248,15 +248,15 @@ def test_ctrl_c_in_the_first_second_of_a_real_process():
 def test_bench_exits_1_naming_a_backend_that_disagrees(tmp_path, monkeypatch, capsys):
     from lookalike import bench
 
-    real_compare = bench.compare
+    real_check = bench.check
     calls = []
 
-    def compare(*args, **kwargs):  # the second backend compared gets a wrong answer
+    def check(*args, **kwargs):  # the second backend checked gets a wrong answer
         calls.append(1)
-        return real_compare(*args, **kwargs) | ({"agree": False, "frac_neighbor_sets_differ_beyond_ties": 0.25}
-                                                if len(calls) == 2 else {})
+        return real_check(*args, **kwargs) | ({"agree": False, "frac_neighbor_sets_differ_beyond_ties": 0.25}
+                                              if len(calls) == 2 else {})
 
-    monkeypatch.setattr(bench, "compare", compare)
+    monkeypatch.setattr(bench, "check", check)
     monkeypatch.setattr(bench, "_spawn", bench.worker)  # in this process: quicker
     code = main(["-q", "bench", "--nb", "200", "--nq", "10", "--d", "8", "--backends", "lookalike,sklearn",
                  "--out", str(tmp_path / "b")])

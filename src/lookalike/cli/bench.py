@@ -20,7 +20,9 @@ def register(sub) -> None:
     add_k(p)
     p.add_argument("--metric", default="euclidean")
     p.add_argument("--features", default=None, help="real features (.npy) instead of synthetic data, split 9:1")
-    p.add_argument("--backends", default=None, help="comma-separated, e.g. lookalike,faiss,sklearn")
+    p.add_argument("--backends", default=None,
+                   help="comma-separated, e.g. lookalike,faiss,sklearn (faiss: both BLAS settings, the better kept; "
+                        "lookalike@fp32, faiss@blas, faiss@simd: one setting)")
     p.add_argument("--repeats", type=BOUNDS["bench", "--repeats"], default=1)
     p.add_argument("--verify-queries", type=BOUNDS["bench", "--verify-queries"], default=1000)
     p.add_argument("--precision", default="auto", choices=SCREEN_PRECISIONS,
@@ -35,10 +37,11 @@ def bench(args: argparse.Namespace) -> int:
     backends = args.backends.split(",") if args.backends else None
     result = run(nb=args.nb, nq=args.nq, d=args.d, k=args.k, metric=args.metric, backends=backends,
                  features=args.features, repeats=args.repeats, verify_queries=args.verify_queries,
-                 precision=args.precision, out=args.out, progress=not args.quiet)
+                 precision=args.precision, out=args.out, progress=not args.quiet,
+                 command=["lookalike", *sys.argv[1:]])
     w = result["workload"]
     print(f"workload: {w['nq']} queries x {w['nb']} base x {w['d']}-d, k={w['k']}, {w['metric']}, "
-          f"verified on {w['verified_queries']} queries against float64")
+          f"verified on {w['verified_queries']} queries against a float64 NumPy brute force")
     print(table(result))
     print(f"wrote {args.out}/bench.json and {args.out}/bench.png")
     if result["disagree"]:  # a wrong answer, however fast, fails the bench

@@ -188,9 +188,13 @@ class LookalikeBackend(Backend):
 
 class SklearnBackend(Backend):
     name = "sklearn"
-    module = "sklearn.neighbors"
+    module = "sklearn"
     cpu_only = True
     fit_includes = "scikit-learn's input validation and a float32 copy of the base (brute force stores it)"
+
+    @classmethod
+    def load(cls) -> None:
+        importlib.import_module("sklearn.neighbors")
     metrics = tuple(n for n, m in METRICS.items() if m.sklearn)
     radius_backend = "sklearn"
 
@@ -246,12 +250,12 @@ class FaissBackend(Backend):
     def config(self) -> str:
         import faiss
 
-        threshold = faiss.cvar.distance_compute_blas_threshold
-        return (f"faiss {faiss.__version__} IndexFlat{self.metric.faiss}, "
-                f"{faiss.omp_get_max_threads()} OpenMP threads, "
-                f"OPENBLAS_CORETYPE={self.configure_blas()} (set before faiss loaded), "
-                f"distance_compute_blas_threshold={threshold} (BLAS GEMM for batches of {threshold} queries or more, "
-                "its SIMD loop below)")
+        t = faiss.cvar.distance_compute_blas_threshold
+        how = ("BLAS GEMM for every batch" if t <= 1 else "SIMD loop, never BLAS" if t >= 2**30
+               else f"BLAS GEMM for batches of {t} queries or more, SIMD loop below")
+        blas = f", distance_compute_blas_threshold={t} ({how})" if self.metric.gemm else ""
+        return (f"faiss {faiss.__version__} IndexFlat{self.metric.faiss}, {faiss.omp_get_max_threads()} OpenMP "
+                f"threads, OPENBLAS_CORETYPE={self.configure_blas()} (set before faiss loaded){blas}")
 
     def _fit(self, X):
         self.configure_blas()

@@ -1,0 +1,123 @@
+"""One backend measured in a process of its own (`python -m lookalike.bench.process`).
+
+The parent writes xb.npy, xq.npy and options.json into a folder; the worker loads the
+backend's library before the clock starts (its import is `import_s`, never part of `fit_s`),
+configures it as the variant says (FAISS's BLAS threshold), times fit and search, saves
+D_<variant>.npy and I_<variant>.npy, and prints its record as one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import LookalikeError
+from ..knn import NearestNeighbors
+from ..knn.backends import BACKENDS
+from ..knn.blocks import ranges
+from ..knn.screen import PreparedBase, Screen, int8_dots, prepare_rows
+
+# FAISS's distance_compute_blas_threshold per variant: a batch of fewer queries than it runs
+# FAISS's SIMD loop, a larger one a BLAS GEMM. 'faiss' alone keeps FAISS's default (20).
+FAISS_SETTINGS = {"blas": 0, "simd": 2**30}
+FAISS_DEFAULT_THRESHOLD = 20
+WORKER_USER_ERROR = 2  # a worker's exit status for a LookalikeError: its message is its last line
+
+
+def status_mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status, in MiB (VmRSS now, VmHWM peak).
+
+    VmHWM is this address space's own high-water mark; getrusage's ru_maxrss is not used
+    because Linux carries it over from the parent process across fork and exec.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if field == "VmHWM" else float("nan")
+
+
+def worker(backend: str, data: Path, k: int, metric: str, precision: str) -> dict:
+    """Run one backend variant in this process and return its record (called in a child
+    process). `backend`: a name, 'lookalike@fp32' (the engine at a fixed precision) or
+    'faiss@blas' / 'faiss@simd' (FAISS's BLAS threshold forced one way)."""
+    options = json.loads((data / "options.json").read_text()) if (data / "options.json").exists() else {}
+    baseline = status_mb("VmRSS")
+    xb = np.load(data / "xb.npy")
+    xq = np.load(data / "xq.npy")
+    name, _, variant = backend.partition("@")
+    t0 = time.perf_counter()
+    BACKENDS[name].load()  # the library's import, outside the timed fit
+    if name == "faiss":
+        import faiss
+
+        faiss.cvar.distance_compute_blas_threshold = FAISS_SETTINGS.get(variant, FAISS_DEFAULT_THRESHOLD)
+    import_s = time.perf_counter() - t0
+    nn = NearestNeighbors(k, metric=metric, backend=name, device="cpu",
+                          precision=variant if name == "lookalike" and variant else precision)
+    t0 = time.perf_counter()
+    nn.fit(xb)
+    t1 = time.perf_counter()
+    D, I = nn.kneighbors(xq)
+    t2 = time.perf_counter()
+    np.save(data / f"D_{backend}.npy", D)
+    np.save(data / f"I_{backend}.npy", I)
+    record = {"backend": backend, "config": nn.backend_config_, "exact": BACKENDS[name].exact,
+              "fit_includes": BACKENDS[name].fit_includes, "import_s": import_s,
+              "fit_s": t1 - t0, "search_s": t2 - t1, "total_s": t2 - t0,
+              "peak_rss_mb": status_mb("VmHWM"), "baseline_rss_mb": baseline}
+    if nn.search_stats_ is not None:
+        record["stages"] = nn.search_stats_.as_dict()
+    base = nn.prepared_base_
+    if options.get("floors", True) and base is not None and base.metric.gemm:
+        # the GEMMs alone, same blocks, same process: the floor of any brute force at that precision
+        record["fp32_gemm_floor_s"] = gemm_floor(base, xq)
+        record["vs_fp32_floor"] = record["search_s"] / record["fp32_gemm_floor_s"]
+        if nn.screen_dtype_ == "int8":
+            record["int8_gemm_floor_s"] = gemm_floor(base, xq, torch.int8)
+    return record
+
+
+def gemm_floor(base: PreparedBase, xq: np.ndarray, dtype: torch.dtype = torch.float32) -> float:
+    """Seconds for the GEMMs alone of a search of `xq` against a prepared base (same blocks,
+    one reused output buffer), at `dtype` (float32 or int8): the floor of any brute force at
+    that precision. Operands are prepared before the clock starts."""
+    qb, bb = base.block_sizes(len(xq))
+    screen = Screen(base.metric, base.d, dtype, base.screen.mean)
+    q = prepare_rows(screen, xq, base.device).data
+    blocks = [prepare_rows(screen, base.xb[lo:hi], base.device).data for lo, hi in ranges(base.nb, bb)]
+    buf = torch.empty(min(len(xq), qb) * min(base.nb, bb), device=base.device,
+                      dtype=torch.int32 if screen.int8 else dtype)
+    t0 = time.perf_counter()
+    for (blo, bhi), b in zip(ranges(base.nb, bb), blocks):
+        for qlo, qhi in ranges(len(xq), qb):
+            out = buf[: (qhi - qlo) * (bhi - blo)].view(qhi - qlo, bhi - blo)
+            if screen.int8:
+                int8_dots(q[qlo:qhi], b, out=out)
+            else:
+                torch.mm(q[qlo:qhi], b.T, out=out)
+    if base.device.type == "cuda":
+        torch.cuda.synchronize(base.device)
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str]) -> None:
+    b, data_dir, k_, metric_, precision_ = argv[:5]
+    try:
+        print(json.dumps(worker(b, Path(data_dir), int(k_), metric_, precision_)))
+    except LookalikeError as exc:
+        print(f"lookalike: error: {exc}", file=sys.stderr)
+        sys.exit(WORKER_USER_ERROR)
+
+
+if __name__ == "__main__":  # python -m lookalike.bench.process BACKEND DATA K METRIC PRECISION
+    main(sys.argv[1:])
