@@ -1,23 +1,33 @@
 """Scaling curves of lookalike's exact engine, with FAISS's IndexFlat as the peer in the same
-run: search time against nb (10^3 to 10^6 base vectors), nq, d and k, one parameter at a time.
-lookalike runs at its `auto` precision (each point records the screen it took).
+run: search time against nb (10^3 to 10^6 base vectors), nq, d and k, one parameter at a time
+around a shared base configuration (which every sweep therefore measures once: four
+measurements of the same point, a reading of the run's own noise).
 
     python benchmarks/scaling.py --out docs/bench/scaling.json    # also writes scaling.png
 
-Data: the feature-like synthetic set of `lookalike bench`. Each point is the best of
-`--repeats` runs, lookalike and FAISS interleaved. Times are seconds of kneighbors only
-(fit excluded); FAISS is given OPENBLAS_CORETYPE=SkylakeX on AVX-512 CPUs, as in the bench.
+How each point is measured (`lookalike.bench.measure`, as `lookalike bench` does):
+- data: the feature-like synthetic set of `lookalike bench`;
+- every backend variant runs in a process of its own (no two OpenMP runtimes in one
+  process), repeats interleaved (lookalike, faiss@blas, faiss@simd, lookalike, ...), the best
+  search time of each kept; times are seconds of kneighbors only (fit reported apart);
+- lookalike runs at its `auto` precision (each point records the screen it took); FAISS with
+  OPENBLAS_CORETYPE=SkylakeX on AVX-512 CPUs (set before it loads) and both settings of its
+  distance_compute_blas_threshold (BLAS GEMM or its SIMD loop), the better kept and named;
+- every result is verified against a float64 brute force in plain NumPy on `--verify`
+  queries: lookalike must return the reference's very neighbour sets, FAISS its sets within
+  its float32 error bound. A disagreement is written into the JSON and the script exits 1
+  naming the backend and the point.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
+import sys
 
-from lookalike.bench import machine, synthetic
-from lookalike.knn import NearestNeighbors, available
-from lookalike.knn.backends import FaissBackend
+from lookalike.bench import libraries, machine, measure, provenance, synthetic
+from lookalike.bench.provenance import finish
+from lookalike.knn import available
 
 BASE = {"nb": 100_000, "nq": 1000, "d": 256, "k": 10}
 SWEEPS = {
@@ -28,44 +38,65 @@ SWEEPS = {
 }
 
 
-def best_time(backend: str, xb, xq, k: int, repeats: int) -> tuple[float, object]:
-    nn = NearestNeighbors(k, backend=backend, device="cpu").fit(xb)
-    best, stats = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        nn.kneighbors(xq)
-        best = min(best, time.perf_counter() - t0)
-        stats = nn.search_stats_  # None for FAISS
-    return best, stats
+def point(param: str, value: int, backends: list[str], repeats: int, verify: int) -> dict:
+    """One point of a sweep: every backend measured and verified."""
+    w = {**BASE, param: value}
+    xb, xq = synthetic(w["nb"], w["nq"], w["d"], clusters=min(1000, w["nb"] // 10))
+    records, _ = measure(xb, xq, w["k"], "euclidean", backends, repeats=repeats, verify_queries=verify,
+                         progress=False, floors=False)
+    row = {"param": param, **w}
+    for b, rec in records.items():
+        row[f"{b}_s"] = rec["search_s"]
+        row[f"{b}_fit_s"] = rec["fit_s"]
+        row[f"{b}_repeats_s"] = rec["repeat_search_s"]
+        row[f"{b}_agree"] = rec["agree"]
+        row[f"{b}_sets_differ"] = rec["frac_neighbor_sets_differ"]
+        row[f"{b}_config"] = rec["config"]
+        for setting, v in rec.get("settings", {}).items():
+            row[f"{b}_{setting}_s"] = v["search_s"]
+        if "setting" in rec:
+            row[f"{b}_setting"] = rec["setting"]
+        st = rec.get("stages")
+        if st:
+            row["lookalike_screen"] = st["screen_dtype"]
+            row["lookalike_candidates_per_query"] = st["candidates"] / w["nq"]
+            row["lookalike_reranked_per_query"] = st["reranked"] / w["nq"]
+            row["lookalike_fallbacks"] = st["fallbacks"]
+    if "faiss_s" in row:
+        row["search_vs_faiss"] = row["lookalike_s"] / row["faiss_s"]
+    return row
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--verify", type=int, default=200, help="queries verified against float64 at each point")
+    ap.add_argument("--sweeps", default=",".join(SWEEPS), help="which sweeps (comma-separated: nb,nq,d,k)")
+    ap.add_argument("--values", default=None, help="PARAM=V1:V2,... to measure fewer points, e.g. nb=1000:100000")
     ap.add_argument("--out", default="docs/bench/scaling.json")
-    args = ap.parse_args()
-    FaissBackend.configure_blas()
+    args = ap.parse_args(argv)
+    origin = provenance(["python", "benchmarks/scaling.py", *(argv if argv is not None else sys.argv[1:])])
+    sweeps = {p: SWEEPS[p] for p in args.sweeps.split(",")}
+    for spec in filter(None, (args.values or "").split(",")):
+        p, _, vals = spec.partition("=")
+        sweeps[p] = [int(v) for v in vals.split(":")]
     backends = ["lookalike"] + (["faiss"] if "faiss" in available() else [])
     points = []
-    for param, values in SWEEPS.items():
+    for param, values in sweeps.items():
         for v in values:
-            w = {**BASE, param: v}
-            xb, xq = synthetic(w["nb"], w["nq"], w["d"], clusters=min(1000, w["nb"] // 10))
-            row = {"param": param, **w}
-            for b in backends:
-                t, stats = best_time(b, xb, xq, w["k"], args.repeats)
-                row[f"{b}_s"] = t
-                if stats is not None:  # of the last repeat
-                    row["lookalike_screen"] = stats.screen_dtype
-                    row["lookalike_candidates_per_query"] = stats.candidates / w["nq"]
-                    row["lookalike_reranked_per_query"] = stats.reranked / w["nq"]
-                    row["lookalike_fallbacks"] = stats.fallbacks
+            row = point(param, v, backends, args.repeats, args.verify)
             points.append(row)
-            print(json.dumps(row), flush=True)
-    result = {"machine": machine(), "base": BASE, "repeats": args.repeats, "points": points}
+            print(json.dumps({k: row[k] for k in row if not k.endswith("_config")}), flush=True)
+    disagree = [f"{b} at {p['param']}={p[p['param']]}" for p in points for b in backends if not p[f"{b}_agree"]]
+    result = {"machine": machine(), "libraries": libraries(), "provenance": finish(origin), "base": BASE,
+              "repeats": args.repeats, "verified_queries": args.verify, "points": points, "disagree": disagree}
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
     plot(result, args.out.replace(".json", ".png"))
+    if disagree:
+        print(f"scaling: disagree with the float64 reference: {', '.join(disagree)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def plot(result: dict, out: str) -> None:
@@ -74,25 +105,26 @@ def plot(result: dict, out: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
-    for ax, param in zip(axes, SWEEPS):
+    params = list(dict.fromkeys(p["param"] for p in result["points"]))
+    fig, axes = plt.subplots(1, len(params), figsize=(4 * len(params), 3.8), squeeze=False)
+    for ax, param in zip(axes[0], params):
         pts = [p for p in result["points"] if p["param"] == param]
         xs = [p[param] for p in pts]
         for key, label, style in (("lookalike_s", "lookalike (exact, auto precision)", "o-"),
-                                  ("faiss_s", "FAISS IndexFlat", "s--")):
+                                  ("faiss_s", "FAISS IndexFlat (better BLAS setting)", "s--")):
             if all(key in p for p in pts):
                 ax.plot(xs, [p[key] for p in pts], style, label=label)
         ax.set_xscale("log")
         ax.set_yscale("log")
         fixed = ", ".join(f"{k}={v:,}" for k, v in result["base"].items() if k != param)
-        ax.set_title(f"time vs {param}\n({fixed})", fontsize=9)
+        ax.set_title(f"search time vs {param}\n({fixed})", fontsize=9)
         ax.set_xlabel(param)
-        ax.set_ylabel("search seconds")
+        ax.set_ylabel("search seconds (best of repeats)")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
