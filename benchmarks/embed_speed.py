@@ -2,13 +2,21 @@
 
 Same images (the sample set, 96x96x3), same run, each variant in its own process (so that
 TensorFlow's and PyTorch's thread pools never compete), repeats interleaved because these
-machines drift; the best rate of each variant is kept and compared with Keras fp32.
+machines drift; the best rate of each variant is kept.
+
+Like is compared with like: ResNet-50 rows with Keras's ResNet50 at its best (run both
+without XLA, `jit_compile=False`, and with it, `jit_compile=True`; the faster is the
+baseline); EfficientNet-Lite0 rows with the same network in lookalike's eager fp32, since
+keras.applications has no EfficientNet-Lite0 (its EfficientNetB0 is a different, larger
+network). Each row names its baseline.
 
     python benchmarks/embed_speed.py --n 512 --repeats 2 --out docs/bench/embed.json
 
 Needs keras and tensorflow-cpu beside lookalike (pip install '.[bench]'); they are never a
 dependency of lookalike itself. Keras: keras.applications.ResNet50(weights=None,
-include_top=False, input_shape=(96, 96, 3), pooling='max'), predict(batch_size=64).
+include_top=False, input_shape=(96, 96, 3), pooling='max'), predict(batch_size=64), with
+model.jit_compile set explicitly (Keras 3's default "auto" takes XLA where every layer
+supports it, so an unset flag says nothing of what ran).
 """
 
 from __future__ import annotations
@@ -16,13 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 
 VARIANTS = {
-    "keras-resnet50-fp32": "Keras 3 / TensorFlow ResNet50, fp32, predict(batch_size=64)",
+    "keras-resnet50-fp32": "Keras 3 / TensorFlow ResNet50, fp32, predict(batch_size=64), jit_compile=False (no XLA)",
+    "keras-resnet50-xla": "Keras 3 / TensorFlow ResNet50, fp32, predict(batch_size=64), jit_compile=True (XLA)",
     "lookalike-resnet50-eager-fp32": "lookalike resnet50, eager fp32 (--no-fast --precision fp32)",
     "lookalike-resnet50-fast": "lookalike resnet50, fast path (channels_last + frozen TorchScript, auto precision)",
     "lookalike-resnet50-compile": "lookalike resnet50, fast path with torch.compile (--compile)",
@@ -45,12 +53,14 @@ def measure(variant: str, n: int) -> dict:
         import keras
 
         model = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(96, 96, 3), pooling="max")
+        model.jit_compile = variant.endswith("xla")  # said, not left to "auto"
         pre = keras.applications.resnet50.preprocess_input
 
         def run(x):
             return model.predict(pre(x.astype("float32")), batch_size=64, verbose=0)
 
-        config = f"keras {keras.__version__}, tensorflow {__import__('tensorflow').__version__}"
+        config = (f"keras {keras.__version__}, tensorflow {__import__('tensorflow').__version__}, "
+                  f"jit_compile={model.jit_compile}")
     else:
         from lookalike.features import Embedder
 
@@ -82,6 +92,9 @@ def main() -> None:
     if args.worker:
         print(json.dumps(measure(args.worker, args.n)))
         return
+    from lookalike.bench import provenance
+
+    origin = provenance(["python", "benchmarks/embed_speed.py", *sys.argv[1:]])
     best: dict[str, dict] = {}
     for rep in range(args.repeats):
         for v in args.variants.split(","):
@@ -94,21 +107,32 @@ def main() -> None:
             print(f"[{rep + 1}/{args.repeats}] {v}: {rec['images_per_s']:.1f} images/s", file=sys.stderr)
             if v not in best or rec["images_per_s"] > best[v]["images_per_s"]:
                 best[v] = rec
-    keras_rate = best.get("keras-resnet50-fp32", {}).get("images_per_s")
     for rec in best.values():
-        rec["vs_keras_fp32"] = rec["images_per_s"] / keras_rate if keras_rate else None
+        base = baseline(rec["variant"], best)
+        rec["baseline"] = base["variant"] if base else None
+        rec["vs_baseline"] = rec["images_per_s"] / base["images_per_s"] if base else None
         rec["description"] = VARIANTS[rec["variant"]]
-    from lookalike.bench import machine
+    from lookalike.bench import libraries, machine
+    from lookalike.bench.provenance import finish
 
-    result = {"machine": machine(), "python": platform.python_version(), "n": args.n, "repeats": args.repeats,
-              "results": list(best.values())}
+    result = {"machine": machine(), "libraries": libraries(), "provenance": finish(origin), "n": args.n,
+              "repeats": args.repeats, "results": list(best.values())}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
-    print(f"{'variant':<42} {'images/s':>9} {'vs Keras fp32':>14}")
+    print(f"{'variant':<42} {'images/s':>9} {'vs baseline':>12}  baseline")
     for rec in best.values():
-        ratio = f"{rec['vs_keras_fp32']:.2f}x" if rec["vs_keras_fp32"] else "-"
-        print(f"{rec['variant']:<42} {rec['images_per_s']:>9.1f} {ratio:>14}")
+        ratio = f"{rec['vs_baseline']:.2f}x" if rec["vs_baseline"] else "-"
+        print(f"{rec['variant']:<42} {rec['images_per_s']:>9.1f} {ratio:>12}  {rec['baseline']}")
+
+
+def baseline(variant: str, best: dict[str, dict]) -> dict | None:
+    """The row a variant is compared with: the same network. ResNet-50: Keras at its best
+    (with or without XLA, whichever ran faster); EfficientNet-Lite0: lookalike's eager fp32."""
+    if "resnet50" in variant:
+        keras = [best[v] for v in ("keras-resnet50-fp32", "keras-resnet50-xla") if v in best]
+        return max(keras, key=lambda r: r["images_per_s"]) if keras else None
+    return best.get("lookalike-efficientnet_lite0-eager-fp32")
 
 
 if __name__ == "__main__":

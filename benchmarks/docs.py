@@ -1,0 +1,286 @@
+"""Render the figures of docs/benchmarks.md and README.md from the JSON under docs/bench/.
+
+    python benchmarks/docs.py            # rewrite every generated section in place (make bench-docs)
+    python benchmarks/docs.py --check    # exit 1 naming each section that differs from its JSON
+
+A generated section sits between two HTML comments, invisible in the rendered page:
+
+    <!-- bench:NAME -->
+    ...generated text, never edited by hand...
+    <!-- /bench:NAME -->
+
+Prose outside the markers is left alone. NAME is either a renderer of `SECTIONS` below (a
+function of the parsed JSON, returning markdown), or the stem of a JSON file under
+docs/bench/ that carries its own table:
+
+    {"columns": ["backend", "p50 ms", ...], "rows": [["lookalike", 1.2, ...], ...],
+     "notes": ["optional lines printed under the table"], "machine": ..., "provenance": ...}
+
+so a new benchmark adopts the convention by writing such a JSON (with `machine`,
+`libraries` and `provenance` from `lookalike.bench.provenance`) and putting the two markers
+where its table goes. Markers may also sit inside a paragraph (the README's figures):
+`<!-- bench:NAME -->text<!-- /bench:NAME -->`. tests/test_bench_docs.py fails when a
+section and its JSON disagree, or a JSON lacks its provenance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "docs" / "bench"
+FILES = (ROOT / "docs" / "benchmarks.md", ROOT / "README.md")
+MARKER = re.compile(r"<!-- bench:(?P<name>[\w.-]+) -->(?P<body>.*?)<!-- /bench:(?P=name) -->", re.S)
+OPENING = re.compile(r"<!-- (/?)bench:([\w.-]+) -->")
+
+
+# -- formatting -------------------------------------------------------------------------------
+def secs(x: float) -> str:
+    """Seconds with three significant figures (0.0431, 1.81, 22.1, 123)."""
+    return f"{x:.3g}" if x < 100 else f"{x:.0f}"
+
+
+def ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x" if x >= 0.1 else f"{x:.3f}x"
+
+
+def run_line(result: dict, what: str) -> str:
+    """Where a result comes from: date, commit, command, machine, load."""
+    p, m = result.get("provenance", {}), result.get("machine", {})
+    commit = (p.get("commit") or "unknown")[:10] + (" (with uncommitted changes)" if p.get("dirty") else "")
+    load = p.get("load_before"), p.get("load_after")
+    load_text = f"; load average {load[0][0]:.1f} before, {load[1][0]:.1f} after" if all(load) else ""
+    return (f"{what}: run of {p.get('date', '?')}, commit `{commit}`, `{p.get('command', '?')}`. Machine: "
+            f"{m.get('cpu_model', m.get('cpu', '?'))}, {m.get('cores', '?')} cores "
+            f"({', '.join(m.get('cpu_flags', [])) or 'flags not recorded'}), "
+            f"{m.get('torch_threads', '?')} torch threads{load_text}.")
+
+
+def table(columns: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _lib(result: dict, name: str) -> str:
+    return result.get("libraries", {}).get(name, "?")
+
+
+# -- renderers --------------------------------------------------------------------------------
+def knn_engine(result: dict) -> str:
+    """The backend comparison of `lookalike bench`: one row per backend, fit / search / total
+    apart, ratios of search times (and of totals) over FAISS's and scikit-learn's."""
+    w = result["workload"]
+    rows = []
+    for r in result["results"]:
+        rows.append([f"`{r['backend']}`", secs(r["fit_s"]), secs(r["search_s"]), secs(r["total_s"]),
+                     ratio(r.get("search_vs_faiss")), ratio(r.get("search_vs_sklearn")),
+                     ratio(r.get("total_vs_faiss")), f"{r['peak_rss_mb']:.0f}", f"{r['max_abs_dist_diff']:.1e}",
+                     f"{r['frac_neighbor_sets_differ']:.2%} ({r['frac_neighbor_sets_differ_beyond_ties']:.2%})",
+                     "yes" if r["agree"] else "**NO**"])
+    out = [f"Workload: {w['nq']:,} queries x {w['nb']:,} base vectors x {w['d']:,}-d, k = {w['k']}, {w['metric']}, "
+           f"{w['source']}; best of {w['repeats']} interleaved repeats; verified on {w['verified_queries']:,} "
+           "queries against a float64 brute force in plain NumPy.", "",
+           table(["backend", "fit s", "search s", "fit + search s", "search / FAISS", "search / scikit-learn",
+                  "total / FAISS", "peak RSS MB", "max abs distance diff", "sets differ (beyond ties)",
+                  "verified"], rows), "",
+           "Ratios are times over the peer's time in the same run (below 1: faster). How each ran, "
+           "and what its fit includes (every library is imported before its timed fit):", ""]
+    for r in result["results"]:
+        out.append(f"- `{r['backend']}`: {r['config']}. Fit: {r.get('fit_includes', '?')}.")
+        if "settings" in r:
+            both = ", ".join(f"`@{s}` {secs(v['search_s'])} s" for s, v in r["settings"].items())
+            out.append(f"  Both BLAS settings measured: {both}; the better, `@{r['setting']}`, is the row above.")
+    for r in result["results"]:
+        st = r.get("stages")
+        if st and "fp32_gemm_floor_s" in r:
+            out.append(f"- `{r['backend']}` stages: prepare {secs(st['prepare_s'])} s, "
+                       f"screen {secs(st['screen_s'])} s, refine {secs(st['refine_s'])} s, "
+                       f"rerank {secs(st['rerank_s'])} s, fallback "
+                       f"{secs(st['fallback_s'])} s; {st['candidates']:,} candidates in the windows, "
+                       f"{st['reranked']:,} reranked in float64, {st['fallbacks']} fallbacks; the fp32 GEMMs alone "
+                       f"(same blocks) {secs(r['fp32_gemm_floor_s'])} s: search at {r['vs_fp32_floor']:.2f}x "
+                       "of that floor.")
+    out += ["", run_line(result, "`docs/bench/" + result.get("_file", "") + "`")]
+    return "\n".join(out)
+
+
+def scaling(result: dict) -> str:
+    """The scaling sweeps: lookalike and FAISS per point, FAISS at its better BLAS setting."""
+    rows = []
+    for p in result["points"]:
+        faiss = p.get("faiss_s")
+        rows.append([p["param"], f"{p[p['param']]:,}", p.get("lookalike_screen", "?"), secs(p["lookalike_s"]),
+                     secs(faiss) if faiss else "-",
+                     f"{secs(p['faiss_blas_s'])} / {secs(p['faiss_simd_s'])}" if "faiss_blas_s" in p else "-",
+                     ratio(p.get("search_vs_faiss")),
+                     "yes" if all(p.get(f"{b}_agree", True) for b in ("lookalike", "faiss")) else "**NO**"])
+    base = result["base"]
+    same = [p for p in result["points"] if all(p[k] == v for k, v in base.items()) and "search_vs_faiss" in p]
+    out = [table(["sweep", "value", "lookalike screen", "lookalike search s", "FAISS search s",
+                  "FAISS BLAS / SIMD s", "lookalike / FAISS", "verified"], rows), ""]
+    if len(same) > 1:
+        rs = sorted(p["search_vs_faiss"] for p in same)
+        out.append(f"The base configuration ({', '.join(f'{k} = {v:,}' for k, v in base.items())}) is a point of "
+                   f"every sweep: measured {len(same)} times in this run, lookalike took {ratio(rs[0])} to "
+                   f"{ratio(rs[-1])} FAISS's search time.")
+    faster = [p for p in result["points"] if p.get("search_vs_faiss", 2) < 1]
+    out.append(f"lookalike's search was faster than FAISS's at {len(faster)} of {len(result['points'])} points. "
+               f"Best of {result['repeats']} interleaved repeats per point; every point verified on "
+               f"{result.get('verified_queries', '?')} queries against float64.")
+    out += ["", run_line(result, "`docs/bench/scaling.json`")]
+    return "\n".join(out)
+
+
+def embed(result: dict) -> str:
+    """Images/s of each feature-extraction variant, each against the same network's baseline."""
+    rows = [[r["description"], f"{r['images_per_s']:.1f}", ratio(r.get("vs_baseline")),
+             f"`{r['baseline']}`" if r.get("baseline") else "-", r["config"]] for r in result["results"]]
+    out = [f"{result['n']} sample-set images at 96 x 96, best of {result['repeats']} interleaved repeats, each "
+           "variant in its own process.", "",
+           table(["variant", "images/s", "vs baseline", "baseline (same network)", "config"], rows), "",
+           run_line(result, "`docs/bench/embed.json`")]
+    return "\n".join(out)
+
+
+def readme_knn(_: dict) -> str:
+    """The README's figures: the engine against FAISS and scikit-learn on the tutorial's shape,
+    and how often it beat FAISS over the scaling sweeps."""
+    eng = load("knn-engine")
+    sc = load("scaling")
+    w = eng["workload"]
+    ours = next(r for r in eng["results"] if r["backend"] == "lookalike")
+    faster = [p for p in sc["points"] if p.get("search_vs_faiss", 2) < 1]
+    text = (f"On the tutorial's shape at {w['nq']:,} queries here ({w['nb']:,} x {w['d']:,}-d, k = {w['k']}) the "
+            f"engine's search took {ratio(ours.get('search_vs_faiss'))} FAISS's time and "
+            f"{ratio(ours.get('search_vs_sklearn'))} scikit-learn's (one run, {ours['config']}); over the "
+            f"scaling sweeps it was faster than FAISS at {len(faster)} of {len(sc['points'])} points")
+    if faster and len(faster) < len(sc["points"]):
+        text += f" ({_where(faster)}) and slower at the others"
+    return text
+
+
+def readme_claim(_: dict) -> str:
+    """The README's headline about speed: what the committed runs support, no more."""
+    eng = load("knn-engine")
+    sc = load("scaling")
+    ours = next(r for r in eng["results"] if r["backend"] == "lookalike")
+    pts = [p for p in sc["points"] if "search_vs_faiss" in p]
+    faster = [p for p in pts if p["search_vs_faiss"] < 1]
+    sk = ours.get("search_vs_sklearn")
+    vs_sk = "faster than scikit-learn's brute force" if sk and sk < 1 else "slower than scikit-learn's brute force"
+    if len(faster) == len(pts) and ours.get("search_vs_faiss", 2) < 1:
+        return f"an exact engine that was faster than FAISS at every measured point here and {vs_sk}"
+    return (f"an exact engine measured against them in the same runs: on this machine {vs_sk} on the tutorial's "
+            f"shape, faster than FAISS at {len(faster)} of {len(pts)} scaling points and slower at the others "
+            "(docs/benchmarks.md)")
+
+
+def _where(points: list[dict]) -> str:
+    return ", ".join(f"{p['param']} = {p[p['param']]:,}" for p in points)
+
+
+def generic(result: dict) -> str:
+    """A JSON that carries its own table: columns, rows, optional notes."""
+    out = [table(result["columns"], result["rows"])]
+    out += ["", *result.get("notes", [])] if result.get("notes") else []
+    out += ["", run_line(result, f"`docs/bench/{result.get('_file', '')}`")]
+    return "\n".join(out)
+
+
+# NAME -> (JSON stem under docs/bench/, renderer). Add a row for a renderer of your own.
+SECTIONS: dict[str, tuple[str, Callable[[dict], str]]] = {
+    "knn-engine": ("knn-engine", knn_engine),
+    "knn-sample-lite0": ("knn-sample-lite0", knn_engine),
+    "scaling": ("scaling", scaling),
+    "embed": ("embed", embed),
+    "readme-knn": ("knn-engine", readme_knn),
+    "readme-claim": ("knn-engine", readme_claim),
+}
+
+
+def load(stem: str) -> dict:
+    path = BENCH / f"{stem}.json"
+    if not path.is_file():
+        raise SystemExit(f"docs.py: no {path} for section {stem!r}")
+    return json.loads(path.read_text()) | {"_file": path.name}
+
+
+def render(name: str) -> str:
+    if name in SECTIONS:
+        stem, fn = SECTIONS[name]
+        return fn(load(stem))
+    result = load(name)
+    if "columns" not in result or "rows" not in result:
+        raise SystemExit(f"docs.py: section {name!r} has no renderer in SECTIONS and docs/bench/{name}.json "
+                         "has no columns and rows")
+    return generic(result)
+
+
+def _check_markers(text: str, path: Path) -> None:
+    """Every opening marker closed by its own closing marker, none nested."""
+    stack: list[str] = []
+    for m in OPENING.finditer(text):
+        closing, name = m.group(1) == "/", m.group(2)
+        if not closing:
+            if stack:
+                raise SystemExit(f"docs.py: {path.name}: section {name!r} opens inside {stack[-1]!r}")
+            stack.append(name)
+        elif not stack or stack.pop() != name:
+            raise SystemExit(f"docs.py: {path.name}: closing marker of {name!r} without its opening one")
+    if stack:
+        raise SystemExit(f"docs.py: {path.name}: section {stack[-1]!r} is never closed")
+
+
+def rendered(text: str, path: Path) -> str:
+    """`text` with every section regenerated. Block sections (a marker on a line of its own)
+    get their text between blank lines; inline ones (README figures) in place."""
+    _check_markers(text, path)
+
+    def fill(m: re.Match) -> str:
+        name, body = m.group("name"), m.group("body")
+        inline = "\n" not in body
+        new = render(name)
+        return f"<!-- bench:{name} -->{new if inline else chr(10) + new + chr(10)}<!-- /bench:{name} -->"
+
+    return MARKER.sub(fill, text)
+
+
+def stale(files: tuple[Path, ...] = FILES) -> list[str]:
+    """Sections whose text differs from what their JSON renders, as 'FILE: NAME'."""
+    out = []
+    for path in files:
+        text = path.read_text()
+        new = rendered(text, path)
+        olds = {m.group("name"): m.group(0) for m in MARKER.finditer(text)}
+        news = {m.group("name"): m.group(0) for m in MARKER.finditer(new)}
+        shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+        out += [f"{shown}: {n}" for n in olds if olds[n] != news.get(n)]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="change nothing; exit 1 naming stale sections")
+    args = ap.parse_args(argv)
+    if args.check:
+        bad = stale()
+        for s in bad:
+            print(f"stale: {s} (run python benchmarks/docs.py)", file=sys.stderr)
+        return 1 if bad else 0
+    for path in FILES:
+        text = path.read_text()
+        new = rendered(text, path)
+        if new != text:
+            path.write_text(new)
+            print(f"rewrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
