@@ -253,3 +253,34 @@ def test_the_engine_checks_k_and_the_query_shape():
                                (xb[0], 2, {}, r"queries of shape \(4,\)")]:
         with pytest.raises(InvalidParameter, match=message):
             knn(xq, xb, k, **kw)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems(), st.sampled_from([torch.float32, torch.bfloat16, torch.int8]))
+def test_queries_given_as_a_tensor_search_the_same(problem, dtype):
+    """Queries already on the search's device (a GPU in benchmarks/gpu.py; the CPU here) go
+    through the device rerank (`device_pair_distances`): the same exact answer."""
+    xq, xb, k, metric = problem
+    D, I = knn(torch.from_numpy(xq), xb, k, metric, screen_dtype=dtype)
+    D_ref, I_ref = reference_knn(xq, xb, k, metric)
+    np.testing.assert_array_equal(I, I_ref)
+    np.testing.assert_array_equal((D, I), knn(xq, xb, k, metric, screen_dtype=dtype))
+
+
+def test_tensor_queries_that_fall_back_or_outgrow_the_base_stay_exact():
+    rng = np.random.default_rng(8)
+    d = 12
+    xq = rng.normal(size=(6, d)).astype(np.float32)
+    shell = rng.normal(size=(300, d))
+    shell /= np.linalg.norm(shell, axis=1, keepdims=True)
+    xb = np.concatenate([xq[0] + 2.0 * shell, rng.normal(size=(200, d)) * 5]).astype(np.float32)
+    stats = SearchStats()
+    D, I = knn(torch.from_numpy(xq), xb, 3, "euclidean", screen_dtype=torch.int8, limit=40, stats=stats)
+    assert stats.fallbacks >= 1
+    np.testing.assert_array_equal(I, reference_knn(xq, xb, 3, "euclidean")[1])
+    big = xq.copy()
+    big[2] *= 1e30  # beyond the base's scale: screened in float64
+    stats = SearchStats()
+    D, I = knn(torch.from_numpy(big), xb, 3, "euclidean", stats=stats)
+    assert stats.fallbacks >= 1
+    np.testing.assert_array_equal((D, I), knn(big, xb, 3, "euclidean"))  # the NumPy queries' path

@@ -49,14 +49,18 @@ def ranges(n: int, step: int) -> Iterator[tuple[int, int]]:
         yield lo, min(lo + step, n)
 
 
-def from_numpy(x: np.ndarray) -> torch.Tensor:
-    """Share `x`'s memory without copying; read-only arrays (memory maps) are only ever read."""
+def from_numpy(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Share `x`'s memory without copying; read-only arrays (memory maps) are only ever read.
+    A tensor is returned as it is."""
+    if isinstance(x, torch.Tensor):
+        return x
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "The given NumPy array is not writable"
         return torch.from_numpy(np.ascontiguousarray(x))
 
 
-def as_tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:
-    """`x` on `device`, float64 kept, any other float type as float32."""
+def as_tensor(x: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`x` on `device`, float64 kept, any other float type as float32 (a tensor already
+    there in that type is not copied)."""
     t = from_numpy(x)
     return t.to(device=device, dtype=torch.float64 if t.dtype == torch.float64 else torch.float32)

@@ -40,7 +40,7 @@ import torch
 
 from ..errors import InvalidParameter
 from .blocks import SearchStats, as_tensor, ranges
-from .refine import pair_distances, pick, refine, refines
+from .refine import device_pair_distances, pair_distances, pick, refine, refines
 from .screen import Extent, PreparedBase, Rows, Screen, prepare_rows
 from .validation import check_k
 from .window import Window, candidate_limit
@@ -56,7 +56,9 @@ def knn(xq: np.ndarray, xb: np.ndarray | PreparedBase, k: int, metric: str = "eu
 
     Parameters
     ----------
-    xq : ndarray of shape (nq, d), float32, float16 or float64
+    xq : ndarray of shape (nq, d), float32, float16 or float64; or a tensor, already on the
+        device of the search (a GPU: the queries are not copied, and the search, the float64
+        rerank included, runs there; the reranked pairs' distances come back to be ordered).
     xb : ndarray of shape (nb, d) -- possibly a memory map larger than `working_memory` --
         or a `PreparedBase` (then `metric`, `device`, `screen_dtype` come from it).
     k : neighbours per query, 1 <= k <= nb (nb - 1 with `exclude_self`).
@@ -132,10 +134,9 @@ def _search(base: PreparedBase, xq: np.ndarray, k: int, D: np.ndarray, I: np.nda
         t0 = time.perf_counter()
         r, c = refine(base, xq, r, c, k)
         st.refine_s += time.perf_counter() - t0
-    rows, cols = r.cpu().numpy(), c.cpu().numpy()
     t0 = time.perf_counter()
-    st.reranked += len(rows)
-    dist = pair_distances(base.metric, xq, base.xb, rows, cols, scale=scale)
+    st.reranked += len(r)
+    rows, cols, dist = _rerank(base, xq, r, c, scale)
     pick(base.metric, rows, cols, dist, k, D, I, scale)
     st.rerank_s += time.perf_counter() - t0
 
@@ -175,6 +176,19 @@ def _screen(base: PreparedBase, q_rows: Rows, k: int, blocks: tuple[int, int], e
     return r, c, fallback
 
 
+def _rerank(base: PreparedBase, xq: np.ndarray | torch.Tensor, r: torch.Tensor, c: torch.Tensor,
+            scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact float64 distances of the pairs (r, c), on the base's device when it is not the
+    CPU or when the queries are a tensor (`device_pair_distances`), else from the NumPy
+    arrays in cache-sized chunks (`pair_distances`). Returns rows, cols and distances as
+    NumPy arrays for `pick`."""
+    if base.device.type != "cpu" or isinstance(xq, torch.Tensor):
+        dist = device_pair_distances(base, xq, r, c, scale).cpu().numpy()
+        return r.cpu().numpy(), c.cpu().numpy(), dist
+    rows, cols = r.cpu().numpy(), c.cpu().numpy()
+    return rows, cols, pair_distances(base.metric, xq, base.xb, rows, cols, scale=scale)
+
+
 def _full_scan(base: PreparedBase, xq: np.ndarray, rows: np.ndarray, k: int, D: np.ndarray, I: np.ndarray,
                exclude_self: bool, scale: float, dtype: torch.dtype = torch.float32) -> None:
     """The fallback: queries whose candidates overflowed are screened again in fp32 (float64
@@ -188,7 +202,7 @@ def _full_scan(base: PreparedBase, xq: np.ndarray, rows: np.ndarray, k: int, D: 
     _, bb = base.block_sizes(group)
     for glo, ghi in ranges(len(rows), group):
         g = rows[glo:ghi]
-        q = fp.prepare(as_tensor(np.asarray(xq[g]), dev))
+        q = fp.prepare(as_tensor(xq[g], dev))
         scores = torch.empty((len(g), nb), dtype=torch.float64, device=dev)
         extent = Extent()
         if base.screen.dtype == fp.dtype:  # the base's own fp32 (or float64) rows serve as they are
@@ -202,9 +216,9 @@ def _full_scan(base: PreparedBase, xq: np.ndarray, rows: np.ndarray, k: int, D: 
             scores[torch.arange(len(g), device=dev), torch.as_tensor(g, device=dev)] = math.inf
         kth = torch.kthvalue(scores, k, dim=1).values
         within = scores <= (kth + 2 * fp.bound(q, extent))[:, None]
-        rr, cc = (t.cpu().numpy() for t in within.nonzero(as_tuple=True))
-        dist = pair_distances(m, xq, base.xb, g[rr], cc, scale=scale)
-        short = pick(m, g[rr], cc, dist, k, D, I, scale)
+        rr, cc = within.nonzero(as_tuple=True)
+        rows, cols, dist = _rerank(base, xq, torch.as_tensor(g, device=dev)[rr], cc, scale)
+        short = pick(m, rows, cols, dist, k, D, I, scale)
         if len(short):
             raise RuntimeError(f"internal: the full scan of query {int(short[0])} kept fewer than {k} candidates")
 

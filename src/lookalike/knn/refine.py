@@ -2,7 +2,9 @@
 
 - `refine`: each pair of a bf16 or int8 window is scored again in fp32 with its own error
   bound; only pairs that can still be among their query's k are kept.
-- `pair_distances`: exact float64 distances of (query, base row) pairs.
+- `pair_distances`: exact float64 distances of (query, base row) pairs, on the CPU from NumPy
+  arrays; `device_pair_distances` the same on the base's device (a GPU: the rerank stays
+  there; or queries given as a tensor).
 - `pick`: each query's k best pairs by (distance, base index), so ties go to the lower index.
 """
 
@@ -37,6 +39,23 @@ def pair_distances(m: Metric, xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, 
         a = q_t.index_select(0, torch.from_numpy(rows[sel]))
         b = torch.from_numpy(np.ascontiguousarray(xb[cols[sel]]))
         out[sel] = exact_distances(m, a, b, scale).numpy()
+    return out
+
+
+def device_pair_distances(base: PreparedBase, xq: np.ndarray | torch.Tensor, rows: torch.Tensor,
+                          cols: torch.Tensor, scale: float = 1.0, chunk_bytes: int = 1 << 26) -> torch.Tensor:
+    """`pair_distances` on the base's device: the queries and the base as given (not as
+    screened: `raw_rows`), gathered pair by pair in chunks, each pair's float64 distance
+    computed on its own (`exact_distances`, as on the CPU). Returns float64 on the device."""
+    dev = base.device
+    q = as_tensor(xq, dev)
+    b = base.raw_rows()
+    rows, cols = rows.to(dev), cols.to(dev)
+    out = torch.empty(len(rows), dtype=torch.float64, device=dev)
+    step = max(1, chunk_bytes // (16 * max(1, base.d)))
+    for lo, hi in ranges(len(rows), step):
+        out[lo:hi] = exact_distances(base.metric, q.index_select(0, rows[lo:hi]), b.index_select(0, cols[lo:hi]),
+                                     scale)
     return out
 
 
@@ -118,7 +137,8 @@ def _pair_scores(base: PreparedBase, xq: np.ndarray, rows: torch.Tensor, cols: t
     float64 inputs), chunk by chunk, on rows scaled as the screen scales them."""
     m, d, dev = base.metric, base.d, base.device
     xb_t = base.raw_rows()
-    wide = torch.float64 if np.float64 in (xq.dtype, base.xb.dtype) else torch.float32
+    float64 = as_tensor(xq[:0], dev).dtype == torch.float64 or base.xb.dtype == np.float64
+    wide = torch.float64 if float64 else torch.float32
     u = UNIT_ROUNDOFF[wide]
     gamma = d * u / (1 - d * u) + 3 * u  # the sums, and the centring or cast of each element
     eta = 64 * torch.finfo(wide).tiny * (d + 16)  # underflow, as an absolute error (see `Screen`)

@@ -325,7 +325,11 @@ class PreparedBase:
         wide = np.zeros(len(xq), dtype=bool)
         qmax = 0.0
         for lo, hi in ranges(len(xq), max(1, PREPARE_BYTES // (4 * max(1, self.d)))):
-            amax = np.abs(np.asarray(xq[lo:hi])).max(axis=1, initial=0).astype(np.float64)
+            if isinstance(xq, torch.Tensor):  # queries already on a device: only their row maxima come back
+                part = xq[lo:hi]
+                amax = (part.abs().amax(1) if part.shape[1] else part.new_zeros(len(part))).double().cpu().numpy()
+            else:
+                amax = np.abs(np.asarray(xq[lo:hi])).max(axis=1, initial=0).astype(np.float64)
             check_magnitude(float(amax.max(initial=0.0)), "the queries")
             qmax = max(qmax, float(amax.max(initial=0.0)))
             if m.gemm and not m.normalised:  # rows scaled by the base's scale
