@@ -1,9 +1,13 @@
-"""benchmarks/gpu.py runs the same code on the CPU that it runs on a GPU."""
+"""benchmarks/gpu.py runs the same code on the CPU that it runs on a GPU, and checks every
+row against a float64 brute force."""
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "gpu.py"
 
@@ -15,8 +19,33 @@ def test_gpu_benchmark_script_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     names = [r["backend"] for r in result["results"]]
-    assert names[0] == "torch fp32 cdist+topk" and any(n.startswith("lookalike") for n in names)
+    assert names == ["torch", "lookalike@fp32", "lookalike@auto"]
+    assert result["workload"]["verified_queries"] == 200 and result["disagree"] == []
     for r in result["results"]:
-        if r["backend"].startswith("lookalike"):
-            assert r["frac_beyond_ties"] == 0.0 and r["max_abs_dist_diff"] < 1e-3
-    assert "search ms" in proc.stdout
+        assert r["host_s"] > 0 and r["device_s"] > 0 and r["fit_s"] >= 0  # both conditions, every row
+        assert r["agree"] and r["frac_neighbor_sets_differ_beyond_ties"] == 0.0, r
+        if r["exact"]:  # against float64: the very neighbour sets
+            assert r["backend"].startswith("lookalike") and r["frac_neighbor_sets_differ"] == 0.0
+            assert "float64 rerank on the device" in r["config"]
+    assert result["provenance"]["command"].startswith("python benchmarks/gpu.py")
+    assert "host->host ms" in proc.stdout and "device ms" in proc.stdout
+
+
+def test_a_wrong_row_fails_the_gpu_script(tmp_path, monkeypatch, capsys):
+    spec = importlib.util.spec_from_file_location("gpu_script", SCRIPT)
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    real = gpu.torch_knn
+
+    def off_by_one(*args, **kwargs):  # every query's last neighbour swapped for another point
+        D, I = real(*args, **kwargs)
+        I = I.copy()
+        I[:, -1] = (I[:, -1] + 1) % 500
+        return D, I
+
+    monkeypatch.setattr(gpu, "torch_knn", off_by_one)
+    code = gpu.main(["--device", "cpu", "--nb", "500", "--nq", "20", "--d", "16", "--repeats", "1",
+                     "--out", str(tmp_path / "g.json")])
+    assert code == 1
+    assert "disagree with the float64 reference: torch" in capsys.readouterr().err
+    assert np.all([not r["agree"] for r in json.loads((tmp_path / "g.json").read_text())["results"][:1]])
