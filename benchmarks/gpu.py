@@ -112,7 +112,6 @@ def rows_lookalike(xb_np, xq_np, xq_dev, k, dev, clock) -> list[dict]:
                      "candidates_per_query": stats.candidates / (m + 1) / len(xq_np),
                      "reranked_per_query": stats.reranked / (m + 1) / len(xq_np),
                      "fallbacks": stats.fallbacks // (m + 1)})
-        del base
     return rows
 
 
