@@ -27,8 +27,9 @@ __all__ = ["CHUNK", "COMPILE_MIN_IMAGES", "Embedded", "Embedder", "batch_size_fo
 
 CHUNK = 1024  # images per resumable piece of work
 # With compile="auto", torch.compile is used on the CPU for jobs of at least this many images:
-# it costs 30 to 60 s once and then runs ResNet-50 ~1.7x faster than the frozen TorchScript
-# graph (benchmarks/embed_speed.py), so it pays off from about 7,000 images.
+# it costs 30 to 60 s once and then runs ResNet-50 faster than the frozen TorchScript graph
+# (by how much on this machine: docs/bench/embed.json, rendered in docs/benchmarks.md), so
+# it pays off on large jobs only.
 COMPILE_MIN_IMAGES = 20_000
 
 
@@ -44,8 +45,8 @@ class Embedder:
     device : 'auto' (CUDA when present, else CPU), 'cpu' or 'cuda[:N]'.
     precision : 'auto' (bf16 where the hardware runs it fast), 'fp32' or 'bf16'.
     fast : channels-last layout and a frozen TorchScript graph (fused conv+bn) where they help.
-    compile : torch.compile with weight freezing instead of TorchScript: 1.1x to 1.7x faster
-        on the CPU, but it costs 30 to 60 s once. 'auto' compiles in `embed` for jobs of
+    compile : torch.compile with weight freezing instead of TorchScript: faster on the CPU
+        (docs/benchmarks.md), but it costs 30 to 60 s once. 'auto' compiles in `embed` for jobs of
         COMPILE_MIN_IMAGES images or more on the CPU.
     batch_size : images per forward pass; by default 64, or what `gpu_memory` allows.
     gpu_memory : budget in MiB on a CUDA device, so that a kNN library can share the card.

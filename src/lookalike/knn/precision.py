@@ -15,12 +15,13 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.int8}
 SCREEN_PRECISIONS = ("auto", *PRECISIONS)
 
 
-# When int8 pays, measured on a 2-core AVX-512 VNNI CPU without AMX (k=3; int8 / fp32 s):
-# - dimension: 90,000 base x 2,000 queries, d=256 0.79 / 0.80, d=512 1.01 / 1.27, d=2048
-#   (10,000 queries) 8.3 / 15.5. Below ~512 the GEMM is too small a share of the work.
-# - base size: the int8 window holds tens of candidates a query, each refined in fp32 (about
-#   1.5 us); that costs about as much as the int8 screen saves on ~20,000 base rows
-#   (real EfficientNet-Lite0 features, 18,000 x 2,000 x 1280-d: 0.76 / 0.63).
+# When int8 pays: thresholds set from runs on an earlier 2-core AVX-512 VNNI CPU without AMX
+# whose results were not committed, so they are a rule of thumb, not a measurement of the
+# machine at hand (choosing by measurement is the issue "Speed that follows the hardware").
+# The reasoning: below ~512 dimensions the GEMM is too small a share of the work for int8 to
+# pay; and the int8 window holds tens of candidates a query, each refined in fp32, which on
+# small bases costs about what the int8 screen saves. `lookalike bench --precision int8`
+# and `--precision fp32` measure both on any machine.
 INT8_MIN_DIM = 512
 INT8_MIN_ROWS = 50_000
 
