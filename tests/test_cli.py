@@ -1,5 +1,6 @@
 """Bad input at the command line: one line naming the problem, non-zero exit, no traceback."""
 
+import json
 import subprocess
 import sys
 
@@ -64,11 +65,23 @@ def test_weights_for_another_model(tmp_path):
                           "weights do not fit model efficientnet_lite0")
 
 
-def test_embed_then_bench_on_features(tmp_path, capsys):
+def test_embed_then_bench_on_features(tmp_path, capsys, monkeypatch):
+    from lookalike import bench
+
+    monkeypatch.setattr(bench, "_spawn", bench.worker)  # each backend in this process: quicker
     out = tmp_path / "f.npy"
     assert main(["-q", "embed", "sample:60", "--out", str(out)]) == 0
     assert np.load(out).shape == (60, 1280)
     assert "wrote" in capsys.readouterr().out
+    bench_out = tmp_path / "b"
+    assert main(["-q", "bench", "--features", str(out), "--backends", "lookalike,sklearn",
+                 "--out", str(bench_out)]) == 0
+    printed = capsys.readouterr().out
+    assert "workload: 6 queries x 54 base x 1280-d, k=3" in printed and "verified on 6 queries" in printed
+    result = json.loads((bench_out / "bench.json").read_text())
+    assert result["workload"]["source"] == str(out) and result["disagree"] == []
+    ours = result["results"][0]
+    assert ours["backend"] == "lookalike" and ours["frac_neighbor_sets_differ"] == 0.0
 
 
 def test_model_list_and_summary(capsys):
