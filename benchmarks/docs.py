@@ -67,8 +67,13 @@ def table(columns: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _lib(result: dict, name: str) -> str:
-    return result.get("libraries", {}).get(name, "?")
+def settings_text(r: dict) -> str:
+    """How FAISS's BLAS setting was chosen (the record's `settings`), in words."""
+    t, n = r["settings"], r["probe_queries"]
+    text = f"on the first {n} queries BLAS {secs(t['blas_probe_s'])} s, SIMD loop {secs(t['simd_probe_s'])} s"
+    if "blas_batch_s" in t:
+        text += f"; on all queries BLAS {secs(t['blas_batch_s'])} s, SIMD loop {secs(t['simd_batch_s'])} s"
+    return text + f"; kept {r['setting']}"
 
 
 # -- renderers --------------------------------------------------------------------------------
@@ -94,8 +99,8 @@ def knn_engine(result: dict) -> str:
     for r in result["results"]:
         out.append(f"- `{r['backend']}`: {r['config']}. Fit: {r.get('fit_includes', '?')}.")
         if "settings" in r:
-            both = ", ".join(f"`@{s}` {secs(v['search_s'])} s" for s, v in r["settings"].items())
-            out.append(f"  Both BLAS settings measured: {both}; the better, `@{r['setting']}`, is the row above.")
+            out.append(f"  Its BLAS threshold was chosen by timing both settings in the same process, "
+                       f"{settings_text(r)}.")
     for r in result["results"]:
         st = r.get("stages")
         if st and "fp32_gemm_floor_s" in r:
@@ -116,14 +121,13 @@ def scaling(result: dict) -> str:
     for p in result["points"]:
         faiss = p.get("faiss_s")
         rows.append([p["param"], f"{p[p['param']]:,}", p.get("lookalike_screen", "?"), secs(p["lookalike_s"]),
-                     secs(faiss) if faiss else "-",
-                     f"{secs(p['faiss_blas_s'])} / {secs(p['faiss_simd_s'])}" if "faiss_blas_s" in p else "-",
+                     secs(faiss) if faiss else "-", p.get("faiss_setting", "-"),
                      ratio(p.get("search_vs_faiss")),
                      "yes" if all(p.get(f"{b}_agree", True) for b in ("lookalike", "faiss")) else "**NO**"])
     base = result["base"]
     same = [p for p in result["points"] if all(p[k] == v for k, v in base.items()) and "search_vs_faiss" in p]
     out = [table(["sweep", "value", "lookalike screen", "lookalike search s", "FAISS search s",
-                  "FAISS BLAS / SIMD s", "lookalike / FAISS", "verified"], rows), ""]
+                  "FAISS setting", "lookalike / FAISS", "verified"], rows), ""]
     if len(same) > 1:
         rs = sorted(p["search_vs_faiss"] for p in same)
         out.append(f"The base configuration ({', '.join(f'{k} = {v:,}' for k, v in base.items())}) is a point of "

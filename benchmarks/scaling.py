@@ -8,11 +8,12 @@ measurements of the same point, a reading of the run's own noise).
 How each point is measured (`lookalike.bench.measure`, as `lookalike bench` does):
 - data: the feature-like synthetic set of `lookalike bench`;
 - every backend variant runs in a process of its own (no two OpenMP runtimes in one
-  process), repeats interleaved (lookalike, faiss@blas, faiss@simd, lookalike, ...), the best
+  process), repeats interleaved (lookalike, faiss, lookalike, faiss, ...), the best
   search time of each kept; times are seconds of kneighbors only (fit reported apart);
 - lookalike runs at its `auto` precision (each point records the screen it took); FAISS with
   OPENBLAS_CORETYPE=SkylakeX on AVX-512 CPUs (set before it loads) and both settings of its
-  distance_compute_blas_threshold (BLAS GEMM or its SIMD loop), the better kept and named;
+  distance_compute_blas_threshold (BLAS GEMM or its SIMD loop) timed in its worker, the better
+  kept and named (`lookalike.bench.process.faiss_setting`);
 - every result is verified against a float64 brute force in plain NumPy on `--verify`
   queries: lookalike must return the reference's very neighbour sets, FAISS its sets within
   its float32 error bound. A disagreement is written into the JSON and the script exits 1
@@ -52,10 +53,9 @@ def point(param: str, value: int, backends: list[str], repeats: int, verify: int
         row[f"{b}_agree"] = rec["agree"]
         row[f"{b}_sets_differ"] = rec["frac_neighbor_sets_differ"]
         row[f"{b}_config"] = rec["config"]
-        for setting, v in rec.get("settings", {}).items():
-            row[f"{b}_{setting}_s"] = v["search_s"]
-        if "setting" in rec:
+        if "setting" in rec:  # FAISS's BLAS threshold: both timed, the better kept
             row[f"{b}_setting"] = rec["setting"]
+            row[f"{b}_settings"] = rec.get("settings")
         st = rec.get("stages")
         if st:
             row["lookalike_screen"] = st["screen_dtype"]

@@ -2,8 +2,8 @@
 
 Each backend runs in its own worker process on the same arrays (`process.py`), so that its
 peak memory is its own and each library is configured at its best: FAISS's OpenBLAS core
-type set before it loads, its BLAS threshold measured both ways (`faiss@blas`, `faiss@simd`)
-and the better kept; every library imported before its timed fit. Repeats are interleaved
+type set before it loads, its BLAS threshold timed both ways in its worker and the better
+kept (`process.faiss_setting`); every library imported before its timed fit. Repeats are interleaved
 (A, B, C, A, B, C) because these machines drift; the best time of each variant is kept. fit,
 search and their sum are reported apart, and every ratio says which it compares.
 
@@ -115,12 +115,6 @@ def run(*, nb: int = 90000, nq: int = 10000, d: int = 2048, k: int = 3, metric: 
     return result
 
 
-def variants(backend: str, metric: str) -> list[str]:
-    """The runs that measure `backend`: FAISS's two BLAS settings for its GEMM metrics (the
-    better is kept; FAISS's own default switches at 20 queries a batch), else itself."""
-    if backend == "faiss" and get_metric(metric).gemm:
-        return [f"faiss@{s}" for s in FAISS_SETTINGS]
-    return [backend]
 
 
 def measure(xb: np.ndarray, xq: np.ndarray, k: int, metric: str, backends: list[str], *, precision: str = "auto",
@@ -131,7 +125,7 @@ def measure(xb: np.ndarray, xq: np.ndarray, k: int, metric: str, backends: list[
     `verify_queries` queries. Returns {backend: record} (with `search_vs_faiss`,
     `total_vs_sklearn`, ... : this time over the peer's, below 1 is faster) and the sample.
     `floors`: also time the engine's bare GEMMs (the bench's floor; costs a search's time)."""
-    runs = [v for b in backends for v in variants(b, metric)]
+    runs = list(backends)
     best: dict[str, dict] = {}
     times: dict[str, list[float]] = {}  # every repeat's search time, in order
     with tempfile.TemporaryDirectory(prefix="lookalike-bench-") as tmp:
@@ -159,17 +153,7 @@ def measure(xb: np.ndarray, xq: np.ndarray, k: int, metric: str, backends: list[
             rec["repeat_search_s"] = times[b]
             D, I = np.load(data / f"D_{b}.npy"), np.load(data / f"I_{b}.npy")
             rec |= check(xq[sample], xb, metric, D_ref, I_ref, D[sample], I[sample], exact=rec.get("exact", False))
-    records = {}
-    for b in backends:
-        vs = [best[v] for v in variants(b, metric)]
-        top = min(vs, key=lambda r: r["search_s"])
-        rec = dict(top, backend=b)
-        if len(vs) > 1:  # every setting measured, the better kept, all said
-            rec["setting"] = top["backend"].partition("@")[2]
-            rec["settings"] = {v["backend"].partition("@")[2]: {"search_s": v["search_s"], "agree": v["agree"],
-                                                                "config": v["config"]} for v in vs}
-            rec["agree"] = all(v["agree"] for v in vs)
-        records[b] = rec
+    records = {b: best[b] for b in backends}
     for rec in records.values():
         for peer in PEERS:
             p = records.get(peer)
@@ -277,6 +261,15 @@ def _ratio(x: float | None) -> str:
     return f"{x:.2f}x" if x else "-"
 
 
+def settings_text(r: dict) -> str:
+    """How FAISS's BLAS setting was chosen, in words (from its record's `settings`)."""
+    t, n = r["settings"], r["probe_queries"]
+    text = f"on the first {n} queries BLAS {t['blas_probe_s']:.3g} s, SIMD loop {t['simd_probe_s']:.3g} s"
+    if "blas_batch_s" in t:
+        text += f"; on all queries BLAS {t['blas_batch_s']:.3g} s, SIMD loop {t['simd_batch_s']:.3g} s"
+    return text + f"; kept {r['setting']}"
+
+
 def table(result: dict) -> str:
     """The comparison as an aligned text table: fit, search and their sum apart; time ratios
     over FAISS's and scikit-learn's search (below 1: faster)."""
@@ -291,9 +284,7 @@ def table(result: dict) -> str:
                      f"{r['frac_neighbor_sets_differ']:>11.2%}  {r['config']}")
     for r in result["results"]:
         if "settings" in r:
-            lines.append(f"{r['backend']}: " + ", ".join(f"@{s} search {v['search_s']:.2f} s"
-                                                         for s, v in r["settings"].items())
-                         + f"; kept @{r['setting']}")
+            lines.append(f"{r['backend']}: BLAS threshold chosen by timing both settings: " + settings_text(r))
     for r in floors:
         st = r.get("stages", {})
         lines.append(f"{r['backend']}: {st.get('screen_dtype')} screen; stages prepare {st.get('prepare_s', 0):.2f} s, "

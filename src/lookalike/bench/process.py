@@ -20,13 +20,16 @@ import torch
 from ..errors import LookalikeError
 from ..knn import NearestNeighbors
 from ..knn.backends import BACKENDS
+from ..knn.metrics import METRICS
 from ..knn.blocks import ranges
 from ..knn.screen import PreparedBase, Screen, int8_dots, prepare_rows
 
-# FAISS's distance_compute_blas_threshold per variant: a batch of fewer queries than it runs
-# FAISS's SIMD loop, a larger one a BLAS GEMM. 'faiss' alone keeps FAISS's default (20).
+# FAISS's distance_compute_blas_threshold per setting: a batch of fewer queries than it runs
+# FAISS's SIMD loop, a larger one a BLAS GEMM (FAISS's default: 20). 'faiss@blas' and
+# 'faiss@simd' force one; plain 'faiss' measures both (`faiss_setting`) and takes the better.
 FAISS_SETTINGS = {"blas": 0, "simd": 2**30}
-FAISS_DEFAULT_THRESHOLD = 20
+PROBE_QUERIES = 256
+GEMM_METRICS = {n for n, m in METRICS.items() if m.gemm}  # FAISS's threshold applies to these only
 WORKER_USER_ERROR = 2  # a worker's exit status for a LookalikeError: its message is its last line
 
 
@@ -57,24 +60,26 @@ def worker(backend: str, data: Path, k: int, metric: str, precision: str) -> dic
     name, _, variant = backend.partition("@")
     t0 = time.perf_counter()
     BACKENDS[name].load()  # the library's import, outside the timed fit
-    if name == "faiss":
-        import faiss
-
-        faiss.cvar.distance_compute_blas_threshold = FAISS_SETTINGS.get(variant, FAISS_DEFAULT_THRESHOLD)
     import_s = time.perf_counter() - t0
     nn = NearestNeighbors(k, metric=metric, backend=name, device="cpu",
                           precision=variant if name == "lookalike" and variant else precision)
     t0 = time.perf_counter()
     nn.fit(xb)
+    fit_s = time.perf_counter() - t0
+    settings = None
+    if name == "faiss" and nn.effective_metric_ in GEMM_METRICS:  # not timed: a choice made before the search
+        settings = faiss_setting(nn, xq, variant)
     t1 = time.perf_counter()
     D, I = nn.kneighbors(xq)
-    t2 = time.perf_counter()
+    search_s = time.perf_counter() - t1
     np.save(data / f"D_{backend}.npy", D)
     np.save(data / f"I_{backend}.npy", I)
     record = {"backend": backend, "config": nn.backend_config_, "exact": BACKENDS[name].exact,
               "fit_includes": BACKENDS[name].fit_includes, "import_s": import_s,
-              "fit_s": t1 - t0, "search_s": t2 - t1, "total_s": t2 - t0,
+              "fit_s": fit_s, "search_s": search_s, "total_s": fit_s + search_s,
               "peak_rss_mb": status_mb("VmHWM"), "baseline_rss_mb": baseline}
+    if settings is not None:
+        record |= settings
     if nn.search_stats_ is not None:
         record["stages"] = nn.search_stats_.as_dict()
     base = nn.prepared_base_
@@ -85,6 +90,37 @@ def worker(backend: str, data: Path, k: int, metric: str, precision: str) -> dic
         if nn.screen_dtype_ == "int8":
             record["int8_gemm_floor_s"] = gemm_floor(base, xq, torch.int8)
     return record
+
+
+def faiss_setting(nn: NearestNeighbors, xq: np.ndarray, forced: str) -> dict:
+    """Set FAISS's BLAS threshold for this batch: `forced` ('blas', 'simd') or, for '', the
+    faster of the two on a probe of the first PROBE_QUERIES queries, each timed after a
+    warm-up. When the BLAS GEMM wins the probe it wins the whole batch too (its cost per
+    query falls as batches grow; the SIMD loop's does not); when the SIMD loop wins and the
+    batch is larger than the probe, both are timed on the whole batch. Returns the setting,
+    the times that chose it and `probe_s`, the seconds the probe took."""
+    import faiss
+
+    t0 = time.perf_counter()
+    if forced:
+        faiss.cvar.distance_compute_blas_threshold = FAISS_SETTINGS[forced]
+        return {"setting": forced, "probe_s": time.perf_counter() - t0}
+    probe = xq[:PROBE_QUERIES]
+    times = {}
+    for what, queries in (("probe", probe), ("batch", xq)):
+        for setting, threshold in FAISS_SETTINGS.items():
+            faiss.cvar.distance_compute_blas_threshold = threshold
+            nn.kneighbors(queries[:8])  # warm-up
+            t = time.perf_counter()
+            nn.kneighbors(queries)
+            times[f"{setting}_{what}_s"] = time.perf_counter() - t
+        simd_wins = times[f"simd_{what}_s"] < times[f"blas_{what}_s"]
+        if not simd_wins or len(xq) <= len(probe):
+            break
+    setting = "simd" if simd_wins else "blas"
+    faiss.cvar.distance_compute_blas_threshold = FAISS_SETTINGS[setting]
+    return {"setting": setting, "settings": times, "probe_queries": len(probe),
+            "probe_s": time.perf_counter() - t0}
 
 
 def gemm_floor(base: PreparedBase, xq: np.ndarray, dtype: torch.dtype = torch.float32) -> float:
