@@ -25,8 +25,9 @@ from ..knn.blocks import ranges
 from ..knn.screen import PreparedBase, Screen, int8_dots, prepare_rows
 
 # FAISS's distance_compute_blas_threshold per setting: a batch of fewer queries than it runs
-# FAISS's SIMD loop, a larger one a BLAS GEMM (FAISS's default: 20). 'faiss@blas' and
-# 'faiss@simd' force one; plain 'faiss' measures both (`faiss_setting`) and takes the better.
+# FAISS's SIMD loop, a larger one a BLAS GEMM (the default differs by release: 20 in older ones,
+# 128000 in faiss-cpu 1.15). 'faiss@blas' and 'faiss@simd' force one; plain 'faiss' measures
+# both (`faiss_setting`) and takes the better.
 FAISS_SETTINGS = {"blas": 0, "simd": 2**30}
 PROBE_QUERIES = 256
 GEMM_METRICS = {n for n, m in METRICS.items() if m.gemm}  # FAISS's threshold applies to these only
