@@ -66,13 +66,15 @@ def bench_chart(result: dict, out: str | os.PathLike) -> Path:
     fig, ax = plt.subplots(figsize=(7, 0.6 * len(recs) + 1.5))
     bars = ax.barh(names, times, color=["tab:orange" if n == "lookalike" else "tab:gray" for n in names])
     ax.set_xscale("log")
-    ax.set_xlabel("search time, seconds (log scale)")
+    ax.set_xlabel("search time, seconds (log scale; fit excluded, best of the repeats)")
     w = result["workload"]
     ax.set_title(f"kNN search: {w['nq']} queries x {w['nb']} base x {w['d']}-d, k={w['k']}, {w['metric']}",
                  fontsize=9)
     for bar, r in zip(bars, recs):
         sp = r.get("speedup_vs_sklearn")
-        label = f" {r['search_s']:.2f} s" + (f"  ({sp:.1f}x sklearn)" if sp else "")
+        label = f" {r['search_s']:.2f} s" + (f"  ({sp:.1f}x scikit-learn's speed)" if sp else "")
+        if not r.get("agree", True):
+            label += "  WRONG: disagrees with float64"
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, label, va="center", fontsize=8)
     ax.set_xlim(min(times) / 2, max(times) * 8)
     return save(fig, out)
