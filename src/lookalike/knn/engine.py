@@ -217,8 +217,8 @@ def _full_scan(base: PreparedBase, xq: np.ndarray, rows: np.ndarray, k: int, D: 
         kth = torch.kthvalue(scores, k, dim=1).values
         within = scores <= (kth + 2 * fp.bound(q, extent))[:, None]
         rr, cc = within.nonzero(as_tuple=True)
-        rows, cols, dist = _rerank(base, xq, torch.as_tensor(g, device=dev)[rr], cc, scale)
-        short = pick(m, rows, cols, dist, k, D, I, scale)
+        pr, pc, dist = _rerank(base, xq, torch.as_tensor(g, device=dev)[rr], cc, scale)
+        short = pick(m, pr, pc, dist, k, D, I, scale)
         if len(short):
             raise RuntimeError(f"internal: the full scan of query {int(short[0])} kept fewer than {k} candidates")
 
