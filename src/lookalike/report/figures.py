@@ -66,6 +66,7 @@ def bench_chart(result: dict, out: str | os.PathLike) -> Path:
     fig, ax = plt.subplots(figsize=(7, 0.6 * len(recs) + 1.5))
     bars = ax.barh(names, times, color=["tab:orange" if n == "lookalike" else "tab:gray" for n in names])
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())  # a narrow range labels its minor ticks over each other
     ax.set_xlabel("search time, seconds (log scale; fit excluded, best of the repeats)")
     w = result["workload"]
     ax.set_title(f"kNN search: {w['nq']} queries x {w['nb']} base x {w['d']}-d, k={w['k']}, {w['metric']}",
