@@ -35,8 +35,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "docs" / "bench"
 FILES = (ROOT / "docs" / "benchmarks.md", ROOT / "README.md")
-MARKER = re.compile(r"<!-- bench:(?P<name>[\w.-]+) -->(?P<body>.*?)<!-- /bench:(?P=name) -->", re.S)
-OPENING = re.compile(r"<!-- (/?)bench:([\w.-]+) -->")
+# a marker quoted in backticks (as this convention is described in the docs) is text, not a marker
+MARKER = re.compile(r"(?<!`)<!-- bench:(?P<name>[\w.-]+) -->(?P<body>.*?)<!-- /bench:(?P=name) -->", re.S)
+OPENING = re.compile(r"(?<!`)<!-- (/?)bench:([\w.-]+) -->")
 
 
 # -- formatting -------------------------------------------------------------------------------
@@ -131,7 +132,7 @@ def scaling(result: dict) -> str:
     if len(same) > 1:
         rs = sorted(p["search_vs_faiss"] for p in same)
         out.append(f"The base configuration ({', '.join(f'{k} = {v:,}' for k, v in base.items())}) is a point of "
-                   f"every sweep: measured {len(same)} times in this run, lookalike took {ratio(rs[0])} to "
+                   f"each sweep that includes its value: measured {len(same)} times in this run, lookalike took {ratio(rs[0])} to "
                    f"{ratio(rs[-1])} FAISS's search time.")
     faster = [p for p in result["points"] if p.get("search_vs_faiss", 2) < 1]
     out.append(f"lookalike's search was faster than FAISS's at {len(faster)} of {len(result['points'])} points. "
@@ -163,10 +164,13 @@ def readme_knn(_: dict) -> str:
     text = (f"On the tutorial's shape at {w['nq']:,} queries here ({w['nb']:,} x {w['d']:,}-d, k = {w['k']}) the "
             f"engine's search took {ratio(ours.get('search_vs_faiss'))} FAISS's time and "
             f"{ratio(ours.get('search_vs_sklearn'))} scikit-learn's (one run, {ours['config']}); over the "
-            f"scaling sweeps it was faster than FAISS at {len(faster)} of {len(sc['points'])} points")
-    if faster and len(faster) < len(sc["points"]):
-        text += f" ({_where(faster)}) and slower at the others"
-    return text
+            "scaling sweeps its search was ")
+    n = len(sc["points"])
+    if not faster:
+        return text + f"slower than FAISS's at all {n} points"
+    if len(faster) == n:
+        return text + f"faster than FAISS's at all {n} points"
+    return text + f"faster than FAISS's at {len(faster)} of {n} points ({_where(faster)}) and slower at the others"
 
 
 def readme_claim(_: dict) -> str:
@@ -185,7 +189,8 @@ def readme_claim(_: dict) -> str:
           f"at {len(faster)} of the {len(pts)} scaling points ({_where(faster)})")
     return (f"an exact engine measured against them in the same runs; on this machine its search was "
             f"{than(ours.get('search_vs_sklearn'), 'scikit-learn')} and {than(ours.get('search_vs_faiss'), 'FAISS')} "
-            f"on the tutorial's shape, and faster than FAISS {at} (docs/benchmarks.md)")
+            f"on the tutorial's shape at {eng['workload']['nq']:,} queries, and faster than FAISS {at} "
+            "(docs/benchmarks.md)")
 
 
 def _where(points: list[dict]) -> str:
