@@ -132,8 +132,8 @@ def scaling(result: dict) -> str:
     if len(same) > 1:
         rs = sorted(p["search_vs_faiss"] for p in same)
         out.append(f"The base configuration ({', '.join(f'{k} = {v:,}' for k, v in base.items())}) is a point of "
-                   f"each sweep that includes its value: measured {len(same)} times in this run, lookalike took {ratio(rs[0])} to "
-                   f"{ratio(rs[-1])} FAISS's search time.")
+                   f"each sweep that includes its value: measured {len(same)} times in this run, lookalike took "
+                   f"{ratio(rs[0])} to {ratio(rs[-1])} FAISS's search time.")
     faster = [p for p in result["points"] if p.get("search_vs_faiss", 2) < 1]
     out.append(f"lookalike's search was faster than FAISS's at {len(faster)} of {len(result['points'])} points. "
                f"Best of {result['repeats']} interleaved repeats per point; every point verified on "
