@@ -257,40 +257,37 @@ def test_bad_parameters_are_named(params, message):
         NearestNeighbors(**params).fit(X)
 
 
-def test_auto_precision_follows_the_hardware_and_the_dimension(monkeypatch):
+def test_explicit_precisions_are_taken_as_given_and_cdist_metrics_screen_in_float64():
     import torch
 
     from lookalike.knn.metrics import get_metric
-    from lookalike.knn.precision import screen_dtype
+    from lookalike.knn.precision import screen_choice, screen_dtype
 
     cpu, l2 = torch.device("cpu"), get_metric("euclidean")
-    monkeypatch.setenv("LOOKALIKE_CPU_BF16", "0")
-    monkeypatch.setenv("LOOKALIKE_CPU_INT8", "1")
-    assert screen_dtype("auto", cpu, l2, 2048, 90_000) == torch.int8
-    assert screen_dtype("auto", cpu, l2, 64, 90_000) == torch.float32  # too small a GEMM to pay
-    assert screen_dtype("auto", cpu, l2, 2048, 2_000) == torch.float32  # the refine would cost more
-    assert screen_dtype("auto", cpu, get_metric("manhattan"), 2048, 90_000) == torch.float32
-    assert screen_dtype("fp32", cpu, l2, 2048, 90_000) == torch.float32
-    monkeypatch.setenv("LOOKALIKE_CPU_INT8", "0")
-    assert screen_dtype("auto", cpu, l2, 2048, 90_000) == torch.float32
-    monkeypatch.setenv("LOOKALIKE_CPU_BF16", "1")
-    assert screen_dtype("auto", cpu, l2, 2048, 90_000) == torch.bfloat16
-    assert screen_dtype("auto", torch.device("cuda"), l2, 64, 10) == torch.bfloat16
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("int8", torch.int8)):
+        assert screen_dtype(name, cpu, l2, 2048, 90_000) == dtype
+    dtype, why = screen_choice("auto", cpu, get_metric("manhattan"), 2048, 90_000)
+    assert dtype == torch.float32 and "cdist" in why
+    with pytest.raises(InvalidParameter, match="unknown precision 'fp16'"):
+        screen_dtype("fp16", cpu, l2, 64, 10)
 
 
 def test_auto_int8_estimator_matches_sklearn(monkeypatch):
+    """When the calibration says int8 is fastest, `auto` screens in int8, and says why."""
     from sklearn.neighbors import NearestNeighbors as SkNN
 
-    from lookalike.knn import precision
+    from lookalike.knn import calibrate
 
-    monkeypatch.setenv("LOOKALIKE_CPU_BF16", "0")
-    monkeypatch.setenv("LOOKALIKE_CPU_INT8", "1")
-    monkeypatch.setattr(precision, "INT8_MIN_ROWS", 1000)  # a small base, to keep the test quick
     rng = np.random.default_rng(11)
     X = np.maximum(rng.normal(size=(3000, 600)), 0).astype(np.float32)  # ReLU-like features
     Q = np.maximum(rng.normal(size=(50, 600)), 0).astype(np.float32)
+    fake = calibrate.Calibration("cpu/euclidean/d1024", 4000, {
+        "fp32": {"fixed_s": 0.0, "per_row_s": 3e-6}, "bf16": {"fixed_s": 0.001, "per_row_s": 2e-6},
+        "int8": {"fixed_s": 0.001, "per_row_s": 1e-6}})
+    monkeypatch.setattr(calibrate, "calibration", lambda *a, **kw: fake)
     nn = NearestNeighbors(n_neighbors=5, device="cpu").fit(X)
     assert "int8 screen + fp32 refine" in nn.backend_config_ and nn.screen_dtype_ == "int8"
+    assert nn.screen_choice_.startswith("int8 screen by calibration (cpu/euclidean/d1024")
     D, I = nn.kneighbors(Q)
     D_sk, I_sk = SkNN(n_neighbors=5, algorithm="brute").fit(X).kneighbors(Q)
     np.testing.assert_array_equal(I, I_sk)

@@ -20,7 +20,7 @@ from ..hardware import cpu_flags, resolve_device
 from .blocks import SearchStats
 from .engine import knn
 from .metrics import METRICS, Metric, get_metric
-from .precision import screen_dtype
+from .precision import screen_choice
 from .radius import radius_search
 from .refine import check_representable, refines
 from .scaling import float32_scale, rescaled
@@ -70,6 +70,7 @@ class Backend:
     scale_ = 1.0  # fitted: the power of two the base (and every query) is multiplied by
     screen_dtype_: torch.dtype | None = None  # fitted: the engine's screen precision (lookalike only)
     prepared_base_: PreparedBase | None = None  # fitted: the base made ready for the engine (lookalike only)
+    screen_choice_: str | None = None  # fitted: why the engine screens in that precision (lookalike only)
 
     def __init__(self, metric: str | Metric = "euclidean", *, device: str | torch.device = "cpu",
                  working_memory: float | None = None, precision: str = "auto"):
@@ -171,10 +172,14 @@ class LookalikeBackend(Backend):
         if self.screen_dtype_ is None:
             return f"lookalike engine, {self.precision} screen + float64 rerank"
         refine = " + fp32 refine" if refines(self.screen_dtype_) else ""
-        return f"lookalike engine, {str(self.screen_dtype_).removeprefix('torch.')} screen{refine} + float64 rerank"
+        out = f"lookalike engine, {str(self.screen_dtype_).removeprefix('torch.')} screen{refine} + float64 rerank"
+        if self.precision == "auto" and self.screen_choice_:
+            out += f" (auto: {self.screen_choice_})"
+        return out
 
     def _fit(self, X):
-        self.screen_dtype_ = screen_dtype(self.precision, self.device, self.metric, X.shape[1], X.shape[0])
+        self.screen_dtype_, self.screen_choice_ = screen_choice(self.precision, self.device, self.metric,
+                                                                X.shape[1], X.shape[0], sample=X)
         self.prepared_base_ = PreparedBase(X, self.metric, device=self.device, screen_dtype=self.screen_dtype_,
                                            working_memory=self.working_memory)
         return self

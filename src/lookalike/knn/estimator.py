@@ -61,11 +61,12 @@ class NearestNeighbors(BaseEstimator):
     device : str, default='auto'
         'cpu', 'cuda[:N]', or 'auto' (CUDA when present).
     precision : str, default='auto'
-        Screen precision of the lookalike engine: 'fp32', 'bf16', 'int8', or 'auto' (bf16 on
-        CUDA and AMX/AVX-512-BF16 CPUs, int8 on VNNI CPUs for 50,000 or more samples of 512 or
-        more features, else fp32). Results are exact whatever it is: a lower precision widens
-        the error bound, an fp32 refinement and the float64 rerank decide. Other backends
-        compute in float32 and ignore it.
+        Screen precision of the lookalike engine: 'fp32', 'bf16', 'int8', or 'auto' (the
+        fastest of them measured on this device for this metric and dimension class, once per
+        machine and cached: see `lookalike.knn.calibrate`; `screen_choice_` says why).
+        Results are exact whatever it is: a lower precision widens the error bound, an fp32
+        refinement and the float64 rerank decide. Other backends compute in float32 and
+        ignore it.
 
     Attributes
     ----------
@@ -86,6 +87,9 @@ class NearestNeighbors(BaseEstimator):
     screen_dtype_ : str or None
         The lookalike engine's screen precision ('float32', 'bfloat16', 'int8'); None for
         other backends.
+    screen_choice_ : str or None
+        Why the engine screens in that precision, in words (with `precision='auto'`: the
+        calibration's predicted times); None for other backends.
     prepared_base_ : PreparedBase or None
         The base made ready for the engine's screen (lookalike backend), which every search
         reuses; None for other backends.
@@ -179,6 +183,7 @@ class NearestNeighbors(BaseEstimator):
         self.backend_config_ = backend.config
         dtype = backend.screen_dtype_
         self.screen_dtype_ = None if dtype is None else str(dtype).removeprefix("torch.")
+        self.screen_choice_ = backend.screen_choice_
         self.prepared_base_ = backend.prepared_base_
         self.radius_backend_ = backend.radius_backend
 

@@ -1,0 +1,140 @@
+"""`precision='auto'` chooses by measuring: the calibration, its cache, and its choices.
+
+No test checks a timing: they check what is measured, what is kept, when it is measured
+again, and that whatever it picks is exact."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lookalike import NearestNeighbors
+from lookalike.knn import calibrate, reference_knn
+from lookalike.knn.metrics import get_metric
+
+CPU = torch.device("cpu")
+L2 = get_metric("euclidean")
+
+
+def quick(device, metric, data, key=None):
+    """A stand-in for the measurement, for tests of what is kept and when it is measured."""
+    key = key or calibrate.shape_class(device, metric, data if isinstance(data, int) else data.shape[1])[0]
+    return calibrate.Calibration(key, 1000, {"fp32": {"fixed_s": 0.0, "per_row_s": 2e-6},
+                                             "int8": {"fixed_s": 0.002, "per_row_s": 1e-6}}, {"bf16": "not here"})
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty cache folder of its own, and no calibration kept in this process."""
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path))
+    monkeypatch.delenv("LOOKALIKE_CALIBRATION", raising=False)
+    calibrate.forget()
+    yield tmp_path / calibrate.FILE
+    calibrate.forget()
+
+
+def test_shape_classes_round_the_dimension_up_to_a_power_of_two():
+    assert calibrate.shape_class(CPU, L2, 3) == ("cpu/euclidean/d64", 64)
+    assert calibrate.shape_class(CPU, L2, 1280) == ("cpu/euclidean/d2048", 2048)
+    assert calibrate.shape_class(CPU, get_metric("cosine"), 2048)[0] == "cpu/cosine/d2048"
+    assert calibrate.shape_class(CPU, L2, 100_000)[1] == 4096
+
+
+def test_a_calibration_times_every_screen_and_is_kept_per_machine(cache):
+    dtype, why = calibrate.choose(CPU, L2, 64, 90_000)
+    assert dtype in calibrate.CANDIDATES.values() and "by calibration (cpu/euclidean/d64" in why
+    saved = json.loads(cache.read_text())
+    assert saved["machine"] == calibrate.machine(CPU)
+    entry = saved["classes"]["cpu/euclidean/d64"]
+    assert set(entry["lines"]) | set(entry["excluded"]) == set(calibrate.CANDIDATES)
+    assert "fp32" in entry["lines"]
+    # the choice is the smallest predicted time, and it follows the base's size
+    cal = calibrate.calibration(CPU, L2, 64)
+    for nb in (1_000, 90_000, 10**7):
+        times = cal.predicted(nb)
+        assert times[cal.choice(nb)] == min(times.values())
+
+
+def test_a_cached_calibration_is_used_without_measuring(cache, monkeypatch):
+    monkeypatch.setattr(calibrate, "calibrate", quick)
+    calibrate.calibration(CPU, L2, 64)
+    calibrate.forget()
+    monkeypatch.setattr(calibrate, "calibrate", lambda *a, **kw: pytest.fail("measured again"))
+    assert calibrate.calibration(CPU, L2, 64).key == "cpu/euclidean/d64"
+
+
+@pytest.mark.parametrize("change", ["cpu", "torch"])
+def test_another_cpu_or_torch_measures_again(cache, monkeypatch, change):
+    monkeypatch.setattr(calibrate, "calibrate", quick)
+    calibrate.calibration(CPU, L2, 64)
+    calibrate.forget()
+    real = calibrate.machine
+    monkeypatch.setattr(calibrate, "machine", lambda dev: {**real(dev), change: "something else"})
+    measured = []
+    monkeypatch.setattr(calibrate, "calibrate", lambda *a, **kw: measured.append(1) or calibrate.Calibration(
+        "cpu/euclidean/d64", 100, {"fp32": {"fixed_s": 0.0, "per_row_s": 1e-6}}))
+    assert calibrate.choose(CPU, L2, 64, 10)[0] == torch.float32 and measured == [1]
+    saved = json.loads(cache.read_text())  # rewritten for the new machine, the old entries gone
+    assert saved["machine"][change] == "something else" and list(saved["classes"]) == ["cpu/euclidean/d64"]
+
+
+@pytest.mark.parametrize("damage", ["not json {", '{"machine": 3}', "[]", "",
+                                    '{"machine": null, "classes": {"cpu/euclidean/d64": {"lines": 1}}}'])
+def test_a_corrupt_cache_file_is_ignored_and_rewritten(cache, damage, monkeypatch):
+    monkeypatch.setattr(calibrate, "calibrate", quick)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(damage)
+    assert calibrate.choose(CPU, L2, 64, 1000)[0] == torch.float32  # 2 ms against 3 ms
+    assert calibrate.choose(CPU, L2, 64, 10_000)[0] == torch.int8  # 20 ms against 12 ms
+    assert "cpu/euclidean/d64" in json.loads(cache.read_text())["classes"]
+
+
+def test_a_damaged_entry_of_this_machine_is_measured_again(cache, monkeypatch):
+    monkeypatch.setattr(calibrate, "calibrate", quick)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    bad = {"key": "cpu/euclidean/d64", "rows": 5, "lines": {"fp32": {"fixed_s": -1, "per_row_s": "x"}}}
+    cache.write_text(json.dumps({"machine": calibrate.machine(CPU), "classes": {"cpu/euclidean/d64": bad}}))
+    cal = calibrate.calibration(CPU, L2, 64)
+    assert cal.rows > 5 and cal.lines["fp32"]["fixed_s"] >= 0
+
+
+def test_without_the_cache_file_nothing_is_written(cache, monkeypatch):
+    monkeypatch.setattr(calibrate, "calibrate", quick)
+    monkeypatch.setenv("LOOKALIKE_CALIBRATION", "0")
+    calibrate.choose(CPU, L2, 64, 1000)
+    assert not cache.exists()
+
+
+def test_a_screen_that_gives_other_neighbours_is_no_candidate(cache, monkeypatch):
+    """Every screen is exact by construction; the calibration checks it all the same."""
+    from lookalike.knn import engine
+
+    real = engine.knn
+
+    def wrong_for_int8(xq, base, k, **kw):
+        D, I = real(xq, base, k, **kw)
+        if base.screen.dtype == torch.int8:
+            I = I[::-1].copy()  # other rows' neighbours
+        return D, I
+
+    monkeypatch.setattr(engine, "knn", wrong_for_int8)
+    cal = calibrate.calibrate(CPU, L2, 64)
+    assert "int8" not in cal.lines and "differed" in cal.excluded["int8"]
+    assert "not candidates: int8" in cal.explain(1000)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "inner_product"])
+def test_whatever_auto_picks_is_exact(cache, metric):
+    """Measured on the user's own base, large enough to be measured on."""
+    rng = np.random.default_rng(3)
+    X = np.maximum(rng.normal(size=(6000, 96)), 0).astype(np.float32)
+    Q = np.maximum(rng.normal(size=(40, 96)), 0).astype(np.float32)
+    nn = NearestNeighbors(n_neighbors=7, metric=metric, device="cpu").fit(X)
+    assert nn.screen_choice_ and "by calibration" in nn.screen_choice_
+    D, I = nn.kneighbors(Q)
+    D_ref, I_ref = reference_knn(Q, X, 7, metric)
+    np.testing.assert_array_equal(I, I_ref)
+    np.testing.assert_allclose(D, D_ref, rtol=1e-5, atol=1e-6)
