@@ -43,17 +43,22 @@ def require() -> None:
                            "pip install 'lookalike[dask]'") from None
 
 
-def check_scheduler(scheduler: str) -> str:
-    """`scheduler` if it is `local:N` (1 <= N <= MAX_LOCAL_WORKERS) or `tcp://HOST:PORT`."""
+def scheduler_problem(scheduler: str) -> str | None:
+    """What is wrong with `scheduler` as a scheduler's name, or None if it is `local:N`
+    (1 <= N <= MAX_LOCAL_WORKERS) or `tcp://HOST:PORT`."""
     text = str(scheduler).strip()
     m = _LOCAL.fullmatch(text)
-    if m and 1 <= int(m.group(1)) <= MAX_LOCAL_WORKERS:
-        return text
     if m:
-        raise ClusterError(f"--scheduler {text}: give 1 to {MAX_LOCAL_WORKERS} local workers")
-    if _REMOTE.fullmatch(text):
-        return text
-    raise ClusterError(f"--scheduler {text[:80]!r}: expected {SCHEDULER_HELP}")
+        return None if 1 <= int(m.group(1)) <= MAX_LOCAL_WORKERS else f"give 1 to {MAX_LOCAL_WORKERS} local workers"
+    return None if _REMOTE.fullmatch(text) else f"expected {SCHEDULER_HELP}"
+
+
+def check_scheduler(scheduler: str) -> str:
+    """`scheduler`, stripped, if it names one; else a one-line `ClusterError`."""
+    problem = scheduler_problem(scheduler)
+    if problem:
+        raise ClusterError(f"scheduler {str(scheduler)[:80]!r}: {problem}")
+    return str(scheduler).strip()
 
 
 @contextmanager
