@@ -16,7 +16,6 @@ from distributed.diagnostics.plugin import WorkerPlugin  # noqa: E402
 
 from lookalike.dask.cluster import local_cluster  # noqa: E402
 
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="package")
