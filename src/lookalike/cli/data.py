@@ -77,7 +77,7 @@ def embed(args: argparse.Namespace) -> int:
     out = check_features_out(args.out, inputs=_input_paths(args.source))  # before the model is loaded
     embedder = embedder_from_args(args)
     source = open_source(args.source, size=embedder.input_size, progress=not args.quiet)
-    with on_scheduler(args.scheduler, embedder) as embedder:
+    with on_scheduler(args.scheduler, embedder, args.device) as embedder:
         features = embedder.embed(source, out)
     rate = len(source) / embedder.last_seconds if embedder.last_seconds else float("nan")
     report_skipped(source)

@@ -99,7 +99,7 @@ def build(args: argparse.Namespace) -> int:
     check_new_index(args.out)  # before the model is loaded and the images read
     embedder = embedder_from_args(args)
     source = open_source(args.source, size=embedder.input_size, progress=not args.quiet)
-    with on_scheduler(args.scheduler, embedder) as embedder:
+    with on_scheduler(args.scheduler, embedder, args.device) as embedder:
         index = Index.build(source, args.out, metric=args.metric, embedder=embedder)
     report_skipped(source)
     print(f"indexed {index.count} image(s) into {printable(index.path)} ({embedder.model}, "

@@ -25,9 +25,10 @@ def add_scheduler(parser: argparse.ArgumentParser) -> None:
 
 
 @contextmanager
-def on_scheduler(name: str | None, embedder) -> Iterator:
+def on_scheduler(name: str | None, embedder, device: str | None = None) -> Iterator:
     """`embedder` itself without a scheduler; else one that runs on the cluster `name`
-    (a local cluster is started for the block and closed after it)."""
+    (a local cluster is started for the block and closed after it), on `device` as each
+    worker resolves it (`auto`: the worker's own GPU, if it has one)."""
     if name is None:
         yield embedder
         return
@@ -35,4 +36,4 @@ def on_scheduler(name: str | None, embedder) -> Iterator:
     from ..dask.embed import ClusterEmbedder
 
     with connect(name) as client:
-        yield ClusterEmbedder(embedder, client)
+        yield ClusterEmbedder(embedder, client, device=device)

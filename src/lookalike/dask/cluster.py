@@ -99,8 +99,10 @@ def local_cluster(n: int) -> Iterator:
         with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
                                    dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL)
-    except (OSError, TimeoutError) as exc:
-        raise ClusterError(f"--scheduler local:{n}: cannot start a local cluster ({exc})") from None
+    except (OSError, TimeoutError, RuntimeError) as exc:
+        raise ClusterError(f"local:{n}: cannot start a local cluster ({str(exc).strip()[:160]}); in a script, start "
+                           "it under if __name__ == '__main__': (its worker processes import the script again)") \
+            from None
     try:
         yield cluster
     finally:
