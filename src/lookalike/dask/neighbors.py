@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import ClusterError, InvalidParameter
 from ..knn.metrics import NAMES, get_metric
+from ..knn.precision import SCREEN_PRECISIONS
 from ..knn.validation import check_array, check_k
 from . import shards as _shards
 from .cluster import require
@@ -44,6 +45,7 @@ _CONSTRAINTS: dict[str, tuple[Any, str]] = {
                "'auto', 'cpu' or 'cuda[:N]'"),
     "working_memory": (lambda v: v is None or (isinstance(v, numbers.Real) and 1 <= v < float("inf")),
                        "None or a finite number of MiB >= 1"),
+    "precision": (lambda v: isinstance(v, str) and v in SCREEN_PRECISIONS, f"one of {list(SCREEN_PRECISIONS)}"),
 }
 
 
@@ -73,6 +75,9 @@ class NearestNeighbors:
         'cuda' is that worker's own GPU.
     working_memory : float, default=None
         MiB for the engine's blocks in each task (None: the engine's default).
+    precision : str, default='auto'
+        The engine's screen precision, chosen on each worker for its device and shard as
+        `lookalike.NearestNeighbors` chooses it; results are exact whatever it is.
 
     Attributes
     ----------
@@ -88,7 +93,7 @@ class NearestNeighbors:
     def __init__(self, n_neighbors: int = 5, *, metric: str = "euclidean", client=None,
                  batch_size: int = BATCH_SIZE, shard_rows: int | None = None,
                  storage: str | os.PathLike | None = None, device: str = "auto",
-                 working_memory: float | None = None):
+                 working_memory: float | None = None, precision: str = "auto"):
         self.n_neighbors = n_neighbors
         self.metric = metric
         self.client = client
@@ -97,6 +102,7 @@ class NearestNeighbors:
         self.storage = storage
         self.device = device
         self.working_memory = working_memory
+        self.precision = precision
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n_neighbors={self.n_neighbors!r}, metric={self.metric!r})"
@@ -208,7 +214,7 @@ class NearestNeighbors:
         import dask.array as da
 
         metric = self.effective_metric_
-        options = {"device": self.device, "working_memory": self.working_memory}
+        options = {"device": self.device, "working_memory": self.working_memory, "precision": self.precision}
         search = dask.delayed(search_shard, pure=True)
         merge = dask.delayed(merge_results, pure=True)
         if X is None:
@@ -246,13 +252,14 @@ class NearestNeighbors:
 
 
 def search_shard(queries, shard: _shards.Shard, k: int, metric: str, itself: bool, *, device: str = "auto",
-                 working_memory: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 working_memory: float | None = None, precision: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """A task: the k best rows of `shard` for each query (all its rows when it has fewer),
     by lookalike's engine on the worker's `device`, as exact float64 distances and global
     indices. `queries` is an array, or a shard read from storage (X=None); `itself`: the
     queries are this very shard, and no row is its own neighbour."""
     from ..hardware import resolve_device
     from ..knn.engine import knn
+    from ..knn.precision import screen_dtype
     from ..knn.refine import pair_distances
 
     xb = shard.read()
@@ -263,8 +270,9 @@ def search_shard(queries, shard: _shards.Shard, k: int, metric: str, itself: boo
     if kk < 1:
         return np.empty((len(xq), 0)), np.empty((len(xq), 0), dtype=np.int64)
     m = get_metric(metric)
-    _, I = knn(xq, xb, kk, m.name, device=resolve_device(device), working_memory=working_memory,
-               exclude_self=itself)
+    dev = resolve_device(device)
+    _, I = knn(xq, xb, kk, m.name, device=dev, working_memory=working_memory, exclude_self=itself,
+               screen_dtype=screen_dtype(precision, dev, m, xb.shape[1], len(xb)))
     rows = np.repeat(np.arange(len(xq)), kk)
     D64 = pair_distances(m, xq, xb, rows, I.ravel()).reshape(I.shape)
     return D64, I + shard.offset
