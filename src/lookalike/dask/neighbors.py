@@ -14,7 +14,9 @@ import operator
 import os
 import shutil
 import tempfile
+import threading
 import weakref
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -257,25 +259,70 @@ def search_shard(queries, shard: _shards.Shard, k: int, metric: str, itself: boo
     by lookalike's engine on the worker's `device`, as exact float64 distances and global
     indices. `queries` is an array, or a shard read from storage (X=None); `itself`: the
     queries are this very shard, and no row is its own neighbour."""
-    from ..hardware import resolve_device
     from ..knn.engine import knn
-    from ..knn.precision import screen_dtype
     from ..knn.refine import pair_distances
 
-    xb = shard.read()
+    base = prepared(shard, metric, device, precision, working_memory)
+    xb = base.xb
     xq = xb if itself else (queries.read() if isinstance(queries, _shards.Shard) else check_array(queries))
     if xq.shape[1] != xb.shape[1]:
         raise InvalidParameter(f"queries of {xq.shape[1]} dimensions for the shard {shard.path} of {xb.shape[1]}")
     kk = min(k, len(xb) - 1 if itself else len(xb))
     if kk < 1:
         return np.empty((len(xq), 0)), np.empty((len(xq), 0), dtype=np.int64)
-    m = get_metric(metric)
-    dev = resolve_device(device)
-    _, I = knn(xq, xb, kk, m.name, device=dev, working_memory=working_memory, exclude_self=itself,
-               screen_dtype=screen_dtype(precision, dev, m, xb.shape[1], len(xb)))
+    _, I = knn(xq, base, kk, exclude_self=itself)
     rows = np.repeat(np.arange(len(xq)), kk)
-    D64 = pair_distances(m, xq, xb, rows, I.ravel()).reshape(I.shape)
+    D64 = pair_distances(base.metric, xq, xb, rows, I.ravel()).reshape(I.shape)
     return D64, I + shard.offset
+
+
+# In each worker: shards read and prepared for the engine's screen, kept for the next query
+# block (least recently used first out), within a quarter of the worker's memory limit.
+_PREPARED: OrderedDict[tuple, Any] = OrderedDict()
+_PREPARED_LOCK = threading.Lock()
+PREPARED_SHARE = 0.25
+
+
+def prepared(shard: _shards.Shard, metric: str, device: str, precision: str, working_memory: float | None):
+    """The shard read from storage and prepared on this worker's device (a `PreparedBase`),
+    from this worker's cache when the file has not changed since (same size, time, inode)."""
+    from ..hardware import resolve_device
+    from ..knn.precision import screen_dtype
+    from ..knn.screen import PreparedBase
+
+    stat = os.stat(shard.path)
+    dev = resolve_device(device)
+    key = (shard, stat.st_size, stat.st_mtime_ns, stat.st_ino, metric, str(dev), precision, working_memory)
+    with _PREPARED_LOCK:
+        if key in _PREPARED:
+            _PREPARED.move_to_end(key)
+            return _PREPARED[key]
+    xb = shard.read()
+    m = get_metric(metric)
+    base = PreparedBase(xb, m, device=dev, working_memory=working_memory, materialise=True,
+                        screen_dtype=screen_dtype(precision, dev, m, xb.shape[1], len(xb)))
+    budget = _cache_budget()
+    with _PREPARED_LOCK:
+        _PREPARED[key] = base
+        _PREPARED.move_to_end(key)
+        while _PREPARED and sum(_bytes(b) for b in _PREPARED.values()) > budget:
+            _PREPARED.popitem(last=False)
+    return base
+
+
+def _bytes(base) -> int:
+    """About what a prepared shard holds: its rows and their screen copy."""
+    return 2 * int(base.xb.nbytes)
+
+
+def _cache_budget() -> float:
+    try:
+        from distributed import get_worker
+
+        limit = get_worker().memory_manager.memory_limit
+    except (ImportError, ValueError, AttributeError):
+        return 0.0  # not in a worker: keep nothing
+    return PREPARED_SHARE * limit if limit else 0.0
 
 
 def _is_dask_array(X) -> bool:
