@@ -132,3 +132,15 @@ def test_worker_killed_during_kneighbors_search_completes_exactly(client, kill_o
     Dr, Ir = Local(n_neighbors=7, metric="manhattan").fit(X).kneighbors()
     np.testing.assert_array_equal(I, Ir)
     np.testing.assert_array_equal(D, Dr)
+
+
+def test_workers_read_a_shard_again_once_its_file_changed(client, tmp_path):
+    path = tmp_path / "a.npy"
+    np.save(path, np.arange(6, dtype=np.float32).reshape(6, 1))
+    nn = NearestNeighbors(1, client=client).fit([path])
+    q = np.array([[0.2]], np.float32)
+    assert nn.kneighbors(q, return_distance=False).compute().tolist() == [[0]]
+    assert nn.kneighbors(q, return_distance=False).compute().tolist() == [[0]]  # kept by the worker
+    np.save(tmp_path / "b.npy", np.arange(6, dtype=np.float32)[::-1].reshape(6, 1).copy())
+    (tmp_path / "b.npy").replace(path)  # same size, another file
+    assert nn.kneighbors(q, return_distance=False).compute().tolist() == [[5]]
