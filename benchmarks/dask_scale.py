@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--shard-rows", type=int, default=50_000, help="per-shard rate: rows of the shard")
+    ap.add_argument("--shard-d", type=int, default=2048, help="per-shard rate: its dimension")
     ap.add_argument("--out", default="docs/bench/dask_scale.json")
     args = ap.parse_args()
 
@@ -62,6 +64,7 @@ def main() -> None:
               "k": args.k, "precision": args.precision, "images": args.images, "repeats": args.repeats,
               "search": {}, "embed": {}}
 
+    result["per_shard"] = per_shard(args)
     nn = NearestNeighbors(n_neighbors=args.k, backend="lookalike", precision=args.precision).fit(X)
     single_s, (D0, I0) = best(lambda: nn.kneighbors(Q), args.repeats)
     result["search"]["single"] = {"s": single_s, "pairs_per_s": args.nb * args.nq / single_s,
@@ -97,6 +100,32 @@ def main() -> None:
         print(json.dumps(result, indent=1), flush=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
+
+
+def per_shard(args) -> dict:
+    """One search task as a worker runs it (`search_shard`: the shard read from a .npy file and
+    prepared, the engine, the float64 distances of its k best), at the plan's dimension."""
+    import tempfile
+
+    import numpy as np
+
+    from lookalike.dask.neighbors import search_shard
+    from lookalike.dask.shards import Shard
+
+    rng = np.random.default_rng(1)
+    xb = rng.standard_normal((args.shard_rows, args.shard_d), dtype=np.float32)
+    xq = rng.standard_normal((args.nq, args.shard_d), dtype=np.float32)
+    out = {"rows": args.shard_rows, "d": args.shard_d, "nq": args.nq, "k": args.k}
+    with tempfile.TemporaryDirectory() as folder:
+        np.save(f"{folder}/shard.npy", xb)
+        shard = Shard(f"{folder}/shard.npy", 0, args.shard_rows, 0)
+        for precision in ("fp32", args.precision if args.precision != "fp32" else "auto"):
+            s, _ = best(lambda: search_shard(xq, shard, args.k, "euclidean", False, device="cpu",
+                                             precision=precision), args.repeats)
+            out[precision] = {"s": s, "pairs_per_s": args.shard_rows * args.nq / s,
+                              "gflops": 2 * args.shard_rows * args.nq * args.shard_d / s / 1e9}
+    print(json.dumps(out), flush=True)
+    return out
 
 
 if __name__ == "__main__":
