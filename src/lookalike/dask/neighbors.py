@@ -68,9 +68,10 @@ class NearestNeighbors:
         Rows per shard at most. None: a numpy base is cut into one shard per worker, a dask
         array keeps its row chunks, .npy files and index segments are one shard each.
     storage : str or path, default=None
-        Folder where `fit` writes the shards of an array base; every worker must read it at
-        the same path (a shared file system for several machines). None: a temporary folder
-        on this machine, removed with the estimator (right for a LocalCluster).
+        Folder in which `fit` makes a new folder for the shards of an array base; every
+        worker must read it at the same path (a shared file system for several machines).
+        None: the system's temporary folder (right for a LocalCluster). The shards' folder
+        is removed with the estimator.
     device : str, default='auto'
         Where each worker's engine runs, resolved on the worker: 'auto' (its CUDA device when
         it has one), 'cpu', 'cuda[:N]'. With one worker per GPU (dask-cuda), 'auto' or
@@ -90,6 +91,8 @@ class NearestNeighbors:
         The base's shards: file, rows and global offset of each.
     storage_ : Path or None
         The folder `fit` wrote the shards to (None for .npy files and index folders).
+    dtype_ : numpy dtype
+        The base's dtype (float32 for index folders).
     """
 
     def __init__(self, n_neighbors: int = 5, *, metric: str = "euclidean", client=None,
