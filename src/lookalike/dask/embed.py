@@ -11,6 +11,9 @@ A rerun (after an interruption, or a task rerun by Dask because its worker died)
 chunk file: the task re-reads that chunk's images and keeps the file when their digests
 match, so a finished chunk is neither embedded nor written again. Dask reruns the tasks of a
 worker that is lost (`distributed.scheduler.allowed-failures`, 3 by default).
+
+Reopening a piece costs what opening its source costs: milliseconds for a folder (its files
+are named in the piece), a `.npy` or STL-10 file; a `sample:N` set is rebuilt in each task.
 """
 
 from __future__ import annotations
