@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from pathlib import Path
+
+import cloudpickle
 
 import pytest
 
@@ -52,6 +55,8 @@ def kill_once(client, tmp_path):
     """Arm `KillOnce` for tasks whose key starts with the given prefix; yields the marker
     file (it exists once a worker was killed). Waits for 2 workers again at the end."""
     armed = []
+    # sent by value: on the workers, `conftest` would be another folder's conftest.py
+    cloudpickle.register_pickle_by_value(sys.modules[KillOnce.__module__])
 
     def arm(prefix: str) -> Path:
         marker = tmp_path / "killed"
