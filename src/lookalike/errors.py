@@ -46,6 +46,11 @@ class SearchError(LookalikeError, ValueError):
     """A search request that cannot be answered (bad k, unknown id)."""
 
 
+class ClusterError(LookalikeError):
+    """A Dask cluster that cannot be used: a scheduler that cannot be reached or started, a
+    bad `--scheduler`, Dask not installed, or work the cluster gave up on."""
+
+
 class WriteError(LookalikeError):
     """Writing failed (disk full, no permission); whatever was committed before is intact."""
 

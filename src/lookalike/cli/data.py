@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..text import printable
 from .common import add_model_args, embedder_from_args, input_size, positive_int, report_skipped
+from .scheduler import add_scheduler, on_scheduler
 
 SOURCE_HELP = "sample[:N[:SEED]], stl10[:PATH], FILE_X.bin, FILE.npy or a folder of images"
 
@@ -34,6 +35,7 @@ def register(sub) -> None:
     p.add_argument("source", help=SOURCE_HELP)
     add_model_args(p)
     p.add_argument("--out", required=True, help="FEATURES.npy (a FEATURES.json sidecar goes beside it)")
+    add_scheduler(p)
     p.set_defaults(run=embed)
 
     p = sub.add_parser("model", help="about the models")
@@ -75,7 +77,8 @@ def embed(args: argparse.Namespace) -> int:
     out = check_features_out(args.out, inputs=_input_paths(args.source))  # before the model is loaded
     embedder = embedder_from_args(args)
     source = open_source(args.source, size=embedder.input_size, progress=not args.quiet)
-    features = embedder.embed(source, out)
+    with on_scheduler(args.scheduler, embedder, args.device) as embedder:
+        features = embedder.embed(source, out)
     rate = len(source) / embedder.last_seconds if embedder.last_seconds else float("nan")
     report_skipped(source)
     print(f"wrote {printable(out)} {features.shape} float32 ({embedder.model}, {embedder.weights_id}, "

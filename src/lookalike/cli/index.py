@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from ..errors import InvalidParameter
 from ..text import printable
 from .common import add_k, add_model_args, embedder_from_args, positive_int, report_skipped
+from .scheduler import add_scheduler, on_scheduler
 
 ACTIONS = ("build", "add", "info")
 INFO_KEYS = ("path", "count", "model", "weights", "pooling", "input_shape", "dim", "metric", "precision",
@@ -51,6 +52,7 @@ def register(sub) -> None:
     b.add_argument("--out", required=True, metavar="INDEX", help="the index folder to create")
     b.add_argument("--metric", default="euclidean", help="euclidean (default), cosine, inner_product, ...")
     add_model_args(b)
+    add_scheduler(b)
     b.set_defaults(run=build)
 
     a = actions.add_parser("add", help="embed the images of SOURCE with the index's own model and append them",
@@ -97,7 +99,8 @@ def build(args: argparse.Namespace) -> int:
     check_new_index(args.out)  # before the model is loaded and the images read
     embedder = embedder_from_args(args)
     source = open_source(args.source, size=embedder.input_size, progress=not args.quiet)
-    index = Index.build(source, args.out, metric=args.metric, embedder=embedder)
+    with on_scheduler(args.scheduler, embedder, args.device) as embedder:
+        index = Index.build(source, args.out, metric=args.metric, embedder=embedder)
     report_skipped(source)
     print(f"indexed {index.count} image(s) into {printable(index.path)} ({embedder.model}, "
           f"{index.manifest['dim']}-d, {index.metric})")

@@ -77,7 +77,7 @@ def load_done(work: Path, meta: dict) -> dict[int, Chunk]:
     done = {}
     for path in work.glob("[0-9]*.npy"):
         lo = int(path.stem)
-        chunk = _read_chunk(path)
+        chunk = read_chunk(path)
         if chunk is None or chunk.rows != min(meta["chunk"], meta["n"] - lo) or lo % meta["chunk"]:
             path.unlink()
             path.with_suffix(".json").unlink(missing_ok=True)
@@ -86,7 +86,9 @@ def load_done(work: Path, meta: dict) -> dict[int, Chunk]:
     return done
 
 
-def _read_chunk(path: Path) -> Chunk | None:
+def read_chunk(path: Path) -> Chunk | None:
+    """The finished chunk whose rows are the .npy `path` (its record beside it), or None if
+    it is missing, unreadable or inconsistent."""
     try:
         record = json.loads(path.with_suffix(".json").read_text())
         failed = {int(i): Skipped(p, r) for i, p, r in record["failed"]}
