@@ -107,8 +107,8 @@ def _misses_picture(evaluation, path: Path) -> None:
     from ..report.grids import misses_grid
 
     shown = [m for m in evaluation.misses if m.pixels is not None]
-    titles = [(f"{m.edit} of {m.original}", m.found, m.original + (f" (rank {m.rank})" if m.rank else " (not in top k)"))
-              for m in shown]
+    titles = [(f"{m.edit} of {m.original}", m.found,
+               m.original + (f" (rank {m.rank})" if m.rank else " (not in top k)")) for m in shown]
     more = len(evaluation.misses) - len(shown)
     misses_grid([m.pixels for m in shown], titles, path,
                 suptitle=f"{evaluation.config.name}: {len(evaluation.misses)} miss(es) of "
