@@ -96,7 +96,12 @@ def main() -> int:
     p.add_argument("--model", default="efficientnet_lite0")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--out", default="docs/quality/defaults.json")
+    p.add_argument("--append", action="store_true", help="add to the results already in --out")
+    p.add_argument("--markdown", action="store_true", help="print the tables of --out (for docs/quality.md), no run")
     args = p.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(Path(args.out).read_text())))
+        return 0
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     record = {"command": "python benchmarks/quality_defaults.py " + " ".join(sys.argv[1:]), "commit": commit,
               "machine": machine(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -106,6 +111,10 @@ def main() -> int:
               "results": []}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.append:
+        before = json.loads(out.read_text())
+        record["results"] = before["results"]
+        record["command"] = before["command"] + "; then " + record["command"]
     with tempfile.TemporaryDirectory() as tmp:
         originals, distractors = build_set(Path(tmp), args.distractors)
         source, dis = open_source(originals, progress=False), open_source(distractors, progress=False)
@@ -120,6 +129,19 @@ def main() -> int:
                 record["results"] += [e.to_dict() for e in evals]
                 out.write_text(json.dumps(record, indent=1) + "\n")
     return 0
+
+
+def markdown(record: dict) -> str:
+    """Every configuration's overall figures, best recall@1 first."""
+    rows = sorted(record["results"], key=lambda r: (-r["overall"]["recall_at_1"], -r["overall"]["mrr"]))
+    k = rows[0]["k"]
+    lines = [f"| pooling | metric | input | resize | recall@1 | recall@{k} | MRR@{k} |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        c, o = r["config"], r["overall"]
+        lines.append(f"| {c['pooling']} | {c['metric']} | {c['input_size']} | {c['resize']} | "
+                     f"{o['recall_at_1']:.3f} | {o['recall_at_k']:.3f} | {o['mrr']:.3f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,14 @@ MODELS: dict[str, ModelSpec] = {
 DEFAULT_MODEL = "efficientnet_lite0"
 
 
+def imagenet_at_hand(name: str) -> bool:
+    """Whether model `name`'s ImageNet weights load without a download (lite0's ship in a
+    package; ResNet-50's are at hand once cached)."""
+    if name == "resnet50":
+        return W.find_cached(os.environ.get("LOOKALIKE_RESNET50_URL", RESNET50_URL)) is not None
+    return True
+
+
 def get_spec(name: str) -> ModelSpec:
     try:
         return MODELS[name]

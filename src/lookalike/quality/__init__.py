@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from .configs import PRESETS, Config, parse_config
 from .edits import DEFAULT_EDITS, EDITS, apply_edit, parse_edits
-from .evaluate import Evaluation, Miss, Scores, evaluate, ranks_of, score
+from .copies import photo_originals
+from .evaluate import Evaluation, Miss, Scores, evaluate, evaluate_images, ranks_of, score
 
 __all__ = ["DEFAULT_EDITS", "EDITS", "PRESETS", "Config", "Evaluation", "Miss", "Scores", "apply_edit", "evaluate",
-           "parse_config", "parse_edits", "ranks_of", "score"]
+           "evaluate_images", "parse_config", "photo_originals", "parse_edits", "ranks_of", "score"]

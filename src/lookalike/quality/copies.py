@@ -55,6 +55,18 @@ def read_originals(source: Source) -> tuple[list[Image.Image], list[str]]:
     return images, ids
 
 
+def photo_originals() -> tuple[list[Image.Image], list[str]]:
+    """The real photographs that ship in installed packages (`sources.sample.photo_paths`),
+    whole, with their file names: the originals of the demo's evaluation."""
+    from ..sources.sample import photo_paths
+
+    images = []
+    for path in photo_paths():
+        with Image.open(path) as im:
+            images.append(im.convert("RGB"))
+    return images, [p.name for p in photo_paths()]
+
+
 def _whole(source: Source, i: int) -> np.ndarray:
     if isinstance(source, FolderSource):
         return load_image(source.path(i), None)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..errors import InvalidParameter
 from ..features.embed import Embedder
@@ -105,11 +106,22 @@ def evaluate(source: Source, configs: Sequence[Config], *, distractors: Source |
 
     `k` is capped at the number of indexed images (the figures say the k used).
     """
+    originals, ids = read_originals(source)
+    return evaluate_images(originals, ids, configs, distractors=distractors, edits=edits, k=k, seed=seed,
+                           progress=progress)
+
+
+def evaluate_images(originals: Sequence[Image.Image], ids: Sequence[str], configs: Sequence[Config], *,
+                    distractors: Source | None = None, edits: Sequence[str] | str = DEFAULT_EDITS, k: int = 10,
+                    seed: int = 0, progress: bool = True) -> list[Evaluation]:
+    """`evaluate` on originals already read (RGB images, with their ids)."""
     edits = parse_edits(edits)
     configs = [c.resolved() for c in configs]
     if not configs:
         raise InvalidParameter("no configuration to evaluate")
-    originals, ids = read_originals(source)
+    if len(originals) < 2:
+        raise InvalidParameter(f"{len(originals)} original(s); an evaluation needs at least two")
+    ids = list(ids)
     copies = make_copies(originals, edits, seed)
     n_dis = 0 if distractors is None else len(distractors)
     groups: dict[tuple, list[Config]] = {}
