@@ -53,11 +53,11 @@ class Config:
 
 PRESETS: dict[str, Config] = {
     # lookalike's defaults: the default model with its own pooling, metric, size and resize
-    "default": Config(),
+    "default": Config(name="default"),
     # the tutorial's own setting: ResNet-50 (weights downloaded once), max pooling, euclidean
-    "tutorial": Config(model="resnet50", pooling="max", metric="euclidean", resize="crop"),
+    "tutorial": Config(model="resnet50", pooling="max", metric="euclidean", resize="crop", name="tutorial"),
     # the default model as lookalike ran it before `lookalike eval` chose its defaults
-    "previous": Config(pooling="max", metric="euclidean", input_size=96, resize="crop"),
+    "previous": Config(pooling="max", metric="euclidean", input_size=96, resize="crop", name="previous"),
 }
 FIELDS = tuple(f.name for f in fields(Config) if f.name != "name")
 
@@ -67,7 +67,7 @@ def parse_config(text: str) -> Config:
     input_size, resize), resolved; a bad one is a one-line `InvalidParameter`."""
     text = text.strip()
     if text in PRESETS:
-        return replace(PRESETS[text], name=text).resolved()
+        return PRESETS[text].resolved()
     values: dict[str, object] = {}
     for part in text.split(","):
         key, eq, value = part.partition("=")
