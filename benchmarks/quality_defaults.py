@@ -141,6 +141,24 @@ def markdown(record: dict) -> str:
         c, o = r["config"], r["overall"]
         lines.append(f"| {c['pooling']} | {c['metric']} | {c['input_size']} | {c['resize']} | "
                      f"{o['recall_at_1']:.3f} | {o['recall_at_k']:.3f} | {o['mrr']:.3f} |")
+    return "\n".join(lines) + "\n\n" + per_edit(record)
+
+
+def per_edit(record: dict, pairs=(("max", "euclidean", 96, "crop"), ("max", "cosine", 96, "crop"))) -> str:
+    """The previous default and the chosen one, per edit."""
+    def find(*want):
+        return next(x for x in record["results"]
+                    if tuple(x["config"][f] for f in ("pooling", "metric", "input_size", "resize")) == want)
+
+    runs = [find(*c) for c in pairs]
+    k = runs[0]["k"]
+    heads = " | ".join(f"{p} {m} {s} {r}" for p, m, s, r in pairs)
+    lines = [f"recall@1 / recall@{k} / MRR@{k}", "", f"| edit | queries | {heads} |", "|---|---|" + "---|" * len(runs)]
+    for e in runs[0]["edits"] + ["all"]:
+        cells = [x["overall"] if e == "all" else x["per_edit"][e] for x in runs]
+        lines.append(f"| {e} | {cells[0]['queries']} | "
+                     + " | ".join(f"{c['recall_at_1']:.3f} / {c['recall_at_k']:.3f} / {c['mrr']:.3f}" for c in cells)
+                     + " |")
     return "\n".join(lines)
 
 
