@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from ..text import printable
@@ -37,7 +36,8 @@ def register(sub) -> None:
     p.add_argument("--distractors", default=None, metavar="SOURCE",
                    help="other images indexed beside the originals, that no copy should find")
     p.add_argument("--edits", default=",".join(DEFAULT_EDITS),
-                   help=f"edits to query with, by name, two joined by + (default: all); known: {', '.join(EDITS)}")
+                   help=f"edits to query with, by name, two joined by + (default: each alone and four pairs); "
+                        f"known: {', '.join(EDITS)}")
     add_k(p, default=10)
     p.add_argument("--compare", action="append", default=[], metavar="CONFIG",
                    help=f"another configuration, side by side: a preset ({', '.join(PRESETS)}) or fields like "
@@ -91,9 +91,8 @@ def run_eval(args: argparse.Namespace) -> int:
     else:
         make_own_folder(out, KIND)
     _misses_picture(evaluations[0], out / "misses.png")
-    record = {"source": args.source, "distractors": args.distractors, "seed": args.seed,
-              "command": "lookalike " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("lookalike") else None,
-              "evaluations": [e.to_dict() for e in evaluations]}
+    options = {k: v for k, v in vars(args).items() if k not in ("run", "command", "quiet", "force")}
+    record = {"options": options, "evaluations": [e.to_dict() for e in evaluations]}
     atomic_write_text(out / "eval.json", json.dumps(record, indent=1) + "\n")
     atomic_write_text(out / "report.md", _report(args, evaluations))
     from ..quality.tables import table
