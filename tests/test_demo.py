@@ -1,8 +1,6 @@
-"""The demo end to end on a small sample set, and retrieval quality on real photos."""
+"""The demo end to end on a small sample set, with the copy-detection table of the default and tutorial settings."""
 
 from lookalike.demo import run_demo
-from lookalike.features import Embedder
-from lookalike.quality import altered_copy_accuracy
 
 
 def test_demo_writes_every_output(tmp_path):
@@ -12,18 +10,11 @@ def test_demo_writes_every_output(tmp_path):
         assert (out / name).is_file(), name
     text = report.read_text()
     for section in ("## Timings", "## Backends", "## Verification", "## Retrieval quality", "sklearn",
-                    "largest absolute distance difference", "neighbour set differs", "altered copies"):
+                    "largest absolute distance difference", "neighbour set differs", "Copy detection",
+                    "| **all** | 240 |", "`default`", "| crop50 | 20 |"):
         assert section in text, section
+    assert "`tutorial`" in text or "`previous`" in text  # resnet50's weights are not downloaded in the tests
     assert "lookalike" in (out / "bench.json").read_text()
-
-
-def test_altered_copies_of_real_photos_come_back_first():
-    result = altered_copy_accuracy(Embedder(progress=False))
-    print(result)
-    assert result["queries"] == 5 * result["photos"] >= 100
-    assert result["top1"] >= 0.90
-    random = altered_copy_accuracy(Embedder(weights="none", progress=False))
-    assert random["top1"] < result["top1"]
 
 
 def test_demo_stl10_setting(tmp_path, http_server, monkeypatch):
@@ -49,3 +40,4 @@ def test_demo_stl10_setting(tmp_path, http_server, monkeypatch):
     text = report.read_text()
     assert "**50** from `stl10:unlabeled`" in text and "`resnet50`" in text and "2048-d" in text
     assert "same photo as the query" not in text  # STL-10's unlabeled split has no labels
+    assert "`tutorial`" in text and "| resnet50 | imagenet | max | euclidean |" in text  # weights at hand here

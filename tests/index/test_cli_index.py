@@ -40,7 +40,8 @@ def index_dir(tmp_path_factory):
 def test_info(index_dir):
     proc = cli("index", "info", str(index_dir / "ix"), "--json")
     info = json.loads(proc.stdout)
-    assert info["count"] == 40 and info["labels"] == 2 and info["metric"] == "euclidean"
+    # the default model's own metric (features/models.py, chosen by `lookalike eval`: docs/quality.md)
+    assert info["count"] == 40 and info["labels"] == 2 and info["metric"] == "cosine"
 
 
 def test_search_text_and_json(index_dir):

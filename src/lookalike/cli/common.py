@@ -142,7 +142,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     p = parser
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"CNN for features (default {DEFAULT_MODEL}; or resnet50)")
     p.add_argument("--weights", default="imagenet", help="imagenet (default), none (random) or a weights file")
-    p.add_argument("--pooling", default="max", choices=POOLINGS, help="pooling of the last feature map (default max)")
+    p.add_argument("--pooling", default=None, choices=POOLINGS,
+                   help="pooling of the last feature map: max, avg, gem (generalised mean) or none "
+                        "(default: the model's own, chosen by measurement; docs/quality.md)")
     p.add_argument("--input-size", type=input_size, default=None,
                    help=f"network input side, {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} pixels (default 96)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")

@@ -43,7 +43,7 @@ def register(sub) -> None:
     s = actions.add_parser("summary", help="layers, output shapes and parameter count")
     s.add_argument("name")
     s.add_argument("--input-size", type=input_size, default=None, help="network input side, 32 to 1024 pixels")
-    s.add_argument("--pooling", default="max", choices=POOLINGS)
+    s.add_argument("--pooling", default=None, choices=POOLINGS, help="default: the model's own")
     s.set_defaults(run=model_summary)
     s = actions.add_parser("list", help="the models lookalike knows")
     s.set_defaults(run=model_list)
@@ -97,7 +97,7 @@ def model_list(args: argparse.Namespace) -> int:
     from ..features.models import MODELS
 
     for name, spec in MODELS.items():
-        print(f"{name:<20} {spec.channels}-d  {spec.weights_note}")
+        print(f"{name:<20} {spec.channels}-d  {spec.pooling} pooling, {spec.metric}  {spec.weights_note}")
     return 0
 
 

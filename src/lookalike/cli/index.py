@@ -50,7 +50,8 @@ def register(sub) -> None:
     b = actions.add_parser("build", help="embed every image of SOURCE into a new index folder")
     b.add_argument("source", metavar="SOURCE", help="sample[:N[:SEED]], stl10[:PATH], FILE.npy or a folder")
     b.add_argument("--out", required=True, metavar="INDEX", help="the index folder to create")
-    b.add_argument("--metric", default="euclidean", help="euclidean (default), cosine, inner_product, ...")
+    b.add_argument("--metric", default=None,
+                   help="euclidean, cosine, inner_product, ... (default: the model's own; docs/quality.md)")
     add_model_args(b)
     add_scheduler(b)
     b.set_defaults(run=build)

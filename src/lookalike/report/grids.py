@@ -118,3 +118,26 @@ def result_grid(query_images: np.ndarray, query_titles: Sequence[str], neighbour
         for ax in axes[r]:
             ax.axis("off")
     return save(fig, out)
+
+
+def misses_grid(rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                titles: Sequence[tuple[str, str, str]], out: str | os.PathLike, suptitle: str | None = None) -> Path:
+    """The misses of an evaluation: each row the query (blue), what came back first (red) and
+    what should have (green), each (h, w, 3) uint8 with its title; an empty list draws a
+    picture that says there were none."""
+    plt = pyplot()
+    n = max(1, len(rows))
+    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.4 * n), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    if not rows:
+        axes[0, 1].text(0.5, 0.5, "no misses: every query found its original first", ha="center", va="center",
+                        fontsize=9)
+    heads = (("query", "tab:blue"), ("came back first", "tab:red"), ("should have", "tab:green"))
+    for r, (images, names) in enumerate(zip(rows, titles)):
+        for c, (im, name, (head, colour)) in enumerate(zip(images, names, heads)):
+            axes[r, c].imshow(im)
+            axes[r, c].set_title(f"{head}\n{printable(name)}", fontsize=7, color=colour)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
+    return save(fig, out)

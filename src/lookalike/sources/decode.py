@@ -52,6 +52,11 @@ MAX_PIXELS = 64_000_000
 MIN_SIZE, MAX_SIZE = 16, 1024
 # The largest image file or stream: a 64-megapixel 16-bit RGBA TIFF, uncompressed, fits.
 MAX_FILE_BYTES = 512 * 2**20
+# How an image that is not square becomes the network's square input: "crop" keeps the
+# centre square (what the tutorial does), "pad" keeps the whole image, scaled to fit and laid
+# on black. `lookalike eval` measured both (docs/quality.md); DEFAULT_RESIZE is the choice.
+RESIZES = ("crop", "pad")
+DEFAULT_RESIZE = "crop"
 # The formats lookalike decodes (PIL's names), whatever a file's name says.
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")  # JPEG opens MPO files too
 
@@ -87,7 +92,7 @@ def check_size(size: object, what: str = "image size") -> int:
     return int(size)
 
 
-def load_image(image: ImageInput, size: int | None) -> np.ndarray:
+def load_image(image: ImageInput, size: int | None, resize: str = DEFAULT_RESIZE) -> np.ndarray:
     """Decode one image to uint8 RGB of shape (size, size, 3), or (h, w, 3) when `size` is None.
 
     Parameters
@@ -98,6 +103,7 @@ def load_image(image: ImageInput, size: int | None) -> np.ndarray:
         guessed at.
     size : side of the square result (`MIN_SIZE` to `MAX_SIZE`), or None to keep the
         image's own size.
+    resize : how a non-square image becomes square, one of `RESIZES` (see `fit_square`).
 
     Raises `SourceError` naming the path (or <bytes>, <file>, <array>) when the input is not
     a readable image, is over the limits (module docstring) or `size` is out of range.
@@ -105,8 +111,9 @@ def load_image(image: ImageInput, size: int | None) -> np.ndarray:
     name = describe_input(image)
     if size is not None:
         size = check_size(size)
+    check_resize(resize)
     if isinstance(image, np.ndarray):
-        return _finish(_from_array(image, name), size, name)
+        return _finish(_from_array(image, name), size, name, resize)
     try:
         with pil_quiet(), _opened(image, name) as im:
             _check_header(im, name)
@@ -115,7 +122,7 @@ def load_image(image: ImageInput, size: int | None) -> np.ndarray:
             with _decoding(im.width * im.height):
                 im.load()
                 _orient(im)
-                return _finish(im, size, name)
+                return _finish(im, size, name, resize)
     except SourceError:
         raise
     except Exception as exc:  # PIL raises many types for a bad file: _decode_error sorts them
@@ -178,6 +185,33 @@ def resize_crop(im: Image.Image, size: int) -> Image.Image:
     if square.size == (size, size):
         return square
     return square.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+
+
+def pad_square(im: Image.Image, size: int) -> Image.Image:
+    """All of `im`, its longer side scaled to `size`, centred on a black `size` x `size`
+    square (a thumbnail, a crop or a screenshot keeps everything it shows)."""
+    w, h = im.size
+    scale = size / max(w, h)
+    inner = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if inner != (w, h):
+        im = im.resize(inner, Image.Resampling.BILINEAR, reducing_gap=3.0)
+    if inner == (size, size):
+        return im
+    square = Image.new("RGB", (size, size))
+    square.paste(im.convert("RGB"), ((size - inner[0]) // 2, (size - inner[1]) // 2))
+    return square
+
+
+def check_resize(resize: object) -> str:
+    if resize not in RESIZES:
+        raise SourceError(f"unknown resize policy {resize!r}; choose one of {', '.join(RESIZES)}")
+    return str(resize)
+
+
+def fit_square(im: Image.Image, size: int, resize: str = DEFAULT_RESIZE) -> Image.Image:
+    """`im` as a `size` x `size` square by the policy `resize`: "crop" (`resize_crop`) or
+    "pad" (`pad_square`)."""
+    return resize_crop(im, size) if check_resize(resize) == "crop" else pad_square(im, size)
 
 
 @contextmanager
@@ -268,14 +302,15 @@ def _from_array(array: np.ndarray, name: str) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array))
 
 
-def _finish(im: Image.Image, size: int | None, name: str) -> np.ndarray:
-    """RGB on white; with `size`, the centre square first, resized to `size` last."""
+def _finish(im: Image.Image, size: int | None, name: str, resize: str = DEFAULT_RESIZE) -> np.ndarray:
+    """RGB on white; with `size`, the square of `fit_square` (for "crop" the centre square is
+    cut before the colours are converted, so no step is larger than needed)."""
     try:
-        rgb = to_rgb(im if size is None else centre_square(im))
+        rgb = to_rgb(centre_square(im) if size is not None and resize == "crop" else im)
     except SourceError as exc:
         raise SourceError(f"{name}: {exc}") from None
     if size is not None:
-        rgb = resize_crop(rgb, size)
+        rgb = fit_square(rgb, size, resize)
     return np.asarray(rgb, dtype=np.uint8)
 
 

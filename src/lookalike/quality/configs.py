@@ -1,0 +1,88 @@
+"""One way to say how vectors are made and compared: a `Config`, by preset name or by fields.
+
+`--compare` takes `default`, `tutorial`, `previous` or fields joined by commas
+(`pooling=avg,metric=cosine`, `model=resnet50,input_size=224`); fields not given are the
+model's own defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+from ..errors import InvalidParameter
+from ..features.models import DEFAULT_MODEL, POOLINGS, check_input_size, get_spec
+from ..knn.metrics import get_metric
+from ..sources.decode import DEFAULT_RESIZE, RESIZES
+
+
+@dataclass(frozen=True)
+class Config:
+    """How vectors are made (model, weights, pooling, input side, resize policy) and
+    compared (metric); None means the model's own default (`resolved()` fills them in)."""
+
+    model: str = DEFAULT_MODEL
+    weights: str = "imagenet"
+    pooling: str | None = None
+    metric: str | None = None
+    input_size: int | None = None
+    resize: str = DEFAULT_RESIZE
+    name: str = ""
+
+    def resolved(self) -> Config:
+        """This config with every default filled in, and every field checked (one line)."""
+        spec = get_spec(self.model)
+        pooling = spec.pooling if self.pooling is None else self.pooling
+        if pooling not in POOLINGS or pooling == "none":
+            raise InvalidParameter(f"pooling {pooling!r} cannot be evaluated; choose one of "
+                                   f"{', '.join(p for p in POOLINGS if p != 'none')}")
+        if self.resize not in RESIZES:
+            raise InvalidParameter(f"unknown resize {self.resize!r}; choose one of {', '.join(RESIZES)}")
+        metric = get_metric(spec.metric if self.metric is None else self.metric).name
+        size = check_input_size(spec.input_size if self.input_size is None else self.input_size)
+        return replace(self, pooling=pooling, metric=metric, input_size=size, name=self.name or self.label(
+            pooling, metric, size))
+
+    def label(self, pooling=None, metric=None, size=None) -> str:
+        weights = "" if self.weights == "imagenet" else f" weights={self.weights}"
+        return (f"{self.model} {pooling or self.pooling} {metric or self.metric} {size or self.input_size} "
+                f"{self.resize}{weights}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, Config] = {
+    # lookalike's defaults: the default model with its own pooling, metric, size and resize
+    "default": Config(name="default"),
+    # the tutorial's own setting: ResNet-50 (weights downloaded once), max pooling, euclidean
+    "tutorial": Config(model="resnet50", pooling="max", metric="euclidean", resize="crop", name="tutorial"),
+    # the default model as lookalike ran it before `lookalike eval` chose its defaults
+    "previous": Config(pooling="max", metric="euclidean", input_size=96, resize="crop", name="previous"),
+}
+FIELDS = tuple(f.name for f in fields(Config) if f.name != "name")
+
+
+def parse_config(text: str) -> Config:
+    """A preset name or `field=value,...` (fields: model, weights, pooling, metric,
+    input_size, resize), resolved; a bad one is a one-line `InvalidParameter`."""
+    text = text.strip()
+    if text in PRESETS:
+        return PRESETS[text].resolved()
+    values: dict[str, object] = {}
+    for part in text.split(","):
+        key, eq, value = part.partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq or not value.strip():
+            raise InvalidParameter(f"configuration {text!r}: give a preset ({', '.join(PRESETS)}) or fields "
+                                   f"like pooling=avg,metric=cosine ({', '.join(FIELDS)})")
+        if key not in FIELDS:
+            raise InvalidParameter(f"configuration {text!r}: unknown field {key!r}; fields: {', '.join(FIELDS)}")
+        if key == "input_size":
+            try:
+                values[key] = int(value)
+            except ValueError:
+                raise InvalidParameter(f"configuration {text!r}: input_size {value!r} is not a whole number") \
+                    from None
+        else:
+            values[key] = value.strip()
+    return Config(**values).resolved()  # type: ignore[arg-type]
