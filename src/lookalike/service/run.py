@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import signal
 import socket
 import sys
 
@@ -40,6 +41,19 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def _server_class(uvicorn):
+    """uvicorn's server, except that a stop by SIGINT or SIGTERM ends in a normal return (exit
+    status 0, "stopped") after the graceful shutdown, rather than the signal raised again."""
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            super().handle_exit(sig, frame)
+            log.info("stopping (%s): finishing the requests in flight", signal.Signals(sig).name)
+            getattr(self, "_captured_signals", []).clear()
+
+    return Server
+
+
 def serve(settings: Settings) -> int:
     """Serve until stopped; returns 0, or raises a `LookalikeError` when the index cannot be
     opened or loaded or the address cannot be used."""
@@ -62,7 +76,7 @@ def serve(settings: Settings) -> int:
     config = uvicorn.Config(app, log_level="info", access_log=settings.access_log, lifespan="on",
                             timeout_graceful_shutdown=int(settings.timeout) + 5, server_header=False,
                             h11_max_incomplete_event_size=64 * 1024)
-    server = uvicorn.Server(config)
+    server = _server_class(uvicorn)(config)
     shown = f"[{host}]" if ":" in host else host
     print(f"lookalike serve: {printable(str(settings.index))} on http://{shown}:{port}/ "
           "(loading the model; /readyz says when it is ready; Ctrl-C stops)", file=sys.stderr, flush=True)

@@ -173,6 +173,8 @@ class Service:
             if ids is None:
                 ids = list(range(before, before + added.added))
         metas = self.index.images(list(ids)) if ids else []
+        order = {str(p): j for j, p in enumerate(paths)}
+        metas.sort(key=lambda m: order.get(m.location, len(order)))  # as uploaded
         return [{"id": m.id, "key": m.key, "name": names.get(m.location, m.key)} for m in metas], added.duplicates
 
     def remove(self, image_id: int) -> None:
