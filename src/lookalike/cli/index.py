@@ -18,8 +18,8 @@ from ..text import printable
 from .common import add_k, add_model_args, embedder_from_args, positive_int, report_skipped
 
 ACTIONS = ("build", "add", "info")
-INFO_KEYS = ("path", "count", "model", "weights", "pooling", "input_shape", "dim", "metric", "precision",
-             "format_version", "segments", "vector_bytes", "labels")
+INFO_KEYS = ("path", "count", "removed", "model", "weights", "pooling", "input_shape", "dim", "metric", "precision",
+             "format_version", "segments", "vector_bytes", "labels", "thumbnails", "thumbnail_bytes")
 
 
 def expand_shorthand(argv: Sequence[str]) -> list[str]:
@@ -50,6 +50,7 @@ def register(sub) -> None:
     b.add_argument("source", metavar="SOURCE", help="sample[:N[:SEED]], stl10[:PATH], FILE.npy or a folder")
     b.add_argument("--out", required=True, metavar="INDEX", help="the index folder to create")
     b.add_argument("--metric", default="euclidean", help="euclidean (default), cosine, inner_product, ...")
+    add_thumbnail_arg(b)
     add_model_args(b)
     b.set_defaults(run=build)
 
@@ -62,6 +63,8 @@ def register(sub) -> None:
     a.add_argument("--model", default=None, help="fail unless the index was built with this model")
     a.add_argument("--keep-duplicates", action="store_true",
                    help="add images the index holds already (same file or position, same pixels) again")
+    add_thumbnail_arg(a)
+    add_lock_timeout(a)
     a.set_defaults(run=add)
 
     i = actions.add_parser("info", help="what the index holds and how it was made; exit 2 if it is damaged")
@@ -89,6 +92,27 @@ def register(sub) -> None:
     g.set_defaults(run=grid)
 
 
+def add_thumbnail_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-thumbnails", dest="thumbnails", action="store_false",
+                   help="store no thumbnails (a JPEG of about 1-5 KB per image, kept in the index so that "
+                        "pictures and results can show an image whose file has moved)")
+
+
+def add_lock_timeout(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lock-timeout", type=non_negative_float, default=None, metavar="SECONDS",
+                   help="how long to wait for another writer's commit (default: $LOOKALIKE_LOCK_TIMEOUT, else 120)")
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds >= 0")
+    return value
+
+
 def build(args: argparse.Namespace) -> int:
     from ..index import Index
     from ..index.index import check_new_index
@@ -97,7 +121,7 @@ def build(args: argparse.Namespace) -> int:
     check_new_index(args.out)  # before the model is loaded and the images read
     embedder = embedder_from_args(args)
     source = open_source(args.source, size=embedder.input_size, progress=not args.quiet)
-    index = Index.build(source, args.out, metric=args.metric, embedder=embedder)
+    index = Index.build(source, args.out, metric=args.metric, embedder=embedder, thumbnails=args.thumbnails)
     report_skipped(source)
     print(f"indexed {index.count} image(s) into {printable(index.path)} ({embedder.model}, "
           f"{index.manifest['dim']}-d, {index.metric})")
@@ -108,11 +132,11 @@ def add(args: argparse.Namespace) -> int:
     from ..index import Index
     from ..sources import open_source
 
-    index = Index(args.index)
+    index = Index(args.index, lock_timeout=args.lock_timeout)
     source = open_source(args.source, size=int(index.manifest["input_shape"][0]), progress=not args.quiet)
     before = index.count
     done = index.add_images(source, model=args.model, progress=not args.quiet,
-                            keep_duplicates=args.keep_duplicates)
+                            keep_duplicates=args.keep_duplicates, thumbnails=args.thumbnails)
     report_skipped(source)
     skipped = (f"; skipped {done.duplicates} already in the index (--keep-duplicates adds them again)"
                if done.duplicates else "")
