@@ -17,7 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import BadIndex, InvalidParameter, LookalikeError, SearchError, SourceError, WriteError
+from ..errors import BadIndex, IndexBusy, InvalidParameter, LookalikeError, SearchError, SourceError, UnknownImage, \
+    WriteError
 from ..text import printable
 
 log = logging.getLogger("lookalike.service")
@@ -88,8 +89,10 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 def from_library(exc: LookalikeError) -> ApiError:
     """The HTTP error for a library error raised while answering a request."""
     text = str(exc)
-    if isinstance(exc, SearchError) and text.startswith("no image with id"):
+    if isinstance(exc, UnknownImage):
         return NotFound(text, code="unknown_id")
+    if isinstance(exc, IndexBusy):
+        return Unavailable(text, code="index_busy", retry_after=5)
     if isinstance(exc, (SearchError, InvalidParameter)):
         return BadParameter(text)
     if isinstance(exc, SourceError):
@@ -132,6 +135,18 @@ def _range(request: Request, name: str) -> str:
     return f"at least {lo}" if lo is not None else f"at most {hi}" if hi is not None else "see /docs"
 
 
+def _scrubbed(request: Request, message: str) -> str:
+    """`message` with the server's own folders (the index's, the uploads') named by their
+    last part only: a client learns nothing of the server's file system."""
+    service = getattr(request.app.state, "service", None)
+    if service is None:
+        return message
+    for folder in (service.settings.uploads, service.index.path):
+        for spelling in {str(folder), str(folder.resolve())}:
+            message = message.replace(spelling, folder.name)
+    return message
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that give every error the JSON shape above."""
 
@@ -142,7 +157,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(LookalikeError)
     async def library_error(request: Request, exc: LookalikeError):
         err = from_library(exc)
-        return error_response(err.status, err.code, err.message, err.headers)
+        return error_response(err.status, err.code, _scrubbed(request, err.message), err.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):

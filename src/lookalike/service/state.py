@@ -19,10 +19,10 @@ import numpy as np
 from ..errors import LookalikeError
 from ..index import Index, QueryResult, Searcher
 from ..index.results import results
-from ..sources import open_source
+from ..sources import files_source
 from .auth import Keys
 from .batching import MicroBatcher
-from .errors import BadParameter, NotFound, Unavailable
+from .errors import BadParameter, Unavailable
 from .metrics import Metrics
 from .settings import Settings
 from .uploads import Upload, store_uploads
@@ -127,23 +127,20 @@ class Service:
                 "location": meta.location, "added": meta.added}
 
     def thumbnail(self, image_id: int) -> tuple[bytes, str]:
-        """The stored thumbnail of an image (bytes, media type); made from its pixels, re-read
-        from where it came from, when the index keeps none."""
+        """The stored thumbnail of an image (bytes, media type); made from its pixels (re-read
+        from where it came from, black if gone) when the index keeps none for it."""
         with self._thumbs_lock:
             if image_id in self._thumbs:
                 self._thumbs.move_to_end(image_id)
                 return self._thumbs[image_id]
-        stored = getattr(self.index, "thumbnail", None)
-        found = stored(image_id) if stored is not None else self._thumbnail_from_pixels(image_id)
-        if found is None:
-            raise NotFound(f"image {image_id} has no thumbnail", code="no_thumbnail")
+        found = self.index.thumbnail(image_id) or self._thumbnail_from_pixels(image_id)
         with self._thumbs_lock:
             self._thumbs[image_id] = found
             while len(self._thumbs) > THUMBNAILS_KEPT:
                 self._thumbs.popitem(last=False)
         return found
 
-    def _thumbnail_from_pixels(self, image_id: int) -> tuple[bytes, str] | None:
+    def _thumbnail_from_pixels(self, image_id: int) -> tuple[bytes, str]:
         from PIL import Image
 
         self.index.images([image_id])  # an unknown id is 404 here
@@ -160,29 +157,19 @@ class Service:
     # -- writing ---------------------------------------------------------------------------
     def add(self, uploads: list[Upload]) -> tuple[list[dict], int]:
         """Store `uploads`, embed them with the index's model and commit them in one commit;
-        returns a record per image added (its id, key and the client's name for it) and how
-        many were skipped as already indexed."""
+        returns a record per image added, in upload order (its id, key and the client's name
+        for it), and how many were skipped as already indexed."""
         self.require_ready()
         with self._write_lock:
-            paths = store_uploads(uploads, self.settings.uploads)
-            source = open_source(str(paths[0].parent), size=self.input_size, progress=False)
-            names = {str(p): u.name for p, u in zip(paths, uploads)}
-            before = self.index.count
-            added = self.index.add_images(source, progress=False)
-            ids = getattr(added, "ids", None)
-            if ids is None:
-                ids = list(range(before, before + added.added))
-        metas = self.index.images(list(ids)) if ids else []
-        order = {str(p): j for j, p in enumerate(paths)}
-        metas.sort(key=lambda m: order.get(m.location, len(order)))  # as uploaded
+            paths = [p.resolve() for p in store_uploads(uploads, self.settings.uploads)]
+            added = self.index.add_images(files_source(paths, self.input_size), progress=False)
+        names = {str(p): u.name for p, u in zip(paths, uploads)}
+        metas = self.index.images(list(added.ids)) if added.ids else []
         return [{"id": m.id, "key": m.key, "name": names.get(m.location, m.key)} for m in metas], added.duplicates
 
     def remove(self, image_id: int) -> None:
         self.require_ready()
-        remove = getattr(self.index, "remove", None)
-        if remove is None:
-            raise Unavailable("this lookalike cannot delete images yet", code="not_supported", retry_after=3600)
         with self._write_lock:
-            remove(ids=[image_id])
+            self.index.remove(ids=[image_id])
         self.forget_thumbnails([image_id])
 
