@@ -85,9 +85,12 @@ function showResults(result, what) {
     meta.append(rank, distance);
     const label = document.createElement("span");
     label.className = "label";
-    label.textContent = (n.label || "no label") + " · " + n.key;
-    label.title = n.key;
-    button.append(img, meta, label);
+    label.textContent = n.label || "no label";
+    const key = document.createElement("span");
+    key.className = "label";
+    key.textContent = n.key;
+    key.title = n.key;
+    button.append(img, meta, label, key);
     button.addEventListener("click", () => moreLike(n));
     item.append(button);
     grid.append(item);
@@ -113,6 +116,7 @@ async function searchFile(file) {
     showResults(result, "your photo");
   } catch (e) {
     $("grid").replaceChildren();
+    $("query").hidden = true;
     $("status").textContent = "";
     showError("Search failed: " + e.message);
   }
