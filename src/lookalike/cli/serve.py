@@ -42,9 +42,11 @@ def register(sub) -> None:
         elif s.name == "cors_origin":
             p.add_argument(s.flag, action="append", default=[], metavar="ORIGIN", help=s.help)
         elif isinstance(s.default, int):
-            p.add_argument(s.flag, type=whole_number(int(s.lo), int(s.hi)), default=s.default, help=s.help)
+            p.add_argument(s.flag, type=whole_number(int(s.lo), int(s.hi)), default=s.default, metavar="N",
+                           help=s.help)
         elif isinstance(s.default, float):
-            p.add_argument(s.flag, type=number(s.lo, s.hi), default=s.default, help=s.help)
+            p.add_argument(s.flag, type=number(s.lo, s.hi), default=s.default,
+                           metavar="MS" if s.name.endswith("_ms") else "SECONDS", help=s.help)
         else:
             p.add_argument(s.flag, default=s.default, metavar=s.name.split("_")[-1].upper(), help=s.help)
     p.set_defaults(run=serve)
