@@ -205,7 +205,8 @@ def grid(args: argparse.Namespace) -> int:
     folders = [index.path, *(Path(s) for s in index.store.sources() if Path(s).is_dir())]
     out = check_figure_out(args.out, inputs=folders)
     index.check_k(args.k, by_id=True)
-    ids = args.query_ids or pick(index.count, args.queries, args.seed).tolist()
+    live = index.ids()  # ids of removed images are never drawn
+    ids = args.query_ids or [live[j] for j in pick(len(live), args.queries, args.seed)]
     distances, neighbours = result_arrays(index.search_ids(ids, args.k))
     out = neighbour_grid(index, ids, index, distances, neighbours, out)
     print(f"wrote {printable(out)}")
