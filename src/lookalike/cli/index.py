@@ -15,9 +15,11 @@ from collections.abc import Sequence
 
 from ..errors import InvalidParameter
 from ..text import printable
+from .upkeep import ACTIONS as UPKEEP
+from .upkeep import register as register_upkeep
 from .common import add_k, add_model_args, embedder_from_args, positive_int, report_skipped
 
-ACTIONS = ("build", "add", "info")
+ACTIONS = ("build", "add", "info", *UPKEEP)
 INFO_KEYS = ("path", "count", "removed", "model", "weights", "pooling", "input_shape", "dim", "metric", "precision",
              "format_version", "segments", "vector_bytes", "labels", "thumbnails", "thumbnail_bytes")
 
@@ -40,7 +42,7 @@ def expand_shorthand(argv: Sequence[str]) -> list[str]:
 
 def register(sub) -> None:
     """Add index (build, add, info), search and grid to the subparsers `sub`."""
-    p = sub.add_parser("index", help="build an index, add images to it, or describe it",
+    p = sub.add_parser("index", help="build an index, add, remove, verify, compact, find near-duplicates",
                        description="An index folder: vectors, per-image metadata and a manifest. "
                                    "`lookalike index SOURCE --out INDEX` is short for `index build` (a source "
                                    "named build, add or info must be given as `index build NAME --out INDEX`).")
@@ -73,6 +75,7 @@ def register(sub) -> None:
     i.add_argument("--quick", action="store_true",
                    help="check the vector files' sizes only, not their checksums (for very large indexes)")
     i.set_defaults(run=info)
+    register_upkeep(actions, add_lock_timeout)
 
     s = sub.add_parser("search", help="the k most similar indexed images of each query image")
     s.add_argument("index", metavar="INDEX")
@@ -202,7 +205,8 @@ def grid(args: argparse.Namespace) -> int:
     folders = [index.path, *(Path(s) for s in index.store.sources() if Path(s).is_dir())]
     out = check_figure_out(args.out, inputs=folders)
     index.check_k(args.k, by_id=True)
-    ids = args.query_ids or pick(index.count, args.queries, args.seed).tolist()
+    live = index.ids()  # ids of removed images are never drawn
+    ids = args.query_ids or [live[j] for j in pick(len(live), args.queries, args.seed)]
     distances, neighbours = result_arrays(index.search_ids(ids, args.k))
     out = neighbour_grid(index, ids, index, distances, neighbours, out)
     print(f"wrote {printable(out)}")
