@@ -32,6 +32,28 @@ class Query:
     future: Future = field(default_factory=Future)
 
 
+def batch_shapes(batch_size: int) -> list[int]:
+    """The batch sizes the CNN sees: powers of two up to `batch_size`, and `batch_size`."""
+    sizes, n = [], 1
+    while n < batch_size:
+        sizes.append(n)
+        n *= 2
+    return [*sizes, batch_size]
+
+
+def padded(pixels: np.ndarray, batch_size: int) -> np.ndarray:
+    """`pixels` (n, h, w, 3) with black images added up to the next of `batch_shapes`.
+
+    The CNN's frozen graph is specialised, and compiled again, for each new batch shape it
+    meets (seconds each on a CPU); a few fixed shapes, warmed at start, keep every search
+    away from that."""
+    n = len(pixels)
+    size = next(s for s in batch_shapes(batch_size) if s >= n)
+    if size == n:
+        return pixels
+    return np.concatenate([pixels, np.zeros((size - n, *pixels.shape[1:]), pixels.dtype)])
+
+
 class MicroBatcher:
     """Gathers concurrent queries into batches for `searcher`; `close` stops its thread."""
 
@@ -99,7 +121,8 @@ class MicroBatcher:
         vectors = np.empty((len(batch), dim), dtype=np.float32)
         images = [j for j, q in enumerate(batch) if q.pixels is not None]
         if images:
-            vectors[images] = self.searcher.embedder.embed_array(np.stack([batch[j].pixels for j in images]))
+            pixels = np.stack([batch[j].pixels for j in images])
+            vectors[images] = self.searcher.embedder.embed_array(padded(pixels, self.batch_size))[: len(images)]
         for j, q in enumerate(batch):
             if q.pixels is None:
                 vectors[j] = q.vector

@@ -84,8 +84,8 @@ def build_router(service: Service) -> APIRouter:
         start = time.perf_counter()
         service.require_ready()
         service.check_k(k)
-        (upload,) = await _uploads(request, "image", most=1, settings=settings)
-        pixels = await run_in_threadpool(decode, upload, service.input_size)
+        (data,) = await _uploads(request, "image", most=1)
+        upload, pixels = await run_in_threadpool(_decoded, data, settings, service.input_size)
         D, I = await service.batcher.search(k, pixels=pixels)
         result = await run_in_threadpool(service.results, upload.name, D, I)
         return _search_response(result, k, start)
@@ -132,9 +132,9 @@ def build_router(service: Service) -> APIRouter:
     async def add(request: Request):
         start = time.perf_counter()
         service.require_ready()
-        uploads = await _uploads(request, "images", most=settings.max_add_images, settings=settings)
-        for upload in uploads:  # every file decodes, or nothing is added
-            await run_in_threadpool(decode, upload, service.input_size)
+        files = await _uploads(request, "images", most=settings.max_add_images)
+        # every file decodes, or nothing is added
+        uploads = [(await run_in_threadpool(_decoded, f, settings, service.input_size))[0] for f in files]
         added, duplicates = await run_in_threadpool(service.add, uploads)
         return AddResponse(added=added, duplicates=duplicates, count=service.searcher.count,
                            took_ms=(time.perf_counter() - start) * 1000)
@@ -151,8 +151,8 @@ def build_router(service: Service) -> APIRouter:
     return router
 
 
-async def _uploads(request: Request, field: str, *, most: int, settings) -> list[Upload]:
-    """The files of multipart field `field` (1 to `most` of them), each checked by `check_upload`."""
+async def _uploads(request: Request, field: str, *, most: int) -> list[tuple[bytes, str]]:
+    """(content, client's name) of each file of multipart field `field` (1 to `most` of them)."""
     body = await request.body()
     if not body:
         raise BadParameter(f"empty request: send {'one image' if most == 1 else 'images'} as multipart/form-data "
@@ -170,12 +170,13 @@ async def _uploads(request: Request, field: str, *, most: int, settings) -> list
     if len(files) > most:
         what = "one image per search" if most == 1 else f"at most {most} images per request"
         raise BadParameter(f"{what}; got {len(files)}", code="too_many_images")
-    out = []
-    for f in files:
-        data = await f.read()
-        out.append(await run_in_threadpool(check_upload, data, f.filename or "upload",
-                                           max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels))
-    return out
+    return [(await f.read(), f.filename or "upload") for f in files]
+
+
+def _decoded(file: tuple[bytes, str], settings, size: int) -> tuple[Upload, np.ndarray]:
+    """An upload checked (`check_upload`) and decoded at `size`, in one trip to a thread."""
+    upload = check_upload(file[0], file[1], max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+    return upload, decode(upload, size)
 
 
 def _search_response(result: QueryResult, k: int, start: float) -> SearchResponse:

@@ -21,7 +21,7 @@ from ..index import Index, QueryResult, Searcher
 from ..index.results import results
 from ..sources import files_source
 from .auth import Keys
-from .batching import MicroBatcher
+from .batching import MicroBatcher, batch_shapes
 from .errors import BadParameter, Unavailable
 from .metrics import Metrics
 from .settings import Settings
@@ -67,16 +67,13 @@ class Service:
             raise
 
     def _warm_up(self, searcher: Searcher) -> None:
-        """One pass of the CNN at each power-of-two batch size up to the batch size, and one
-        search: the first passes at a new shape cost a second or more (graph freezing), which
-        the first users would otherwise wait for."""
-        size, n = self.input_size, 1
-        while True:
-            vectors = searcher.embedder.embed_array(np.zeros((min(n, self.settings.batch_size), size, size, 3),
-                                                             np.uint8))
-            if n >= self.settings.batch_size:
-                break
-            n *= 2
+        """The CNN run three times at each batch shape the batcher uses (`batch_shapes`), and
+        one search: the first passes at a new shape cost seconds (the frozen graph is profiled
+        and specialised), which the first users would otherwise wait for."""
+        size = self.input_size
+        for n in batch_shapes(self.settings.batch_size):
+            for _ in range(3):
+                vectors = searcher.embedder.embed_array(np.zeros((n, size, size, 3), np.uint8))
         searcher.search_vectors(vectors[:1], 1)
 
     def close(self) -> None:
