@@ -59,3 +59,15 @@ def test_sigterm_finishes_the_request_in_flight(built_index, tmp_path, photos):
     assert answer["r"].status_code == 200 and len(answer["r"].json()["neighbours"]) == 10
     log = served.log_path.read_text()
     assert "stopping (SIGTERM)" in log and "lookalike serve: stopped" in log
+
+
+def test_a_model_that_cannot_load_stops_the_server(capsys, built_index, tmp_path):
+    import json
+    import sqlite3
+
+    index = copy_index(built_index, tmp_path)
+    with sqlite3.connect(index / "meta.sqlite") as db:
+        db.execute("UPDATE manifest SET value=? WHERE key='weights'", (json.dumps("file:/gone/w.pth:0123abcd"),))
+    assert main(["serve", str(index), "--port", "0"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("lookalike: error: ") and "cannot be served" in last and "/gone/w.pth" in last
