@@ -143,13 +143,13 @@ def write_headers(key: str = WRITE_KEY) -> dict[str, str]:
 class ThreadServer:
     """uvicorn in a thread of this process, on a free port of 127.0.0.1, over `settings`."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, load: bool = True):
         import uvicorn
 
         from lookalike.service.app import create_app
         from lookalike.service.run import listen
 
-        self.app = create_app(settings)
+        self.app = create_app(settings, load=load)
         self.sock = listen("127.0.0.1", 0)
         self.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
         self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on"))
@@ -158,7 +158,7 @@ class ThreadServer:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             try:
-                if httpx.get(self.url + "/readyz", timeout=5).status_code == 200:
+                if httpx.get(self.url + ("/readyz" if load else "/healthz"), timeout=5).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -179,10 +179,10 @@ def thread_server(built_index, tmp_path):
 
     started = []
 
-    def start(**values) -> ThreadServer:
+    def start(load: bool = True, **values) -> ThreadServer:
         index = copy_index(built_index, tmp_path / f"s{len(started)}")
         values.setdefault("upload_dir", tmp_path / f"uploads{len(started)}")
-        started.append(ThreadServer(Settings.make(index, **values)))
+        started.append(ThreadServer(Settings.make(index, **values), load=load))
         return started[-1]
 
     yield start

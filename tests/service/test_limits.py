@@ -46,6 +46,17 @@ def test_overload_timeout_writes_off_and_cors(thread_server, photos):
         assert "access-control-allow-origin" not in other.headers
 
 
+def test_not_ready_yet_is_503_with_retry_after(thread_server, photos):
+    s = thread_server(load=False)  # the model never loads: the state of the first seconds
+    with httpx.Client(base_url=s.url, timeout=30) as c:
+        assert c.get("/healthz").status_code == 200
+        for r in (c.get("/readyz"), c.post("/v1/search", files={"image": ("a.jpg", photos[0], "image/jpeg")}),
+                  c.get("/v1/images/3/similar")):
+            assert r.status_code == 503 and r.headers["retry-after"] == "2", r.text
+            assert r.json()["error"]["code"] == "starting" and "loading" in r.json()["error"]["message"]
+        assert c.get("/v1/index").json()["ready"] is False
+
+
 def test_no_cors_by_default(client):
     r = client.get("/v1/index", headers={"Origin": "https://photos.example"})
     assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
