@@ -17,6 +17,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ..errors import LookalikeError
+from ..features import Embedder
 from ..index import Index, QueryResult, Searcher
 from ..index.results import results
 from ..sources import files_source
@@ -31,11 +32,29 @@ log = logging.getLogger("lookalike.service")
 THUMBNAILS_KEPT = 4096  # thumbnails made on the fly and kept, least recently used first out
 
 
+class ServedIndex(Index):
+    """The served index: its searcher and its adds share one embedder, built once, so that an
+    add neither loads the model's weights again nor traces its graph again."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._embedder = None
+        self._embedder_made = threading.Lock()
+
+    def embedder(self, model: str | None = None, progress: bool = True, **options) -> Embedder:
+        if options or (model is not None and model != self.manifest["model"]):
+            return super().embedder(model, progress=progress, **options)  # its own (or the error)
+        with self._embedder_made:
+            if self._embedder is None:
+                self._embedder = super().embedder(progress=False)
+        return self._embedder
+
+
 class Service:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.keys = Keys.load(settings.api_key_file)
-        self.index = Index(settings.index)
+        self.index = ServedIndex(settings.index)
         self.metrics = Metrics()
         self.metrics.index_size = lambda: self.searcher.count if self.ready else self.index.count
         self.searcher: Searcher | None = None
