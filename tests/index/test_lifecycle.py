@@ -276,7 +276,7 @@ def test_an_older_index_is_upgraded_by_its_first_change(tmp_path):
 
 def test_bad_lock_timeout_is_a_usage_error(tmp_path, capsys):
     make(tmp_path / "ix", n=4)
-    for bad in ("-1", "soon", "nan"):
+    for bad in ("-1", "soon", "nan", "1e30"):
         with pytest.raises(SystemExit) as exit_:
             main(["-q", "index", "compact", str(tmp_path / "ix"), "--lock-timeout", bad])
         assert exit_.value.code == 2 and "--lock-timeout" in capsys.readouterr().err
