@@ -82,7 +82,7 @@ def test_planted_copies_are_found_and_nothing_else(photo_index, tmp_path, capsys
 
 
 def test_bad_thresholds_are_one_line(photo_index, capsys):
-    for bad in ("-1", "nan", "inf", "abc"):
+    for bad in ("-1", "nan", "inf", "abc", "1e300"):
         with pytest.raises(SystemExit) as exit_:
             main(["-q", "index", "duplicates", str(photo_index), "--threshold", bad])
         err = capsys.readouterr().err.strip().splitlines()

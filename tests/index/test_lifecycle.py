@@ -276,9 +276,45 @@ def test_an_older_index_is_upgraded_by_its_first_change(tmp_path):
 
 def test_bad_lock_timeout_is_a_usage_error(tmp_path, capsys):
     make(tmp_path / "ix", n=4)
-    for bad in ("-1", "soon", "nan"):
+    for bad in ("-1", "soon", "nan", "1e30"):
         with pytest.raises(SystemExit) as exit_:
             main(["-q", "index", "compact", str(tmp_path / "ix"), "--lock-timeout", bad])
         assert exit_.value.code == 2 and "--lock-timeout" in capsys.readouterr().err
     with pytest.raises(BadIndex, match="no such index folder"):
         Index(tmp_path / "nope").remove(ids=[1])
+
+
+def test_add_to_a_damaged_index_is_refused_before_any_work(tmp_path):
+    make(tmp_path / "ix")
+    seg = next((tmp_path / "ix" / "vectors").iterdir())
+    seg.write_bytes(seg.read_bytes()[:-32])
+    before = files(tmp_path / "ix")
+    with pytest.raises(BadIndex, match="truncated or damaged"):  # not the model "test", which is unknown
+        Index(tmp_path / "ix").add_images(SampleSource(3, seed=5, size=32), progress=False)
+    assert files(tmp_path / "ix") == before
+
+
+def test_threads_of_one_process_commit_one_at_a_time_and_all_land(tmp_path):
+    make(tmp_path / "ix", n=4)
+    store = IndexStore(tmp_path / "ix")
+    got: list[list[int]] = []
+
+    def writer(w: int) -> None:
+        for b in range(3):
+            metas = [{"key": f"w{w}b{b}i{j}", "source": f"t{w}", "position": 3 * b + j, "location": f"w{w}/{b}/{j}",
+                      "label": None, "digest": f"{w}-{b}-{j}"} for j in range(3)]
+            got.append(store.append(np.full((3, 8), w + b / 10, np.float32), metas, skip_present=True)[0])
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = sorted(i for g in got for i in g)
+    assert ids == list(range(4, 4 + 36)) and Index(tmp_path / "ix").count == 40
+    assert len({m.key for m in Index(tmp_path / "ix").images()}) == 40 and Index(tmp_path / "ix").problems() == []
+    # the same images committed again by a writer that raced another: skipped at commit
+    again = store.append(np.zeros((3, 8), np.float32), [
+        {"key": "w0b0i0", "source": "t0", "position": j, "location": f"w0/0/{j}", "label": None,
+         "digest": f"0-0-{j}"} for j in range(3)], skip_present=True)
+    assert again == ([], 3)

@@ -106,13 +106,16 @@ def add_lock_timeout(p: argparse.ArgumentParser) -> None:
                    help="how long to wait for another writer's commit (default: $LOOKALIKE_LOCK_TIMEOUT, else 120)")
 
 
+MAX_LOCK_TIMEOUT = 86_400  # a day
+
+
 def non_negative_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds >= 0")
+    if not 0 <= value <= MAX_LOCK_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is out of range: 0 to {MAX_LOCK_TIMEOUT} seconds")
     return value
 
 

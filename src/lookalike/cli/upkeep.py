@@ -9,6 +9,7 @@ from ..errors import BadIndex, InvalidParameter
 from ..text import printable
 
 ACTIONS = ("remove", "compact", "verify", "duplicates")
+MAX_THRESHOLD = 1e15  # beyond any distance of float32 features that a search could hold pairs for
 
 
 def register(actions, add_lock_timeout) -> None:
@@ -60,9 +61,12 @@ def threshold_arg(text: str) -> float:
     from ..index.groups import check_threshold
 
     try:
-        return check_threshold(text)
+        value = check_threshold(text)
     except InvalidParameter as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    if value > MAX_THRESHOLD:
+        raise argparse.ArgumentTypeError(f"threshold {text[:40]!r} is out of range: 0 to {MAX_THRESHOLD:g}")
+    return value
 
 
 def remove(args: argparse.Namespace) -> int:

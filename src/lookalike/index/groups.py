@@ -27,7 +27,7 @@ from ..progress import counter
 
 FRACTION = 0.3  # of the median random-pair distance: the default threshold
 PAIRS = 20_000  # random pairs that estimate the median distance
-QUERY_BLOCK = 2048  # queries per radius search
+QUERY_BLOCK = 16384  # queries per radius search (each one streams the base through once)
 
 
 @dataclass
@@ -99,7 +99,8 @@ def near_duplicates(vectors, ids: np.ndarray, metric: str, threshold: float | No
     try:
         for lo in range(0, n, QUERY_BLOCK):
             hi = min(lo + QUERY_BLOCK, n)
-            D, I = radius_search(np.asarray(vectors[lo:hi], dtype=np.float32), base, threshold)
+            D, I = radius_search(np.asarray(vectors[lo:hi], dtype=np.float32), base, threshold,
+                                 exclude_self=True, first_row=lo)
             for q in range(hi - lo):
                 later = I[q] > lo + q  # each pair once, asked by its lower row
                 if later.any():
