@@ -103,14 +103,16 @@ class MicroBatcher:
     def _answer(self, batch: list[Query]) -> None:
         if not batch:
             return
-        if self.metrics is not None:
-            self.metrics.batch(len(batch))
+        start = time.perf_counter()
         try:
             D, I = self.search_batch(batch)
         except BaseException as exc:  # every query of the batch gets the error; the thread goes on
             for q in batch:
                 q.future.set_exception(exc)
             return
+        finally:
+            if self.metrics is not None:
+                self.metrics.batch(len(batch), time.perf_counter() - start)
         for j, q in enumerate(batch):
             q.future.set_result((D[j, : q.k], I[j, : q.k]))
 

@@ -43,6 +43,7 @@ class Metrics:
         self.requests: dict[tuple[str, str, int], int] = defaultdict(int)
         self.latency: dict[str, Histogram] = {}
         self.batch_sizes = Histogram(BATCH_BUCKETS)
+        self.batch_seconds = Histogram(LATENCY_BUCKETS)
         self.in_flight = 0
         self.waiting = 0
         self.rejected = 0
@@ -53,9 +54,10 @@ class Metrics:
             self.requests[(route, method, status)] += 1
             self.latency.setdefault(route, Histogram(LATENCY_BUCKETS)).observe(seconds)
 
-    def batch(self, size: int) -> None:
+    def batch(self, size: int, seconds: float) -> None:
         with self._lock:
             self.batch_sizes.observe(size)
+            self.batch_seconds.observe(seconds)
 
     def text(self) -> str:
         with self._lock:
@@ -70,6 +72,8 @@ class Metrics:
                 lines += hist.lines("lookalike_request_seconds", f'route="{_label(route)}"')
             lines += ["# HELP lookalike_batch_queries Queries per micro-batch (one CNN pass, one kNN call).",
                       "# TYPE lookalike_batch_queries histogram", *self.batch_sizes.lines("lookalike_batch_queries"),
+                      "# HELP lookalike_batch_seconds Time of one micro-batch: the CNN pass and the kNN call.",
+                      "# TYPE lookalike_batch_seconds histogram", *self.batch_seconds.lines("lookalike_batch_seconds"),
                       "# HELP lookalike_requests_in_flight Requests being worked on.",
                       "# TYPE lookalike_requests_in_flight gauge", f"lookalike_requests_in_flight {self.in_flight}",
                       "# HELP lookalike_queue_depth Requests waiting for a slot.",

@@ -55,6 +55,7 @@ class IndexOut(BaseModel):
     pooling: str
     dim: int
     metric: str
+    backend: str
     input_size: int
     format_version: int | None
     ready: bool

@@ -20,6 +20,7 @@ from ..errors import LookalikeError
 from ..features import Embedder
 from ..index import Index, QueryResult, Searcher
 from ..index.results import results
+from ..knn.backends import select
 from ..sources import files_source
 from .auth import Keys
 from .batching import MicroBatcher, batch_shapes
@@ -55,6 +56,7 @@ class Service:
         self.settings = settings
         self.keys = Keys.load(settings.api_key_file)
         self.index = ServedIndex(settings.index)
+        select(settings.backend, self.index.metric)  # an unknown or missing backend: said now, in one line
         self.metrics = Metrics()
         self.metrics.index_size = lambda: self.searcher.count if self.ready else self.index.count
         self.searcher: Searcher | None = None
@@ -73,7 +75,7 @@ class Service:
     def load(self) -> None:
         """Build the embedder and fit the search (blocking: run it in a thread)."""
         try:
-            searcher = self.index.searcher().warm()
+            searcher = self.index.searcher(self.settings.backend).warm()
             self._warm_up(searcher)
             self.batcher = MicroBatcher(searcher, batch_size=self.settings.batch_size,
                                         wait_ms=self.settings.batch_wait_ms, metrics=self.metrics)
@@ -121,7 +123,8 @@ class Service:
         m = self.index.manifest
         return {"name": self.index.path.name, "count": self.searcher.count if self.ready else self.index.count,
                 "model": m["model"], "weights": m["weights"], "pooling": m["pooling"], "dim": m["dim"],
-                "metric": m["metric"], "input_size": self.input_size, "format_version": m.get("format_version"),
+                "metric": m["metric"], "backend": self.settings.backend, "input_size": self.input_size,
+                "format_version": m.get("format_version"),
                 "ready": self.ready, "max_k": self.settings.max_k,
                 "writes": bool(self.keys.write), "reads_need_key": self.keys.reads_need_key}
 
