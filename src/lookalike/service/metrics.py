@@ -80,8 +80,12 @@ class Metrics:
                       "# TYPE lookalike_queue_depth gauge", f"lookalike_queue_depth {self.waiting}",
                       "# HELP lookalike_rejected_total Requests refused with 503 because the queue was full.",
                       "# TYPE lookalike_rejected_total counter", f"lookalike_rejected_total {self.rejected}"]
+        try:
+            size = str(self.index_size())
+        except Exception:  # an index that cannot be read now (its /readyz says why): no figure
+            size = "NaN"
         lines += ["# HELP lookalike_index_images Images in the index.", "# TYPE lookalike_index_images gauge",
-                  f"lookalike_index_images {self.index_size()}"]
+                  f"lookalike_index_images {size}"]
         return "\n".join(lines) + "\n"
 
 
