@@ -3,6 +3,7 @@ keys; CORS only for the origins given."""
 
 from __future__ import annotations
 
+import socket
 import threading
 
 import httpx
@@ -39,6 +40,14 @@ def test_overload_timeout_writes_off_and_cors(thread_server, photos):
 
         r = c.post("/v1/images", files={"images": ("a.jpg", photos[0], "image/jpeg")})
         assert r.status_code == 403 and "--api-key-file" in r.json()["error"]["message"]
+
+        port = int(s.url.rsplit(":", 1)[1])  # a body that never finishes arriving (slowloris)
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            raw.sendall(b"POST /v1/search HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                        b"Content-Length: 1000\r\n\r\n--b\r\n")
+            raw.settimeout(20)
+            head = raw.recv(65536).split(b"\r\n")[0]
+        assert head == b"HTTP/1.1 408 Request Timeout", head
 
         allowed = c.get("/v1/index", headers={"Origin": "https://photos.example"})
         assert allowed.headers["access-control-allow-origin"] == "https://photos.example"

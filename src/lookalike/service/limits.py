@@ -9,7 +9,8 @@ metrics. A pure ASGI middleware, so that a refused request costs no parsing.
   that, the rest is read and dropped (up to `DRAIN_BYTES`, so that the client gets the 413
   rather than a broken pipe) and the answer is 413.
 - A request that takes longer than `timeout` seconds is answered 503 (if nothing was sent
-  yet); work already handed to a thread finishes there and is dropped.
+  yet); work already handed to a thread finishes there and is dropped. A body that takes
+  longer than that to arrive is 408 (a slow client holds a slot no longer).
 """
 
 from __future__ import annotations
@@ -87,19 +88,16 @@ class Limits:
 
     async def _bounded(self, scope, receive, send):
         cap = self.cap(scope["method"], scope["path"])
-        chunks, total, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the client went away: nothing to answer
-            data = message.get("body", b"")
-            total += len(data)
-            if total <= cap:
-                chunks.append(data)
-            elif total > cap + DRAIN_BYTES:
-                break
-            more = message.get("more_body", False)
-        if total > cap:
+        try:
+            body = await asyncio.wait_for(_read(receive, cap), self.settings.timeout)
+        except asyncio.TimeoutError:  # a client that sends its body too slowly holds a slot no longer
+            await _respond(send, error_response(
+                408, "timeout", f"the request's body did not arrive within {self.settings.timeout:g} s"))
+            return
+        if body is None:
+            return  # the client went away: nothing to answer
+        if isinstance(body, int):
+            total = body
             what = "image" if scope["path"] in ("/v1/search", "/v1/images") else "request body"
             limit = self.settings.max_upload_bytes if what == "image" else cap
             got = f"more than {total:,}" if total > cap + DRAIN_BYTES else f"{total:,}"
@@ -107,7 +105,7 @@ class Limits:
                 413, "too_large", f"the {what} is too large: {got} bytes received, the limit is {limit:,} bytes "
                                   f"per {what}"))
             return
-        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+        replay = [{"type": "http.request", "body": body, "more_body": False}]
 
         async def replayed():
             if replay:
@@ -127,6 +125,24 @@ class Limits:
                 await _respond(send, error_response(
                     503, "timeout", f"the request took more than {self.settings.timeout:g} s; the server is busy, "
                                     "try again in a moment", {"Retry-After": "1"}))
+
+
+async def _read(receive, cap: int) -> bytes | int | None:
+    """The whole body if it is at most `cap` bytes; else how many bytes came (read and dropped
+    up to `DRAIN_BYTES` past the cap); None if the client went away."""
+    chunks, total, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        data = message.get("body", b"")
+        total += len(data)
+        if total <= cap:
+            chunks.append(data)
+        elif total > cap + DRAIN_BYTES:
+            break
+        more = message.get("more_body", False)
+    return total if total > cap else b"".join(chunks)
 
 
 async def _respond(send, response) -> None:
