@@ -125,7 +125,7 @@ def server(built_index, tmp_path_factory):
     keys = root / "keys"
     keys.write_text(f"# scope key\nwrite {WRITE_KEY}\n")
     served = Served(index, root / "server.log", "--api-key-file", str(keys), "--upload-dir",
-                    str(root / "uploads")).wait_ready()
+                    str(root / "uploads"), "--batch-size", "8").wait_ready()  # fewer shapes to warm
     yield served
     assert served.stop() == 0, served.log_path.read_text()
 
@@ -182,6 +182,7 @@ def thread_server(built_index, tmp_path):
     def start(load: bool = True, **values) -> ThreadServer:
         index = copy_index(built_index, tmp_path / f"s{len(started)}")
         values.setdefault("upload_dir", tmp_path / f"uploads{len(started)}")
+        values.setdefault("batch_size", 4)  # fewer CNN shapes to warm at start
         started.append(ThreadServer(Settings.make(index, **values), load=load))
         return started[-1]
 

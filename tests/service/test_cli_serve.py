@@ -41,7 +41,8 @@ def test_errors_before_listening(capsys, built_index, tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_finishes_the_request_in_flight(built_index, tmp_path, photos):
-    served = Served(copy_index(built_index, tmp_path), tmp_path / "log", "--batch-wait-ms", "1000").wait_ready()
+    served = Served(copy_index(built_index, tmp_path), tmp_path / "log", "--batch-wait-ms", "1000",
+                    "--batch-size", "2").wait_ready()
     answer = {}
 
     def search():

@@ -27,7 +27,7 @@ def api_schema(built_index, tmp_path_factory):
     root = tmp_path_factory.mktemp("schema")
     (root / "keys").write_text(f"write {WRITE_KEY}\n")
     server = ThreadServer(Settings.make(copy_index(built_index, root), api_key_file=root / "keys",
-                                        upload_dir=root / "uploads", timeout=60))
+                                        upload_dir=root / "uploads", timeout=60, batch_size=4))
     yield schemathesis.openapi.from_url(server.url + "/openapi.json"), server.url
     server.stop()
 
