@@ -207,7 +207,8 @@ def main() -> None:
             b, u = result["runs"]["batched"], result["runs"]["unbatched"]
             gain = round(b["searches_per_s"] / u["searches_per_s"], 2) if u["searches_per_s"] else None
             result["batched_over_unbatched_throughput"] = gain
-            print(f"micro-batching: {gain}x the searches/s of one query per pass")
+            print(f"micro-batching: {gain}x the searches/s of one query per pass" if gain else
+                  "micro-batching: one query per pass answered nothing in time (all timed out)")
         print(f"cpu: {result['cpu']}; load average before {result['load_before']}, after {result['load_after']}")
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
