@@ -45,14 +45,16 @@ def make_data(path: Path, n: int, d: int, dups: int, seed: int = 0) -> list[tupl
     return sorted((int(a), int(b)) for a, b in zip(originals, copies))
 
 
-def child(engine: str, path: str, threshold: float, result: str) -> None:
-    """Run one engine on the vectors at `path`; write its pairs and time to `result`."""
+def child(engine: str, path: str, threshold: float, queries: int, result: str) -> None:
+    """Run one engine on the vectors at `path` (the first `queries` rows asking against all);
+    write its pairs and time to `result`."""
     t0 = time.perf_counter()
     vectors = np.load(path, mmap_mode="r")
     if engine == "lookalike":
         from lookalike.index.groups import near_duplicates
 
-        found = near_duplicates(vectors, np.arange(len(vectors)), "euclidean", threshold, progress=False)
+        found = near_duplicates(vectors, np.arange(len(vectors)), "euclidean", threshold, progress=False,
+                                queries=queries)
         pairs = sorted(found.distances)
         groups = len(found.groups)
     else:
@@ -62,8 +64,8 @@ def child(engine: str, path: str, threshold: float, result: str) -> None:
         index = faiss.IndexFlatL2(x.shape[1])
         index.add(x)
         pairs = []
-        for lo in range(0, len(x), 4096):
-            lims, _, ids = index.range_search(x[lo:lo + 4096], threshold**2)
+        for lo in range(0, queries, 4096):
+            lims, _, ids = index.range_search(x[lo:min(lo + 4096, queries)], threshold**2)
             for q in range(len(lims) - 1):
                 for j in ids[lims[q]:lims[q + 1]]:
                     if j > lo + q:
@@ -84,11 +86,11 @@ def peak_rss_mib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def run(engine: str, path: Path, threshold: float, work: Path) -> dict:
+def run(engine: str, path: Path, threshold: float, queries: int, work: Path) -> dict:
     result = work / f"{engine}.json"
     env = {**os.environ, "PYTHONPATH": SRC}
-    proc = subprocess.Popen([sys.executable, __file__, "--child", engine, str(path), repr(threshold), str(result)],
-                            env=env)
+    proc = subprocess.Popen([sys.executable, __file__, "--child", engine, str(path), repr(threshold), str(queries),
+                             str(result)], env=env)
     if proc.wait() != 0:
         raise SystemExit(f"{engine} failed with status {proc.returncode}")
     return json.loads(result.read_text())
@@ -111,11 +113,14 @@ def main() -> None:
     p.add_argument("--dups", type=int, default=500, help="planted duplicate pairs")
     p.add_argument("--peer", default="faiss", choices=["faiss", "none"])
     p.add_argument("--out", default=None, help="write the results as JSON here")
-    p.add_argument("--child", nargs=4, metavar=("ENGINE", "PATH", "T", "RESULT"), help=argparse.SUPPRESS)
+    p.add_argument("--queries", type=int, default=None,
+                   help="only the first Q rows ask, against all N (same memory, time ~ Q/N of the whole; "
+                        "planted copies sit in the last rows, so their pairs are counted only when Q = N)")
+    p.add_argument("--child", nargs=5, metavar=("ENGINE", "PATH", "T", "Q", "RESULT"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        engine, path, t, result = args.child
-        return child(engine, path, float(t), result)
+        engine, path, t, q, result = args.child
+        return child(engine, path, float(t), int(q), result)
 
     sys.path.insert(0, SRC)
     from lookalike.index.groups import FRACTION, default_threshold
@@ -127,12 +132,13 @@ def main() -> None:
         threshold = default_threshold(np.load(path, mmap_mode="r"), "euclidean")
         print(f"{args.n} x {args.d}, {args.dups} planted pairs; threshold {threshold:.4g} "
               f"({FRACTION} x median random-pair distance)", flush=True)
-        results = {"lookalike": run("lookalike", path, threshold, work)}
+        queries = args.n if args.queries is None else min(args.queries, args.n)
+        results = {"lookalike": run("lookalike", path, threshold, queries, work)}
         if args.peer != "none":
-            results[args.peer] = run(args.peer, path, threshold, work)
+            results[args.peer] = run(args.peer, path, threshold, queries, work)
     found = {tuple(x) for x in results["lookalike"]["pairs"]}
     report = {
-        "n": args.n, "d": args.d, "planted_pairs": args.dups, "threshold": threshold,
+        "n": args.n, "d": args.d, "queries": queries, "planted_pairs": args.dups, "threshold": threshold,
         "cpu": cpu_name(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"),
         "planted_found": sum(tuple(pr) in found for pr in planted),
         "engines": {k: {"seconds": round(v["seconds"], 2), "peak_rss_mib": round(v["peak_rss_mib"]),

@@ -27,7 +27,8 @@ from ..progress import counter
 
 FRACTION = 0.3  # of the median random-pair distance: the default threshold
 PAIRS = 20_000  # random pairs that estimate the median distance
-QUERY_BLOCK = 16384  # queries per radius search (each one streams the base through once)
+QUERY_BLOCK = 8192  # queries per radius search (each one streams the base through once)
+WORKING_MEMORY = 128  # MiB for blocks of screen scores (the engine's default, 1 GiB, would double the peak)
 
 
 @dataclass
@@ -80,9 +81,11 @@ def default_threshold(vectors, metric: str, seed: int = 0) -> float:
 
 
 def near_duplicates(vectors, ids: np.ndarray, metric: str, threshold: float | None = None, *,
-                    progress: bool = True, working_memory: float | None = None) -> Groups:
+                    progress: bool = True, working_memory: float | None = None,
+                    queries: int | None = None) -> Groups:
     """Groups of near-duplicate rows of `vectors` (n, d; a memory map is streamed), named
-    by `ids` (n,). `threshold`: the largest distance of a pair (None: `default_threshold`)."""
+    by `ids` (n,). `threshold`: the largest distance of a pair (None: `default_threshold`).
+    `queries`: only the first rows ask, against all (a part of the work: for a benchmark)."""
     threshold = check_threshold(threshold)
     chosen = threshold is None
     m = get_metric(metric)
@@ -92,13 +95,14 @@ def near_duplicates(vectors, ids: np.ndarray, metric: str, threshold: float | No
     ids = np.asarray(ids, dtype=np.int64)
     if n < 2:
         return Groups(threshold, [], 0, m.name, n, chosen)
-    base = PreparedBase(vectors, m, working_memory=working_memory, materialise=False)
+    base = PreparedBase(vectors, m, working_memory=working_memory or WORKING_MEMORY, materialise=False)
     parent = np.arange(n)
     lows, highs, dists = [], [], []
-    bar = counter(total=n, desc="pairs", unit="img", enabled=progress)
+    asking = n if queries is None else min(n, queries)
+    bar = counter(total=asking, desc="pairs", unit="img", enabled=progress)
     try:
-        for lo in range(0, n, QUERY_BLOCK):
-            hi = min(lo + QUERY_BLOCK, n)
+        for lo in range(0, asking, QUERY_BLOCK):
+            hi = min(lo + QUERY_BLOCK, asking)
             D, I = radius_search(np.asarray(vectors[lo:hi], dtype=np.float32), base, threshold,
                                  exclude_self=True, first_row=lo)
             for q in range(hi - lo):
