@@ -62,3 +62,13 @@ def write_error(path, exc: BaseException) -> WriteError:
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return WriteError(f"{path}: cannot write ({reason}); is the disk full or the folder read-only? "
                       "Nothing committed before was changed")
+
+
+class UnknownImage(SearchError):
+    """An image id, key or source that the index does not hold (or no longer holds: removed)."""
+
+
+class IndexBusy(LookalikeError):
+    """Another writer holds the index's commit lock for longer than this one would wait."""
+
+    exit_code = 1

@@ -353,7 +353,7 @@ def test_re_adding_the_same_images_skips_them(tmp_path, capsys):
     images[2] = SampleSource(6, seed=6).images[2]  # one picture changed at its place
     np.save(tmp_path / "a.npy", images)
     assert index.add_images(open_source(tmp_path / "a.npy"), progress=False).__dict__ == {"added": 1,
-                                                                                          "duplicates": 5}
+                                                                                          "duplicates": 5, "ids": [6]}
     assert index.add(open_source(tmp_path / "a.npy"), progress=False, keep_duplicates=True) == 6
     assert Index(tmp_path / "ix").count == 13
 
@@ -368,9 +368,9 @@ def test_a_format_1_index_is_read_and_its_duplicates_found_by_vector(tmp_path):
     index = Index(tmp_path / "ix")
     assert index.search_ids([0], 2)[0].neighbours and index.manifest["format_version"] == 1
     assert index.add_images(open_source(tmp_path / "a.npy"), progress=False).__dict__ == {"added": 0,
-                                                                                          "duplicates": 5}
+                                                                                          "duplicates": 5, "ids": []}
     assert index.add(SampleSource(3, seed=8), progress=False) == 3
-    assert Index(tmp_path / "ix").manifest["format_version"] == 2 and Index(tmp_path / "ix").count == 8
+    assert Index(tmp_path / "ix").manifest["format_version"] == 3 and Index(tmp_path / "ix").count == 8
 
 
 def test_unreadable_index_database_is_one_line(tmp_path):

@@ -104,6 +104,8 @@ BOUNDS: dict[tuple[str, str], Callable[[str], object]] = {
     ("grid", "--queries"): whole_number(1, 100),
     ("grid", "--query-ids"): image_id,
     ("search", "--id"): image_id,
+    ("index remove", "--id"): image_id,
+    ("index duplicates", "--show"): whole_number(0, 10**6),
     ("demo", "--n"): whole_number(10, 100_000),
     ("bench", "--nb"): whole_number(1, 10**8),
     ("bench", "--nq"): whole_number(1, 10**7),

@@ -15,12 +15,14 @@ from collections.abc import Sequence
 
 from ..errors import InvalidParameter
 from ..text import printable
+from .upkeep import ACTIONS as UPKEEP
+from .upkeep import register as register_upkeep
 from .common import add_k, add_model_args, embedder_from_args, positive_int, report_skipped
 from .scheduler import add_scheduler, on_scheduler
 
-ACTIONS = ("build", "add", "info")
-INFO_KEYS = ("path", "count", "model", "weights", "pooling", "input_shape", "dim", "metric", "precision",
-             "format_version", "segments", "vector_bytes", "labels")
+ACTIONS = ("build", "add", "info", *UPKEEP)
+INFO_KEYS = ("path", "count", "removed", "model", "weights", "pooling", "input_shape", "dim", "metric", "precision",
+             "format_version", "segments", "vector_bytes", "labels", "thumbnails", "thumbnail_bytes")
 
 
 def expand_shorthand(argv: Sequence[str]) -> list[str]:
@@ -41,7 +43,7 @@ def expand_shorthand(argv: Sequence[str]) -> list[str]:
 
 def register(sub) -> None:
     """Add index (build, add, info), search and grid to the subparsers `sub`."""
-    p = sub.add_parser("index", help="build an index, add images to it, or describe it",
+    p = sub.add_parser("index", help="build an index, add, remove, verify, compact, find near-duplicates",
                        description="An index folder: vectors, per-image metadata and a manifest. "
                                    "`lookalike index SOURCE --out INDEX` is short for `index build` (a source "
                                    "named build, add or info must be given as `index build NAME --out INDEX`).")
@@ -52,6 +54,7 @@ def register(sub) -> None:
     b.add_argument("--out", required=True, metavar="INDEX", help="the index folder to create")
     b.add_argument("--metric", default=None,
                    help="euclidean, cosine, inner_product, ... (default: the model's own; docs/quality.md)")
+    add_thumbnail_arg(b)
     add_model_args(b)
     add_scheduler(b)
     b.set_defaults(run=build)
@@ -65,6 +68,8 @@ def register(sub) -> None:
     a.add_argument("--model", default=None, help="fail unless the index was built with this model")
     a.add_argument("--keep-duplicates", action="store_true",
                    help="add images the index holds already (same file or position, same pixels) again")
+    add_thumbnail_arg(a)
+    add_lock_timeout(a)
     a.set_defaults(run=add)
 
     i = actions.add_parser("info", help="what the index holds and how it was made; exit 2 if it is damaged")
@@ -73,6 +78,7 @@ def register(sub) -> None:
     i.add_argument("--quick", action="store_true",
                    help="check the vector files' sizes only, not their checksums (for very large indexes)")
     i.set_defaults(run=info)
+    register_upkeep(actions, add_lock_timeout)
 
     s = sub.add_parser("search", help="the k most similar indexed images of each query image")
     s.add_argument("index", metavar="INDEX")
@@ -92,6 +98,30 @@ def register(sub) -> None:
     g.set_defaults(run=grid)
 
 
+def add_thumbnail_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-thumbnails", dest="thumbnails", action="store_false",
+                   help="store no thumbnails (a JPEG of about 1-5 KB per image, kept in the index so that "
+                        "pictures and results can show an image whose file has moved)")
+
+
+def add_lock_timeout(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lock-timeout", type=non_negative_float, default=None, metavar="SECONDS",
+                   help="how long to wait for another writer's commit (default: $LOOKALIKE_LOCK_TIMEOUT, else 120)")
+
+
+MAX_LOCK_TIMEOUT = 86_400  # a day
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= MAX_LOCK_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is out of range: 0 to {MAX_LOCK_TIMEOUT} seconds")
+    return value
+
+
 def build(args: argparse.Namespace) -> int:
     from ..index import Index
     from ..index.index import check_new_index
@@ -101,7 +131,8 @@ def build(args: argparse.Namespace) -> int:
     embedder = embedder_from_args(args)
     source = open_source(args.source, size=embedder.input_size, progress=not args.quiet)
     with on_scheduler(args.scheduler, embedder, args.device) as embedder:
-        index = Index.build(source, args.out, metric=args.metric, embedder=embedder)
+        index = Index.build(source, args.out, metric=args.metric, embedder=embedder,
+                            thumbnails=args.thumbnails)
     report_skipped(source)
     print(f"indexed {index.count} image(s) into {printable(index.path)} ({embedder.model}, "
           f"{index.manifest['dim']}-d, {index.metric})")
@@ -112,11 +143,11 @@ def add(args: argparse.Namespace) -> int:
     from ..index import Index
     from ..sources import open_source
 
-    index = Index(args.index)
+    index = Index(args.index, lock_timeout=args.lock_timeout)
     source = open_source(args.source, size=int(index.manifest["input_shape"][0]), progress=not args.quiet)
     before = index.count
     done = index.add_images(source, model=args.model, progress=not args.quiet,
-                            keep_duplicates=args.keep_duplicates)
+                            keep_duplicates=args.keep_duplicates, thumbnails=args.thumbnails)
     report_skipped(source)
     skipped = (f"; skipped {done.duplicates} already in the index (--keep-duplicates adds them again)"
                if done.duplicates else "")
@@ -182,7 +213,8 @@ def grid(args: argparse.Namespace) -> int:
     folders = [index.path, *(Path(s) for s in index.store.sources() if Path(s).is_dir())]
     out = check_figure_out(args.out, inputs=folders)
     index.check_k(args.k, by_id=True)
-    ids = args.query_ids or pick(index.count, args.queries, args.seed).tolist()
+    live = index.ids()  # ids of removed images are never drawn
+    ids = args.query_ids or [live[j] for j in pick(len(live), args.queries, args.seed)]
     distances, neighbours = result_arrays(index.search_ids(ids, args.k))
     out = neighbour_grid(index, ids, index, distances, neighbours, out)
     print(f"wrote {printable(out)}")

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..atomic import check_writable_folder, check_writable_parent, make_own_folder, remove_own_folder, renamed
-from ..errors import BadIndex, SearchError, SourceError, WriteError
+from ..errors import BadIndex, InvalidParameter, SearchError, SourceError, WriteError
 from ..features.embed import Embedder
 from ..features.files import image_digests
 from ..features.models import DEFAULT_MODEL, MODELS, get_spec
@@ -26,6 +27,7 @@ from ..sources.base import Source
 from .duplicates import find_duplicates, same_vectors
 from .results import Neighbour, QueryResult, k_out_of_range, results
 from .searcher import Searcher
+from .staging import Staging, work_key
 from .store import ImageMeta, IndexStore
 
 __all__ = ["Added", "Index", "Neighbour", "QueryResult", "Searcher"]
@@ -37,10 +39,12 @@ STAGED = (".features.npy.partial", "features.npy", "features.json", "index")  # 
 @dataclass
 class Added:
     """What `Index.add_images` did: images `added`, and `duplicates` skipped (already in the
-    index: same place, same pixels)."""
+    index: same place, same pixels); `ids`: the ids the added images got, in the order of
+    the source's images that were added."""
 
     added: int
     duplicates: int
+    ids: list[int] = field(default_factory=list)
 
 
 def _indexable(source: Source) -> None:
@@ -92,15 +96,21 @@ def _weights_arg(identity: str) -> str:
 class Index:
     """An index folder: vectors, per-image metadata and the manifest that says how they were made.
 
+    Every image has an id, given when it is committed and never changed (not by `remove`,
+    not by `compact`). `count` is the number of live (not removed) images.
+
     Parameters
     ----------
     path : the index folder.
-    verify : check every vector segment's CRC-32 when the vectors are first read.
+    verify : also check every vector segment's CRC-32 when the vectors are first read (reads
+        every byte; sizes and shapes are always checked). `problems()` checks everything.
+    lock_timeout : seconds a change (add, remove, compact) waits for another writer's
+        commit before it gives up with `IndexBusy` (default: $LOOKALIKE_LOCK_TIMEOUT, else 120).
     """
 
-    def __init__(self, path: str | os.PathLike, *, verify: bool = True):
+    def __init__(self, path: str | os.PathLike, *, verify: bool = False, lock_timeout: float | None = None):
         self.path = Path(path)
-        self.store = IndexStore(self.path)
+        self.store = IndexStore(self.path, lock_timeout=lock_timeout)
         self.manifest = self.store.manifest()
         self.verify = verify
         self._vectors = None
@@ -111,14 +121,15 @@ class Index:
     @classmethod
     def build(cls, source: Source, out: str | os.PathLike, *, model: str = DEFAULT_MODEL, weights: str = "imagenet",
               pooling: str | None = None, metric: str | None = None, embedder: Embedder | None = None,
-              progress: bool = True, **embed_options) -> Index:
+              progress: bool = True, thumbnails: bool = True, **embed_options) -> Index:
         """Embed every image of `source` and write a new index folder `out`.
 
         `pooling` and `metric` default to the model's own (`ModelSpec.pooling`, `.metric`).
 
         Work happens in a hidden folder beside `out` (resumable: run the same call again
         after an interruption); `out` appears, complete, in one rename at the end. Images
-        that cannot be decoded are left out and listed in `source.skipped`.
+        that cannot be decoded are left out and listed in `source.skipped`. With
+        `thumbnails`, a small picture of each image is stored too (see `thumbnail`).
         """
         out = check_new_index(out)
         _indexable(source)
@@ -129,16 +140,20 @@ class Index:
             done = embedder.embed_rows(source, staging / "features.npy")
         except WriteError as exc:  # name the index asked for, not the hidden folder it is made in
             raise renamed(exc, out) from exc.__cause__
-        return cls.from_features(done.features, _readable(source, done.kept), embedder.config(), out,
-                                 metric=metric, staging=staging, digests=done.digests)
+        readable = _readable(source, done.kept)
+        thumbs = _thumbnails(readable, embedder.batch_size) if thumbnails else None
+        return cls.from_features(done.features, readable, embedder.config(), out,
+                                 metric=metric, staging=staging, digests=done.digests, thumbnails=thumbs)
 
     @classmethod
     def from_features(cls, features: np.ndarray, source: Source, config: dict, out: str | os.PathLike, *,
                       metric: str | None = None, staging: Path | None = None,
-                      digests: list[str] | None = None) -> Index:
+                      digests: list[str] | None = None,
+                      thumbnails: list[tuple[bytes, str] | None] | None = None) -> Index:
         """A new index `out` from features already computed for `source` with `config`
         (`digests`: the content digest of each image, as `Embedder.embed_rows` gives them;
-        `metric`: by default the model's own, euclidean for a model lookalike does not know)."""
+        `metric`: by default the model's own, euclidean for a model lookalike does not know;
+        `thumbnails`: (bytes, media type) or None for each image)."""
         out = check_new_index(out)
         if metric is None:
             metric = MODELS[config["model"]].metric if config.get("model") in MODELS else "euclidean"
@@ -151,7 +166,8 @@ class Index:
         manifest = {**config, "metric": get_metric(metric).name, "count": 0}
         try:
             store = IndexStore.create(building, manifest)
-            store.append(np.asarray(features, dtype=np.float32), _metas(source, digests))
+            store.append(np.asarray(features, dtype=np.float32), _metas(source, digests), thumbnails or (),
+                         lock=False)
             os.replace(building, out)
         except WriteError as exc:
             raise renamed(exc, out) from exc.__cause__
@@ -173,53 +189,106 @@ class Index:
         return e
 
     def add(self, source: Source, *, model: str | None = None, progress: bool = True,
-            keep_duplicates: bool = False) -> int:
+            keep_duplicates: bool = False, thumbnails: bool = True) -> int:
         """Embed and append every image of `source` that decodes and is not in the index
         already; returns how many were added (see `add_images`)."""
-        return self.add_images(source, model=model, progress=progress, keep_duplicates=keep_duplicates).added
+        return self.add_images(source, model=model, progress=progress, keep_duplicates=keep_duplicates,
+                               thumbnails=thumbnails).added
 
     def add_images(self, source: Source, *, model: str | None = None, progress: bool = True,
-                   keep_duplicates: bool = False) -> Added:
-        """Embed and append every image of `source` that decodes.
+                   keep_duplicates: bool = False, thumbnails: bool = True) -> Added:
+        """Embed and append every image of `source` that decodes; their ids are in the result.
 
         An image the index holds already (from the same file, or the same source and
-        position, with the same pixels) is skipped unless `keep_duplicates`. Resumable like
-        `build`; the index changes in one commit at the end or not at all. Searchers of this
+        position, with the same pixels) is skipped unless `keep_duplicates`, also one that
+        another writer committed while this one was embedding. Any number of writers
+        (processes or threads) may add at once: each embeds in a staging folder of its own
+        (resumable: the same call, run again after an interruption, picks up its own
+        finished work and nobody else's), and only the commit is serialised by the index's
+        lock. The index changes in one commit at the end or not at all. With `thumbnails`,
+        a small picture of each image is stored in the same commit. Searchers of this
         index, in this process or another, see the new images on their next search.
+
+        To add a few given files (uploads): `add_images(files_source(paths, size))`
+        (`lookalike.sources.files_source`).
         """
         check_writable_folder(self.path)  # a read-only index: said now, not after the work
         _indexable(source)
+        self.store.check()  # a damaged index is said now, and is not changed
         embedder = self.embedder(model, progress=progress)
         metas = _metas(source)
         dups, unknown = ((set(), {}) if keep_duplicates else
                          find_duplicates(self.store, source, metas, embedder.batch_size))
         if len(dups) == len(source):
-            return Added(0, len(dups))
+            return Added(0, len(dups), [])
         keep = np.array([i for i in range(len(source)) if i not in dups], dtype=np.int64)
         todo = source if not dups else source.subset(keep, source.name)
-        staging = make_own_folder(self.path / ".adding", STAGING, known=STAGED)
+        remove_own_folder(self.path / ".adding", STAGING)  # the shared staging folder of lookalike < 0.3
+        key = work_key(str(source.spec), list(todo.ids), embedder.config())
         try:
-            done = embedder.embed_rows(todo, staging / "features.npy")
-            readable = _readable(todo, done.kept)
-            rows = np.arange(len(readable))
-            if unknown:  # images of a format-1 index, whose digests are not known: compared by vector
-                vectors = self.vectors()
-                rows = np.array([r for r, i in enumerate(keep[done.kept]) if not (
-                    i in unknown and same_vectors(done.features[r], np.asarray(vectors[unknown[i]])))], np.int64)
-            new_metas = _metas(readable, done.digests)
-            if len(rows):
-                self.store.append(done.features[rows], [new_metas[r] for r in rows])
+            with Staging(self.path, key) as stage:
+                done = embedder.embed_rows(todo, stage.folder / "features.npy")
+                readable = _readable(todo, done.kept)
+                rows = np.arange(len(readable))
+                if unknown:  # images of a format-1 index, whose digests are not known: compared by vector
+                    vectors = self.store.vectors()
+                    rows = np.array([r for r, i in enumerate(keep[done.kept]) if not (
+                        i in unknown and same_vectors(done.features[r], np.asarray(vectors[unknown[i]])))],
+                        np.int64)
+                new_metas = _metas(readable, done.digests)
+                thumbs = _thumbnails(readable, embedder.batch_size) if thumbnails else []
+                ids, present = [], 0
+                if len(rows):
+                    ids, present = self.store.append(
+                        done.features[rows], [new_metas[r] for r in rows],
+                        [thumbs[r] for r in rows] if thumbs else (), skip_present=not keep_duplicates)
+                stage.done()
         except WriteError as exc:  # name the index, not the hidden folder or the new segment
             raise renamed(exc, self.path) from exc.__cause__
-        remove_own_folder(staging, STAGING)
+        self._refresh()
+        return Added(len(ids), len(dups) + len(readable) - len(rows) + present, ids)
+
+    def _refresh(self) -> None:
         with self._lock:
             self.manifest = self.store.manifest()
             self._vectors = None
-        return Added(len(rows), len(dups) + len(readable) - len(rows))
+
+    # -- changing ----------------------------------------------------------------------------
+    def remove(self, *, ids: Sequence[int] | None = None, keys: Sequence[str] | None = None,
+               sources: Sequence[str] | None = None) -> list[int]:
+        """Mark images removed, in one transaction: those with these `ids`, those whose
+        source key is in `keys`, and those that came from `sources` (a spec as given to
+        `add`, or a folder). Returns the ids removed, ascending. An id, key or source that
+        names no live image raises `UnknownImage` before anything changes. Searches never
+        return a removed image; its vector stays on disk until `compact`."""
+        if isinstance(ids, (int, np.integer)) or isinstance(keys, str) or isinstance(sources, str):
+            raise InvalidParameter("ids, keys and sources are lists (remove(ids=[3]), not remove(ids=3))")
+        if not (ids or keys or sources):
+            raise InvalidParameter("nothing to remove: give ids, keys or sources")
+        check_writable_folder(self.path)
+        removed = self.store.remove(list(ids or ()), list(keys or ()), list(sources or ()))
+        self._refresh()
+        return removed
+
+    def compact(self) -> tuple[int, int]:
+        """Rewrite the vectors without those of removed images (atomically: a crash leaves
+        the old or the new index whole); ids do not change. Returns (vectors before, after)."""
+        check_writable_folder(self.path)
+        done = self.store.compact()
+        self._refresh()
+        return done
+
+    def problems(self) -> list[str]:
+        """Every problem of the index, one line each (empty: it is whole): SQLite's integrity,
+        each segment's size, shape and CRC-32, the counts, the manifest, the thumbnails."""
+        from .verify import problems
+
+        return problems(self.store)
 
     # -- reading ---------------------------------------------------------------------------
     @property
     def count(self) -> int:
+        """Live images (not removed) as of this object's opening or its last change."""
         return int(self.manifest["count"])
 
     @property
@@ -227,31 +296,55 @@ class Index:
         return str(self.manifest["metric"])
 
     def vectors(self):
-        """The committed vectors (n, dim) as of this object's opening or last `add`, memory-mapped."""
+        """The vectors of the live images (count, dim), in the order of their ids, as of this
+        object's opening or last change: memory-mapped while no image was removed."""
         with self._lock:
             if self._vectors is None:
-                self._vectors = self.store.vectors(verify=self.verify)
+                state = self.store.committed()
+                vectors = self.store.vectors(verify=self.verify, state=state)
+                if len(state.rows) != len(vectors):
+                    order = np.argsort(state.ids, kind="stable")
+                    vectors = vectors[state.rows[order]]
+                self._vectors = vectors
             return self._vectors
 
-    def images(self, ids: list[int] | None = None) -> list[ImageMeta]:
-        try:
-            return self.store.images(ids)
-        except BadIndex as exc:
-            raise SearchError(str(exc)) from None
+    def ids(self) -> list[int]:
+        """The ids of the live images, ascending."""
+        return sorted(int(i) for i in self.store.committed().ids)
 
-    def check(self, checksums: bool = True) -> None:
+    def images(self, ids: list[int] | None = None) -> list[ImageMeta]:
+        """The metadata of images `ids` (default: every live image, by id); an id that is
+        unknown or removed raises `UnknownImage` (a `SearchError`)."""
+        return self.store.images(ids)
+
+    def image(self, i: int) -> ImageMeta:
+        """The metadata of image `i` (see `images`)."""
+        return self.store.images([i])[0]
+
+    def thumbnail(self, i: int) -> tuple[bytes, str] | None:
+        """(bytes, media type) of image `i`'s thumbnail, None when the index has none for it
+        (added with thumbnails off, by an older lookalike, or removed)."""
+        return self.store.thumbnail(i)
+
+    def check(self, checksums: bool = False) -> None:
         """Raise `BadIndex` if a vector file is missing, truncated or of the wrong shape (with
-        `checksums`, also if one's CRC-32 differs), or metadata rows are missing."""
+        `checksums`, also if one's CRC-32 differs), or the image rows do not fit the vectors."""
         self.store.check(checksums)
 
     def info(self) -> dict:
         segs = self.store.segments()
+        thumbs, thumb_bytes = self.store.thumbnail_stats()
         return {**self.manifest, "path": str(self.path), "segments": len(segs),
-                "vector_bytes": sum(s[2] for s in segs), "labels": self.store.label_count()}
+                "vector_bytes": sum(s[2] for s in segs), "labels": self.store.label_count(),
+                "removed": int(self.manifest["rows"]) - self.count if "rows" in self.manifest else 0,
+                "thumbnails": thumbs, "thumbnail_bytes": thumb_bytes}
 
     def read_pixels(self, ids: list[int]) -> np.ndarray:
         """The images themselves (uint8, input size), re-read from where they came from. An
-        image that is gone, or whose pixels are no longer those it was indexed with, is black."""
+        image that is gone, or whose pixels are no longer those it was indexed with, is drawn
+        from its stored thumbnail; black when there is none."""
+        from .thumbnails import decode
+
         size = int(self.manifest["input_shape"][0])
         metas = self.images(ids)
         digests = self.store.digests(sorted(set(ids)))
@@ -260,16 +353,21 @@ class Index:
         for j, m in enumerate(metas):
             img = _reread(m, size, opened)
             if img is None or (digests.get(m.id) and image_digests(img[None])[0] != digests[m.id]):
-                continue  # the original is gone or changed: a black tile stands in for it
+                thumb = self.thumbnail(m.id)  # the original is gone or changed
+                if thumb is not None:
+                    out[j] = decode(thumb[0], size)
+                continue
             out[j] = img if img.shape[0] == size else _resize(img, size)
         return out
 
     # -- searching -------------------------------------------------------------------------
     def check_k(self, k: int, by_id: bool = False) -> int:
-        """`k` if a search can give that many neighbours (`by_id`: the query itself left out)."""
-        most = self.count - 1 if by_id else self.count
+        """`k` if a search can give that many neighbours (`by_id`: the query itself left out),
+        counting live images as of the latest commit."""
+        count = self.searcher().count
+        most = count - 1 if by_id else count
         if not 1 <= k <= most:
-            raise SearchError(k_out_of_range(k, self.count, by_id))
+            raise SearchError(k_out_of_range(k, count, by_id))
         return k
 
     def searcher(self, backend: str = "auto") -> Searcher:
@@ -313,6 +411,13 @@ def _readable(source: Source, kept: np.ndarray) -> Source:
     if len(kept) == 0:
         raise SourceError(f"{source.name}: none of its {len(source)} image(s) could be decoded")
     return source.subset(kept, source.name)
+
+
+def _thumbnails(source: Source, batch_size: int) -> list[tuple[bytes, str] | None]:
+    """(bytes, media type) of a thumbnail of each image of `source` (None: unreadable now)."""
+    from .thumbnails import MEDIA_TYPE, of_source
+
+    return [None if t is None else (t, MEDIA_TYPE) for t in of_source(source, batch_size)]
 
 
 def _reread(m: ImageMeta, size: int, opened: dict) -> np.ndarray | None:

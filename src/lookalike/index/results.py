@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import BadIndex, SearchError
 from .store import IndexStore
 
 
@@ -36,10 +35,8 @@ class QueryResult:
 def results(store: IndexStore, names: list[str], D: np.ndarray, I: np.ndarray) -> list[QueryResult]:
     """One `QueryResult` per query: `names[q]` and its neighbours `I[q]` at distances `D[q]`,
     with their metadata read from `store`."""
-    try:
-        metas = {m.id: m for m in store.images(sorted({int(i) for i in I.ravel()}))}
-    except BadIndex as exc:
-        raise SearchError(str(exc)) from None
+    # include_removed: an image removed after this search's commit was read is still named
+    metas = {m.id: m for m in store.images(sorted({int(i) for i in I.ravel()}), include_removed=True)}
     return [QueryResult(name, [Neighbour(r + 1, float(d), int(i), metas[int(i)].key, metas[int(i)].label,
                                          metas[int(i)].location) for r, (d, i) in enumerate(zip(drow, irow))])
             for name, drow, irow in zip(names, D, I)]

@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import InvalidParameter, SearchError, SourceError
+from ..errors import InvalidParameter, SearchError, SourceError, UnknownImage
 from ..features.embed import Embedder
 from ..knn import NearestNeighbors
-from ..knn.backends import drop_excluded
 from ..sources.decode import ImageInput, describe_input, load_image
 from .results import QueryResult, k_out_of_range, results
 from .segments import SegmentedArray
@@ -31,14 +30,28 @@ if TYPE_CHECKING:
     from .index import Index
 
 
+OVERFETCH = 256  # removed images a search steps over; with more, the live vectors are fitted alone
+
+
 @dataclass(frozen=True)
 class _State:
-    """What one commit of the index gives to search: never changed, only replaced."""
+    """What one commit of the index gives to search: never changed, only replaced.
+
+    `row_ids[r]` is the id of the image of vector row r (-1: removed); the estimator is
+    fitted on every row (`fitted` None; `extra` of them removed, fetched and dropped) or on
+    the live rows only (`fitted`: the row of each fitted vector, `extra` 0).
+    """
 
     version: int
     count: int
     vectors: np.ndarray | SegmentedArray
-    estimator: NearestNeighbors
+    estimator: NearestNeighbors | None
+    ids: np.ndarray
+    rows: np.ndarray
+    row_ids: np.ndarray
+    fitted: np.ndarray | None
+    extra: int
+    segments: tuple
 
 
 class Searcher:
@@ -77,7 +90,7 @@ class Searcher:
 
     @property
     def count(self) -> int:
-        """Images in the index as of its latest commit."""
+        """Live images in the index as of its latest commit."""
         return self._current().count
 
     def refresh(self) -> bool:
@@ -103,11 +116,24 @@ class Searcher:
         return state
 
     def _load(self, version: int, old: _State | None) -> _State:
-        vectors = self.index.store.vectors(verify=self.index.verify, opened=self._opened)
-        if old is not None and len(vectors) == old.count:
-            return replace(old, version=version)  # a commit that added no vector
-        estimator = NearestNeighbors(metric=self.index.metric, backend=self.backend).fit(vectors)
-        return _State(version, len(vectors), vectors, estimator)
+        state = self.index.store.committed()
+        vectors = self.index.store.vectors(verify=self.index.verify, opened=self._opened, state=state)
+        row_ids = np.full(len(vectors), -1, np.int64)
+        row_ids[state.rows] = state.ids
+        dead = len(vectors) - len(state.ids)
+        segments = tuple(state.segments)
+        common = {"version": version, "count": len(state.ids), "vectors": vectors, "ids": state.ids,
+                  "rows": state.rows, "row_ids": row_ids}
+        if not len(state.ids):  # nothing live: every search is refused by its k
+            return _State(**common, estimator=None, fitted=None, extra=dead, segments=segments)
+        if dead <= OVERFETCH:
+            if old is not None and old.estimator is not None and old.fitted is None and old.segments == segments:
+                return replace(old, **common, extra=dead)  # a commit that removed a few images: no refit
+            estimator = NearestNeighbors(metric=self.index.metric, backend=self.backend).fit(vectors)
+            return _State(**common, estimator=estimator, fitted=None, extra=dead, segments=segments)
+        live = np.asarray(vectors[state.rows])  # many removed: fit the live vectors alone (compact to map them)
+        estimator = NearestNeighbors(metric=self.index.metric, backend=self.backend).fit(live)
+        return _State(**common, estimator=estimator, fitted=state.rows, extra=0, segments=segments)
 
     def close(self) -> None:
         """Let go of the index's database (done by itself when the searcher is collected)."""
@@ -129,13 +155,14 @@ class Searcher:
         """Search with images already in the index; each is left out of its own results."""
         state = self._current()
         self._check_k(k, state, by_id=True)
-        rows = np.asarray(ids, dtype=np.int64).reshape(-1)
-        for i in rows:
-            if not 0 <= i < state.count:
-                raise SearchError(f"no image with id {i} in {self.index.path} "
-                                  f"(ids run from 0 to {state.count - 1})")
-        D, I = self._search(state, np.asarray(state.vectors[rows]), k, rows)
-        return results(self.index.store, [f"id {i}" for i in rows], D, I)
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        at = np.searchsorted(state.ids, ids)
+        for i, j in zip(ids, at):
+            if j >= len(state.ids) or state.ids[j] != i:
+                self.index.store.images([int(i)])  # raises UnknownImage, saying why
+                raise UnknownImage(f"no image with id {i} in {self.index.path}")  # added since: not yet seen
+        D, I = self._search(state, np.asarray(state.vectors[state.rows[at]]), k, ids)
+        return results(self.index.store, [f"id {i}" for i in ids], D, I)
 
     def search_images(self, images: Sequence[ImageInput], k: int = 3, *, names: Sequence[str] | None = None,
                       embedder: Embedder | None = None) -> list[QueryResult]:
@@ -166,12 +193,19 @@ class Searcher:
             raise SearchError(k_out_of_range(k, state.count, by_id))
 
     def _search(self, state: _State, queries, k: int, exclude: np.ndarray | None = None):
+        """(D, I) of the k nearest live images: I holds image ids."""
         queries = np.asarray(queries)
         dim = int(self.index.manifest["dim"])
         if queries.ndim != 2 or queries.shape[1] != dim:
             raise SearchError(f"queries of shape {queries.shape}; this index holds {dim}-d vectors, "
                               f"so give (n_queries, {dim})")
-        extra = 0 if exclude is None else 1
         self._check_k(k, state, by_id=exclude is not None)
-        D, I = state.estimator.kneighbors(queries, n_neighbors=k + extra)
-        return (D, I) if exclude is None else drop_excluded(D, I, np.asarray(exclude), k)
+        fetch = k + state.extra + (exclude is not None)
+        D, I = state.estimator.kneighbors(queries, n_neighbors=min(fetch, state.estimator.n_samples_fit_))
+        rows = I if state.fitted is None else state.fitted[I]
+        ids = state.row_ids[rows]
+        keep = ids >= 0
+        if exclude is not None:
+            keep &= ids != np.asarray(exclude, dtype=np.int64)[:, None]
+        order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # the kept ones first, in rank order
+        return np.take_along_axis(D, order, 1), np.take_along_axis(ids, order, 1)

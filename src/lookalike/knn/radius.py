@@ -13,13 +13,16 @@ from .screen import Extent, PreparedBase, Screen, prepare_rows
 
 
 def radius_search(xq: np.ndarray, base: PreparedBase, radius: float, *, exclude_self: bool = False,
-                  sort_results: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                  sort_results: bool = False, first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Every base row within `radius` of each query (inner products: at least `radius`).
 
     The base is the one `fit` prepared, at its own precision and on its own device: a row is
     a candidate when its screen score is within twice the bound of its block of the score at
     the radius, and candidates are kept or dropped on their exact float64 distance. Queries
     beyond the base's scale (see `PreparedBase.query_scales`) are screened in float64.
+
+    With `exclude_self`, query i is base row `first_row + i` and is not its own neighbour
+    (`xq` is the base, or its rows from `first_row` on).
 
     Returns
     -------
@@ -34,8 +37,9 @@ def radius_search(xq: np.ndarray, base: PreparedBase, radius: float, *, exclude_
         wide_screen = Screen(m, base.d, torch.float64, base.mean64, base.scale)
         r64, c64 = _candidates(base, wide_screen, xq, np.flatnonzero(wide), radius, streamed=True)
         rows, cols = np.concatenate([rows, r64]), np.concatenate([cols, c64])
-    if exclude_self:
-        rows, cols = rows[rows != cols], cols[rows != cols]
+    if exclude_self:  # query i is base row first_row + i (a block of the base searched against it)
+        own = rows + first_row != cols
+        rows, cols = rows[own], cols[own]
     dist = pair_distances(m, xq, base.xb, rows, cols, scale=scale)  # of rows times `scale`
     inside = m.sort_key(dist) <= m.sort_key(radius * scale**m.power)
     rows, cols, dist = rows[inside], cols[inside], dist[inside]

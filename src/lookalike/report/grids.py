@@ -141,3 +141,31 @@ def misses_grid(rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
     return save(fig, out)
+
+
+def group_grid(index, groups: Sequence[Sequence[int]], out: str | os.PathLike, *, threshold: float,
+               max_groups: int = 8, max_members: int = 8) -> Path:
+    """The biggest near-duplicate `groups` of `index` (lists of ids, largest first): one row
+    per group, its images titled with key and label; at most `max_groups` rows of
+    `max_members` images (a longer group says how many more)."""
+    plt = pyplot()
+    shown = [list(g[:max_members]) for g in groups[:max_groups]]
+    cols = max((len(g) for g in shown), default=1)
+    fig, axes = plt.subplots(max(1, len(shown)), cols, figsize=(2.1 * cols, 2.4 * max(1, len(shown))),
+                             squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for r, (group, members) in enumerate(zip(groups, shown)):
+        pixels, titles = tiles(index, members)
+        for c, (im, title) in enumerate(zip(pixels, titles)):
+            axes[r, c].imshow(im)
+            axes[r, c].set_title(f"id {members[c]}\n{title}", fontsize=7,
+                                 color="tab:blue" if c == 0 else "black")
+        more = f" (+{len(group) - len(members)} more)" if len(group) > len(members) else ""
+        axes[r, 0].text(-0.08, 0.5, f"group {r + 1}: {len(group)}{more}", transform=axes[r, 0].transAxes,
+                        rotation=90, va="center", ha="right", fontsize=8)
+    if not shown:
+        axes[0, 0].text(0.5, 0.5, "no near-duplicates", ha="center", va="center")
+    fig.suptitle(f"{len(groups)} near-duplicate group(s) within distance {threshold:.4g}"
+                 + (f"; the {len(shown)} largest" if len(groups) > len(shown) else ""), fontsize=10)
+    return save(fig, out)

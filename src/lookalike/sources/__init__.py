@@ -9,6 +9,7 @@ processes reopen (`piece.open()`).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,8 @@ from .stl10 import STL10Source, read_stl10, read_stl10_labels
 
 __all__ = [
     "ArraySource", "Batch", "FolderSource", "Piece", "STL10Source", "SampleSource", "Skipped", "Source",
-    "Subset", "load_image", "open_piece", "open_source", "read_header", "read_stl10", "read_stl10_labels",
-    "split", "split_indices",
+    "Subset", "files_source", "load_image", "open_piece", "open_source", "read_header", "read_stl10",
+    "read_stl10_labels", "split", "split_indices",
 ]
 
 
@@ -62,6 +63,22 @@ def open_source(spec: str | os.PathLike, size: int = 96, progress: bool = True) 
                           "it (to search with it: lookalike search INDEX IMAGE)")
     raise SourceError(f"{printable(path)}: not an image source (expected a folder, a .npy file, "
                       "an STL-10 .bin file, or 'sample')")
+
+
+def files_source(paths: Sequence[str | os.PathLike], size: int = 96) -> FolderSource:
+    """The image files `paths`, an explicit list (uploads saved by a server, say), as one
+    source: a folder source over their common folder, holding just these files in this
+    order. Each file's header is checked now: one that is not a readable image is a
+    one-line `SourceError` naming it."""
+    if not paths:
+        raise SourceError("no image files given")
+    files = [Path(p).resolve() for p in paths]
+    for f in files:
+        check_file(f)
+        read_header(f)
+    root = Path(os.path.commonpath([f.parent for f in files]))
+    return FolderSource(root, size=size, progress=False, files=[f.relative_to(root).as_posix() for f in files],
+                        name=f"files:{root}")
 
 
 def _sample(text: str) -> SampleSource:

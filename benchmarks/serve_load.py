@@ -1,0 +1,222 @@
+"""Searches per second and latency of `lookalike serve` under concurrent clients.
+
+A real server (`lookalike serve` in its own process, on 127.0.0.1) over an index of N
+vectors (default 100,000, efficientnet_lite0, 1280-d); C concurrent clients (one asyncio
+process, httpx) upload real query images (JPEG crops of the sample set's photographs, none of
+them indexed) to `POST /v1/search?k=10` for T seconds each run, after a warm-up that is not
+counted. Two runs in the same invocation, same index, same queries: micro-batching on (the
+default, up to 32 queries or 5 ms per CNN pass and kNN call) and off (`--batch-size 1`), so
+the gain of batching is a ratio measured on the same machine at the same time; a third run
+uses FAISS (`--backend faiss`, not exact in lookalike's sense) for the kNN search.
+
+The index: `--base` images of the sample set are embedded for real; the N vectors are those,
+repeated, each copy moved by a small Gaussian jitter (2% of the features' spread), written
+with `Index.from_features` over the metadata of `sample:N` (so ids, keys and labels of the
+copies are not those of the images their vectors came from). What a search costs depends on
+N, the dimension and the queries, not on which image a vector came from; a 100,000-image
+embedding run would take the machine most of an hour.
+
+    python benchmarks/serve_load.py --clients 16 --seconds 20 --out docs/bench/serve-load.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def build_index(folder: Path, n: int, base: int) -> Path:
+    from lookalike.features import Embedder
+    from lookalike.index import Index
+    from lookalike.sources import SampleSource
+
+    out = folder / f"ix-{n}"
+    if out.exists():
+        return out
+    embedder = Embedder(progress=True)
+    features = embedder.embed(SampleSource(base, seed=0))
+    rng = np.random.default_rng(0)
+    spread = float(features.std(0).mean())
+    copies = -(-n // base)
+    vectors = np.concatenate([features + rng.normal(0, 0.02 * spread, features.shape).astype(np.float32)
+                              for _ in range(copies)])[:n]
+    Index.from_features(vectors, SampleSource(n, seed=0), embedder.config(), out)
+    return out
+
+
+def queries(count: int = 64) -> list[bytes]:
+    from PIL import Image
+
+    from lookalike.sources import SampleSource
+
+    out = []
+    for img in SampleSource(count, seed=12345).images:
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+class Server:
+    def __init__(self, index: Path, log: Path, *args: str):
+        self.log_path = log
+        self.log = open(log, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "lookalike", "serve", str(index), "--port", "0",
+                                      "--max-queue", "1000", *args], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            found = re.search(r"on (http://127\.0\.0\.1:\d+)/", log.read_text())
+            if found:
+                self.url = found.group(1)
+                break
+            if self.proc.poll() is not None:
+                raise SystemExit(f"the server exited:\n{log.read_text()}")
+            time.sleep(0.1)
+        import httpx
+
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/readyz", timeout=5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None:
+                raise SystemExit(f"the server exited:\n{log.read_text()}")
+            time.sleep(0.2)
+        raise SystemExit("the server did not become ready")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(120)
+        self.log.close()
+
+
+async def load(url: str, images: list[bytes], clients: int, seconds: float, warmup: float, k: int) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    errors: list[str] = []
+    start = time.monotonic()
+    counted_from, stop = start + warmup, start + warmup + seconds
+
+    async def client(n: int) -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+            i = n
+            while True:
+                t0 = time.monotonic()
+                if t0 >= stop:
+                    return
+                image = images[i % len(images)]
+                i += clients
+                try:
+                    r = await c.post("/v1/search", params={"k": k}, files={"image": ("q.jpg", image, "image/jpeg")})
+                    ok = r.status_code == 200 and len(r.json()["neighbours"]) == k
+                    problem = None if ok else f"{r.status_code} {r.text[:200]}"
+                except httpx.HTTPError as exc:
+                    problem = f"{type(exc).__name__}: {exc}"
+                t1 = time.monotonic()
+                if t0 >= counted_from and t1 <= stop:
+                    (errors.append(problem) if problem else latencies.append(t1 - t0))
+                elif problem:
+                    errors.append(problem)
+
+    await asyncio.gather(*(client(n) for n in range(clients)))
+    ms = np.array(latencies) * 1000
+    return {"searches": len(latencies), "seconds": seconds, "searches_per_s": round(len(latencies) / seconds, 1),
+            "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
+            "p95_ms": round(float(np.percentile(ms, 95)), 1) if len(ms) else None,
+            "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None,
+            "errors": len(errors), "first_errors": errors[:3]}
+
+
+def batches(url: str) -> dict:
+    import httpx
+
+    text = httpx.get(url + "/metrics").text
+    count = int(re.search(r"^lookalike_batch_queries_count (\d+)", text, re.M).group(1))
+    total = float(re.search(r"^lookalike_batch_queries_sum ([\d.]+)", text, re.M).group(1))
+    return {"batches": count, "mean_batch": round(total / count, 2) if count else None}
+
+
+def cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        name = platform.processor()
+    from lookalike.hardware import cpu_has_fast_bf16, cpu_has_fast_int8
+
+    return f"{name}, {os.cpu_count()} cores, fast bf16: {cpu_has_fast_bf16()}, fast int8: {cpu_has_fast_int8()}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=100_000, help="vectors in the index (default 100,000)")
+    p.add_argument("--base", type=int, default=2000, help="sample images embedded for real (default 2000)")
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per run (default 20)")
+    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--workdir", default=None, help="keep the index here between runs (default: a temporary folder)")
+    p.add_argument("--runs", default="batched,unbatched,batched-faiss",
+                   help="runs, comma-separated: batched, unbatched, batched-faiss (--backend faiss)")
+    p.add_argument("--out", default="docs/bench/serve-load.json")
+    args = p.parse_args()
+
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="serve-load-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        t = time.time()
+        index = build_index(work, args.n, args.base)
+        print(f"index: {index} ({args.n:,} vectors) in {time.time() - t:.0f} s", file=sys.stderr)
+        images = queries()
+        runs = {"batched": [], "unbatched": ["--batch-size", "1"], "batched-faiss": ["--backend", "faiss"]}
+        result = {"cpu": cpu(), "load_before": os.getloadavg(), "n": args.n, "dim": None, "clients": args.clients,
+                  "k": args.k, "query_bytes_mean": int(np.mean([len(b) for b in images])), "runs": {}}
+        for name in args.runs.split(","):
+            server = Server(index, work / f"server-{name}.log", *runs[name])
+            try:
+                import httpx
+
+                result["dim"] = httpx.get(server.url + "/v1/index").json()["dim"]
+                before = batches(server.url)
+                run = asyncio.run(load(server.url, images, args.clients, args.seconds, args.warmup, args.k))
+                after = batches(server.url)
+                run["batches"] = after["batches"] - before["batches"]
+                run["mean_batch"] = round(run["searches"] / max(run["batches"], 1), 2)
+                result["runs"][name] = run
+                print(f"{name:>9}: {run['searches_per_s']} searches/s, p50 {run['p50_ms']} ms, p95 {run['p95_ms']} ms, "
+                      f"p99 {run['p99_ms']} ms, {run['errors']} errors, ~{run['mean_batch']} queries per batch")
+            finally:
+                server.stop()
+        result["load_after"] = os.getloadavg()
+        if {"batched", "unbatched"} <= set(result["runs"]):
+            b, u = result["runs"]["batched"], result["runs"]["unbatched"]
+            gain = round(b["searches_per_s"] / u["searches_per_s"], 2) if u["searches_per_s"] else None
+            result["batched_over_unbatched_throughput"] = gain
+            print(f"micro-batching: {gain}x the searches/s of one query per pass" if gain else
+                  "micro-batching: one query per pass answered nothing in time (all timed out)")
+        print(f"cpu: {result['cpu']}; load average before {result['load_before']}, after {result['load_after']}")
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""`create_app(settings)`: the FastAPI application of `lookalike serve`.
+
+The index is opened here (so a bad index fails before the server binds); the model and the
+fitted search load in a thread once the server runs (`Service.load`), `/readyz` answering
+503 until then. The gate of `limits.py` wraps everything; CORS only with an allow-list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from .. import __version__
+from . import errors
+from .limits import Limits
+from .routes import STATIC, build_router
+from .settings import Settings
+from .state import Service
+
+log = logging.getLogger("lookalike.service")
+PAGE_POLICY = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+DESCRIPTION = """Search by image over one lookalike index: upload a photo, get its nearest indexed images.
+
+Errors are JSON `{"error": {"code": ..., "message": ...}}`: 400 a bad parameter, 401 a key is needed or
+not valid, 403 writes are off or the key may only read, 404 an unknown id, 413 too large, 415 not an image,
+422 a body that does not validate, 503 busy or still loading (with Retry-After).
+Writes (`POST /v1/images`, `DELETE /v1/images/{id}`) need `Authorization: Bearer KEY` with a write key."""
+
+
+def create_app(settings: Settings, *, load: bool = True, on_load_failure=None) -> FastAPI:
+    """The app over the index of `settings`. With `load`, the model and the search are loaded
+    in a thread at start-up; `on_load_failure(message)` is called if that fails."""
+    service = Service(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        task = None
+        if load:
+            task = asyncio.get_running_loop().run_in_executor(None, _load, service, on_load_failure)
+        try:
+            yield
+        finally:
+            if task is not None:
+                await task
+            service.close()
+
+    app = FastAPI(title="lookalike", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url="/docs", redoc_url=None)
+    app.state.service = service
+    errors.install(app)
+    app.include_router(build_router(service))
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.middleware("http")
+    async def headers(request, call_next):
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if request.url.path == "/" or request.url.path.startswith("/static/"):
+            response.headers["Content-Security-Policy"] = PAGE_POLICY
+            response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    if settings.cors_origin:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origin), allow_credentials=False,
+                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(Limits, settings=settings, metrics=service.metrics)
+    return app
+
+
+def _load(service: Service, on_failure) -> None:
+    try:
+        service.load()
+    except Exception as exc:  # a failed load is told once, and the server stops if asked to
+        if not service.failed:
+            service.failed = str(exc) or type(exc).__name__
+            log.exception("cannot load %s", service.index.path)
+        if on_failure is not None:
+            on_failure(service.failed)

@@ -1,0 +1,105 @@
+"""Every endpoint of a real `lookalike serve` process, as a client sees it."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from lookalike.index import Index
+
+from .conftest import encoded, write_headers
+
+
+def test_health_ready_and_index(client, server):
+    assert client.get("/healthz").json() == {"status": "ok", "count": None}
+    assert client.get("/readyz").json() == {"status": "ready", "count": 40}
+    about = client.get("/v1/index").json()
+    assert about["name"] == "ix" and about["count"] == 40 and about["model"] == "efficientnet_lite0"
+    assert about["dim"] == 1280 and about["input_size"] == 64 and about["writes"] is True
+    assert about["reads_need_key"] is False
+
+
+def test_search_by_upload_matches_the_library(client, server, photos):
+    r = client.post("/v1/search", params={"k": 5}, files={"image": ("query.jpg", photos[0], "image/jpeg")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["query"] == "query.jpg" and body["k"] == 5 and body["took_ms"] > 0
+    got = [(n["rank"], n["id"]) for n in body["neighbours"]]
+    expected = Index(server.index).search_images([photos[0]], k=5)[0]
+    assert got == [(n.rank, n.id) for n in expected.neighbours]
+    assert np.allclose([n["distance"] for n in body["neighbours"]], [n.distance for n in expected.neighbours],
+                       rtol=1e-4)
+    first = body["neighbours"][0]
+    assert first["thumbnail"] == f"/v1/images/{first['id']}/thumbnail"
+    assert first["key"].startswith("sample/") and first["label"]
+
+
+def test_search_default_k_is_ten_and_png_works(client, photos):
+    png = encoded(np.asarray(Image.open(io.BytesIO(photos[1]))), "PNG")
+    r = client.post("/v1/search", files={"image": ("q.png", png, "application/octet-stream")})
+    assert r.status_code == 200 and len(r.json()["neighbours"]) == 10
+
+
+def test_search_by_vector_finds_the_indexed_image_first(client, server):
+    vector = np.asarray(Index(server.index).vectors()[7], dtype=float)
+    r = client.post("/v1/search/vector", json={"vector": vector.tolist(), "k": 3})
+    assert r.status_code == 200, r.text
+    neighbours = r.json()["neighbours"]
+    assert neighbours[0]["id"] == 7 and neighbours[0]["distance"] < 1e-3 and len(neighbours) == 3
+
+
+def test_image_metadata_thumbnail_and_similar(client, server):
+    meta = client.get("/v1/images/5").json()
+    expected = Index(server.index).images([5])[0]
+    assert meta["id"] == 5 and meta["key"] == expected.key and meta["label"] == expected.label
+    assert "location" not in meta  # the server's file paths are its own
+    r = client.get(meta["thumbnail"])
+    assert r.status_code == 200 and r.headers["content-type"].startswith("image/")
+    assert Image.open(io.BytesIO(r.content)).size[0] >= 32
+    similar = client.get("/v1/images/5/similar", params={"k": 4}).json()
+    ids = [n["id"] for n in similar["neighbours"]]
+    assert len(ids) == 4 and 5 not in ids
+    assert ids == [n.id for n in Index(server.index).search_ids([5], k=4)[0].neighbours]
+
+
+def test_page_openapi_and_metrics(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "<title>lookalike" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert client.get(asset).status_code == 200
+    assert "http://" not in page.text and "https://" not in client.get("/static/app.js").text  # no CDN
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/search", "/v1/search/vector", "/v1/images", "/v1/images/{image_id}",
+            "/v1/images/{image_id}/thumbnail", "/v1/images/{image_id}/similar", "/v1/index"} <= set(spec["paths"])
+    assert client.get("/docs").status_code == 200
+    text = client.get("/metrics").text
+    assert 'lookalike_requests_total{route="/v1/search",method="POST",status="200"}' in text
+    assert "lookalike_request_seconds_bucket" in text and "lookalike_index_images " in text
+    assert "lookalike_queue_depth 0" in text and "lookalike_batch_queries_count" in text
+
+
+def test_add_is_found_by_the_next_search_and_delete_is_gone(client, server, photos):
+    before = client.get("/v1/index").json()["count"]
+    r = client.post("/v1/images", headers=write_headers(),
+                    files=[("images", ("mine.jpg", photos[2], "image/jpeg")),
+                           ("images", ("../../etc/passwd.png", photos[3], "image/jpeg"))])
+    assert r.status_code == 200, r.text
+    added = r.json()["added"]
+    assert [a["name"] for a in added] == ["mine.jpg", "../../etc/passwd.png"] and r.json()["count"] == before + 2
+    stored = [p for p in (server.index.parent / "uploads").rglob("*") if p.is_file()]
+    assert len(stored) == 2 and all("passwd" not in str(p) and "mine" not in str(p) for p in stored)
+    new_id = added[0]["id"]
+    hit = client.post("/v1/search", params={"k": 1}, files={"image": ("q.jpg", photos[2], "image/jpeg")}).json()
+    assert hit["neighbours"][0]["id"] == new_id and hit["neighbours"][0]["distance"] < 1e-3
+    assert client.get(f"/v1/images/{new_id}/thumbnail").status_code == 200
+    gone = client.delete(f"/v1/images/{new_id}", headers=write_headers())
+    assert gone.status_code == 200, gone.text
+    assert gone.json() == {"deleted": new_id, "count": before + 1}
+    after = client.post("/v1/search", params={"k": 5}, files={"image": ("q.jpg", photos[2], "image/jpeg")}).json()
+    assert new_id not in [n["id"] for n in after["neighbours"]]
+    assert client.get(f"/v1/images/{new_id}").status_code == 404
+    assert client.delete(f"/v1/images/{added[1]['id']}", headers=write_headers()).status_code == 200
+    assert client.get("/v1/index").json()["count"] == before

@@ -1,0 +1,49 @@
+"""Micro-batching: concurrent queries share one CNN pass and one kNN call, and each gets the
+answer it would get alone."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from lookalike.index import Index
+from lookalike.service.batching import MicroBatcher, batch_shapes, padded
+from lookalike.service.metrics import Metrics
+from lookalike.sources import load_image
+
+
+def test_batch_shapes_and_padding():
+    assert batch_shapes(32) == [1, 2, 4, 8, 16, 32] and batch_shapes(24) == [1, 2, 4, 8, 16, 24]
+    assert batch_shapes(1) == [1]
+    x = np.ones((5, 4, 4, 3), np.uint8)
+    p = padded(x, 32)
+    assert p.shape == (8, 4, 4, 3) and (p[:5] == 1).all() and (p[5:] == 0).all()
+    assert padded(x[:4], 32) is not None and padded(x[:4], 32).shape[0] == 4
+    assert padded(np.ones((20, 4, 4, 3), np.uint8), 24).shape[0] == 24
+
+
+def test_concurrent_queries_share_a_batch_and_match_alone(built_index, photos):
+    index = Index(built_index)
+    searcher = index.searcher()
+    metrics = Metrics()
+    batcher = MicroBatcher(searcher, batch_size=8, wait_ms=300, metrics=metrics)
+    try:
+        pixels = [load_image(p, 64) for p in photos[:5]]
+        vector = np.asarray(index.vectors()[11], dtype=np.float32)
+        ks = [1, 3, 5, 2, 4]
+
+        async def together():
+            asks = [batcher.search(k, pixels=px) for k, px in zip(ks, pixels)]
+            return await asyncio.gather(*asks, batcher.search(6, vector=vector))
+
+        answers = asyncio.run(together())
+        assert metrics.batch_sizes.count == 1 and metrics.batch_sizes.sum == 6  # one batch of six
+        alone = searcher.search_images(photos[:5], k=5)
+        for (D, I), k, expected in zip(answers, ks, alone):
+            assert I.tolist() == [n.id for n in expected.neighbours[:k]]
+            assert np.allclose(D, [n.distance for n in expected.neighbours[:k]], rtol=1e-4)
+        assert answers[-1][1][0] == 11 and answers[-1][0][0] < 1e-3 and len(answers[-1][1]) == 6
+    finally:
+        batcher.close()
+        index.close()
