@@ -268,6 +268,8 @@ def test_an_older_index_is_upgraded_by_its_first_change(tmp_path):
     old = Index(tmp_path / "ix")
     assert old.count == 10 and old.search_ids([0], 2)[0].neighbours[0].id == brute(vectors, list(range(10)), 0, 1)[0]
     assert old.thumbnail(0) is None and old.problems() == []
+    with pytest.raises(UnknownImage, match=r"no image with id 12 .*\(ids run from 0 to 9\)"):  # not a TypeError
+        old.images([12])
     assert old.remove(ids=[5]) == [5]
     new = Index(tmp_path / "ix")
     assert new.manifest["format_version"] == 3 and new.count == 9 and new.manifest["next_id"] == 10

@@ -366,8 +366,9 @@ class IndexStore:
         removed = db.execute(f"SELECT COUNT(*) FROM images WHERE id=? AND NOT ({alive})", (int(i),)).fetchone()[0]
         if removed:
             return UnknownImage(f"image id {i} was removed from {self.path}")
-        top = _normalised({"count": _manifest_value(db, "count"),
-                           "next_id": _manifest_value(db, "next_id")})["next_id"]
+        top = _manifest_value(db, "next_id")
+        if top is None:  # an index of format 1 or 2: ids ran from 0 to count - 1
+            top = _manifest_value(db, "count") or 0
         return UnknownImage(f"no image with id {i} in {self.path} (ids run from 0 to {int(top) - 1})")
 
     def digests(self, ids: list[int] | None = None) -> dict[int, str | None]:
