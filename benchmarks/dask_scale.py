@@ -54,7 +54,7 @@ def main() -> None:
     import numpy as np
 
     from lookalike import Embedder, NearestNeighbors
-    from lookalike.bench import machine
+    from lookalike.bench.provenance import finish, libraries, machine, provenance
     from lookalike.dask import ClusterEmbedder
     from lookalike.dask import NearestNeighbors as ClusterNeighbors
     from lookalike.dask.cluster import connect
@@ -63,7 +63,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     X = rng.standard_normal((args.nb, args.d), dtype=np.float32)
     Q = rng.standard_normal((args.nq, args.d), dtype=np.float32)
-    result = {"machine": machine(), "load_average": os.getloadavg(), "nb": args.nb, "nq": args.nq, "d": args.d,
+    record = provenance()
+    result = {"machine": machine(), "libraries": libraries(), "load_average": os.getloadavg(),
+              "nb": args.nb, "nq": args.nq, "d": args.d,
               "k": args.k, "precision": args.precision, "images": args.images, "repeats": args.repeats,
               "search": {}, "embed": {}}
 
@@ -106,6 +108,7 @@ def main() -> None:
             result["embed"][f"{w}_workers"] = {"s": s, "cold_s": cold, "chunks": ce.last_run.chunks,
                                                "images_per_s": args.images / s, "vs_single": s / single_embed_s}
         print(json.dumps(result, indent=1), flush=True)
+    result["provenance"] = finish(record)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
     shutil.rmtree(images_npy.parent)

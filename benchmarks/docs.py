@@ -205,6 +205,52 @@ def generic(result: dict) -> str:
     return "\n".join(out)
 
 
+def dask_scale(r: dict) -> str:
+    """benchmarks/dask_scale.py: the distributed search and embedding against the single run."""
+    def rows(part: str, rate: str) -> list[list]:
+        out = [[f"single machine, {r['machine'].get('torch_threads', '?')} threads", secs(r[part]["single"]["s"]),
+                "1.00x", "", ""]]
+        for name, v in r[part].items():
+            if name != "single":
+                w = int(name.split("_")[0])
+                out.append([f"{w} worker(s) on a LocalCluster", secs(v["s"]), f"**{ratio(v['vs_single'])}**",
+                            secs(v["cold_s"]), v.get("shards", v.get("chunks"))])
+        return out
+
+    search = table(["run", "search s", "time vs single machine", "first search s (workers start, read shards)",
+                    "shards"], rows("search", "pairs_per_s"))
+    embed = table(["run", "embed s", "time vs single machine", "first run s (workers build the model)", "chunks"],
+                  rows("embed", "images_per_s"))
+    ps = r["per_shard"]
+    return "\n".join([
+        f"Exact search, {r['nb']:,} x {r['d']}-d base, {r['nq']:,} queries, k = {r['k']}, {r['precision']} screen on "
+        "both sides; best of " + str(r["repeats"]) + ":", "", search, "",
+        f"Feature extraction, {r['images']} sample images saved as `.npy`, EfficientNet-Lite0:", "", embed, "",
+        f"One search task at the plan's dimension: a {ps['rows']:,}-row shard of {ps['d']}-d, {ps['nq']:,} queries, "
+        f"read, prepared and searched in {secs(ps['s'])} s ({ps['gflops']:.1f} GFLOP/s).", "",
+        run_line(r, "`docs/bench/dask_scale.json`")])
+
+
+def index_duplicates(r: dict) -> str:
+    """benchmarks/index_duplicates.py: near-duplicate groups against FAISS's range search."""
+    peer = r["engines"].get("faiss")
+    rows = []
+    for name, e in r["engines"].items():
+        vs = "1.00x" if name != "lookalike" else (f"{ratio(r['time_vs_peer'])} the time, {ratio(r['rss_vs_peer'])} "
+                                                  "the memory" if peer else "-")
+        rows.append([{"lookalike": "lookalike `near_duplicates`", "faiss": "FAISS `range_search` (vectors in RAM)"}
+                     .get(name, name), secs(e["seconds"]), f"{e['peak_rss_mib']:,}", e["pairs"], vs])
+    part = ("the whole run" if r["queries"] == r["n"] else
+            f"the first {r['queries']:,} rows asking against all {r['n']:,} (the same memory as the whole run; "
+            f"time grows with the rows that ask: about {r['n'] / r['queries']:.1f}x for the whole run)")
+    return "\n".join([
+        f"{r['n']:,} x {r['d']}-d, {r['planted_pairs']} planted pairs ({r['planted_found']} among the rows that "
+        f"asked found), threshold {r['threshold']:.4g}; {part}:", "",
+        table(["engine", "seconds", "peak RSS MiB", "pairs", "vs FAISS"], rows), "",
+        ("Both found the same pairs." if r.get("same_pairs_as_peer") else "The pairs differ from FAISS's."), "",
+        run_line(r, f"`docs/bench/{r.get('_file', '')}`")])
+
+
 # NAME -> (JSON stem under docs/bench/, renderer). Add a row for a renderer of your own.
 SECTIONS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "knn-engine": ("knn-engine", knn_engine),
@@ -213,6 +259,9 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "embed": ("embed", embed),
     "readme-knn": ("knn-engine", readme_knn),
     "readme-claim": ("knn-engine", readme_claim),
+    "dask-scale": ("dask_scale", dask_scale),
+    "index-duplicates": ("index-duplicates", index_duplicates),
+    "index-duplicates-20k": ("index-duplicates-20k", index_duplicates),
 }
 
 

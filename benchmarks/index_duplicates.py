@@ -123,7 +123,10 @@ def main() -> None:
         return child(engine, path, float(t), int(q), result)
 
     sys.path.insert(0, SRC)
+    from lookalike.bench.provenance import finish, libraries, machine, provenance
     from lookalike.index.groups import FRACTION, default_threshold
+
+    record = provenance()
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -148,6 +151,7 @@ def main() -> None:
         report["same_pairs_as_peer"] = results["lookalike"]["pairs"] == results[args.peer]["pairs"]
         report["time_vs_peer"] = round(results["lookalike"]["seconds"] / results[args.peer]["seconds"], 2)
         report["rss_vs_peer"] = round(results["lookalike"]["peak_rss_mib"] / results[args.peer]["peak_rss_mib"], 2)
+    report |= {"machine": machine(), "libraries": libraries(), "provenance": finish(record)}
     print(json.dumps(report, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")

@@ -162,6 +162,25 @@ def cpu() -> str:
     return f"{name}, {os.cpu_count()} cores, fast bf16: {cpu_has_fast_bf16()}, fast int8: {cpu_has_fast_int8()}"
 
 
+LABELS = {"batched": "micro-batching on (default), exact engine",
+          "unbatched": "micro-batching off (`--batch-size 1`), exact engine",
+          "batched-faiss": "micro-batching on, `--backend faiss` (IndexFlatL2)"}
+
+
+def table(result: dict) -> dict:
+    """The docs' table of this run (columns, rows, notes: see benchmarks/docs.py)."""
+    def ms(x):
+        return "-" if x is None else f"{x:,.0f}"
+
+    rows = [[LABELS.get(name, name), r["searches_per_s"], ms(r["p50_ms"]), ms(r["p95_ms"]), ms(r["p99_ms"]),
+             r["errors"], r["mean_batch"]] for name, r in result["runs"].items()]
+    notes = [f"Index of {result['n']:,} vectors of {result['dim']} dimensions; {result['clients']} concurrent "
+             f"clients uploading JPEG photos (mean {result['query_bytes_mean']:,} bytes) to `POST /v1/search?k="
+             f"{result['k']}`."]
+    return {"columns": ["run", "searches/s", "p50 ms", "p95 ms", "p99 ms", "errors", "queries per CNN + kNN pass"],
+            "rows": rows, "notes": notes}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=100_000, help="vectors in the index (default 100,000)")
@@ -184,7 +203,11 @@ def main() -> None:
         print(f"index: {index} ({args.n:,} vectors) in {time.time() - t:.0f} s", file=sys.stderr)
         images = queries()
         runs = {"batched": [], "unbatched": ["--batch-size", "1"], "batched-faiss": ["--backend", "faiss"]}
-        result = {"cpu": cpu(), "load_before": os.getloadavg(), "n": args.n, "dim": None, "clients": args.clients,
+        from lookalike.bench.provenance import finish, libraries, machine, provenance
+
+        record = provenance()
+        result = {"machine": machine(), "libraries": libraries(), "cpu": cpu(), "load_before": os.getloadavg(),
+                  "n": args.n, "dim": None, "clients": args.clients,
                   "k": args.k, "query_bytes_mean": int(np.mean([len(b) for b in images])), "runs": {}}
         for name in args.runs.split(","):
             server = Server(index, work / f"server-{name}.log", *runs[name])
@@ -209,6 +232,8 @@ def main() -> None:
             result["batched_over_unbatched_throughput"] = gain
             print(f"micro-batching: {gain}x the searches/s of one query per pass" if gain else
                   "micro-batching: one query per pass answered nothing in time (all timed out)")
+        result["provenance"] = finish(record)
+        result.update(table(result))
         print(f"cpu: {result['cpu']}; load average before {result['load_before']}, after {result['load_after']}")
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -65,18 +65,23 @@ def test_planted_copies_are_found_and_nothing_else(photo_index, tmp_path, capsys
     assert Image.open(pic).size[0] > 200
 
     # the same pairs as a brute force over all pairs at that threshold
+    metric = index.metric  # the model's own (cosine for the default model)
+    assert metric in ("euclidean", "cosine")
     v = np.asarray(index.vectors(), dtype=np.float64)
-    d = np.linalg.norm(v[:, None] - v[None], axis=2)
+    if metric == "cosine":
+        u = v / np.linalg.norm(v, axis=1, keepdims=True)
+        d = 1 - u @ u.T
+    else:
+        d = np.linalg.norm(v[:, None] - v[None], axis=2)
     ids = index.ids()
     brute = {(ids[a], ids[b]) for a, b in zip(*np.nonzero(np.triu(d <= found["threshold"], 1)))}
-    assert set(near_duplicates(index.vectors(), ids, "euclidean", found["threshold"], progress=False).distances) \
-        == brute
+    assert set(near_duplicates(index.vectors(), ids, metric, found["threshold"], progress=False).distances) == brute
     # threshold 0: only the exact copy
-    exact = near_duplicates(index.vectors(), ids, "euclidean", 0.0, progress=False)
+    exact = near_duplicates(index.vectors(), ids, metric, 0.0, progress=False)
     assert [{keys[i] for i in g} for g in exact.groups] == [{"astronaut.png", "astronaut_copy.png"}]
     # a removed image is in no group
     index.remove(keys=["coffee_q90.jpg"])
-    again = near_duplicates(Index(photo_index).vectors(), Index(photo_index).ids(), "euclidean", found["threshold"],
+    again = near_duplicates(Index(photo_index).vectors(), Index(photo_index).ids(), metric, found["threshold"],
                             progress=False)
     assert len(again.groups) == 3 and all("coffee.png" not in {keys[i] for i in g} for g in again.groups)
 
