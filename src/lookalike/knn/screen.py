@@ -261,8 +261,10 @@ def prepare_rows(screen: Screen, x: np.ndarray, device: torch.device, extent: Ex
 class PreparedBase:
     """A base made ready for the screen once, so that every search reuses it.
 
-    With `materialise=False` (memory maps larger than the working memory) only the mean is
-    kept, and each search prepares base blocks as it streams through them.
+    With `materialise=False` only the mean is kept, and each search prepares base blocks as it
+    streams through them. By default (`None`) a base is materialised unless it is a memory map
+    whose prepared rows would not fit in the working memory: a memory-mapped index that fits
+    is prepared once, not at every search.
     """
 
     def __init__(self, xb: np.ndarray, metric: str | Metric = "euclidean", *, device: str | torch.device = "cpu",
@@ -277,7 +279,8 @@ class PreparedBase:
         self.scale, self.mean64 = self._scale_and_mean()
         self.screen = Screen(self.metric, self.d, screen_dtype, self.mean64, self.scale)
         if materialise is None:
-            materialise = not isinstance(xb, np.memmap)
+            itemsize = torch.empty((), dtype=screen_dtype).element_size()
+            materialise = not isinstance(xb, np.memmap) or self.nb * self.d * itemsize <= self.budget
         self.rows: Rows | None = None
         self.extent = Extent()
         self._raw: torch.Tensor | None = None
