@@ -95,6 +95,7 @@ def near_duplicates(vectors, ids: np.ndarray, metric: str, threshold: float | No
     ids = np.asarray(ids, dtype=np.int64)
     if n < 2:
         return Groups(threshold, [], 0, m.name, n, chosen)
+    _fixed_mmap_threshold()
     base = PreparedBase(vectors, m, working_memory=working_memory or WORKING_MEMORY, materialise=False)
     parent = np.arange(n)
     lows, highs, dists = [], [], []
@@ -127,6 +128,23 @@ def near_duplicates(vectors, ids: np.ndarray, metric: str, threshold: float | No
     groups = sorted((sorted(g) for g in members.values()), key=lambda g: (-len(g), g[0]))
     pairs = {(int(ids[x]), int(ids[y])): float(v) for x, y, v in zip(a.tolist(), b.tolist(), d.tolist())}
     return Groups(threshold, groups, len(a), m.name, n, chosen, pairs)
+
+
+def _fixed_mmap_threshold(threshold: int = 2**20) -> None:
+    """Blocks of 1 MiB or more go to their own mappings, returned to the system when freed.
+
+    glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), so the
+    engine's block-sized temporaries then come from the heap, which fragments and grows block
+    after block: measured at 40,000 x 1,280-d, peak memory 1,116 MiB against 718 MiB with the
+    threshold fixed (as `MALLOC_MMAP_THRESHOLD_` would), and at 100,000 rows it crossed 2 GiB.
+    Setting it turns the adjustment off for the process; elsewhere than glibc, nothing happens.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, int(threshold))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def _root(parent: np.ndarray, x: int) -> int:
