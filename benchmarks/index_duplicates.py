@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -97,13 +96,9 @@ def run(engine: str, path: Path, threshold: float, queries: int, work: Path) -> 
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+    from lookalike.hardware import cpu_model
+
+    return cpu_model()
 
 
 def main() -> None:

@@ -26,7 +26,6 @@ import asyncio
 import io
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -152,14 +151,9 @@ def batches(url: str) -> dict:
 
 
 def cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        name = platform.processor()
-    from lookalike.hardware import cpu_has_fast_bf16, cpu_has_fast_int8
+    from lookalike.hardware import cpu_has_fast_bf16, cpu_has_fast_int8, cpu_model
 
-    return f"{name}, {os.cpu_count()} cores, fast bf16: {cpu_has_fast_bf16()}, fast int8: {cpu_has_fast_int8()}"
+    return f"{cpu_model()}, {os.cpu_count()} cores, fast bf16: {cpu_has_fast_bf16()}, fast int8: {cpu_has_fast_int8()}"
 
 
 LABELS = {"batched": "micro-batching on (default), exact engine",

@@ -21,23 +21,12 @@ CONDITIONS = ("shared machine (other jobs ran beside it): every variant in its o
               "interleaved (A, B, A, B), the best time of each kept; compare ratios within one run")
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine() -> dict:
     """The machine: CPU model and the flags that matter, cores, memory, threads; and, for
     older readers, the flags as booleans."""
     import torch
 
-    from ..hardware import cpu_flags
+    from ..hardware import cpu_flags, cpu_model
 
     flags = cpu_flags()
     try:

@@ -36,6 +36,7 @@ import torch
 
 from ..atomic import atomic_write_text
 from ..cache import cache_dir
+from ..hardware import cpu_model
 from .metrics import Metric
 
 __all__ = ["Calibration", "CANDIDATES", "cache_path", "calibrate", "choose", "machine", "shape_class"]
@@ -85,22 +86,11 @@ def _ms(t: float) -> str:
 
 def machine(device: torch.device) -> dict:
     """What a calibration is valid for: measured anew when any of it changes."""
-    out = {"cpu": _cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+    out = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
            "torch": torch.__version__, "machine": platform.machine()}
     if device.type == "cuda":
         out["cuda"] = torch.cuda.get_device_name(device)
     return out
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def shape_class(device: torch.device, metric: Metric, d: int) -> tuple[str, int]:
