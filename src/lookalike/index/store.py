@@ -135,6 +135,23 @@ def _normalised(manifest: dict) -> dict:
     return manifest
 
 
+@contextmanager
+def _transaction(db: sqlite3.Connection, segment: Path | None = None) -> Iterator[None]:
+    """One write transaction, the database brought to this format first: committed when the
+    block ends, rolled back if it raises (then `segment`, the new vector file it would have
+    referenced, is removed)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        _upgrade(db)
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        if segment is not None:
+            segment.unlink(missing_ok=True)
+        raise
+
+
 def _upgrade(db: sqlite3.Connection) -> None:
     """Bring a format 1 or 2 database to format 3, inside the caller's transaction."""
     columns = _columns(db)
@@ -467,9 +484,7 @@ class IndexStore:
             name, size, crc = self._write_segment(vectors)
             now = time.time()
             with self.connect(write=True) as db:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    _upgrade(db)
+                with _transaction(db, self.path / "vectors" / name):
                     first = int(_manifest_value(db, "next_id"))
                     rows = int(_manifest_value(db, "rows"))
                     ids = list(range(first, first + len(metas)))
@@ -485,11 +500,6 @@ class IndexStore:
                     _set(db, "rows", rows + len(metas))
                     _set(db, "next_id", first + len(metas))
                     _set(db, "updated", now)
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    (self.path / "vectors" / name).unlink(missing_ok=True)
-                    raise
             self.write_manifest_json()
         return ids, skipped
 
@@ -547,9 +557,7 @@ class IndexStore:
         with self.lock():
             self.check()
             with self.connect(write=True) as db:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    _upgrade(db)
+                with _transaction(db):
                     found = self._resolve(db, ids, keys, sources)
                     now = time.time()
                     for part in _chunks(found):
@@ -557,10 +565,6 @@ class IndexStore:
                                    (now, *part))
                     _set(db, "count", int(_manifest_value(db, "count")) - len(found))
                     _set(db, "updated", now)
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
             self.write_manifest_json()
         return found
 
@@ -611,9 +615,7 @@ class IndexStore:
 
             name, size, crc = self._write_segment(fill=fill, n=live)
             with self.connect(write=True) as db:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    _upgrade(db)
+                with _transaction(db, self.path / "vectors" / name):
                     db.execute("DELETE FROM segments")
                     db.execute("INSERT INTO segments (file, rows, bytes, crc32) VALUES (?, ?, ?, ?)",
                                (name, live, size, crc))
@@ -623,11 +625,6 @@ class IndexStore:
                     db.execute("DELETE FROM thumbnails WHERE id IN (SELECT id FROM images WHERE deleted IS NOT NULL)")
                     _set(db, "rows", live)
                     _set(db, "updated", time.time())
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    (self.path / "vectors" / name).unlink(missing_ok=True)
-                    raise
             self.write_manifest_json()
             self.clean_orphans()
         return before, live
