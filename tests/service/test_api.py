@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 
+import httpx
 import numpy as np
 from PIL import Image
 
 from lookalike.index import Index
 
-from .conftest import encoded, write_headers
+from .conftest import WRITE_KEY, encoded, write_headers
 
 
 def test_health_ready_and_index(client, server):
@@ -74,7 +75,11 @@ def test_page_openapi_and_metrics(client):
     spec = client.get("/openapi.json").json()
     assert {"/v1/search", "/v1/search/vector", "/v1/images", "/v1/images/{image_id}",
             "/v1/images/{image_id}/thumbnail", "/v1/images/{image_id}/similar", "/v1/index"} <= set(spec["paths"])
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
+    assert "cdn" not in docs.text.lower() and "https://" not in docs.text  # Swagger UI from this server
+    for asset in ("/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css"):
+        assert client.get(asset).status_code == 200
     text = client.get("/metrics").text
     assert 'lookalike_requests_total{route="/v1/search",method="POST",status="200"}' in text
     assert "lookalike_request_seconds_bucket" in text and "lookalike_index_images " in text
@@ -103,3 +108,22 @@ def test_add_is_found_by_the_next_search_and_delete_is_gone(client, server, phot
     assert client.get(f"/v1/images/{new_id}").status_code == 404
     assert client.delete(f"/v1/images/{added[1]['id']}", headers=write_headers()).status_code == 200
     assert client.get("/v1/index").json()["count"] == before
+    assert not [p for p in (server.index.parent / "uploads").rglob("*")], "a deleted image's upload stayed on disk"
+
+
+def test_an_add_that_fails_keeps_no_upload(thread_server, tmp_path, photos, monkeypatch):
+    from lookalike.index.lock import CommitLock
+
+    keys = tmp_path / "keys"
+    keys.write_text(f"write {WRITE_KEY}\n")
+    s = thread_server(api_key_file=keys)
+    index = tmp_path / "s0" / "ix"
+    monkeypatch.setenv("LOOKALIKE_LOCK_TIMEOUT", "0.3")
+    files = [("images", ("a.jpg", photos[4], "image/jpeg"))]
+    with httpx.Client(base_url=s.url, timeout=60) as c:
+        with CommitLock(index):  # another writer holds the index: the add cannot commit
+            r = c.post("/v1/images", headers=write_headers(), files=files)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "index_busy", r.text
+        assert not [p for p in (tmp_path / "uploads0").rglob("*") if p.is_file()], "a failed add left its upload"
+        assert c.post("/v1/images", headers=write_headers(), files=files).status_code == 200
+        assert len([p for p in (tmp_path / "uploads0").rglob("*") if p.is_file()]) == 1

@@ -65,3 +65,40 @@ def test_upload_results_and_more_like_this(browser, server, photos, tmp_path):
     assert page.locator("#grid li").count() == 0
     assert not errors, errors
     page.close()
+
+
+def test_a_server_that_needs_a_read_key(browser, thread_server, photos, tmp_path):
+    from playwright.sync_api import expect
+
+    from .conftest import READ_KEY
+
+    keys = tmp_path / "keys"
+    keys.write_text(f"read {READ_KEY}\n")
+    server = thread_server(api_key_file=keys)
+    (tmp_path / "query.jpg").write_bytes(photos[1])
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server.url + "/")
+    expect(page.locator("#about")).to_contain_text("key")  # 401: the page says a key is needed
+    assert page.locator("#keybox").get_attribute("open") is not None  # and opens the key field
+
+    page.fill("#key", READ_KEY)
+    page.click("#keyform button[type=submit]")
+    expect(page.locator("#about")).to_contain_text("40 images")
+    expect(page.locator("#keystate")).to_have_text("a key is set")
+    assert page.locator("#keybox").get_attribute("open") is None  # out of the way once a key is set
+    page.fill("#k", "3")
+    page.set_input_files("#file", str(tmp_path / "query.jpg"))
+    page.wait_for_selector("#grid li >> nth=2")
+    images = page.locator("#grid img")
+    for i in range(3):  # thumbnails fetched with the key (an <img src> could not send it)
+        expect(images.nth(i)).to_have_js_property("complete", True)
+        expect(images.nth(i)).not_to_have_js_property("naturalWidth", 0)
+    page.screenshot(path=str(tmp_path / "with-key.png"))
+    page.click("#keybox summary")
+    page.click("#forget")
+    expect(page.locator("#keystate")).to_have_text("no key set")
+    expect(page.locator("#about")).to_contain_text("key")
+    assert not errors, errors
+    page.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -50,11 +51,12 @@ def create_app(settings: Settings, *, load: bool = True, on_load_failure=None) -
             service.close()
 
     app = FastAPI(title="lookalike", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  docs_url="/docs", redoc_url=None)
+                  docs_url=None, redoc_url=None)
     app.state.service = service
     errors.install(app)
     app.include_router(build_router(service))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _api_docs(app)
 
     @app.middleware("http")
     async def headers(request, call_next):
@@ -72,6 +74,28 @@ def create_app(settings: Settings, *, load: bool = True, on_load_failure=None) -
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(Limits, settings=settings, metrics=service.metrics)
     return app
+
+
+def _api_docs(app: FastAPI) -> None:
+    """`/docs`: Swagger UI over `/openapi.json`, its script and style served by this server from
+    the files the `fastapi-offline` package ships (Swagger UI 5, which reads OpenAPI 3.1), so
+    that the page works where no CDN can be reached and loads nothing from elsewhere."""
+    try:
+        import fastapi_offline
+    except ImportError:
+        log.warning("/docs is off: the package fastapi-offline is missing (pip install 'lookalike[serve]')")
+        return
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="lookalike API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon.png")
 
 
 def _load(service: Service, on_failure) -> None:

@@ -13,6 +13,7 @@ import io
 import logging
 import threading
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from .batching import MicroBatcher, batch_shapes
 from .errors import BadParameter, Unavailable
 from .metrics import Metrics
 from .settings import Settings
-from .uploads import Upload, store_uploads
+from .uploads import Upload, discard_uploads, store_uploads
 
 log = logging.getLogger("lookalike.service")
 THUMBNAILS_KEPT = 4096  # thumbnails made on the fly and kept, least recently used first out
@@ -95,7 +96,8 @@ class Service:
         for n in batch_shapes(self.settings.batch_size):
             for _ in range(3):
                 vectors = searcher.embedder.embed_array(np.zeros((n, size, size, 3), np.uint8))
-        searcher.search_vectors(vectors[:1], 1)
+        if searcher.count:  # an empty index is served too: images can be added to it
+            searcher.search_vectors(vectors[:1], 1)
 
     def close(self) -> None:
         if self.batcher is not None:
@@ -130,6 +132,9 @@ class Service:
 
     def check_k(self, k: int, by_id: bool = False) -> int:
         count = self.require_ready().count - by_id
+        if count <= 0 and not by_id:
+            raise BadParameter("the index holds no images yet: add some first (POST /v1/images, write scope)",
+                               code="empty_index")
         if not 1 <= k <= min(self.settings.max_k, max(count, 1)):
             if k > self.settings.max_k or k < 1:
                 raise BadParameter(f"k={k} is out of range: 1 <= k <= {self.settings.max_k}")
@@ -181,7 +186,13 @@ class Service:
         self.require_ready()
         with self._write_lock:
             paths = [p.resolve() for p in store_uploads(uploads, self.settings.uploads)]
-            added = self.index.add_images(files_source(paths, self.input_size), progress=False)
+            try:
+                added = self.index.add_images(files_source(paths, self.input_size), progress=False)
+            except BaseException:
+                discard_uploads(paths)
+                raise
+            kept = {m.location for m in self.index.images(list(added.ids))} if added.ids else set()
+            discard_uploads([p for p in paths if str(p) not in kept])  # duplicates of indexed images
         names = {str(p): u.name for p, u in zip(paths, uploads)}
         metas = self.index.images(list(added.ids)) if added.ids else []
         return [{"id": m.id, "key": m.key, "name": names.get(m.location, m.key)} for m in metas], added.duplicates
@@ -189,6 +200,13 @@ class Service:
     def remove(self, image_id: int) -> None:
         self.require_ready()
         with self._write_lock:
+            (meta,) = self.index.images([image_id])  # an unknown id is 404 here
             self.index.remove(ids=[image_id])
+            if meta.location and Path(meta.location).is_relative_to(self.uploads_root):
+                discard_uploads([Path(meta.location)])  # only a file this server stored
         self.forget_thumbnails([image_id])
+
+    @property
+    def uploads_root(self) -> Path:
+        return self.settings.uploads.resolve()
 

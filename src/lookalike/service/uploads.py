@@ -10,7 +10,9 @@ truncated or corrupt file become 415 too.
 
 `store_uploads` writes accepted files into a fresh folder of random name under the upload
 folder, each named by a random token and the extension of its format: a client's file name
-is never used for anything but the image's key.
+is never used for anything but the image's key. `discard_uploads` deletes the files that the
+index does not keep: duplicates of indexed images, those of an add that failed, and the file
+of an image deleted through the API (a file stays exactly as long as its image is indexed).
 """
 
 from __future__ import annotations
@@ -110,6 +112,17 @@ def store_uploads(uploads: list[Upload], root: Path) -> list[Path]:
     except OSError as exc:
         raise write_error(root, exc) from exc
     return paths
+
+
+def discard_uploads(paths: list[Path]) -> None:
+    """Delete stored uploads that the index does not hold (duplicates, a failed add, a deleted
+    image), and their folder once it is empty. A file already gone is no error."""
+    for path in paths:
+        path.unlink(missing_ok=True)
+        try:
+            path.parent.rmdir()
+        except OSError:
+            pass  # other images of the same request are still there
 
 
 def _pixels(exc: Exception) -> str:

@@ -3,6 +3,20 @@
 
 const $ = (id) => document.getElementById(id);
 let maxK = 100;
+const KEY = "lookalike-key";  // the API key, if the user gave one: sessionStorage, this tab only
+const thumbs = new Map();  // thumbnail URL -> blob URL, fetched with the key when one is set
+
+function key() {
+  return sessionStorage.getItem(KEY) || "";
+}
+
+function withKey(options) {
+  const k = key();
+  if (!k) return options || {};
+  const headers = new Headers((options && options.headers) || {});
+  headers.set("Authorization", "Bearer " + k);
+  return Object.assign({}, options || {}, { headers: headers });
+}
 
 function showError(text) {
   const box = $("error");
@@ -14,7 +28,7 @@ async function call(url, options) {
   // fetch, then the JSON answer, or an Error carrying the server's message in words
   let response;
   try {
-    response = await fetch(url, options);
+    response = await fetch(url, withKey(options));
   } catch (e) {
     throw new Error("The server cannot be reached (" + e.message + ").");
   }
@@ -23,6 +37,9 @@ async function call(url, options) {
     body = await response.json();
   } catch (e) {
     body = null;
+  }
+  if (response.status === 401) {
+    $("keybox").open = true;
   }
   if (!response.ok) {
     const message = body && body.error ? body.error.message : response.status + " " + response.statusText;
@@ -49,14 +66,36 @@ async function loadAbout() {
     $("about").textContent = "Index " + about.name + " · " + about.count.toLocaleString() + " images · model " +
       about.model + " (" + about.dim + "-d, " + about.metric + ")" + (about.ready ? "" : " · loading…");
     if (!about.ready) setTimeout(loadAbout, 1000);
+    else if (about.count === 0) {
+      $("status").textContent = "This index holds no images yet: add some (lookalike index add, or POST /v1/images " +
+        "with a write key), then search.";
+    }
   } catch (e) {
     $("about").textContent = "The index cannot be described: " + e.message;
   }
 }
 
+async function setThumbnail(img, url) {
+  // with a key, an <img src> cannot send it: fetch the thumbnail and show it from a blob URL
+  if (!key()) {
+    img.src = url;
+    return;
+  }
+  try {
+    if (!thumbs.has(url)) {
+      const response = await fetch(url, withKey());
+      if (!response.ok) throw new Error(response.status + " " + response.statusText);
+      thumbs.set(url, URL.createObjectURL(await response.blob()));
+    }
+    img.src = thumbs.get(url);
+  } catch (e) {
+    img.alt += " (thumbnail not loaded: " + e.message + ")";
+  }
+}
+
 function showQuery(src, caption) {
   $("query").hidden = false;
-  $("query-img").src = src;
+  if (src.startsWith("/")) setThumbnail($("query-img"), src); else $("query-img").src = src;
   $("query-caption").textContent = caption;
 }
 
@@ -71,7 +110,7 @@ function showResults(result, what) {
     button.setAttribute("aria-label", "Rank " + n.rank + ", image " + n.id + (n.label ? ", " + n.label : "") +
       ", distance " + n.distance.toFixed(3) + ": show more like this");
     const img = document.createElement("img");
-    img.src = n.thumbnail;
+    setThumbnail(img, n.thumbnail);
     img.alt = "image " + n.id + (n.label ? " (" + n.label + ")" : "");
     img.loading = "lazy";
     const meta = document.createElement("span");
@@ -136,7 +175,29 @@ async function moreLike(n) {
   }
 }
 
+function setUpKey() {
+  $("keystate").textContent = key() ? "a key is set" : "no key set";
+  $("keyform").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = $("key").value.trim();
+    if (value) sessionStorage.setItem(KEY, value); else sessionStorage.removeItem(KEY);
+    $("key").value = "";
+    thumbs.clear();
+    $("keystate").textContent = value ? "a key is set" : "no key set";
+    if (value) $("keybox").open = false;
+    showError("");
+    loadAbout();
+  });
+  $("forget").addEventListener("click", () => {
+    sessionStorage.removeItem(KEY);
+    thumbs.clear();
+    $("keystate").textContent = "no key set";
+    loadAbout();
+  });
+}
+
 function setUp() {
+  setUpKey();
   const drop = $("drop");
   $("file").addEventListener("change", (event) => searchFile(event.target.files[0]));
   for (const name of ["dragenter", "dragover"]) {
