@@ -22,7 +22,8 @@ from .scheduler import add_scheduler, on_scheduler
 
 ACTIONS = ("build", "add", "info", *UPKEEP)
 INFO_KEYS = ("path", "count", "removed", "model", "weights", "pooling", "input_shape", "dim", "metric", "precision",
-             "format_version", "segments", "vector_bytes", "labels", "thumbnails", "thumbnail_bytes")
+             "format_version", "segments", "vector_bytes", "labels", "thumbnails", "thumbnail_bytes", "screen",
+             "screen_batch")
 
 
 def expand_shorthand(argv: Sequence[str]) -> list[str]:
@@ -161,7 +162,7 @@ def info(args: argparse.Namespace) -> int:
     from ..index import Index
 
     index = Index(args.index)
-    about = index.info()
+    about = index.info() | _screens(index)
     try:
         index.check(checksums=not args.quick)
     finally:
@@ -171,6 +172,21 @@ def info(args: argparse.Namespace) -> int:
             for key in INFO_KEYS:
                 print(f"{key:<15} {about.get(key)}")
     return 0
+
+
+def _screens(index) -> dict:
+    """The screen a search of this index takes, and why (the calibration's prediction, measured
+    now if this machine has none for the index's shape class): for one query, and for a batch."""
+    from ..knn.calibrate import PLAN_QUERIES
+    from ..knn.metrics import get_metric
+    from ..knn.precision import screen_choice
+
+    dim, count = index.manifest.get("dim"), index.count
+    if not dim or not count:
+        return {}
+    m = get_metric(index.metric)
+    return {"screen": screen_choice("auto", "cpu", m, int(dim), count, nq=1)[1],
+            "screen_batch": screen_choice("auto", "cpu", m, int(dim), count, nq=PLAN_QUERIES)[1]}
 
 
 def search(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ class SearchStats:
     in float64 (after the fp32 refinement of a bf16 or int8 window), queries that fell back."""
 
     screen_dtype: str = "float32"
+    screen_choice: str = ""  # why that screen, in words (with precision 'auto': the calibration's prediction)
     prepare_s: float = 0.0
     screen_s: float = 0.0
     refine_s: float = 0.0
