@@ -30,6 +30,7 @@ class SearchStats:
 
     screen_dtype: str = "float32"
     screen_choice: str = ""  # why that screen, in words (with precision 'auto': the calibration's prediction)
+    path: str = ""  # "one block" (the small-size path: every score in one block) or "blocks"
     prepare_s: float = 0.0
     screen_s: float = 0.0
     refine_s: float = 0.0

@@ -272,6 +272,13 @@ def _by_parts(screen: Screen, n: int, part_of, extent: Extent | None, empty) -> 
     return out
 
 
+def base_block(d: int, dtype: torch.dtype, budget: float) -> int:
+    """Base rows per block of a screen at `dtype`: at most 8192, and their raw and screen
+    copies in half the working memory (`budget`, bytes)."""
+    elem = 1 if dtype == torch.int8 else torch.finfo(dtype).bits // 8
+    return max(1, min(8192, int(budget / 2 // max(1, d * (4 + elem)))))
+
+
 class PreparedBase:
     """A base made ready for the screen once, so that every search reuses it.
 
@@ -409,8 +416,7 @@ class PreparedBase:
     def block_sizes(self, nq: int) -> tuple[int, int]:
         """(query rows, base rows) per block: a block of scores and its top-k workspace in
         half the working memory, a block of base rows in the other half."""
-        elem = 1 if self.screen.int8 else torch.finfo(self.screen.dtype).bits // 8
-        bb = max(1, min(self.nb, 8192, int(self.budget / 2 // max(1, self.d * (4 + elem)))))
+        bb = min(self.nb, base_block(self.d, self.screen.dtype, self.budget))
         # 2048 x 8192 scores (64 MiB) keep the GEMM efficient; larger blocks only make the
         # passes over the scores (mask, top-k) slower.
         qb = max(1, min(nq, 2048, int(self.budget / 2 // (bb * 4 * 3))))
