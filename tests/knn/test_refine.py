@@ -86,3 +86,14 @@ def test_cosine_rows_in_the_comfortable_range_rerank_to_the_same_bits_unscaled()
         a[5, :36] = 0
         scaled = exact_distances(get_metric("cosine"), a, b)
         assert torch.equal(scaled, exact_distances(get_metric("cosine"), a, b, comfortable=True))
+
+
+def test_pick_orders_pairs_as_numpy_lexsort_does():
+    from lookalike.knn.refine import _lexsort
+
+    rng = np.random.default_rng(2)
+    rows = rng.integers(0, 30, 5000)
+    cols = rng.integers(0, 200, 5000)
+    key = rng.integers(0, 5, 5000).astype(np.float64)  # many ties, broken by cols
+    key[::7] = -0.0
+    np.testing.assert_array_equal(_lexsort(cols, key, rows), np.lexsort((cols, key, rows)))
