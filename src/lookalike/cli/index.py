@@ -175,18 +175,28 @@ def info(args: argparse.Namespace) -> int:
 
 
 def _screens(index) -> dict:
-    """The screen a search of this index takes, and why (the calibration's prediction, measured
-    now if this machine has none for the index's shape class): for one query, and for a batch."""
-    from ..knn.calibrate import PLAN_QUERIES
+    """The screen a search of this index takes, and why: the calibration's prediction for one
+    query and for a batch, where this machine has measured the index's shape class (its first
+    search measures it; info itself measures nothing)."""
+    from ..knn.calibrate import PLAN_QUERIES, cached
     from ..knn.metrics import get_metric
-    from ..knn.precision import screen_choice
 
     dim, count = index.manifest.get("dim"), index.count
     if not dim or not count:
         return {}
     m = get_metric(index.metric)
-    return {"screen": screen_choice("auto", "cpu", m, int(dim), count, nq=1)[1],
-            "screen_batch": screen_choice("auto", "cpu", m, int(dim), count, nq=PLAN_QUERIES)[1]}
+    if not m.gemm:
+        return {"screen": f"{m.name} is screened by cdist in float64 (no GEMM screen)"}
+    cal = cached(torch_device("cpu"), m, int(dim))
+    if cal is None:
+        return {"screen": "auto, not calibrated on this machine yet (the first search measures it, under a second)"}
+    return {"screen": cal.explain(count, 1), "screen_batch": cal.explain(count, PLAN_QUERIES)}
+
+
+def torch_device(name: str):
+    import torch
+
+    return torch.device(name)
 
 
 def search(args: argparse.Namespace) -> int:
