@@ -54,6 +54,7 @@ def test_info_says_which_screen_a_search_takes(index_dir, capsys):
         assert main(["index", "info", str(index_dir / "ix"), *flags]) == 0
         return capsys.readouterr().out
 
+    calibrate.forget()  # none in this process either (the cache folder is this test's own)
     first = json.loads(info("--json"))["screen"]  # info measures nothing
     assert first.startswith("auto, not calibrated on this machine yet")
     calibrate.calibration(torch.device("cpu"), get_metric("cosine"), 1280)  # what a first search does
