@@ -215,7 +215,26 @@ def test_each_search_takes_the_screen_predicted_fastest_for_its_queries(cache, m
         np.testing.assert_array_equal(I, I_ref)
         np.testing.assert_allclose(D, D_ref, rtol=1e-5, atol=1e-6)
     assert list(nn._backend._recast) == [torch.int8]  # prepared once
+    # past the k the calibration measured, fp32 (the fitted rows here)
+    D, I = nn.kneighbors(Q[:2], n_neighbors=calibrate.K_MEASURED + 1)
+    assert nn.search_stats_.screen_dtype == "float32" and "past the" in nn.search_stats_.screen_choice
+    np.testing.assert_array_equal(I, reference_knn(Q[:2], X, calibrate.K_MEASURED + 1, "cosine")[1])
     # fitted with int8 (given), a few queries never make an fp32 copy of the base
     small = NearestNeighbors(n_neighbors=4, metric="cosine", device="cpu", precision="int8").fit(X)
     small.kneighbors(Q[:1])
     assert small.search_stats_.screen_dtype == "int8" and small.search_stats_.screen_choice == "int8 screen as asked"
+
+
+def test_past_the_measured_k_a_low_precision_fit_searches_in_fp32(cache, monkeypatch):
+    monkeypatch.setattr(calibrate, "calibrate", lambda device, metric, data, key=None: calibrate.Calibration(
+        key, 4096, {"fp32": terms(per_row_s=1e-6), "bf16": terms(per_row_s=1e-7)}))
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(400, 16)).astype(np.float32)
+    nn = NearestNeighbors(n_neighbors=3, device="cpu").fit(X)
+    assert nn.screen_dtype_ == "bfloat16"
+    k = calibrate.K_MEASURED + 5
+    D, I = nn.kneighbors(X[:3], n_neighbors=k)
+    assert nn.search_stats_.screen_dtype == "float32"
+    np.testing.assert_array_equal(I, reference_knn(X[:3], X, k, "euclidean")[1])
+    nn.kneighbors(X[:3])
+    assert nn.search_stats_.screen_dtype == "bfloat16"
