@@ -121,7 +121,8 @@ def scaling(result: dict) -> str:
     rows = []
     for p in result["points"]:
         faiss = p.get("faiss_s")
-        rows.append([p["param"], f"{p[p['param']]:,}", p.get("lookalike_screen", "?"), secs(p["lookalike_s"]),
+        path = {"one block": ", one block"}.get(p.get("lookalike_path", ""), "")
+        rows.append([p["param"], f"{p[p['param']]:,}", p.get("lookalike_screen", "?") + path, secs(p["lookalike_s"]),
                      secs(faiss) if faiss else "-", p.get("faiss_setting", "-"),
                      ratio(p.get("search_vs_faiss")),
                      "yes" if all(p.get(f"{b}_agree", True) for b in ("lookalike", "faiss")) else "**NO**"])

@@ -6,8 +6,11 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from lookalike.knn import calibrate
+from lookalike.knn.metrics import get_metric
 from lookalike.sources import SampleSource
 
 
@@ -42,6 +45,24 @@ def test_info(index_dir):
     info = json.loads(proc.stdout)
     # the default model's own metric (features/models.py, chosen by `lookalike eval`: docs/quality.md)
     assert info["count"] == 40 and info["labels"] == 2 and info["metric"] == "cosine"
+
+
+def test_info_says_which_screen_a_search_takes(index_dir, capsys):
+    from lookalike.cli import main
+
+    def info(*flags):
+        assert main(["index", "info", str(index_dir / "ix"), *flags]) == 0
+        return capsys.readouterr().out
+
+    calibrate.forget()  # none in this process either (the cache folder is this test's own)
+    first = json.loads(info("--json"))["screen"]  # info measures nothing
+    assert first.startswith("auto, not calibrated on this machine yet")
+    calibrate.calibration(torch.device("cpu"), get_metric("cosine"), 1280)  # what a first search does
+    about = json.loads(info("--json"))
+    assert " screen by calibration (cpu/cosine/d2048; predicted for 1 query x 40 rows: " in about["screen"]
+    assert "predicted for 64 queries x 40 rows: " in about["screen_batch"]
+    text = info()
+    assert "\nscreen          " in text and "\nscreen_batch    " in text
 
 
 def test_search_text_and_json(index_dir):

@@ -19,11 +19,16 @@ CPU = torch.device("cpu")
 L2 = get_metric("euclidean")
 
 
+def terms(fixed_s=0.0, per_query_s=0.0, per_row_s=0.0, per_pair_s=0.0) -> dict:
+    return {"fixed_s": fixed_s, "per_query_s": per_query_s, "per_row_s": per_row_s, "per_pair_s": per_pair_s}
+
+
 def quick(device, metric, data, key=None):
-    """A stand-in for the measurement, for tests of what is kept and when it is measured."""
+    """A stand-in for the measurement, for tests of what is kept and when it is measured:
+    at 64 queries, fp32 takes 2 us a row, int8 2 ms + 1 us a row."""
     key = key or calibrate.shape_class(device, metric, data if isinstance(data, int) else data.shape[1])[0]
-    return calibrate.Calibration(key, 1000, {"fp32": {"fixed_s": 0.0, "per_row_s": 2e-6},
-                                             "int8": {"fixed_s": 0.002, "per_row_s": 1e-6}}, {"bf16": "not here"})
+    return calibrate.Calibration(key, 1000, {"fp32": terms(per_pair_s=2e-6 / 64),
+                                             "int8": terms(fixed_s=0.002, per_pair_s=1e-6 / 64)}, {"bf16": "not here"})
 
 
 @pytest.fixture
@@ -47,15 +52,46 @@ def test_a_calibration_times_every_screen_and_is_kept_per_machine(cache):
     dtype, why = calibrate.choose(CPU, L2, 64, 90_000)
     assert dtype in calibrate.CANDIDATES.values() and "by calibration (cpu/euclidean/d64" in why
     saved = json.loads(cache.read_text())
-    assert saved["machine"] == calibrate.machine(CPU)
+    assert saved["machine"] == calibrate.machine(CPU) and saved["version"] == calibrate.VERSION
     entry = saved["classes"]["cpu/euclidean/d64"]
     assert set(entry["lines"]) | set(entry["excluded"]) == set(calibrate.CANDIDATES)
-    assert "fp32" in entry["lines"]
-    # the choice is the smallest predicted time, and it follows the base's size
+    assert "fp32" in entry["lines"] and set(entry["lines"]["fp32"]) == set(calibrate.TERMS)
+    assert all(v >= 0 for line in entry["lines"].values() for v in line.values())
+    # the choice is the smallest predicted time, and it follows the base's size and the queries' count
     cal = calibrate.calibration(CPU, L2, 64)
     for nb in (1_000, 90_000, 10**7):
-        times = cal.predicted(nb)
-        assert times[cal.choice(nb)] == min(times.values())
+        for nq in (1, 8, 64, 10_000):
+            times = cal.predicted(nb, nq)
+            assert times[cal.choice(nb, nq)] == min(times.values())
+            assert f"for {nq:,} quer" in cal.explain(nb, nq)
+
+
+def test_the_model_is_fitted_through_four_measurements():
+    points = [(8, 1000), (8, 4000), (64, 1000), (64, 4000)]
+    want = terms(0.003, 2e-5, 1e-6, 3e-9)
+    times = [want["fixed_s"] + want["per_query_s"] * q + want["per_row_s"] * n + want["per_pair_s"] * q * n
+             for q, n in points]
+    got = calibrate.fit_terms(points, times)
+    assert got == pytest.approx(want, rel=1e-6)
+    # a time that falls with the base's size (noise) gives no negative coefficient
+    noisy = calibrate.fit_terms(points, [0.01, 0.008, 0.02, 0.019])
+    assert all(v >= 0 for v in noisy.values())
+    # one base size only: the terms in nb cannot be told apart and stay zero
+    one = calibrate.fit_terms([(8, 1000), (64, 1000)], [0.01, 0.03])
+    assert one["per_row_s"] == one["per_pair_s"] == 0 and one["per_query_s"] > 0
+
+
+def test_the_choice_follows_the_number_of_queries(cache):
+    """A few queries read the whole base for little arithmetic: a screen of smaller rows wins
+    there, and loses to fp32's cheaper per-query work on large batches (the issue's figures)."""
+    cal = calibrate.Calibration("cpu/cosine/d2048", 4096, {
+        "fp32": terms(fixed_s=1e-3, per_query_s=1e-4, per_row_s=4.5e-7, per_pair_s=1e-9),
+        "bf16": terms(fixed_s=1e-3, per_query_s=1e-3, per_row_s=2e-7, per_pair_s=1e-9)})
+    assert cal.choice(100_000, 1) == "bf16" and cal.choice(100_000, 8) == "bf16"
+    assert cal.choice(100_000, 1000) == "fp32"
+    assert cal.choice(100_000, 1, among=("fp32",)) == "fp32"
+    assert "among fp32" in cal.explain(100_000, 1, among=("fp32",))
+    assert cal.explain(100_000, 1).startswith("bf16 screen by calibration (cpu/cosine/d2048; predicted for 1 query x")
 
 
 def test_a_cached_calibration_is_used_without_measuring(cache, monkeypatch):
@@ -75,28 +111,46 @@ def test_another_cpu_or_torch_measures_again(cache, monkeypatch, change):
     monkeypatch.setattr(calibrate, "machine", lambda dev: {**real(dev), change: "something else"})
     measured = []
     monkeypatch.setattr(calibrate, "calibrate", lambda *a, **kw: measured.append(1) or calibrate.Calibration(
-        "cpu/euclidean/d64", 100, {"fp32": {"fixed_s": 0.0, "per_row_s": 1e-6}}))
+        "cpu/euclidean/d64", 100, {"fp32": terms(per_row_s=1e-6)}))
     assert calibrate.choose(CPU, L2, 64, 10)[0] == torch.float32 and measured == [1]
     saved = json.loads(cache.read_text())  # rewritten for the new machine, the old entries gone
     assert saved["machine"][change] == "something else" and list(saved["classes"]) == ["cpu/euclidean/d64"]
 
 
 @pytest.mark.parametrize("damage", ["not json {", '{"machine": 3}', "[]", "",
-                                    '{"machine": null, "classes": {"cpu/euclidean/d64": {"lines": 1}}}'])
+                                    '{"machine": null, "classes": {"cpu/euclidean/d64": {"lines": 1}}}',
+                                    '{"version": 2, "machine": null, "classes": []}'])
 def test_a_corrupt_cache_file_is_ignored_and_rewritten(cache, damage, monkeypatch):
     monkeypatch.setattr(calibrate, "calibrate", quick)
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(damage)
     assert calibrate.choose(CPU, L2, 64, 1000)[0] == torch.float32  # 2 ms against 3 ms
     assert calibrate.choose(CPU, L2, 64, 10_000)[0] == torch.int8  # 20 ms against 12 ms
-    assert "cpu/euclidean/d64" in json.loads(cache.read_text())["classes"]
+    saved = json.loads(cache.read_text())
+    assert "cpu/euclidean/d64" in saved["classes"] and saved["version"] == calibrate.VERSION
+
+
+def test_a_file_of_the_first_format_is_measured_again_and_rewritten(cache, monkeypatch):
+    """Version 1 held one line in nb per screen, at 64 queries: it cannot say what 8 queries cost."""
+    old = {"machine": calibrate.machine(CPU), "classes": {"cpu/euclidean/d64": {
+        "key": "cpu/euclidean/d64", "rows": 4096, "lines": {"fp32": {"fixed_s": 0.001, "per_row_s": 1e-6}},
+        "excluded": {}}}}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(old))
+    measured = []
+    monkeypatch.setattr(calibrate, "calibrate", lambda *a, **kw: measured.append(1) or quick(*a, **kw))
+    calibrate.calibration(CPU, L2, 64)
+    saved = json.loads(cache.read_text())
+    assert measured == [1] and saved["version"] == calibrate.VERSION
+    assert set(saved["classes"]["cpu/euclidean/d64"]["lines"]["fp32"]) == set(calibrate.TERMS)
 
 
 def test_a_damaged_entry_of_this_machine_is_measured_again(cache, monkeypatch):
     monkeypatch.setattr(calibrate, "calibrate", quick)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    bad = {"key": "cpu/euclidean/d64", "rows": 5, "lines": {"fp32": {"fixed_s": -1, "per_row_s": "x"}}}
-    cache.write_text(json.dumps({"machine": calibrate.machine(CPU), "classes": {"cpu/euclidean/d64": bad}}))
+    bad = {"key": "cpu/euclidean/d64", "rows": 5, "lines": {"fp32": {**terms(), "fixed_s": -1, "per_row_s": "x"}}}
+    cache.write_text(json.dumps({"version": calibrate.VERSION, "machine": calibrate.machine(CPU),
+                                 "classes": {"cpu/euclidean/d64": bad}}))
     cal = calibrate.calibration(CPU, L2, 64)
     assert cal.rows > 5 and cal.lines["fp32"]["fixed_s"] >= 0
 
@@ -138,3 +192,49 @@ def test_whatever_auto_picks_is_exact(cache, metric):
     D_ref, I_ref = reference_knn(Q, X, 7, metric)
     np.testing.assert_array_equal(I, I_ref)
     np.testing.assert_allclose(D, D_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_each_search_takes_the_screen_predicted_fastest_for_its_queries(cache, monkeypatch):
+    """fit prepares the screen for `PLAN_QUERIES` queries (fp32 here); a search of a few
+    queries takes int8 (prepared from the fp32 rows on first use, then kept), a larger one
+    fp32 again; a screen of larger rows than the fitted one's is never prepared."""
+    def measured(device, metric, data, key=None):
+        return calibrate.Calibration(key, 4096, {"fp32": terms(fixed_s=1e-3, per_query_s=1e-4, per_row_s=1e-6),
+                                                 "int8": terms(fixed_s=1e-3, per_query_s=2e-4, per_row_s=1e-7)})
+    monkeypatch.setattr(calibrate, "calibrate", measured)
+    rng = np.random.default_rng(5)
+    X = np.maximum(rng.normal(size=(3000, 40)), 0).astype(np.float32)
+    Q = np.maximum(rng.normal(size=(200, 40)), 0).astype(np.float32)
+    nn = NearestNeighbors(n_neighbors=4, metric="cosine", device="cpu").fit(X)
+    assert nn.screen_dtype_ == "float32"  # for 64 queries: 10.4 ms against 14.1 ms
+    for nq, screen in ((1, "int8"), (8, "int8"), (200, "fp32"), (2, "int8")):
+        D, I = nn.kneighbors(Q[:nq])
+        assert nn.search_stats_.screen_dtype == str(calibrate.CANDIDATES[screen]).removeprefix("torch.")
+        assert nn.search_stats_.screen_choice.startswith(f"{screen} screen by calibration")
+        D_ref, I_ref = reference_knn(Q[:nq], X, 4, "cosine")
+        np.testing.assert_array_equal(I, I_ref)
+        np.testing.assert_allclose(D, D_ref, rtol=1e-5, atol=1e-6)
+    assert list(nn._backend._recast) == [torch.int8]  # prepared once
+    # past the k the calibration measured, fp32 (the fitted rows here)
+    D, I = nn.kneighbors(Q[:2], n_neighbors=calibrate.K_MEASURED + 1)
+    assert nn.search_stats_.screen_dtype == "float32" and "past the" in nn.search_stats_.screen_choice
+    np.testing.assert_array_equal(I, reference_knn(Q[:2], X, calibrate.K_MEASURED + 1, "cosine")[1])
+    # fitted with int8 (given), a few queries never make an fp32 copy of the base
+    small = NearestNeighbors(n_neighbors=4, metric="cosine", device="cpu", precision="int8").fit(X)
+    small.kneighbors(Q[:1])
+    assert small.search_stats_.screen_dtype == "int8" and small.search_stats_.screen_choice == "int8 screen as asked"
+
+
+def test_past_the_measured_k_a_low_precision_fit_searches_in_fp32(cache, monkeypatch):
+    monkeypatch.setattr(calibrate, "calibrate", lambda device, metric, data, key=None: calibrate.Calibration(
+        key, 4096, {"fp32": terms(per_row_s=1e-6), "bf16": terms(per_row_s=1e-7)}))
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(400, 16)).astype(np.float32)
+    nn = NearestNeighbors(n_neighbors=3, device="cpu").fit(X)
+    assert nn.screen_dtype_ == "bfloat16"
+    k = calibrate.K_MEASURED + 5
+    D, I = nn.kneighbors(X[:3], n_neighbors=k)
+    assert nn.search_stats_.screen_dtype == "float32"
+    np.testing.assert_array_equal(I, reference_knn(X[:3], X, k, "euclidean")[1])
+    nn.kneighbors(X[:3])
+    assert nn.search_stats_.screen_dtype == "bfloat16"

@@ -51,19 +51,46 @@ def problems(draw):
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(problems())
-def test_engine_is_exact(problem):
+@given(problems(), st.sampled_from([None, 1e-4]))
+def test_engine_is_exact(problem, wm):
+    """On the small-size path (wm None: every score in one block) and on blocks (1e-4 MiB)."""
     xq, xb, k, metric = problem
-    assert_exact(xq, xb, k, metric)
+    stats = SearchStats()
+    assert_exact(xq, xb, k, metric, working_memory=wm, stats=stats)
+    if wm is None:
+        assert stats.path == "one block" or stats.fallbacks
+    elif len(xb) > 8:  # 1e-4 MiB holds at most 4 base rows a block
+        assert stats.path == "blocks"
 
 
 @settings(max_examples=60, deadline=None)
 @given(problems(), st.sampled_from([1e-4, 0.01, 1.0]))
 def test_engine_is_exact_with_tiny_blocks_and_low_precision_screens(problem, wm):
+    """Every screen on both paths: the small-size path (every score in one block) and blocks
+    with a running window (a working memory of 1e-4 MiB holds a few rows at a time)."""
     xq, xb, k, metric = problem
     assert_exact(xq, xb, k, metric, working_memory=wm)
-    assert_exact(xq, xb, k, metric, screen_dtype=torch.bfloat16)
-    assert_exact(xq, xb, k, metric, screen_dtype=torch.int8)
+    for dtype in (torch.bfloat16, torch.int8):
+        stats = SearchStats()
+        assert_exact(xq, xb, k, metric, screen_dtype=dtype, stats=stats)
+        assert stats.path == "one block" or stats.fallbacks
+        assert_exact(xq, xb, k, metric, screen_dtype=dtype, working_memory=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8])
+def test_small_searches_take_one_block_and_large_ones_blocks(dtype):
+    rng = np.random.default_rng(4)
+    xb = rng.normal(size=(3000, 24)).astype(np.float32)
+    xq = rng.normal(size=(50, 24)).astype(np.float32)
+    for wm, path in ((None, "one block"), (0.2, "blocks")):
+        base = PreparedBase(xb, "euclidean", screen_dtype=dtype, working_memory=wm)
+        stats = SearchStats()
+        D, I = knn(xq, base, 7, stats=stats)
+        assert stats.path == path
+        np.testing.assert_array_equal(I, reference_knn(xq, xb, 7, "euclidean")[1])
+        D_self, I_self = knn(xb[:40], base.head(40), 3, exclude_self=True)  # the base against itself
+        assert not (I_self == np.arange(40)[:, None]).any()
+        np.testing.assert_array_equal(I_self, reference_knn(xb[:40], xb[:40], 4, "euclidean")[1][:, 1:])
 
 
 @pytest.mark.parametrize("metric", ALL)

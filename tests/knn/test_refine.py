@@ -6,6 +6,7 @@ import torch
 from scipy.spatial.distance import cdist
 
 from lookalike.knn import METRICS, PreparedBase, get_metric, reference_knn
+from lookalike.knn.metrics import exact_distances
 from lookalike.knn.refine import pair_distances, pick, refine, refines
 
 GEMM = sorted(m for m in METRICS if METRICS[m].gemm)
@@ -72,3 +73,27 @@ def test_pair_distances_are_float64_exact(metric, scipy_name):
     np.testing.assert_allclose(got, full, rtol=1e-13, atol=1e-13)
     ip = pair_distances(get_metric("inner_product"), xq, xb, rows, cols).reshape(6, 50)
     np.testing.assert_allclose(ip, xq.astype(np.float64) @ xb.astype(np.float64).T, rtol=1e-13, atol=1e-12)
+
+
+def test_cosine_rows_in_the_comfortable_range_rerank_to_the_same_bits_unscaled():
+    """The rerank skips cosine's per-row power-of-two scaling when no row needs it: the
+    distances are the very same bits."""
+    rng = np.random.default_rng(8)
+    for magnitude in (1e-5, 1.0, 3e4):
+        a = (rng.normal(size=(500, 37)) * magnitude).astype(np.float32)
+        b = (rng.normal(size=(500, 37)) * magnitude).astype(np.float32)
+        a[3], b[4] = 0, 0
+        a[5, :36] = 0
+        scaled = exact_distances(get_metric("cosine"), a, b)
+        assert torch.equal(scaled, exact_distances(get_metric("cosine"), a, b, comfortable=True))
+
+
+def test_pick_orders_pairs_as_numpy_lexsort_does():
+    from lookalike.knn.refine import _lexsort
+
+    rng = np.random.default_rng(2)
+    rows = rng.integers(0, 30, 5000)
+    cols = rng.integers(0, 200, 5000)
+    key = rng.integers(0, 5, 5000).astype(np.float64)  # many ties, broken by cols
+    key[::7] = -0.0
+    np.testing.assert_array_equal(_lexsort(cols, key, rows), np.lexsort((cols, key, rows)))

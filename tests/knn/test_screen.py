@@ -116,3 +116,25 @@ def test_int8_dots_are_exact_for_every_shape():
         b = torch.randint(-127, 128, (n, d), dtype=torch.int8, generator=g)
         for _ in range(3):
             assert torch.equal(int8_dots(a, b), a.int() @ b.int().T), (m, d, n)
+
+
+@pytest.mark.parametrize("metric", GEMM)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.int8])
+def test_a_recast_base_holds_the_rows_a_fresh_one_would(metric, dtype):
+    """Another screen's rows cast from the fp32 rows (what `auto` does per search) are those
+    a base prepared at that precision holds; a head shares the rows of the first n."""
+    _, xb = data("scales", nb=5000, d=40)  # more rows than one part of PREPARE_BYTES
+    fp32 = PreparedBase(xb, metric)
+    fresh, cast = PreparedBase(xb, metric, screen_dtype=dtype), fp32.recast(dtype)
+    assert cast.screen.dtype == dtype and cast.xb is fp32.xb
+    for name in ("data", "l2", "sq", "qerr", "scale"):
+        a, b = getattr(fresh.rows, name), getattr(cast.rows, name)
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.equal(a, b), name
+    assert (cast.extent.l2, cast.extent.qerr) == (fresh.extent.l2, fresh.extent.qerr)
+    head = cast.head(1000)
+    assert head.nb == 1000 and torch.equal(head.rows.data, cast.rows.data[:1000])
+    assert head.extent.l2 == float(cast.rows.l2[:1000].max())
+    with pytest.raises(ValueError):
+        cast.recast(torch.bfloat16)  # only an fp32 base is recast

@@ -98,7 +98,7 @@ def run(*, nb: int = 90000, nq: int = 10000, d: int = 2048, k: int = 3, metric: 
     if not backends:
         backends = [b for b in ("lookalike", "faiss", "torch", "sklearn")
                     if b in available("cpu") and BACKENDS[b].is_usable_for(m, torch.device("cpu"))]
-        if precision == "auto" and _auto_is_not_fp32(m, xb.shape[1], len(xb)):
+        if precision == "auto" and _auto_is_not_fp32(m, xb.shape[1], len(xb), len(xq)):
             backends.insert(1, "lookalike@fp32")  # the fp32 engine too, as the floor's reference
     workload |= {"nb": len(xb), "nq": len(xq), "d": xb.shape[1], "k": k, "metric": m.name,
                  "base_mb": xb.nbytes / 2**20, "repeats": repeats}
@@ -143,7 +143,7 @@ def measure(xb: np.ndarray, xq: np.ndarray, k: int, metric: str, backends: list[
                 if b not in best or rec["search_s"] < best[b]["search_s"]:
                     best[b] = rec
                 if progress:
-                    print(f"    fit {rec['fit_s']:.2f} s, search {rec['search_s']:.2f} s, "
+                    print(f"    fit {seconds(rec['fit_s'])}, search {seconds(rec['search_s'])}, "
                           f"peak RSS {rec['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
         sample = np.sort(np.random.default_rng(seed).permutation(len(xq))[: min(verify_queries, len(xq))])
         if progress:
@@ -238,8 +238,8 @@ def _check_backend(b: str, m) -> None:
         raise InvalidParameter(f"backend {name!r} does not serve metric {m.name!r}")
 
 
-def _auto_is_not_fp32(m, d: int, nb: int) -> bool:
-    return screen_dtype("auto", torch.device("cpu"), m, d, nb) != torch.float32
+def _auto_is_not_fp32(m, d: int, nb: int, nq: int) -> bool:
+    return screen_dtype("auto", torch.device("cpu"), m, d, nb, nq=nq) != torch.float32
 
 
 def _spawn(backend: str, data: Path, k: int, metric: str, precision: str) -> dict:
@@ -270,15 +270,21 @@ def settings_text(r: dict) -> str:
     return text + f"; kept {r['setting']}"
 
 
+def seconds(t: float) -> str:
+    """A time for people: milliseconds below 0.1 s ('12.3 ms'), else seconds ('1.23 s')."""
+    return f"{t * 1e3:.1f} ms" if t < 0.1 else f"{t:.2f} s"
+
+
 def table(result: dict) -> str:
     """The comparison as an aligned text table: fit, search and their sum apart; time ratios
     over FAISS's and scikit-learn's search (below 1: faster)."""
-    head = (f"{'backend':<15} {'fit s':>7} {'search s':>9} {'total s':>8} {'search/faiss':>12} "
+    head = (f"{'backend':<15} {'fit':>9} {'search':>9} {'total':>9} {'search/faiss':>12} "
             f"{'search/sklearn':>14} {'peak MB':>8} {'max |dD|':>9} {'sets differ':>11}  config")
     lines = [head, "-" * len(head)]
     floors = [r for r in result["results"] if "fp32_gemm_floor_s" in r]
     for r in result["results"]:
-        lines.append(f"{r['backend']:<15} {r['fit_s']:>7.2f} {r['search_s']:>9.2f} {r['total_s']:>8.2f} "
+        lines.append(f"{r['backend']:<15} {seconds(r['fit_s']):>9} {seconds(r['search_s']):>9} "
+                     f"{seconds(r['total_s']):>9} "
                      f"{_ratio(r.get('search_vs_faiss')):>12} {_ratio(r.get('search_vs_sklearn')):>14} "
                      f"{r['peak_rss_mb']:>8.0f} {r['max_abs_dist_diff']:>9.2e} "
                      f"{r['frac_neighbor_sets_differ']:>11.2%}  {r['config']}")
@@ -287,11 +293,14 @@ def table(result: dict) -> str:
             lines.append(f"{r['backend']}: BLAS threshold chosen by timing both settings: " + settings_text(r))
     for r in floors:
         st = r.get("stages", {})
-        lines.append(f"{r['backend']}: {st.get('screen_dtype')} screen; stages prepare {st.get('prepare_s', 0):.2f} s, "
-                     f"screen {st.get('screen_s', 0):.2f} s, refine {st.get('refine_s', 0):.2f} s, "
-                     f"rerank {st.get('rerank_s', 0):.2f} s, fallback {st.get('fallback_s', 0):.2f} s; "
+        lines.append(f"{r['backend']}: {st.get('screen_dtype')} screen; stages "
+                     f"prepare {seconds(st.get('prepare_s', 0))}, "
+                     f"screen {seconds(st.get('screen_s', 0))}, refine {seconds(st.get('refine_s', 0))}, "
+                     f"rerank {seconds(st.get('rerank_s', 0))}, fallback {seconds(st.get('fallback_s', 0))}; "
                      f"{st.get('candidates', 0)} candidates in windows, {st.get('reranked', 0)} reranked in float64, "
-                     f"{st.get('fallbacks', 0)} fallbacks; fp32 GEMM floor {r['fp32_gemm_floor_s']:.2f} s "
+                     f"{st.get('fallbacks', 0)} fallbacks; fp32 GEMM floor {seconds(r['fp32_gemm_floor_s'])} "
                      f"(search at {r['vs_fp32_floor']:.2f}x of it)"
-                     + (f", int8 GEMM floor {r['int8_gemm_floor_s']:.2f} s" if "int8_gemm_floor_s" in r else ""))
+                     + (f", int8 GEMM floor {seconds(r['int8_gemm_floor_s'])}" if "int8_gemm_floor_s" in r else ""))
+        if st.get("screen_choice"):
+            lines.append(f"{r['backend']}: this search's screen: {st['screen_choice']}")
     return "\n".join(lines)

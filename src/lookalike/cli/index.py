@@ -22,7 +22,8 @@ from .scheduler import add_scheduler, on_scheduler
 
 ACTIONS = ("build", "add", "info", *UPKEEP)
 INFO_KEYS = ("path", "count", "removed", "model", "weights", "pooling", "input_shape", "dim", "metric", "precision",
-             "format_version", "segments", "vector_bytes", "labels", "thumbnails", "thumbnail_bytes")
+             "format_version", "segments", "vector_bytes", "labels", "thumbnails", "thumbnail_bytes", "screen",
+             "screen_batch")
 
 
 def expand_shorthand(argv: Sequence[str]) -> list[str]:
@@ -161,7 +162,7 @@ def info(args: argparse.Namespace) -> int:
     from ..index import Index
 
     index = Index(args.index)
-    about = index.info()
+    about = index.info() | _screens(index)
     try:
         index.check(checksums=not args.quick)
     finally:
@@ -171,6 +172,31 @@ def info(args: argparse.Namespace) -> int:
             for key in INFO_KEYS:
                 print(f"{key:<15} {about.get(key)}")
     return 0
+
+
+def _screens(index) -> dict:
+    """The screen a search of this index takes, and why: the calibration's prediction for one
+    query and for a batch, where this machine has measured the index's shape class (its first
+    search measures it; info itself measures nothing)."""
+    from ..knn.calibrate import PLAN_QUERIES, cached
+    from ..knn.metrics import get_metric
+
+    dim, count = index.manifest.get("dim"), index.count
+    if not dim or not count:
+        return {}
+    m = get_metric(index.metric)
+    if not m.gemm:
+        return {"screen": f"{m.name} is screened by cdist in float64 (no GEMM screen)"}
+    cal = cached(torch_device("cpu"), m, int(dim))
+    if cal is None:
+        return {"screen": "auto, not calibrated on this machine yet (the first search measures it, under a second)"}
+    return {"screen": cal.explain(count, 1), "screen_batch": cal.explain(count, PLAN_QUERIES)}
+
+
+def torch_device(name: str):
+    import torch
+
+    return torch.device(name)
 
 
 def search(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 
 import numpy as np
 import torch
@@ -182,13 +183,68 @@ class LookalikeBackend(Backend):
                                                                 X.shape[1], X.shape[0], sample=X)
         self.prepared_base_ = PreparedBase(X, self.metric, device=self.device, screen_dtype=self.screen_dtype_,
                                            working_memory=self.working_memory)
+        self._recast: dict[torch.dtype, PreparedBase] = {}  # other screens, prepared on first use
+        self._recast_lock = threading.Lock()
         return self
 
     def kneighbors(self, Xq, k, exclude_self, stats=None):
-        return knn(Xq, self.prepared_base_, k, exclude_self=exclude_self, stats=stats)
+        base, why = self.base_for(len(Xq), k)
+        if stats is not None:
+            stats.screen_choice = why
+        return knn(Xq, base, k, exclude_self=exclude_self, stats=stats)
+
+    def base_for(self, nq: int, k: int = 1) -> tuple[PreparedBase, str]:
+        """The prepared base a search of `nq` queries runs on, and why, in words.
+
+        With `precision='auto'` the calibration that chose the fitted screen (for
+        `PLAN_QUERIES` queries) chooses again for `nq`: a few queries read the whole base for
+        little arithmetic, and a screen of smaller rows can then be faster. The choice is made
+        among the screens whose rows are no larger than the fitted one's, so that memory grows
+        by at most the smaller copies (bf16: half the base, int8: a quarter); such a copy is
+        cast from the fitted rows on first use and kept. A streamed (memory-mapped) base, and
+        a precision given explicitly, keep the fitted screen.
+
+        Past `calibrate.K_MEASURED` neighbours the calibration (measured at k = 10) says
+        nothing of a bf16 or int8 window, which then holds the many rows whose coarse scores
+        tie with the k-th (measured: 78x FAISS's time at k = 1000 with bf16): such a search
+        takes the fp32 screen, cast from the fitted rows or, when those are smaller, prepared
+        from the base on first use (a copy of the base's size, kept).
+        """
+        from .calibrate import CANDIDATES, K_MEASURED, cached
+
+        fitted = self.prepared_base_
+        if self.precision != "auto" or not self.metric.gemm or fitted.rows is None:
+            return fitted, self.screen_choice_ or ""
+        if k > K_MEASURED:
+            return self._prepared(torch.float32), (f"fp32 screen: k = {k:,} is past the {K_MEASURED} neighbours up to "
+                                                   "which the calibration measured the low-precision screens' windows")
+        cal = cached(self.device, self.metric, fitted.d)
+        if cal is None:  # LOOKALIKE_CALIBRATION=0 and another process's memory: keep what fit chose
+            return fitted, self.screen_choice_ or ""
+        size = _itemsize(fitted.screen.dtype)
+        among = tuple(n for n, dt in CANDIDATES.items() if _itemsize(dt) <= size)
+        dtype = CANDIDATES[cal.choice(fitted.nb, nq, among)]
+        why = cal.explain(fitted.nb, nq, among)
+        return self._prepared(dtype), why
+
+    def _prepared(self, dtype: torch.dtype) -> PreparedBase:
+        """The base prepared for a screen at `dtype`: the fitted one, or another made on first use and kept."""
+        fitted = self.prepared_base_
+        if dtype == fitted.screen.dtype:
+            return fitted
+        with self._recast_lock:
+            if dtype not in self._recast:
+                self._recast[dtype] = (fitted.recast(dtype) if fitted.screen.dtype == torch.float32 else
+                                       PreparedBase(fitted.xb, self.metric, device=self.device, screen_dtype=dtype,
+                                                    working_memory=self.working_memory))
+            return self._recast[dtype]
 
     def radius_neighbors(self, Xq, radius, exclude_self, sort_results):
         return radius_search(Xq, self.prepared_base_, radius, exclude_self=exclude_self, sort_results=sort_results)
+
+
+def _itemsize(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
 
 
 class SklearnBackend(Backend):

@@ -29,6 +29,8 @@ class SearchStats:
     in float64 (after the fp32 refinement of a bf16 or int8 window), queries that fell back."""
 
     screen_dtype: str = "float32"
+    screen_choice: str = ""  # why that screen, in words (with precision 'auto': the calibration's prediction)
+    path: str = ""  # "one block" (the small-size path: every score in one block) or "blocks"
     prepare_s: float = 0.0
     screen_s: float = 0.0
     refine_s: float = 0.0

@@ -1,25 +1,32 @@
-"""`precision='auto'` decided by measuring: which screen (fp32, bf16, int8) is fastest here.
+"""`precision='auto'` decided by measuring: which screen (fp32, bf16, int8) is fastest here,
+for a search of `nq` queries against `nb` rows.
 
 CPU flags do not say which screen is fastest: bf16 is several times fp32 on a CPU with AMX
 tiles, about 2x on some with AVX-512 BF16, 4x slower where it is emulated; int8's windows
-hold more candidates, whose fp32 refinement costs a fixed amount per query. So the first
-`auto` search of a shape class on a machine times each candidate screen on a small search
-of that class, and the result is kept in lookalike's cache folder:
+hold more candidates, whose fp32 refinement costs a fixed amount per query. And the answer
+changes with the number of queries: a few queries read the whole base for little arithmetic
+(memory-bound: the smaller the screen's rows, the faster), many queries are compute-bound.
+So the first `auto` search of a shape class on a machine times each candidate screen on
+small searches of that class, and the result is kept in lookalike's cache folder:
 
 - shape class: device, metric, and the dimension rounded up to a power of two (64 to 4096).
-- calibration: 64 queries against bases of two sizes (one to four thousand rows, about 0.25 GFLOP
-  of fp32 screen, and a quarter of that), taken from the user's own base when it is large
-  enough, else from stand-in rows like CNN features; each screen runs twice, interleaved
-  with the others, after a warm-up run (the fastest counts). A screen whose neighbours
-  differ from the fp32 screen's on the warm-up is not a candidate (every screen is exact by
-  construction: this checks it).
-- the choice for a base of `nb` rows extrapolates the line through the two sizes
-  (`fixed_s + per_row_s * nb`): the fixed part (queries prepared, windows, refinement of
-  near candidates, rerank) against the part that grows with the base (the screen GEMM).
-- the cache file `calibration.json` records the machine (CPU model, cores, threads, torch
-  version, CUDA device); a different machine, or a file that cannot be read, is measured
-  anew and the file rewritten. `LOOKALIKE_CALIBRATION=0` measures without reading or
-  writing it. A busy machine measures noisily: the choice is only as good as the moment.
+- calibration: `QUERY_COUNTS` (8 and 64) queries against bases of two sizes (about 16 MiB
+  of fp32 rows, and a quarter of that), taken from the user's own base when it is large
+  enough, else from stand-in rows like CNN features. Each screen's base is prepared once (the
+  smaller base is the head of the larger); each of the four searches runs twice,
+  interleaved with the other screens', after one warm-up search (the fastest counts). A
+  screen whose neighbours differ from the fp32 screen's on the warm-up is not a candidate
+  (every screen is exact by construction: this checks it).
+- the model: per screen, `t = fixed_s + per_query_s * nq + per_row_s * nb + per_pair_s * nq
+  * nb` through the four times (non-negative least squares): the fixed part (blocks, windows,
+  the rerank's set-up), the part per query (queries prepared, refined, reranked), the part
+  per base row (the base read: what a few queries pay), and the GEMM. The choice for a call
+  of `nq` queries against `nb` rows is the screen of the smallest predicted time.
+- the cache file `calibration.json` has a format `VERSION` and records the machine (CPU model,
+  cores, threads, torch version, CUDA device); another version, a different machine, or a
+  file that cannot be read, is measured anew and the file rewritten. `LOOKALIKE_CALIBRATION=0`
+  measures without reading or writing it. A busy machine measures noisily: the choice is only
+  as good as the moment.
 """
 
 from __future__ import annotations
@@ -42,42 +49,58 @@ from .metrics import Metric
 __all__ = ["Calibration", "CANDIDATES", "cache_path", "calibrate", "choose", "machine", "shape_class"]
 
 CANDIDATES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.int8}
-QUERIES = 64
+QUERY_COUNTS = (8, 64)  # the query counts measured; `PLAN_QUERIES` when a caller does not know
+PLAN_QUERIES = QUERY_COUNTS[-1]
+TERMS = ("fixed_s", "per_query_s", "per_row_s", "per_pair_s")  # the model's coefficients
+K = 10  # neighbours per query in the calibration's searches
+K_MEASURED = 10 * K  # past this k, a low-precision screen's windows were not measured (see `LookalikeBackend.base_for`)
 REPEATS = 2
 FILE = "calibration.json"
+VERSION = 2  # of the file's format: 1 held one line in nb per screen (64 queries)
 _lock = threading.Lock()
 _memory: dict[str, Calibration] = {}  # this process's calibrations, by shape class
 
 
 @dataclass
 class Calibration:
-    """What one calibration measured for a shape class: per screen, a line `fixed_s +
-    per_row_s * rows` through the times of 64 queries against bases of two sizes."""
+    """What one calibration measured for a shape class: per screen, the coefficients of
+    `fixed_s + per_query_s * nq + per_row_s * nb + per_pair_s * nq * nb` (see `TERMS`)
+    fitted to its times at `QUERY_COUNTS` queries against bases of two sizes."""
 
     key: str
     rows: int  # the larger base it searched
-    lines: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> {fixed_s, per_row_s}
+    lines: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> {term: seconds}
     excluded: dict[str, str] = field(default_factory=dict)  # name -> why it is not a candidate
+    seconds: float = 0.0  # how long the calibration took
 
-    def predicted(self, nb: int) -> dict[str, float]:
-        """Seconds each candidate would take for 64 queries against `nb` rows."""
-        return {name: s["fixed_s"] + s["per_row_s"] * nb for name, s in self.lines.items()}
+    def predicted(self, nb: int, nq: int = PLAN_QUERIES) -> dict[str, float]:
+        """Seconds each candidate would take for `nq` queries against `nb` rows."""
+        return {name: c["fixed_s"] + c["per_query_s"] * nq + c["per_row_s"] * nb + c["per_pair_s"] * nq * nb
+                for name, c in self.lines.items()}
 
-    def choice(self, nb: int) -> str:
-        times = self.predicted(nb)
+    def choice(self, nb: int, nq: int = PLAN_QUERIES, among: tuple[str, ...] | None = None) -> str:
+        """The screen of the smallest predicted time (ties: the earlier in `CANDIDATES`);
+        `among`: only these screens, where they were measured."""
+        times = {n: t for n, t in self.predicted(nb, nq).items() if among is None or n in among}
+        times = times or self.predicted(nb, nq)
         return min(times, key=lambda n: (times[n], list(CANDIDATES).index(n)))
 
-    def explain(self, nb: int) -> str:
-        """One line: what was chosen for `nb` rows, and the predicted times that chose it."""
-        times = self.predicted(nb)
+    def explain(self, nb: int, nq: int = PLAN_QUERIES, among: tuple[str, ...] | None = None) -> str:
+        """One line: what was chosen for `nq` queries x `nb` rows (`among` these screens),
+        and the predicted times that chose it."""
+        times = self.predicted(nb, nq)
         parts = ", ".join(f"{n} {_ms(t)}" for n, t in sorted(times.items(), key=lambda kv: kv[1]))
-        out = f"{self.choice(nb)} screen by calibration ({self.key}; predicted per 64 queries x {nb:,} rows: {parts})"
+        name = self.choice(nb, nq, among)
+        limited = f" among {'/'.join(among)}" if among is not None and name != self.choice(nb, nq) else ""
+        out = (f"{name} screen by calibration{limited} ({self.key}; predicted for {nq:,} "
+               f"quer{'y' if nq == 1 else 'ies'} x {nb:,} rows: {parts})")
         if self.excluded:
             out += "; not candidates: " + ", ".join(f"{n} ({why})" for n, why in self.excluded.items())
         return out
 
     def as_dict(self) -> dict:
-        return {"key": self.key, "rows": self.rows, "lines": self.lines, "excluded": self.excluded}
+        return {"key": self.key, "rows": self.rows, "lines": self.lines, "excluded": self.excluded,
+                "seconds": self.seconds}
 
 
 def _ms(t: float) -> str:
@@ -109,10 +132,11 @@ def _use_file() -> bool:
 
 def _read(dev: torch.device) -> dict:
     """The cached calibrations of this machine; {} when there are none, the file is damaged,
-    or it was written on another machine (or with another torch)."""
+    of another format version, or was written on another machine (or with another torch)."""
     try:
         data = json.loads(cache_path().read_text())
-        if data.get("machine") != machine(dev) or not isinstance(data.get("classes"), dict):
+        if data.get("version") != VERSION or data.get("machine") != machine(dev) or \
+                not isinstance(data.get("classes"), dict):
             return {}
         return data["classes"]
     except (OSError, ValueError, AttributeError):
@@ -122,19 +146,20 @@ def _read(dev: torch.device) -> dict:
 def _write(dev: torch.device, classes: dict) -> None:
     try:
         cache_path().parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(cache_path(), json.dumps({"machine": machine(dev), "classes": classes}, indent=1))
+        atomic_write_text(cache_path(), json.dumps({"version": VERSION, "machine": machine(dev), "classes": classes},
+                                                   indent=1))
     except Exception:  # noqa: BLE001 -- a cache that cannot be written costs a re-measurement, nothing else
         pass
 
 
-def choose(device: torch.device, metric: Metric, d: int, nb: int,
-           sample: np.ndarray | None = None) -> tuple[torch.dtype, str]:
-    """The screen `auto` uses for a base of `nb` rows of `d` dimensions, and why, in words.
-    `sample`: the base itself (or rows of it), measured on when this class has no calibration
-    yet; without it, or when it is smaller than a calibration's search, rows like CNN
-    features stand in (`sample_data`)."""
+def choose(device: torch.device, metric: Metric, d: int, nb: int, sample: np.ndarray | None = None,
+           nq: int = PLAN_QUERIES) -> tuple[torch.dtype, str]:
+    """The screen `auto` uses for `nq` queries against a base of `nb` rows of `d` dimensions,
+    and why, in words. `sample`: the base itself (or rows of it), measured on when this class
+    has no calibration yet; without it, or when it is smaller than a calibration's search,
+    rows like CNN features stand in (`sample_data`)."""
     cal = calibration(device, metric, d, sample)
-    return CANDIDATES[cal.choice(nb)], cal.explain(nb)
+    return CANDIDATES[cal.choice(nb, nq)], cal.explain(nb, nq)
 
 
 def calibration(device: torch.device, metric: Metric, d: int, sample: np.ndarray | None = None) -> Calibration:
@@ -146,7 +171,7 @@ def calibration(device: torch.device, metric: Metric, d: int, sample: np.ndarray
         cal = _parse(_read(device).get(key)) if _use_file() else None
         if cal is None:
             usable = sample is not None and sample.ndim == 2 and sample.shape[1] == d and \
-                len(sample) >= QUERIES + calibration_rows(d)  # a base too small to measure on: stand-in rows
+                len(sample) >= max(QUERY_COUNTS) + calibration_rows(d)  # too small to measure on: stand-in rows
             cal = calibrate(device, metric, sample if usable else dc, key)
             if _use_file():
                 classes = _read(device)
@@ -156,32 +181,49 @@ def calibration(device: torch.device, metric: Metric, d: int, sample: np.ndarray
         return cal
 
 
+def cached(device: torch.device, metric: Metric, d: int) -> Calibration | None:
+    """The calibration of this shape class if this process or the cache file has one; never measures."""
+    key, _ = shape_class(device, metric, d)
+    with _lock:
+        if key in _memory:
+            return _memory[key]
+    return _parse(_read(device).get(key)) if _use_file() else None
+
+
 def _parse(entry) -> Calibration | None:
     try:
         cal = Calibration(str(entry["key"]), int(entry["rows"]),
-                          {str(n): {"fixed_s": float(s["fixed_s"]), "per_row_s": float(s["per_row_s"])}
-                           for n, s in entry["lines"].items() if n in CANDIDATES},
-                          {str(n): str(w) for n, w in entry.get("excluded", {}).items()})
+                          {str(n): {t: float(c[t]) for t in TERMS}
+                           for n, c in entry["lines"].items() if n in CANDIDATES},
+                          {str(n): str(w) for n, w in entry.get("excluded", {}).items()},
+                          float(entry.get("seconds", 0.0)))
     except (TypeError, KeyError, ValueError, AttributeError):
         return None
-    values = [v for s in cal.lines.values() for v in s.values()]
+    values = [v for c in cal.lines.values() for v in c.values()]
     return cal if cal.rows > 0 and cal.lines and all(np.isfinite(v) and v >= 0 for v in values) else None
 
 
 def sample_data(d: int, n: int, seed: int = 0) -> np.ndarray:
     """Non-negative float32 rows on a 32-dimensional manifold, like pooled CNN features:
-    ReLU of a random linear map of 32 latent values, plus a little noise."""
+    ReLU of a random linear map of 32 latent values, plus a little noise (drawn once for 1,024
+    rows and reused, shifted, by the others: a fresh draw for every element cost more than
+    the calibration's searches)."""
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((n, 32), dtype=np.float32)
     w = rng.standard_normal((32, d), dtype=np.float32) / np.float32(np.sqrt(32))
-    rows = np.maximum(z @ w, 0)
-    rows += np.float32(0.05) * np.abs(rng.standard_normal((n, d), dtype=np.float32))
+    rows = torch.relu_(torch.from_numpy(z) @ torch.from_numpy(w)).numpy()  # torch's GEMM: its threads, not BLAS's
+    noise = np.float32(0.05) * np.abs(rng.standard_normal((1024 + 1, d), dtype=np.float32)).ravel()
+    for lo in range(0, n, 1024):  # row i gets the noise table read from offset (i // 1024) * 7
+        hi = min(lo + 1024, n)
+        shift = (lo // 1024 * 7) % d
+        rows[lo:hi] += noise[shift: shift + (hi - lo) * d].reshape(hi - lo, d)
     return rows
 
 
 def calibration_rows(d: int) -> int:
-    """Base rows of the larger calibration search: about 0.25 GFLOP of fp32 screen."""
-    return int(np.clip(0.25e9 / (2 * QUERIES * d), 1_024, 4_096))
+    """Base rows of the larger calibration search: about 16 MiB of fp32 rows, more than most
+    CPUs' cache per core, so that a few queries pay for reading the base much as they would."""
+    return int(np.clip(2**22 // max(1, d), 1_024, 65_536))
 
 
 def calibrate(device: torch.device, metric: Metric, data: np.ndarray | int, key: str | None = None) -> Calibration:
@@ -191,65 +233,88 @@ def calibrate(device: torch.device, metric: Metric, data: np.ndarray | int, key:
     from .engine import knn
     from .screen import PreparedBase
 
+    started = time.perf_counter()
+    counts = QUERY_COUNTS
     if isinstance(data, (int, np.integer)):
         d = int(data)
-        data = sample_data(d, QUERIES + calibration_rows(d))
+        data = sample_data(d, max(counts) + calibration_rows(d))
     d = data.shape[1]
     key = key or shape_class(device, metric, d)[0]
-    want = QUERIES + calibration_rows(d)
+    want = max(counts) + calibration_rows(d)
     if len(data) > want:  # rows spread over the whole base; a memory map reads only these
         data = data[np.linspace(0, len(data) - 1, want).astype(np.int64)]
     data = np.ascontiguousarray(data, dtype=np.float32)
-    nq = min(QUERIES, max(1, len(data) // 4))
+    nq = min(max(counts), max(1, len(data) // 4))
     xq, xb = data[:nq], data[nq:]
-    sizes = [len(xb)] + ([len(xb) // 4] if len(xb) >= 256 else [])
-    k = min(10, len(xb) // 4 or 1)
+    counts = sorted({min(c, nq) for c in counts})
+    sizes = sorted({len(xb)} | ({len(xb) // 4} if len(xb) >= 256 else set()))
+    points = [(q, n) for q in counts for n in sizes]
+    k = min(10, sizes[0] // 4 or 1)
     cal = Calibration(key, len(xb))
-    bases: dict[tuple[str, int], PreparedBase] = {}
+    bases: dict[str, PreparedBase] = {}
+    fp32 = PreparedBase(xb, metric, device=device, materialise=True)  # the others are cast from its rows
     for name, dtype in CANDIDATES.items():
         if name == "int8" and d >= 2**31 // 127**2:
             cal.excluded[name] = "dimension too large for int32 sums"
             continue
         try:
-            for n in sizes:
-                bases[name, n] = PreparedBase(xb[:n], metric, device=device, screen_dtype=dtype)
+            bases[name] = fp32 if dtype == torch.float32 else fp32.recast(dtype)
         except (RuntimeError, NotImplementedError) as exc:  # a device without that kind of GEMM
             cal.excluded[name] = type(exc).__name__
-    best: dict[tuple[str, int], float] = {}
-    reference: dict[int, np.ndarray] = {}
+    heads = {(name, n): base.head(n) if n < base.nb else base for name, base in bases.items() for n in sizes}
+    best: dict[tuple[str, int, int], float] = {}
+    reference = None
     for rep in range(REPEATS + 1):
-        for (name, n), base in list(bases.items()):
-            if name in cal.excluded:
-                continue
-            t0 = time.perf_counter()
-            try:
-                _, I = knn(xq, base, k, stats=SearchStats())
-            except (RuntimeError, NotImplementedError) as exc:
-                cal.excluded[name] = type(exc).__name__
-                continue
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t = time.perf_counter() - t0
-            if rep == 0:  # the warm-up run: checks exactness, is not timed
-                if name == "fp32":
-                    reference[n] = I
-                elif n in reference and not _same_sets(I, reference[n]):
-                    cal.excluded[name] = "its neighbours differed from the fp32 screen's"
-                continue
-            best[name, n] = min(best.get((name, n), np.inf), t)
-    for name in CANDIDATES:
-        if name in cal.excluded or (name, sizes[0]) not in best:
-            continue
-        t1 = best[name, sizes[0]]
-        if len(sizes) == 1:
-            cal.lines[name] = {"fixed_s": 0.0, "per_row_s": t1 / sizes[0]}
-            continue
-        t2 = best[name, sizes[1]]
-        per_row = max(0.0, (t1 - t2) / (sizes[0] - sizes[1]))
-        cal.lines[name] = {"fixed_s": max(0.0, t1 - per_row * sizes[0]), "per_row_s": per_row}
+        for name in bases:
+            # the warm-up: one search, the largest, which checks exactness and is not timed
+            for q, n in points if rep else points[-1:]:
+                if name in cal.excluded:
+                    break
+                t0 = time.perf_counter()
+                try:
+                    _, I = knn(xq[:q], heads[name, n], k, stats=SearchStats())
+                except (RuntimeError, NotImplementedError) as exc:
+                    cal.excluded[name] = type(exc).__name__
+                    break
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t = time.perf_counter() - t0
+                if rep == 0:
+                    if name == "fp32":
+                        reference = I
+                    elif reference is not None and not _same_sets(I, reference):
+                        cal.excluded[name] = "its neighbours differed from the fp32 screen's"
+                    continue
+                best[name, q, n] = min(best.get((name, q, n), np.inf), t)
+    for name in bases:
+        if name not in cal.excluded and all((name, q, n) in best for q, n in points):
+            cal.lines[name] = fit_terms(points, [best[name, q, n] for q, n in points])
     if not cal.lines:  # fp32 runs on every torch device; said plainly if it did not
         raise RuntimeError(f"no screen could be calibrated for {key}: {cal.excluded}")
+    cal.seconds = time.perf_counter() - started
     return cal
+
+
+def fit_terms(points: list[tuple[int, int]], times: list[float]) -> dict[str, float]:
+    """Non-negative coefficients of `TERMS` that best fit `times` measured at (nq, nb)
+    `points` (four points: exactly, when the exact fit is non-negative). With fewer distinct
+    query counts or base sizes, the terms they cannot tell apart are left at zero."""
+    from scipy.optimize import nnls
+
+    A = np.array([[1.0, q, n, q * n] for q, n in points])
+    t = np.asarray(times, dtype=np.float64)
+    usable = [j for j in range(4) if np.ptp(A[:, j] / A[:, 0]) > 0 or j == 0]
+    if len({q for q, _ in points}) < 2:
+        usable = [j for j in usable if j not in (1, 3)]
+    if len({n for _, n in points}) < 2:
+        usable = [j for j in usable if j not in (2, 3)]
+    cols = A[:, usable]
+    norm = cols.max(axis=0)
+    coef, _ = nnls(cols / norm, t)
+    out = dict.fromkeys(TERMS, 0.0)
+    for j, c in zip(usable, coef / norm):
+        out[TERMS[j]] = float(c)
+    return out
 
 
 def _same_sets(a: np.ndarray, b: np.ndarray) -> bool:

@@ -23,6 +23,9 @@
    counted in `SearchStats.fallbacks`. So is a query so much larger than the base that the
    base's scale would carry it out of fp32's range: it is screened in float64 (see `screen`).
 
+Small searches, whose scores all fit in one block, take stages 2-3 in one step (`_one_block`):
+one GEMM, each query's k-th score, the pairs inside its window; no running window, no cap.
+
 The result has the same neighbour sets as a float64 brute force, whatever the screen
 precision and the magnitude of the values: a lower precision only widens the window.
 Values beyond float32's range, and distances that float32 (the output) cannot hold, are
@@ -39,11 +42,12 @@ import numpy as np
 import torch
 
 from ..errors import InvalidParameter
-from .blocks import SearchStats, as_tensor, ranges
-from .refine import device_pair_distances, pair_distances, pick, refine, refines
-from .screen import Extent, PreparedBase, Rows, Screen, prepare_rows
+from .blocks import SearchStats, as_tensor, budget_bytes, ranges
+from .metrics import get_metric
+from .refine import device_pair_distances, pair_distances, pick, refine, refines, rows_comfortable
+from .screen import Extent, PreparedBase, Rows, Screen, base_block, prepare_rows
 from .validation import check_k
-from .window import Window, candidate_limit
+from .window import Window, candidate_limit, one_block
 
 __all__ = ["knn"]
 
@@ -80,9 +84,11 @@ def knn(xq: np.ndarray, xb: np.ndarray | PreparedBase, k: int, metric: str = "eu
     t0 = time.perf_counter()
     if isinstance(xb, PreparedBase):
         base = xb
-    else:
+    else:  # streamed block by block, unless the base is one block: then the small-size path takes it
+        dtype = screen_dtype if get_metric(metric).gemm else torch.float64  # cdist metrics: float64
+        one = getattr(xb, "ndim", 0) == 2 and len(xb) <= base_block(xb.shape[1], dtype, budget_bytes(working_memory))
         base = PreparedBase(xb, metric, device=device, screen_dtype=screen_dtype,
-                            working_memory=working_memory, materialise=False)
+                            working_memory=working_memory, materialise=one)
     st.screen_dtype = str(base.screen.dtype).removeprefix("torch.")
     if getattr(xq, "ndim", 0) != 2 or xq.shape[1] != base.d:
         raise InvalidParameter(f"queries of shape {getattr(xq, 'shape', None)} do not match a base of {base.d} "
@@ -126,7 +132,13 @@ def _search(base: PreparedBase, xq: np.ndarray, k: int, D: np.ndarray, I: np.nda
     st.prepare_s += time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    r, c, fallback = _screen(base, q_rows, k, (qb, bb), exclude_self, limit or candidate_limit(k, nq, base.budget))
+    if base.rows is not None and nq <= qb and base.nb <= bb and limit is None:
+        r, c = _one_block(base, q_rows, k, exclude_self)  # the small-size path
+        fallback = None
+        st.path = "one block"
+    else:
+        r, c, fallback = _screen(base, q_rows, k, (qb, bb), exclude_self, limit or candidate_limit(k, nq, base.budget))
+        st.path = "blocks"
     st.screen_s += time.perf_counter() - t0
     st.candidates += len(r)
 
@@ -142,7 +154,9 @@ def _search(base: PreparedBase, xq: np.ndarray, k: int, D: np.ndarray, I: np.nda
 
     t0 = time.perf_counter()
     # queries that overflowed the window, and any left with fewer than k candidates
-    fb_rows = np.union1d(np.flatnonzero(fallback.cpu().numpy()), np.flatnonzero(I[:, 0] < 0))
+    fb_rows = np.flatnonzero(I[:, 0] < 0)
+    if fallback is not None:
+        fb_rows = np.union1d(np.flatnonzero(fallback.cpu().numpy()), fb_rows)
     st.fallbacks += len(fb_rows)
     if len(fb_rows):
         _full_scan(base, xq, fb_rows, k, D, I, exclude_self, scale)
@@ -176,17 +190,31 @@ def _screen(base: PreparedBase, q_rows: Rows, k: int, blocks: tuple[int, int], e
     return r, c, fallback
 
 
+def _one_block(base: PreparedBase, q_rows: Rows, k: int, exclude_self: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stages 2-3 when every score fits in one block (`block_sizes`): one GEMM (or cdist),
+    each query's k-th score, and the pairs inside its window (k-th + 2E), with no blocks
+    to merge, no running window and no candidate cap (the block bounds them)."""
+    s = base.screen.scores(q_rows, base.rows)
+    if exclude_self:
+        s.fill_diagonal_(math.inf)
+    r, c = one_block(s, k, 2 * base.screen.bound(q_rows, base.extent))
+    if base.device.type == "cuda":
+        torch.cuda.synchronize(base.device)
+    return r, c
+
+
 def _rerank(base: PreparedBase, xq: np.ndarray | torch.Tensor, r: torch.Tensor, c: torch.Tensor,
             scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact float64 distances of the pairs (r, c), on the base's device when it is not the
     CPU or when the queries are a tensor (`device_pair_distances`), else from the NumPy
     arrays in cache-sized chunks (`pair_distances`). Returns rows, cols and distances as
     NumPy arrays for `pick`."""
+    easy = rows_comfortable(base, xq) if len(r) else False
     if base.device.type != "cpu" or isinstance(xq, torch.Tensor):
-        dist = device_pair_distances(base, xq, r, c, scale).cpu().numpy()
+        dist = device_pair_distances(base, xq, r, c, scale, comfortable=easy).cpu().numpy()
         return r.cpu().numpy(), c.cpu().numpy(), dist
     rows, cols = r.cpu().numpy(), c.cpu().numpy()
-    return rows, cols, pair_distances(base.metric, xq, base.xb, rows, cols, scale=scale)
+    return rows, cols, pair_distances(base.metric, xq, base.xb, rows, cols, scale=scale, comfortable=easy)
 
 
 def _full_scan(base: PreparedBase, xq: np.ndarray, rows: np.ndarray, k: int, D: np.ndarray, I: np.ndarray,

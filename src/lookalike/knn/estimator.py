@@ -63,7 +63,10 @@ class NearestNeighbors(BaseEstimator):
     precision : str, default='auto'
         Screen precision of the lookalike engine: 'fp32', 'bf16', 'int8', or 'auto' (the
         fastest of them measured on this device for this metric and dimension class, once per
-        machine and cached: see `lookalike.knn.calibrate`; `screen_choice_` says why).
+        machine and cached: see `lookalike.knn.calibrate`; `screen_choice_` says why). With
+        'auto', each search takes the screen predicted fastest for its own number of queries
+        among those whose rows are no larger than the fitted one's (`search_stats_` says which
+        and why).
         Results are exact whatever it is: a lower precision widens the error bound, an fp32
         refinement and the float64 rerank decide. Other backends compute in float32 and
         ignore it.
@@ -85,8 +88,8 @@ class NearestNeighbors(BaseEstimator):
     backend_config_ : str
         How that backend runs, in words (screen precision, library settings).
     screen_dtype_ : str or None
-        The lookalike engine's screen precision ('float32', 'bfloat16', 'int8'); None for
-        other backends.
+        The lookalike engine's screen precision as fitted, for the calibration's
+        `PLAN_QUERIES` (64) queries ('float32', 'bfloat16', 'int8'); None for other backends.
     screen_choice_ : str or None
         Why the engine screens in that precision, in words (with `precision='auto'`: the
         calibration's predicted times); None for other backends.

@@ -92,14 +92,17 @@ def get_metric(name: str | Metric) -> Metric:
 
 
 def exact_distances(metric: Metric, a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor,
-                    scale: float = 1.0) -> torch.Tensor:
+                    scale: float = 1.0, comfortable: bool = False) -> torch.Tensor:
     """float64 distances between matching rows of `a` and `b` (broadcast over leading axes),
     of the rows times `scale`, a power of two: distances times scale**power, the same bits
     as unscaled ones where those neither overflow nor underflow, and apart where they would.
 
     Inner products for `inner_product`. Each pair is computed on its own, so equal rows
     give equal distances and ties stay ties. Cosine rows are each scaled by a power of two
-    of their own first, so that no norm overflows or underflows.
+    of their own first, so that no norm overflows or underflows; `comfortable` says that
+    every row is float32 with its largest value within `scaling.COMFORT` (or zero): then
+    that scaling would change no bit (float64 products of such values are normal numbers,
+    and a power of two factors out of every rounding), and it is skipped.
     """
     a = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a)
     b = torch.as_tensor(np.asarray(b) if not isinstance(b, torch.Tensor) else b)
@@ -117,8 +120,9 @@ def exact_distances(metric: Metric, a: np.ndarray | torch.Tensor, b: np.ndarray 
     a, b = a.double(), b.double()
     if not metric.normalised:
         return torch.linalg.vecdot(a * scale, b * scale) if scale != 1.0 else torch.linalg.vecdot(a, b)
-    a = a * pow2_scale(a.abs().amax(-1, keepdim=True)) if a.shape[-1] else a
-    b = b * pow2_scale(b.abs().amax(-1, keepdim=True)) if b.shape[-1] else b
+    if not comfortable:
+        a = a * pow2_scale(a.abs().amax(-1, keepdim=True)) if a.shape[-1] else a
+        b = b * pow2_scale(b.abs().amax(-1, keepdim=True)) if b.shape[-1] else b
     dots = torch.linalg.vecdot(a, b)
     norms = torch.linalg.vector_norm(a, dim=-1) * torch.linalg.vector_norm(b, dim=-1)
     cos = torch.where(norms > 0, dots / torch.where(norms > 0, norms, 1.0), 0.0)

@@ -15,12 +15,15 @@ SCREEN_PRECISIONS = ("auto", *PRECISIONS)
 
 
 def screen_choice(precision: str, device: torch.device, metric: Metric, d: int, nb: int,
-                  sample=None) -> tuple[torch.dtype, str]:
-    """The screen's dtype for a base of `nb` rows of `d` dimensions, and why, in words.
+                  sample=None, nq: int | None = None) -> tuple[torch.dtype, str]:
+    """The screen's dtype for `nq` queries against a base of `nb` rows of `d` dimensions,
+    and why, in words.
 
     'fp32', 'bf16', 'int8' are taken as given; 'auto' is the fastest screen measured on this
     device for this metric and dimension class (`calibrate.choose`, cached per machine; it
-    measures on `sample`, rows of the base, when the class has no calibration yet).
+    measures on `sample`, rows of the base, when the class has no calibration yet) for `nq`
+    queries (None: the calibration's `PLAN_QUERIES`, for a base prepared before its queries
+    are known).
     Metrics screened by cdist (manhattan, chebyshev) screen in float64 whatever is asked.
     """
     if precision not in SCREEN_PRECISIONS:
@@ -29,11 +32,12 @@ def screen_choice(precision: str, device: torch.device, metric: Metric, d: int, 
         return torch.float32, f"{metric.name} is screened by cdist in float64 (no GEMM screen)"
     if precision != "auto":
         return PRECISIONS[precision], f"{precision} screen as asked"
-    from .calibrate import choose
+    from .calibrate import PLAN_QUERIES, choose
 
-    return choose(torch.device(device), metric, int(d), int(nb), sample)
+    return choose(torch.device(device), metric, int(d), int(nb), sample, PLAN_QUERIES if nq is None else int(nq))
 
 
-def screen_dtype(precision: str, device: torch.device, metric: Metric, d: int, nb: int) -> torch.dtype:
+def screen_dtype(precision: str, device: torch.device, metric: Metric, d: int, nb: int,
+                 nq: int | None = None) -> torch.dtype:
     """The dtype of `screen_choice`."""
-    return screen_choice(precision, device, metric, d, nb)[0]
+    return screen_choice(precision, device, metric, d, nb, nq=nq)[0]

@@ -23,9 +23,10 @@ from .screen import UNIT_ROUNDOFF, PreparedBase, comfortable
 
 
 def pair_distances(m: Metric, xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-                   chunk_bytes: int = 1 << 21, scale: float = 1.0) -> np.ndarray:
+                   chunk_bytes: int = 1 << 21, scale: float = 1.0, comfortable: bool = False) -> np.ndarray:
     """Exact float64 distances between query rows[i] and base cols[i], for every i, of rows
     times `scale` (a power of two; see `exact_distances`): distances times scale**m.power.
+    `comfortable`: see `exact_distances`.
 
     Pairs go in small chunks that stay in cache, in base order: a base row shared by several
     queries is read while still cached, and a memory-mapped base is read sequentially.
@@ -38,12 +39,13 @@ def pair_distances(m: Metric, xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, 
         sel = order[lo:hi]
         a = q_t.index_select(0, torch.from_numpy(rows[sel]))
         b = torch.from_numpy(np.ascontiguousarray(xb[cols[sel]]))
-        out[sel] = exact_distances(m, a, b, scale).numpy()
+        out[sel] = exact_distances(m, a, b, scale, comfortable).numpy()
     return out
 
 
 def device_pair_distances(base: PreparedBase, xq: np.ndarray | torch.Tensor, rows: torch.Tensor,
-                          cols: torch.Tensor, scale: float = 1.0, chunk_bytes: int = 1 << 26) -> torch.Tensor:
+                          cols: torch.Tensor, scale: float = 1.0, chunk_bytes: int = 1 << 26,
+                          comfortable: bool = False) -> torch.Tensor:
     """`pair_distances` on the base's device: the queries and the base as given (not as
     screened: `raw_rows`), gathered pair by pair in chunks, each pair's float64 distance
     computed on its own (`exact_distances`, as on the CPU). Returns float64 on the device."""
@@ -55,8 +57,18 @@ def device_pair_distances(base: PreparedBase, xq: np.ndarray | torch.Tensor, row
     step = max(1, chunk_bytes // (16 * max(1, base.d)))
     for lo, hi in ranges(len(rows), step):
         out[lo:hi] = exact_distances(base.metric, q.index_select(0, rows[lo:hi]), b.index_select(0, cols[lo:hi]),
-                                     scale)
+                                     scale, comfortable)
     return out
+
+
+def rows_comfortable(base: PreparedBase, xq: np.ndarray | torch.Tensor) -> bool:
+    """Whether every row of the base and of `xq` is float32 with its largest value within
+    `scaling.COMFORT` (or zero): cosine's rerank then needs no scaling (`exact_distances`)."""
+    if not base.metric.normalised or not base.rows_comfortable or base.xb.dtype != np.float32 \
+            or xq.dtype not in (np.float32, torch.float32):
+        return False
+    q = torch.as_tensor(xq) if isinstance(xq, torch.Tensor) else from_numpy(xq)
+    return comfortable(torch.linalg.vector_norm(q, float("inf"), dim=1)) if q.shape[1] else True
 
 
 def pick(m: Metric, rows: np.ndarray, cols: np.ndarray, dist: np.ndarray, k: int, D: np.ndarray,
@@ -70,7 +82,7 @@ def pick(m: Metric, rows: np.ndarray, cols: np.ndarray, dist: np.ndarray, k: int
     """
     if not len(rows):
         return np.empty(0, dtype=np.int64)
-    order = np.lexsort((cols, m.sort_key(dist), rows))
+    order = _lexsort(cols, m.sort_key(dist), rows)
     rs = rows[order]
     starts = np.flatnonzero(np.r_[True, rs[1:] != rs[:-1]])
     full = np.diff(np.r_[starts, len(rs)]) >= k
@@ -85,6 +97,15 @@ def pick(m: Metric, rows: np.ndarray, cols: np.ndarray, dist: np.ndarray, k: int
     D[q] = best.reshape(-1, k)
     I[q] = cols[order[take]].reshape(-1, k)
     return short
+
+
+def _lexsort(cols: np.ndarray, key: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`np.lexsort((cols, key, rows))`, the same order, as three stable sorts in torch
+    (measured 1.5x faster on 200,000 pairs, one thread; faster still on more)."""
+    c, k, r = torch.from_numpy(cols), torch.from_numpy(np.ascontiguousarray(key)), torch.from_numpy(rows)
+    order = torch.argsort(c, stable=True)
+    order = order[torch.argsort(k[order], stable=True)]
+    return order[torch.argsort(r[order], stable=True)].numpy()
 
 
 def check_representable(m: Metric, dist: np.ndarray) -> None:

@@ -17,6 +17,7 @@ products share the base's scale, and a query row that this scale would carry pas
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -139,6 +140,12 @@ class Screen:
         # float32, and a zero norm would zero its error bound
         l2 = torch.linalg.vector_norm(x, dim=1, dtype=torch.float64)
         sq = (l2 * l2).to(self.acc) if self.metric.centred else None
+        return self.cast(x, l2, sq)
+
+    def cast(self, x: torch.Tensor, l2: torch.Tensor, sq: torch.Tensor | None) -> Rows:
+        """Rows already scaled and centred or normalised in the accumulation type (an fp32
+        screen's own rows), with their float64 norms `l2` and squared norms `sq`, cast or
+        quantised for this screen: the very rows `prepare` would give."""
         if not self.int8:
             return Rows(x.to(self.dtype), l2, sq)
         scale = x.abs().amax(dim=1) / 127.0
@@ -243,19 +250,33 @@ PREPARE_BYTES = 1 << 22  # fp32 rows centred or quantised at a time: their tempo
 def prepare_rows(screen: Screen, x: np.ndarray, device: torch.device, extent: Extent | None = None) -> Rows:
     """`screen.prepare` of all rows of `x`, a few MiB at a time, into arrays allocated once:
     the temporaries of centring and quantising never grow with the number of rows."""
+    return _by_parts(screen, len(x), lambda lo, hi: screen.prepare(as_tensor(x[lo:hi], device)), extent,
+                     lambda: screen.prepare(as_tensor(x, device)))
+
+
+def _by_parts(screen: Screen, n: int, part_of, extent: Extent | None, empty) -> Rows:
+    """Rows made `PREPARE_BYTES` of fp32 at a time by `part_of(lo, hi)`, into arrays allocated
+    once; `empty()` when there are no rows."""
     out: Rows | None = None
-    for lo, hi in ranges(len(x), max(1, PREPARE_BYTES // (4 * max(1, screen.d)))):
-        part = screen.prepare(as_tensor(x[lo:hi], device))
+    for lo, hi in ranges(n, max(1, PREPARE_BYTES // (4 * max(1, screen.d)))):
+        part = part_of(lo, hi)
         if extent is not None:
             extent.update(part)
         if out is None:
-            out = Rows(*(None if v is None else v.new_empty((len(x), *v.shape[1:])) for v in part.__dict__.values()))
+            out = Rows(*(None if v is None else v.new_empty((n, *v.shape[1:])) for v in part.__dict__.values()))
         for name, v in part.__dict__.items():
             if v is not None:
                 getattr(out, name)[lo:hi] = v
     if out is None:  # no rows
-        return screen.prepare(as_tensor(x, device))
+        return empty()
     return out
+
+
+def base_block(d: int, dtype: torch.dtype, budget: float) -> int:
+    """Base rows per block of a screen at `dtype`: at most 8192, and their raw and screen
+    copies in half the working memory (`budget`, bytes)."""
+    elem = 1 if dtype == torch.int8 else torch.finfo(dtype).bits // 8
+    return max(1, min(8192, int(budget / 2 // max(1, d * (4 + elem)))))
 
 
 class PreparedBase:
@@ -342,6 +363,36 @@ class PreparedBase:
             return wide, 1.0
         return wide, float(pow2_scale(torch.tensor(max(self.amax, qmax), dtype=torch.float64), RERANK_SCALE_EXP))
 
+    def head(self, n: int) -> PreparedBase:
+        """The first `n` rows as a base of their own, sharing this one's prepared rows (no
+        copy): the same scale, centre and screen, with the extent of those rows only (any
+        centre keeps distances). For timing searches against bases of several sizes."""
+        if self.rows is None:
+            raise ValueError("internal: only a materialised base has a head")
+        out = copy.copy(self)
+        out.xb, out.nb, out.rows, out.l2 = self.xb[:n], n, self.rows[:n], self.l2[:n]
+        out.block, out._raw = min(self.block, max(1, n)), None
+        out.extent = Extent()
+        out.extent.update(out.rows)
+        return out
+
+    def recast(self, dtype: torch.dtype) -> PreparedBase:
+        """This base for a screen of another precision, cast or quantised from this one's
+        fp32 rows (the same rows a fresh `PreparedBase` would make, without reading the base
+        again); the raw base is shared."""
+        if self.rows is None or self.screen.dtype != torch.float32:
+            raise ValueError("internal: only a materialised fp32 base can be recast")
+        out = copy.copy(self)
+        out.screen = Screen(self.metric, self.d, dtype, self.mean64, self.scale)
+        rows = self.rows
+        out.extent = Extent()
+        out.rows = _by_parts(out.screen, self.nb,
+                             lambda lo, hi: out.screen.cast(rows.data[lo:hi], rows.l2[lo:hi],
+                                                            None if rows.sq is None else rows.sq[lo:hi]),
+                             out.extent, lambda: out.screen.cast(rows.data, rows.l2, rows.sq))
+        out.l2 = out.rows.l2
+        return out
+
     def _prepare_block(self, lo: int, hi: int) -> Rows:
         rows = self.screen.prepare(as_tensor(self.xb[lo:hi], self.device))
         self.extent.update(rows)
@@ -365,8 +416,7 @@ class PreparedBase:
     def block_sizes(self, nq: int) -> tuple[int, int]:
         """(query rows, base rows) per block: a block of scores and its top-k workspace in
         half the working memory, a block of base rows in the other half."""
-        elem = 1 if self.screen.int8 else torch.finfo(self.screen.dtype).bits // 8
-        bb = max(1, min(self.nb, 8192, int(self.budget / 2 // max(1, self.d * (4 + elem)))))
+        bb = min(self.nb, base_block(self.d, self.screen.dtype, self.budget))
         # 2048 x 8192 scores (64 MiB) keep the GEMM efficient; larger blocks only make the
         # passes over the scores (mask, top-k) slower.
         qb = max(1, min(nq, 2048, int(self.budget / 2 // (bb * 4 * 3))))

@@ -150,6 +150,17 @@ def _merge_sparse(best: torch.Tensor, r: torch.Tensor, v: torch.Tensor) -> None:
     best[rows] = torch.topk(merged, best.shape[1], dim=1, largest=False, sorted=False).values
 
 
+def one_block(s: torch.Tensor, k: int, width: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The window of a search whose scores `s` (nq, nb) are all in one block: each query's
+    k-th smallest score, and every (query, base row) inside k-th + `width` (float64, per
+    query), the threshold rounded up to the scores' type. The small-size path: what `Window`
+    decides over many blocks, without its running state."""
+    kth = torch.topk(s, k, dim=1, largest=False, sorted=False).values.amax(1)
+    thr = _round_up(kth.double() + width, s.dtype)
+    r, c = (s <= thr[:, None]).nonzero(as_tuple=True)
+    return r, c
+
+
 def candidate_limit(k: int, nq: int, budget: float) -> int:
     """Candidates held at once, all queries together: a quarter of the working memory at 24
     bytes a candidate, and never under 4k a query."""
