@@ -55,6 +55,9 @@ class ModelSpec:
     # the index's metric
     pooling: str = "max"
     metric: str = "euclidean"
+    # the views of each image whose descriptors are summed (`features.views`); "full" alone
+    # is the network's own vector
+    views: str = "full"
 
 
 def _resnet50_imagenet(trunk: nn.Module, progress: bool) -> str:
