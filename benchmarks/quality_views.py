@@ -40,7 +40,7 @@ from lookalike.sources.sample import make_crop
 sys.path.insert(0, str(Path(__file__).parent))
 from quality_defaults import DISTRACTOR_PHOTOS, ORIGINALS, build_set, machine, photos  # noqa: E402
 
-CONFIGS = "previous,single,default,mirror,centre,centre_mirror,centre_grey,size160"
+CONFIGS = "previous,single,default,mirror,centre_mirror"
 
 
 def whole_photos(folder: Path, names) -> Path:

@@ -336,7 +336,8 @@ class Index:
     def info(self) -> dict:
         segs = self.store.segments()
         thumbs, thumb_bytes = self.store.thumbnail_stats()
-        return {**self.manifest, "path": str(self.path), "segments": len(segs),
+        return {**self.manifest, "views": self.manifest.get("views", SINGLE), "path": str(self.path),
+                "segments": len(segs),
                 "vector_bytes": sum(s[2] for s in segs), "labels": self.store.label_count(),
                 "removed": int(self.manifest["rows"]) - self.count if "rows" in self.manifest else 0,
                 "thumbnails": thumbs, "thumbnail_bytes": thumb_bytes}

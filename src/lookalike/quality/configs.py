@@ -73,9 +73,6 @@ PRESETS: dict[str, Config] = {
     "centre": Config(pooling="max", metric="cosine", input_size=96, views="full+centre", name="centre"),
     "centre_mirror": Config(pooling="max", metric="cosine", input_size=96, views="full+centre+mirror",
                             name="centre_mirror"),
-    "centre_grey": Config(pooling="max", metric="cosine", input_size=96, views="full+centre+grey",
-                          name="centre_grey"),
-    "size160": Config(pooling="max", metric="cosine", input_size=160, views="full", name="size160"),
 }
 FIELDS = tuple(f.name for f in fields(Config) if f.name != "name")
 
