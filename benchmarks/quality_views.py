@@ -15,6 +15,9 @@ Its figures are both folds' queries together (21 originals x 12 edits = 252).
 
 Run:  python benchmarks/quality_views.py [--configs default,single,...] [--out docs/quality/views.json]
       python benchmarks/quality_views.py --markdown      (the tables of docs/quality.md)
+      python benchmarks/quality_views.py --speed --out docs/quality/views_speed.json
+          (images/s of each configuration's embedder on the same 96 x 96 sample images, fast
+          path, repeats interleaved, the best rate of each kept; ratios against `single`)
 Each configuration is a preset of `lookalike.quality.configs.PRESETS` or `field=value,...`.
 """
 
@@ -95,6 +98,9 @@ def main() -> int:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--out", default="docs/quality/views.json")
     p.add_argument("--markdown", action="store_true", help="print the tables of --out, no run")
+    p.add_argument("--speed", action="store_true", help="time each configuration's embedder instead")
+    p.add_argument("--n", type=int, default=512, help="images per timing (--speed)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved timings of each (--speed)")
     args = p.parse_args()
     out = Path(args.out)
     if args.markdown:
@@ -103,6 +109,16 @@ def main() -> int:
     names = args.configs.split(";") if ";" in args.configs else args.configs.split(",")
     configs = [parse_config(c) for c in names]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    if args.speed:
+        rates = speed(configs, args.n, args.repeats)
+        out.write_text(json.dumps({"command": "python benchmarks/quality_views.py " + " ".join(sys.argv[1:]),
+                                   "commit": commit, "machine": machine(),
+                                   "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                                   "images": args.n, "repeats": args.repeats, "images_per_s": rates}, indent=1) + "\n")
+        for name, rate in rates.items():
+            print(f"{name}: {rate:.0f} images/s" + (f", {rate / rates['single']:.2f}x single" if "single" in rates
+                                                      else ""))
+        return 0
     record = {"command": "python benchmarks/quality_views.py " + " ".join(sys.argv[1:]), "commit": commit,
               "machine": machine(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "sets": {"quadrants": {"originals": [f"{n} (4 quadrants)" for n in ORIGINALS],
@@ -138,6 +154,26 @@ def main() -> int:
                                            else per_fold[0])
             out.write_text(json.dumps(record, indent=1) + "\n")
     return 0
+
+
+def speed(configs, n: int, repeats: int) -> dict[str, float]:
+    """The best images/s of each configuration's embedder (fast path, traced once before
+    timing) on the same `n` sample images at its input size, repeats interleaved."""
+    from lookalike.features import Embedder
+    from lookalike.sources.sample import SampleSource
+
+    embedders = {c.name: Embedder(c.model, weights=c.weights, pooling=c.pooling, views=c.views,
+                                  input_size=c.input_size, progress=False) for c in configs}
+    images = {c.name: SampleSource(n, seed=0, size=c.input_size).read(range(n)) for c in configs}
+    for name, e in embedders.items():
+        e.embed_array(images[name][:64])  # trace
+    best = dict.fromkeys(embedders, 0.0)
+    for _ in range(repeats):
+        for name, e in embedders.items():
+            t0 = time.perf_counter()
+            e.embed_array(images[name])
+            best[name] = max(best[name], n / (time.perf_counter() - t0))
+    return best
 
 
 def markdown(record: dict) -> str:
