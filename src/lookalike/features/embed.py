@@ -46,7 +46,8 @@ class Embedder:
     input_size : side of the square network input; images are resized to it.
     views : the views of each image whose descriptors are summed, joined by '+' (see
         `features.views`: 'full', 'centre', 'mirror', 'grey'); by default the model's own
-        (`ModelSpec.views`). With more than one, vectors are L2-normalised sums.
+        (`ModelSpec.views`), or 'full' with pooling 'none'. With more than one, vectors are
+        L2-normalised sums.
     device : 'auto' (CUDA when present, else CPU), 'cpu' or 'cuda[:N]'.
     precision : 'auto' (bf16 where the hardware runs it fast), 'fp32' or 'bf16'.
     fast : channels-last layout and a frozen TorchScript graph (fused conv+bn) where they help.
@@ -65,7 +66,11 @@ class Embedder:
         self.net, self.spec, self.weights_id = build(model, weights, pooling, input_size, progress)
         self.model, self.weights, self.pooling = model, weights, self.net.pooling
         self.input_size = input_size or self.spec.input_size
-        self.views = parse_views(self.spec.views if views is None else views)
+        # the feature map itself (pooling 'none') is one view unless views are asked for
+        self.views = parse_views((SINGLE if self.pooling == "none" else self.spec.views) if views is None else views)
+        if self.pooling == "none" and self.views != SINGLE:
+            raise ModelError(f"views {self.views} need a pooling (max, avg or gem): the feature maps of "
+                             "different views cannot be summed")
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device, self.spec.bf16_safe)
         self.fast = fast

@@ -142,8 +142,8 @@ def evaluate_images(originals: Sequence[Image.Image], ids: Sequence[str], config
             poolings = sorted({c.pooling for c in group})
             embedder: Embedder | dict[str, Embedder]
             if views == SINGLE:  # one pass of the network, pooled each way
-                embedder = Embedder(model, weights=weights, pooling="none", input_size=size, fast=fast,
-                                    progress=False)
+                embedder = Embedder(model, weights=weights, pooling="none", views=SINGLE, input_size=size,
+                                    fast=fast, progress=False)
             else:  # views are pooled and summed inside the network's pass: one embedder per pooling
                 embedder = {p: Embedder(model, weights=weights, pooling=p, views=views, input_size=size, fast=fast,
                                         progress=False) for p in poolings}
