@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from lookalike.errors import InvalidParameter
+from lookalike.errors import InvalidParameter, ModelError
 from lookalike.features import Embedder
 from lookalike.features.views import CENTRE, aggregate, parse_views, render
 from lookalike.index import Index
@@ -95,3 +95,9 @@ def test_an_index_without_recorded_views_is_searched_with_the_single_view(tmp_pa
     assert embedder.views == "full"
     np.testing.assert_allclose(embedder.embed_array(source.read([4])),
                                np.asarray(old.store.vectors()[4:5]), rtol=1e-4, atol=1e-4)
+
+
+def test_the_feature_map_itself_is_one_view():
+    assert Embedder(pooling="none", input_size=64, fast=False, progress=False).views == "full"
+    with pytest.raises(ModelError, match="views full\\+centre need a pooling"):
+        Embedder(pooling="none", views="full+centre", input_size=64, fast=False, progress=False)
