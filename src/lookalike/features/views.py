@@ -2,7 +2,7 @@
 
 Copy-detection and instance-retrieval systems describe an image by more than one view of it
 and aggregate the views' descriptors: each L2-normalised, summed, and the sum normalised
-again (multi-scale / multi-view aggregation, as in R-MAC and its successors). A copy that
+again (as multi-scale GeM descriptors and test-time augmentation in copy detection do). A copy that
 lost part of the picture (a crop, a rotation's black corners, a caption) then still shares
 most of one view with its original. Views are computed from the square the network is given
 (`Embedder.input_size`), so every caller (index build, search, the service, Dask) gets them
