@@ -31,10 +31,12 @@ def test_configs_by_preset_and_by_fields():
                                                                                   "crop")
     c = parse_config("pooling=avg,metric=cosine,input_size=64,resize=pad")
     assert (c.pooling, c.metric, c.input_size, c.resize) == ("avg", "cosine", 64, "pad")
-    assert c.name == "efficientnet_lite0 avg cosine 64 pad"
+    assert c.name == "efficientnet_lite0 avg cosine 64 pad views=full+centre"  # the model's own views
+    assert parse_config("views=full,input_size=64").name == "efficientnet_lite0 max cosine 64 crop"
+    assert parse_config("single").views == "full" and parse_config("default").views == "full+centre"
     for bad, words in [("pooling=median", "pooling 'median'"), ("colour=red", "unknown field 'colour'"),
                        ("nonsense", "give a preset"), ("input_size=big", "not a whole number"),
                        ("metric=nope", "nope"), ("model=vgg", "unknown model 'vgg'"), ("resize=stretch", "stretch"),
-                       ("input_size=5", "out of range")]:
+                       ("input_size=5", "out of range"), ("views=full+blur", "unknown view 'blur'")]:
         with pytest.raises(LookalikeError, match=words):
             parse_config(bad)

@@ -88,6 +88,17 @@ def k_value(text: str) -> int:
     return k
 
 
+def views_value(text: str) -> str:
+    """Views joined by + (see `lookalike.features.views.parse_views`)."""
+    from ..errors import InvalidParameter
+    from ..features.views import parse_views
+
+    try:
+        return parse_views(text)
+    except InvalidParameter as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def input_size(text: str) -> int:
     """The network's input side in pixels (see `lookalike.features.models.check_input_size`)."""
     from ..features.models import MAX_INPUT_SIZE, MIN_INPUT_SIZE
@@ -148,7 +159,10 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                    help="pooling of the last feature map: max, avg, gem (generalised mean) or none "
                         "(default: the model's own, chosen by measurement; docs/quality.md)")
     p.add_argument("--input-size", type=input_size, default=None,
-                   help=f"network input side, {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} pixels (default 96)")
+                   help=f"network input side, {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} pixels (default: the model's)")
+    p.add_argument("--views", type=views_value, default=None,
+                   help="views of each image whose descriptors are summed, joined by +: full, centre, mirror, "
+                        "grey (default: the model's own; docs/quality.md)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto: bf16 where the hardware runs it fast and features stay within cosine 0.999")
@@ -170,8 +184,8 @@ def embedder_from_args(args: argparse.Namespace):
 
     batch = fit_batch(args.model, args.input_size, args.batch_size, resolve_device(args.device))
     return Embedder(args.model, weights=args.weights, pooling=args.pooling, input_size=args.input_size,
-                    device=args.device, precision=args.precision, fast=args.fast, compile=args.compile,
-                    batch_size=batch, gpu_memory=args.gpu_memory, progress=not args.quiet)
+                    views=args.views, device=args.device, precision=args.precision, fast=args.fast,
+                    compile=args.compile, batch_size=batch, gpu_memory=args.gpu_memory, progress=not args.quiet)
 
 
 def report_skipped(source) -> None:

@@ -21,9 +21,9 @@ from .common import add_k, add_model_args, embedder_from_args, positive_int, rep
 from .scheduler import add_scheduler, on_scheduler
 
 ACTIONS = ("build", "add", "info", *UPKEEP)
-INFO_KEYS = ("path", "count", "removed", "model", "weights", "pooling", "input_shape", "dim", "metric", "precision",
-             "format_version", "segments", "vector_bytes", "labels", "thumbnails", "thumbnail_bytes", "screen",
-             "screen_batch")
+INFO_KEYS = ("path", "count", "removed", "model", "weights", "pooling", "views", "input_shape", "dim", "metric",
+             "precision", "format_version", "segments", "vector_bytes", "labels", "thumbnails", "thumbnail_bytes",
+             "screen", "screen_batch")
 
 
 def expand_shorthand(argv: Sequence[str]) -> list[str]:

@@ -21,6 +21,7 @@ from .files import (Chunk, check_features_out, clear_work, image_digests, load_d
                     workdir, write_features)
 from .models import DEFAULT_MODEL, build, output_dim
 from .precision import resolve_precision
+from .views import SINGLE, aggregate, parse_views, render
 
 __all__ = ["CHUNK", "COMPILE_MIN_IMAGES", "Embedded", "Embedder", "batch_size_for_budget", "read_features",
            "write_features"]
@@ -43,6 +44,10 @@ class Embedder:
     pooling : 'max', 'avg', 'gem' (generalised mean) or 'none' (the flattened feature map);
         by default the model's own (`ModelSpec.pooling`, chosen by `lookalike eval`).
     input_size : side of the square network input; images are resized to it.
+    views : the views of each image whose descriptors are summed, joined by '+' (see
+        `features.views`: 'full', 'centre', 'mirror', 'grey'); by default the model's own
+        (`ModelSpec.views`), or 'full' with pooling 'none'. With more than one, vectors are
+        L2-normalised sums.
     device : 'auto' (CUDA when present, else CPU), 'cpu' or 'cuda[:N]'.
     precision : 'auto' (bf16 where the hardware runs it fast), 'fp32' or 'bf16'.
     fast : channels-last layout and a frozen TorchScript graph (fused conv+bn) where they help.
@@ -56,11 +61,16 @@ class Embedder:
     def __init__(self, model: str = DEFAULT_MODEL, *, weights: str = "imagenet", pooling: str | None = None,
                  input_size: int | None = None, device: str = "auto", precision: str = "auto",
                  fast: bool = True, compile: bool | str = "auto", batch_size: int | None = None,
-                 gpu_memory: float | None = None,
+                 gpu_memory: float | None = None, views: str | None = None,
                  progress: bool = True):
         self.net, self.spec, self.weights_id = build(model, weights, pooling, input_size, progress)
         self.model, self.weights, self.pooling = model, weights, self.net.pooling
         self.input_size = input_size or self.spec.input_size
+        # the feature map itself (pooling 'none') is one view unless views are asked for
+        self.views = parse_views((SINGLE if self.pooling == "none" else self.spec.views) if views is None else views)
+        if self.pooling == "none" and self.views != SINGLE:
+            raise ModelError(f"views {self.views} need a pooling (max, avg or gem): the feature maps of "
+                             "different views cannot be summed")
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device, self.spec.bf16_safe)
         self.fast = fast
@@ -95,7 +105,7 @@ class Embedder:
     def config(self) -> dict:
         """What identifies these vectors: two runs with equal configs give comparable vectors."""
         return {
-            "model": self.model, "weights": self.weights_id, "pooling": self.pooling,
+            "model": self.model, "weights": self.weights_id, "pooling": self.pooling, "views": self.views,
             "input_shape": [self.input_size, self.input_size, 3], "dim": self.dim,
             "preprocessing": {"resize": "bilinear-antialias", "scale": 1 / 255,
                               "mean": list(self.spec.mean), "std": list(self.spec.std)},
@@ -103,14 +113,21 @@ class Embedder:
         }
 
     # -- one batch -------------------------------------------------------------------------
-    def preprocess(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 (n, h, w, 3) -> normalised float (n, 3, s, s) on the device."""
+    def preprocess(self, images: np.ndarray, view: str = SINGLE) -> torch.Tensor:
+        """uint8 (n, h, w, 3) -> normalised float (n, 3, s, s) on the device: `view` of it."""
+        return self._normalise(render(self._pixels(images), view))
+
+    def _pixels(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 (n, h, w, 3) -> float (n, 3, s, s) on the 0-255 scale, on the device."""
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ModelError(f"images must be uint8 of shape (n, h, w, 3), got {images.dtype} {images.shape}")
         x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float()
         if x.shape[-2:] != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                               antialias=True, align_corners=False)
+        return x
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         x = (x / 255.0 - self.mean) / self.std
         if self.fast:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -140,14 +157,20 @@ class Embedder:
 
     @torch.inference_mode()
     def embed_array(self, images: np.ndarray) -> np.ndarray:
-        """Features of uint8 images (n, h, w, 3): float32 of shape (n, dim)."""
+        """Features of uint8 images (n, h, w, 3): float32 of shape (n, dim); with several
+        views, the L2-normalised sum of each view's normalised features (`views.aggregate`)."""
         out = np.empty((len(images), self.dim), dtype=np.float32)
+        views = self.views.split("+")
         for lo in range(0, len(images), self.batch_size):
-            x = self.preprocess(images[lo : lo + self.batch_size])
-            n = len(x)
-            if self._compile_now and n < self.batch_size:  # a compiled graph has one batch shape
-                x = torch.cat([x, x.new_zeros((self.batch_size - n, *x.shape[1:]))])
-            out[lo : lo + n] = self._get_runner(x)(x)[:n].float().cpu().numpy()
+            pixels = self._pixels(images[lo : lo + self.batch_size])
+            n = len(pixels)
+            parts = []
+            for view in views:
+                x = self._normalise(render(pixels, view))
+                if self._compile_now and n < self.batch_size:  # a compiled graph has one batch shape
+                    x = torch.cat([x, x.new_zeros((self.batch_size - n, *x.shape[1:]))])
+                parts.append(self._get_runner(x)(x)[:n].float())
+            out[lo : lo + n] = (parts[0] if len(parts) == 1 else aggregate(parts)).cpu().numpy()
         return out
 
     # -- a whole source, resumable -----------------------------------------------------------

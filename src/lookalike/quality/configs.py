@@ -1,6 +1,7 @@
 """One way to say how vectors are made and compared: a `Config`, by preset name or by fields.
 
-`--compare` takes `default`, `tutorial`, `previous` or fields joined by commas
+`--compare` takes a preset (`default`, `tutorial`, `previous`, `single`, and the variants
+measured against them) or fields joined by commas
 (`pooling=avg,metric=cosine`, `model=resnet50,input_size=224`); fields not given are the
 model's own defaults.
 """
@@ -11,13 +12,14 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from ..errors import InvalidParameter
 from ..features.models import DEFAULT_MODEL, POOLINGS, check_input_size, get_spec
+from ..features.views import SINGLE, parse_views
 from ..knn.metrics import get_metric
 from ..sources.decode import DEFAULT_RESIZE, RESIZES
 
 
 @dataclass(frozen=True)
 class Config:
-    """How vectors are made (model, weights, pooling, input side, resize policy) and
+    """How vectors are made (model, weights, pooling, input side, resize policy, views) and
     compared (metric); None means the model's own default (`resolved()` fills them in)."""
 
     model: str = DEFAULT_MODEL
@@ -26,6 +28,7 @@ class Config:
     metric: str | None = None
     input_size: int | None = None
     resize: str = DEFAULT_RESIZE
+    views: str | None = None
     name: str = ""
 
     def resolved(self) -> Config:
@@ -39,13 +42,16 @@ class Config:
             raise InvalidParameter(f"unknown resize {self.resize!r}; choose one of {', '.join(RESIZES)}")
         metric = get_metric(spec.metric if self.metric is None else self.metric).name
         size = check_input_size(spec.input_size if self.input_size is None else self.input_size)
-        return replace(self, pooling=pooling, metric=metric, input_size=size, name=self.name or self.label(
-            pooling, metric, size))
+        views = parse_views(spec.views if self.views is None else self.views)
+        return replace(self, pooling=pooling, metric=metric, input_size=size, views=views,
+                       name=self.name or self.label(pooling, metric, size, views))
 
-    def label(self, pooling=None, metric=None, size=None) -> str:
+    def label(self, pooling=None, metric=None, size=None, views=None) -> str:
         weights = "" if self.weights == "imagenet" else f" weights={self.weights}"
+        views = views or self.views
+        shown = "" if views in (None, SINGLE) else f" views={views}"
         return (f"{self.model} {pooling or self.pooling} {metric or self.metric} {size or self.input_size} "
-                f"{self.resize}{weights}")
+                f"{self.resize}{shown}{weights}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -55,9 +61,18 @@ PRESETS: dict[str, Config] = {
     # lookalike's defaults: the default model with its own pooling, metric, size and resize
     "default": Config(name="default"),
     # the tutorial's own setting: ResNet-50 (weights downloaded once), max pooling, euclidean
-    "tutorial": Config(model="resnet50", pooling="max", metric="euclidean", resize="crop", name="tutorial"),
+    "tutorial": Config(model="resnet50", pooling="max", metric="euclidean", resize="crop", views="full",
+                       name="tutorial"),
     # the default model as lookalike ran it before `lookalike eval` chose its defaults
-    "previous": Config(pooling="max", metric="euclidean", input_size=96, resize="crop", name="previous"),
+    "previous": Config(pooling="max", metric="euclidean", input_size=96, resize="crop", views="full",
+                       name="previous"),
+    # the default model's settings chosen by `lookalike eval` before views: one view of each image
+    "single": Config(pooling="max", metric="cosine", input_size=96, resize="crop", views="full", name="single"),
+    # test-time views measured against it (benchmarks/quality_views.py; docs/quality.md)
+    "mirror": Config(pooling="max", metric="cosine", input_size=96, views="full+mirror", name="mirror"),
+    "centre": Config(pooling="max", metric="cosine", input_size=96, views="full+centre", name="centre"),
+    "centre_mirror": Config(pooling="max", metric="cosine", input_size=96, views="full+centre+mirror",
+                            name="centre_mirror"),
 }
 FIELDS = tuple(f.name for f in fields(Config) if f.name != "name")
 

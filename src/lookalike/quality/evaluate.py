@@ -10,7 +10,8 @@ among them) gives three figures, per edit and over all queries:
 
 Configurations that differ only in pooling and metric share one pass of the network: the
 feature map is computed once and pooled each way (`features.models.pool`, the function the
-network itself pools with).
+network itself pools with). Configurations with several views (`features.views`) run the
+embedder itself, once per pooling, since each view is pooled before the views are summed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from PIL import Image
 from ..errors import InvalidParameter
 from ..features.embed import Embedder
 from ..features.models import output_dim, pool
+from ..features.views import SINGLE
 from ..knn.estimator import NearestNeighbors
 from ..progress import counter
 from ..sources.base import Source
@@ -130,15 +132,21 @@ def evaluate_images(originals: Sequence[Image.Image], ids: Sequence[str], config
     n_dis = 0 if distractors is None else len(distractors)
     groups: dict[tuple, list[Config]] = {}
     for c in configs:
-        groups.setdefault((c.model, c.weights, c.input_size, c.resize), []).append(c)
+        groups.setdefault((c.model, c.weights, c.input_size, c.resize, c.views), []).append(c)
     bar = counter(total=len(groups) * (len(originals) + len(copies) + n_dis), desc="eval", unit="img",
                   enabled=progress)
     results: dict[Config, Evaluation] = {}
     try:
-        for (model, weights, size, resize), group in groups.items():
+        for (model, weights, size, resize, views), group in groups.items():
             fast = len(originals) + len(copies) + n_dis >= FAST_FROM
-            embedder = Embedder(model, weights=weights, pooling="none", input_size=size, fast=fast, progress=False)
             poolings = sorted({c.pooling for c in group})
+            embedder: Embedder | dict[str, Embedder]
+            if views == SINGLE:  # one pass of the network, pooled each way
+                embedder = Embedder(model, weights=weights, pooling="none", views=SINGLE, input_size=size,
+                                    fast=fast, progress=False)
+            else:  # views are pooled and summed inside the network's pass: one embedder per pooling
+                embedder = {p: Embedder(model, weights=weights, pooling=p, views=views, input_size=size, fast=fast,
+                                        progress=False) for p in poolings}
             x_orig = squares(originals, size, resize)
             x_copy = squares([c.image for c in copies], size, resize)
             base = _features(embedder, x_orig, poolings, bar)
@@ -159,9 +167,18 @@ def evaluate_images(originals: Sequence[Image.Image], ids: Sequence[str], config
     return [results[c] for c in configs]
 
 
-def _features(embedder: Embedder, images: np.ndarray, poolings: Sequence[str], bar) -> dict[str, np.ndarray]:
-    """Each pooling's features of `images`, from one pass of the network per chunk."""
-    out = {p: [] for p in poolings}
+def _features(embedder: Embedder | dict[str, Embedder], images: np.ndarray, poolings: Sequence[str],
+              bar) -> dict[str, np.ndarray]:
+    """Each pooling's features of `images`: from one pass of an unpooled network per chunk,
+    or from each pooling's own embedder (a dict) when views are aggregated."""
+    out: dict[str, list[np.ndarray]] = {p: [] for p in poolings}
+    if isinstance(embedder, dict):
+        for lo in range(0, len(images), CHUNK):
+            for p in poolings:
+                out[p].append(embedder[p].embed_array(images[lo:lo + CHUNK]))
+            bar.update(len(images[lo:lo + CHUNK]))
+        channels = next(iter(embedder.values())).dim
+        return {p: np.concatenate(v) if v else np.empty((0, channels), np.float32) for p, v in out.items()}
     channels = embedder.spec.channels
     side = int(round((output_dim(embedder.spec, "none", embedder.input_size) / channels) ** 0.5))
     for lo in range(0, len(images), CHUNK):
@@ -172,7 +189,7 @@ def _features(embedder: Embedder, images: np.ndarray, poolings: Sequence[str], b
     return {p: np.concatenate(v) if v else np.empty((0, channels), np.float32) for p, v in out.items()}
 
 
-def _distractor_features(embedder: Embedder, distractors: Source, size: int, resize: str,
+def _distractor_features(embedder: Embedder | dict[str, Embedder], distractors: Source, size: int, resize: str,
                          poolings: Sequence[str], bar) -> tuple[dict[str, np.ndarray], list[int]]:
     parts: dict[str, list[np.ndarray]] = {p: [] for p in poolings}
     kept: list[int] = []

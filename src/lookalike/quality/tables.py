@@ -28,12 +28,13 @@ def table(evaluations: Sequence[Evaluation]) -> str:
 
 
 def configs_table(evaluations: Sequence[Evaluation]) -> str:
-    """What each column of `table` is: model, weights, pooling, metric, input side, resize."""
-    lines = ["| configuration | model | weights | pooling | metric | input | resize |", "|---|---|---|---|---|---|---|"]
+    """What each column of `table` is: model, weights, pooling, metric, input side, resize, views."""
+    lines = ["| configuration | model | weights | pooling | metric | input | resize | views |",
+             "|---|---|---|---|---|---|---|---|"]
     for e in evaluations:
         c = e.config
         lines.append(f"| `{c.name}` | {c.model} | {c.weights} | {c.pooling} | {c.metric} | {c.input_size} | "
-                     f"{c.resize} |")
+                     f"{c.resize} | {c.views} |")
     return "\n".join(lines)
 
 

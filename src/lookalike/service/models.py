@@ -53,6 +53,7 @@ class IndexOut(BaseModel):
     model: str
     weights: str
     pooling: str
+    views: str = Field(description="the views of each image whose descriptors are summed (full: one)")
     dim: int
     metric: str
     backend: str

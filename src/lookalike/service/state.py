@@ -124,7 +124,8 @@ class Service:
     def about(self) -> dict:
         m = self.index.manifest
         return {"name": self.index.path.name, "count": self.searcher.count if self.ready else self.index.count,
-                "model": m["model"], "weights": m["weights"], "pooling": m["pooling"], "dim": m["dim"],
+                "model": m["model"], "weights": m["weights"], "pooling": m["pooling"],
+                "views": m.get("views", "full"), "dim": m["dim"],
                 "metric": m["metric"], "backend": self.settings.backend, "input_size": self.input_size,
                 "format_version": m.get("format_version"),
                 "ready": self.ready, "max_k": self.settings.max_k,
