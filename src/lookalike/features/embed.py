@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,9 @@ from ..hardware import resolve_device
 from ..sources.base import Skipped, Source
 from .files import (Chunk, check_features_out, clear_work, image_digests, load_done, read_features, save_chunk,
                     workdir, write_features)
+from . import calibrate, runtimes
 from .models import DEFAULT_MODEL, build, output_dim
-from .precision import resolve_precision
+from .precision import check_precision
 
 __all__ = ["CHUNK", "COMPILE_MIN_IMAGES", "Embedded", "Embedder", "batch_size_for_budget", "read_features",
            "write_features"]
@@ -44,11 +46,18 @@ class Embedder:
         by default the model's own (`ModelSpec.pooling`, chosen by `lookalike eval`).
     input_size : side of the square network input; images are resized to it.
     device : 'auto' (CUDA when present, else CPU), 'cpu' or 'cuda[:N]'.
-    precision : 'auto' (bf16 where the hardware runs it fast), 'fp32' or 'bf16'.
-    fast : channels-last layout and a frozen TorchScript graph (fused conv+bn) where they help.
+    precision : 'auto', 'fp32' or 'bf16'. 'auto': bf16 where a short calibration on this
+        machine finds it faster and its features within cosine 0.999 of fp32's, else fp32.
+    fast : allow a frozen TorchScript graph (channels-last, fused conv+bn) on the CPU, taken
+        where the calibration finds it faster than eager PyTorch; False runs eager only.
+        What runs, and why, is `choice` (`explain()` in one line; see
+        `lookalike.features.calibrate`: measured once per machine and cached).
     compile : torch.compile with weight freezing instead of TorchScript: faster on the CPU
         (docs/benchmarks.md), but it costs 30 to 60 s once. 'auto' compiles in `embed` for jobs of
         COMPILE_MIN_IMAGES images or more on the CPU.
+    runtime : 'torch' (default), 'onnxruntime' or 'openvino': what runs the network (CPU only;
+        the last two run it exported to ONNX in the cache folder, `lookalike.features.runtimes`).
+        An execution choice like the precision: the vectors stay comparable (cosine >= 0.999).
     batch_size : images per forward pass; by default 64, or what `gpu_memory` allows.
     gpu_memory : budget in MiB on a CUDA device, so that a kNN library can share the card.
     """
@@ -56,16 +65,17 @@ class Embedder:
     def __init__(self, model: str = DEFAULT_MODEL, *, weights: str = "imagenet", pooling: str | None = None,
                  input_size: int | None = None, device: str = "auto", precision: str = "auto",
                  fast: bool = True, compile: bool | str = "auto", batch_size: int | None = None,
-                 gpu_memory: float | None = None,
+                 gpu_memory: float | None = None, runtime: str = "torch",
                  progress: bool = True):
         self.net, self.spec, self.weights_id = build(model, weights, pooling, input_size, progress)
         self.model, self.weights, self.pooling = model, weights, self.net.pooling
         self.input_size = input_size or self.spec.input_size
         self.device = resolve_device(device)
-        self.dtype = resolve_precision(precision, self.device, self.spec.bf16_safe)
+        self.precision = check_precision(precision)
+        self.runtime = runtimes.check_runtime(runtime, self.device, precision, compile)
         self.fast = fast
-        self.compile = compile
-        self._compile_now = compile is True
+        self.compile = compile if runtime == "torch" else False
+        self._compile_now = compile is True and fast and self.runtime == "torch"
         self.progress = progress
         self.dim = output_dim(self.spec, self.pooling, self.input_size)
         self.mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
@@ -80,17 +90,52 @@ class Embedder:
         if self.batch_size < 1:
             raise ModelError(f"batch size {self.batch_size} must be at least 1")
         self._runner = None
+        self._choice: calibrate.Choice | None = None
         self._runner_lock = threading.Lock()  # several threads may embed at once (a searcher)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_runner"] = None  # a traced or compiled graph is rebuilt where it is used
+        if self._choice is not None:
+            state["_choice"] = replace(self._choice, runner=None)
         del state["_runner_lock"]
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._runner_lock = threading.Lock()
+
+    @property
+    def choice(self) -> calibrate.Choice:
+        """How the network runs (eager or frozen, fp32 or bf16) and why: measured on first use."""
+        if self._choice is None:
+            with self._runner_lock:
+                if self._choice is None:
+                    self._choice = self._decide()
+        return self._choice
+
+    def _decide(self) -> calibrate.Choice:
+        if self.runtime != "torch":
+            prec = "bf16" if self.precision == "bf16" else "fp32"
+            return calibrate.Choice(f"{self.runtime}-{prec}", reason="runtime asked for")
+        key = calibrate.shape_class(self.device, self.model, self.weights_id, self.pooling, self.input_size,
+                                    self.batch_size)
+        return calibrate.choose(self.net, device=self.device, fast=self.fast, precision=self.precision, key=key,
+                                input_size=self.input_size, batch_size=self.batch_size,
+                                preprocess=self.preprocess)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The network's precision (torch.float32 or torch.bfloat16), as `choice` decided."""
+        return self.choice.dtype
+
+    def explain(self) -> str:
+        """One line: how the network runs here, and why."""
+        out = self.choice.explain()
+        if self._compile_now or (self.compile == "auto" and self.fast and self.device.type == "cpu"):
+            out += ("; torch.compile" if self._compile_now else
+                    f"; torch.compile for jobs of {COMPILE_MIN_IMAGES:,} images or more")
+        return out
 
     def config(self) -> dict:
         """What identifies these vectors: two runs with equal configs give comparable vectors."""
@@ -104,34 +149,29 @@ class Embedder:
 
     # -- one batch -------------------------------------------------------------------------
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 (n, h, w, 3) -> normalised float (n, 3, s, s) on the device."""
+        """uint8 (n, h, w, 3) -> normalised float32 (n, 3, s, s) on the device (the runner
+        puts it in its own layout and precision)."""
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ModelError(f"images must be uint8 of shape (n, h, w, 3), got {images.dtype} {images.shape}")
         x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float()
         if x.shape[-2:] != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                               antialias=True, align_corners=False)
-        x = (x / 255.0 - self.mean) / self.std
-        if self.fast:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x.to(self.dtype)
+        return (x / 255.0 - self.mean) / self.std
 
     def _prepare(self, example: torch.Tensor):
-        net = self.net.to(self.device, self.dtype)
-        if self.fast:
-            net = net.to(memory_format=torch.channels_last)
-            if self._compile_now:
-                import torch._inductor.config as inductor
-
-                inductor.freezing = True
-                return torch.compile(net, dynamic=False)
-            if self.device.type == "cpu":
-                with torch.no_grad():
-                    net = torch.jit.freeze(torch.jit.trace(net, example, check_trace=False))
-        return net
+        choice = self.choice
+        if self.runtime != "torch":
+            name = f"{self.model}/{self.weights_id}/{self.pooling}"
+            return runtimes.runner(self.runtime, self.net, name, self.input_size, choice.dtype)
+        if choice.runner is not None and not self._compile_now:
+            return choice.runner  # the calibration's, measured with these very weights
+        return calibrate.make_runner(self.net, choice.mode, choice.dtype, self.device, example,
+                                     compiled=self._compile_now, copy=False)
 
     def _get_runner(self, example: torch.Tensor):
         """The prepared network, traced or compiled once on the first batch; thread-safe."""
+        _ = self.choice  # decided (measured) before the lock below is taken
         with self._runner_lock:
             if self._runner is None:
                 with torch.no_grad():
@@ -182,6 +222,8 @@ class Embedder:
         todo = n - sum(c.rows for c in done.values())
         if self.compile == "auto" and self._runner is None:
             self._compile_now = self.fast and self.device.type == "cpu" and todo >= COMPILE_MIN_IMAGES
+        if self.progress and todo:
+            print(f"embed {self.model}: {self.explain()}", file=sys.stderr)
         bar = counter(total=n, desc=f"embed {self.model}", unit="img", enabled=self.progress,
                       initial=n - todo)
         started = time.perf_counter()
