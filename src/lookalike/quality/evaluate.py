@@ -103,7 +103,7 @@ def score(ranks: np.ndarray) -> Scores:
 
 
 def evaluate(source: Source, configs: Sequence[Config], *, distractors: Source | None = None,
-             edits: Sequence[str] | str = DEFAULT_EDITS, k: int = 10, seed: int = 0,
+             edits: Sequence[str] | str = DEFAULT_EDITS, k: int = 10, seed: int = 0, runtime: str = "torch",
              progress: bool = True) -> list[Evaluation]:
     """Run the benchmark for each of `configs` (each resolved first) on the originals of
     `source`, with `distractors` indexed beside them; returns one `Evaluation` per config.
@@ -112,12 +112,12 @@ def evaluate(source: Source, configs: Sequence[Config], *, distractors: Source |
     """
     originals, ids = read_originals(source)
     return evaluate_images(originals, ids, configs, distractors=distractors, edits=edits, k=k, seed=seed,
-                           progress=progress)
+                           runtime=runtime, progress=progress)
 
 
 def evaluate_images(originals: Sequence[Image.Image], ids: Sequence[str], configs: Sequence[Config], *,
                     distractors: Source | None = None, edits: Sequence[str] | str = DEFAULT_EDITS, k: int = 10,
-                    seed: int = 0, progress: bool = True) -> list[Evaluation]:
+                    seed: int = 0, runtime: str = "torch", progress: bool = True) -> list[Evaluation]:
     """`evaluate` on originals already read (RGB images, with their ids)."""
     edits = parse_edits(edits)
     configs = [c.resolved() for c in configs]
@@ -137,7 +137,8 @@ def evaluate_images(originals: Sequence[Image.Image], ids: Sequence[str], config
     try:
         for (model, weights, size, resize), group in groups.items():
             fast = len(originals) + len(copies) + n_dis >= FAST_FROM
-            embedder = Embedder(model, weights=weights, pooling="none", input_size=size, fast=fast, progress=False)
+            embedder = Embedder(model, weights=weights, pooling="none", input_size=size, fast=fast, runtime=runtime,
+                                progress=False)
             poolings = sorted({c.pooling for c in group})
             x_orig = squares(originals, size, resize)
             x_copy = squares([c.image for c in copies], size, resize)

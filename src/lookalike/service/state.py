@@ -15,9 +15,11 @@ import threading
 from collections import OrderedDict
 
 import numpy as np
+import torch
 
 from ..errors import LookalikeError
 from ..features import Embedder
+from ..features.runtimes import check_runtime
 from ..index import Index, QueryResult, Searcher
 from ..index.results import results
 from ..knn.backends import select
@@ -57,9 +59,11 @@ class Service:
         self.keys = Keys.load(settings.api_key_file)
         self.index = ServedIndex(settings.index)
         select(settings.backend, self.index.metric)  # an unknown or missing backend: said now, in one line
+        check_runtime(settings.runtime, torch.device("cpu"), "auto", "auto")  # the same for the runtime
         self.metrics = Metrics()
         self.metrics.index_size = lambda: self.searcher.count if self.ready else self.index.count
         self.searcher: Searcher | None = None
+        self._own_searcher: Searcher | None = None
         self.batcher: MicroBatcher | None = None
         self.failed: str | None = None
         self._loaded = threading.Event()
@@ -75,7 +79,11 @@ class Service:
     def load(self) -> None:
         """Build the embedder and fit the search (blocking: run it in a thread)."""
         try:
-            searcher = self.index.searcher(self.settings.backend).warm()
+            if self.settings.runtime == "torch":
+                searcher = self.index.searcher(self.settings.backend).warm()
+            else:  # a searcher of its own, closed with the service
+                self._own_searcher = searcher = Searcher(self.index, backend=self.settings.backend,
+                                                         runtime=self.settings.runtime).warm()
             self._warm_up(searcher)
             self.batcher = MicroBatcher(searcher, batch_size=self.settings.batch_size,
                                         wait_ms=self.settings.batch_wait_ms, metrics=self.metrics)
@@ -100,6 +108,8 @@ class Service:
     def close(self) -> None:
         if self.batcher is not None:
             self.batcher.close()
+        if self._own_searcher is not None:
+            self._own_searcher.close()
         self.index.close()
 
     def require_ready(self) -> Searcher:
