@@ -14,6 +14,10 @@ stay within cosine `COSINE` (0.999) of eager fp32's on every photo:
   only; `precision='fp32'` or `'bf16'`: that precision only). One candidate left: nothing is
   measured. torch.compile is no candidate here: it costs 30 to 60 s, so `compile='auto'`
   takes it for large jobs only (`embed.COMPILE_MIN_IMAGES`).
+- when: on the first job of `MEASURE_FROM` images or more (`Embedder.embed`, an index
+  build, the service's warm-up, `Embedder.calibrate()`); a smaller job with no choice made
+  before runs eager PyTorch in fp32 (nothing to trace or measure: a search of a few images
+  would wait longer for those than it gains).
 - measurement: `IMAGES` crops of the sample set's photographs (real pictures, offline) at
   the model's input size; each candidate runs once to warm up (its features are compared
   with eager fp32's then: bf16 that drifts is no candidate), then `REPEATS` times,
@@ -49,16 +53,18 @@ from ..hardware import cpu_model
 
 __all__ = ["COSINE", "Choice", "DTYPES", "MODES", "cache_path", "choose", "forget", "machine", "make_runner"]
 
-MODES = ("eager", "frozen")
+MODES = ("eager", "frozen", "optimized", "onnxruntime", "openvino")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 COSINE = 0.999  # the least cosine to eager fp32's features, on every calibration photo
 IMAGES = 8
+MEASURE_FROM = 256  # images in a job from which measuring (a few seconds, once per machine) pays off
 REPEATS = 2
 FILE = "embed-calibration.json"
 _lock = threading.Lock()
 _memory: dict[str, Choice] = {}
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
+Build = Callable[[str, torch.Tensor], Runner]  # (variant, example input) -> runner
 
 
 @dataclass
@@ -106,13 +112,16 @@ class Choice:
                 "excluded": self.excluded}
 
 
-def candidates(device: torch.device, fast: bool, precision: str) -> list[str]:
+def candidates(device: torch.device, fast: bool, precision: str, runtime: str = "torch") -> list[str]:
     """The variants an Embedder with these options may run, in order of preference on a tie."""
-    modes = ["eager"] + (["frozen"] if fast and device.type == "cpu" else [])
+    if runtime != "torch":  # ONNX Runtime runs this network in fp32 only
+        names = ["fp32"] if runtime == "onnxruntime" else ["fp32", "bf16"] if precision == "auto" else [precision]
+        return [f"{runtime}-{p}" for p in names]
+    modes = ["eager"] + (["frozen", "optimized"] if fast and device.type == "cpu" else [])
     names = ["fp32", "bf16"] if precision == "auto" else [precision]
     if device.type == "cuda" and "bf16" in names and precision == "auto" and not torch.cuda.is_bf16_supported():
         names.remove("bf16")
-    return [f"{m}-{p}" for m in reversed(modes) for p in names]  # frozen first: fewer allocations
+    return [f"{m}-{p}" for m in reversed(modes) for p in names]  # graphs first: fewer allocations
 
 
 def machine(device: torch.device) -> dict:
@@ -184,28 +193,42 @@ def _parse(entry, allowed: list[str]) -> Choice | None:
     return choice
 
 
-def choose(net: nn.Module, *, device: torch.device, fast: bool, precision: str, key: str, input_size: int,
-           batch_size: int, preprocess: Callable[[np.ndarray], torch.Tensor]) -> Choice:
-    """The variant an Embedder runs (see the module's docstring). `net`: the network in fp32
-    (left unchanged: candidates run on copies); `preprocess`: uint8 images -> float32 NCHW
-    on the device; `key`: the shape class (`shape_class`)."""
-    allowed = candidates(device, fast, precision)
+def choose(build: Build, *, device: torch.device, fast: bool, precision: str, key: str, input_size: int,
+           batch_size: int, preprocess: Callable[[np.ndarray], torch.Tensor], runtime: str = "torch",
+           images: int | None = None) -> Choice:
+    """The variant an Embedder runs (see the module's docstring). `build(variant, example)`:
+    a runner of the network as that variant, leaving the network unchanged (`builder`);
+    `preprocess`: uint8 images -> float32 NCHW on the device; `key`: the shape class
+    (`shape_class`). `images`: how many images the job at hand embeds; a job of fewer than
+    `MEASURE_FROM` that finds no choice made before runs the plain variant (`unmeasured`)
+    rather than spend seconds on measuring and tracing."""
+    allowed = candidates(device, fast, precision, runtime)
     if len(allowed) == 1:
-        return Choice(allowed[0], reason="asked for" if precision != "auto" or not fast else "the only candidate")
+        return Choice(allowed[0], reason="asked for")
     memo = f"{key}|{','.join(allowed)}"
     with _lock:
         if memo in _memory:
             return _memory[memo]
         choice = _parse(_read(device).get(memo), allowed) if _use_file() else None
+        if choice is None and images is not None and images < MEASURE_FROM:
+            return unmeasured(allowed, images)
         if choice is None:
             images = calibration_images(input_size)
-            choice = calibrate(net, device, allowed, key, preprocess, images, batch_images(batch_size))
+            choice = calibrate(build, device, allowed, key, preprocess, images, batch_images(batch_size))
             if _use_file():
                 classes = _read(device)
                 classes[memo] = choice.as_dict()
                 _write(device, classes)
         _memory[memo] = choice
         return choice
+
+
+def unmeasured(allowed: list[str], images: int) -> Choice:
+    """What a small job runs before any calibration: eager PyTorch (or the runtime asked
+    for), fp32 unless only bf16 is allowed; no graph to trace, nothing to measure."""
+    plain = [n for n in allowed if n.startswith(("eager-", "onnxruntime-", "openvino-"))]
+    variant = next((n for n in plain if n.endswith("fp32")), plain[0] if plain else allowed[0])
+    return Choice(variant, reason=f"not measured: a job of {images} image(s), under {MEASURE_FROM}")
 
 
 def calibration_images(input_size: int) -> np.ndarray:
@@ -228,21 +251,20 @@ def calibration_images(input_size: int) -> np.ndarray:
     return out
 
 
-def calibrate(net: nn.Module, device: torch.device, allowed: list[str], key: str,
+def calibrate(build: Build, device: torch.device, allowed: list[str], key: str,
               preprocess: Callable[[np.ndarray], torch.Tensor], images: np.ndarray, batch: int = IMAGES) -> Choice:
     """Time each allowed variant on `images` (uint8 NHWC: the calibration photos), `batch` a
     pass, and keep the fastest whose features are within cosine COSINE of eager fp32's on
     every image."""
     x = preprocess(images)
     with torch.inference_mode():
-        reference = _features(make_runner(net, "eager", torch.float32, device, x), x)
+        reference = _features(build("eager-fp32", x), x)
     choice = Choice(allowed[-1], key)
     runners: dict[str, Runner] = {}
     for name in allowed:
-        mode, prec = name.split("-")
         try:
             with torch.inference_mode():
-                runners[name] = make_runner(net, mode, DTYPES[prec], device, x)
+                runners[name] = build(name, x)
                 got = _features(runners[name], x, batch)  # the warm-up run
         except (RuntimeError, NotImplementedError) as exc:  # a device without that kind of kernel
             choice.excluded[name] = f"{type(exc).__name__}"
@@ -284,12 +306,18 @@ def _least_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(cos.min())
 
 
+def builder(net: nn.Module, device: torch.device) -> Build:
+    """`build` for `choose`: runners of PyTorch variants of `net`, on copies of it."""
+    return lambda name, x: make_runner(net, name.split("-")[0], DTYPES[name.split("-")[1]], device, x)
+
+
 def make_runner(net: nn.Module, mode: str, dtype: torch.dtype, device: torch.device,
                 example: torch.Tensor, compiled: bool = False, copy: bool = True) -> Runner:
     """`net` run as `mode` in `dtype`: float32 NCHW input -> features. 'eager': NCHW, plain
-    PyTorch; 'frozen': channels-last, traced and frozen (conv+bn fused); `compiled`:
-    channels-last, torch.compile with weight freezing instead. `copy`: leave `net` unchanged
-    (else it is moved to `device` and `dtype` in place)."""
+    PyTorch; 'frozen': channels-last, traced and frozen (conv+bn fused); 'optimized': frozen,
+    then `torch.jit.optimize_for_inference` (oneDNN layouts kept between layers; CPU);
+    `compiled`: channels-last, torch.compile with weight freezing instead. `copy`: leave
+    `net` unchanged (else it is moved to `device` and `dtype` in place)."""
     net = (deepcopy(net) if copy else net).to(device, dtype).eval()
     layout = torch.contiguous_format if mode == "eager" and not compiled else torch.channels_last
     if layout is torch.channels_last:
@@ -304,9 +332,11 @@ def make_runner(net: nn.Module, mode: str, dtype: torch.dtype, device: torch.dev
         inductor.freezing = True
         graph = torch.compile(net, dynamic=False)
         return lambda x: graph(prepared(x))
-    if mode == "frozen":
+    if mode in ("frozen", "optimized"):
         with torch.no_grad():
             graph = torch.jit.freeze(torch.jit.trace(net, prepared(example), check_trace=False))
+            if mode == "optimized":
+                graph = torch.jit.optimize_for_inference(graph)
         return lambda x: graph(prepared(x))
     return lambda x: net(prepared(x))
 

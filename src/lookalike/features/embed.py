@@ -107,22 +107,39 @@ class Embedder:
 
     @property
     def choice(self) -> calibrate.Choice:
-        """How the network runs (eager or frozen, fp32 or bf16) and why: measured on first use."""
+        """How the network runs (eager, frozen or optimized graph, or another runtime; fp32 or
+        bf16) and why: decided on first use (`lookalike.features.calibrate`)."""
+        return self._decide(None)
+
+    def _decide(self, images: int | None) -> calibrate.Choice:
+        """The choice, made once: measured unless a job of `images` is too small to pay for it."""
         if self._choice is None:
             with self._runner_lock:
                 if self._choice is None:
-                    self._choice = self._decide()
+                    key = calibrate.shape_class(self.device, self.model, self.weights_id, self.pooling,
+                                                self.input_size, self.batch_size)
+                    self._choice = calibrate.choose(
+                        self._variant, device=self.device, fast=self.fast, precision=self.precision, key=key,
+                        input_size=self.input_size, batch_size=self.batch_size, preprocess=self.preprocess,
+                        runtime=self.runtime, images=images)
         return self._choice
 
-    def _decide(self) -> calibrate.Choice:
-        if self.runtime != "torch":
-            prec = "bf16" if self.precision == "bf16" else "fp32"
-            return calibrate.Choice(f"{self.runtime}-{prec}", reason="runtime asked for")
-        key = calibrate.shape_class(self.device, self.model, self.weights_id, self.pooling, self.input_size,
-                                    self.batch_size)
-        return calibrate.choose(self.net, device=self.device, fast=self.fast, precision=self.precision, key=key,
-                                input_size=self.input_size, batch_size=self.batch_size,
-                                preprocess=self.preprocess)
+    def calibrate(self) -> calibrate.Choice:
+        """Decide how the network runs now, by measuring where no choice was made before on this
+        machine (a long-running service calls it at start: its jobs are a few images each)."""
+        with self._runner_lock:
+            if self._choice is not None and self._choice.reason.startswith("not measured"):
+                self._choice, self._runner = None, None
+        return self._decide(None)
+
+    def _variant(self, name: str, example: torch.Tensor, copy: bool = True) -> calibrate.Runner:
+        """A runner of this network as variant `name` ('frozen-bf16', 'openvino-fp32', ...)."""
+        mode, precision = name.split("-")
+        dtype = calibrate.DTYPES[precision]
+        if mode in ("onnxruntime", "openvino"):
+            return runtimes.runner(mode, self.net, f"{self.model}/{self.weights_id}/{self.pooling}",
+                                   self.input_size, dtype)
+        return calibrate.make_runner(self.net, mode, dtype, self.device, example, copy=copy)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -161,13 +178,12 @@ class Embedder:
 
     def _prepare(self, example: torch.Tensor):
         choice = self.choice
-        if self.runtime != "torch":
-            name = f"{self.model}/{self.weights_id}/{self.pooling}"
-            return runtimes.runner(self.runtime, self.net, name, self.input_size, choice.dtype)
-        if choice.runner is not None and not self._compile_now:
+        if self._compile_now:
+            return calibrate.make_runner(self.net, choice.mode, choice.dtype, self.device, example, compiled=True,
+                                         copy=False)
+        if choice.runner is not None:
             return choice.runner  # the calibration's, measured with these very weights
-        return calibrate.make_runner(self.net, choice.mode, choice.dtype, self.device, example,
-                                     compiled=self._compile_now, copy=False)
+        return self._variant(choice.variant, example, copy=False)
 
     def _get_runner(self, example: torch.Tensor):
         """The prepared network, traced or compiled once on the first batch; thread-safe."""
@@ -182,6 +198,7 @@ class Embedder:
     def embed_array(self, images: np.ndarray) -> np.ndarray:
         """Features of uint8 images (n, h, w, 3): float32 of shape (n, dim)."""
         out = np.empty((len(images), self.dim), dtype=np.float32)
+        self._decide(len(images))
         for lo in range(0, len(images), self.batch_size):
             x = self.preprocess(images[lo : lo + self.batch_size])
             n = len(x)
@@ -217,6 +234,7 @@ class Embedder:
         n = len(source)
         out = None if out is None else check_features_out(out, inputs=input_files(source))
         work = None if out is None else workdir(out)
+        self._decide(n)  # before the config, which names the precision chosen
         meta = {"config": self.config(), "source": source.describe(), "chunk": CHUNK, "n": n}
         done = {} if work is None else self._still_valid(source, load_done(work, meta), work)
         todo = n - sum(c.rows for c in done.values())

@@ -98,7 +98,10 @@ class Service:
     def _warm_up(self, searcher: Searcher) -> None:
         """The CNN run three times at each batch shape the batcher uses (`batch_shapes`), and
         one search: the first passes at a new shape cost seconds (the frozen graph is profiled
-        and specialised), which the first users would otherwise wait for."""
+        and specialised), which the first users would otherwise wait for. Before them, how the
+        CNN runs is decided by measuring (once per machine: `Embedder.calibrate`), since each
+        of the service's jobs is too small to decide it."""
+        searcher.embedder.calibrate()
         size = self.input_size
         for n in batch_shapes(self.settings.batch_size):
             for _ in range(3):
