@@ -22,7 +22,7 @@ from .scheduler import add_scheduler, on_scheduler
 
 ACTIONS = ("build", "add", "info", *UPKEEP)
 INFO_KEYS = ("path", "count", "removed", "model", "weights", "pooling", "input_shape", "dim", "metric", "precision",
-             "format_version", "segments", "vector_bytes", "labels", "thumbnails", "thumbnail_bytes")
+             "embedded_with", "format_version", "segments", "vector_bytes", "labels", "thumbnails", "thumbnail_bytes")
 
 
 def expand_shorthand(argv: Sequence[str]) -> list[str]:
