@@ -169,9 +169,14 @@ def readme_embed(result: dict) -> str:
     if not ours:
         return "no ResNet-50 run of lookalike against Keras in docs/bench/embed.json"
     best = max(ours, key=lambda r: r["images_per_s"])
+    mode = best["variant"].removeprefix("lookalike-resnet50-")
+    flags = {"fast": "the default options", "eager-fp32": "--no-fast --precision fp32"}.get(
+        mode, " ".join(f"--{k} {v}" for k, v in zip(("runtime", "precision") if mode.split("-")[0] in
+                                                     ("onnxruntime", "openvino") else ("precision",), mode.split("-"))))
+    ran = best["config"].rsplit(", ", 1)[-1]
     out = (f"ResNet-50 features at 96 x 96 on this machine's CPU ({result['machine'].get('cores', '?')} cores): "
-           f"{best['images_per_s']:.0f} images/s with {best['description'].removeprefix('lookalike resnet50 ')}, "
-           f"{ratio(best['vs_baseline'])} Keras/TensorFlow's best (cosine {best['cosine_to_fp32']:.4f} to fp32)")
+           f"{best['images_per_s']:.0f} images/s with `{flags}` (it ran {ran}), "
+           f"{ratio(best['vs_baseline'])} Keras/TensorFlow's best, cosine {best['cosine_to_fp32']:.5f} to fp32")
     default = rows.get("lookalike-resnet50-fast")
     if default and default is not best and default.get("vs_baseline"):
         out += f"; lookalike's default PyTorch path {ratio(default['vs_baseline'])}"

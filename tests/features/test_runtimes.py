@@ -84,6 +84,7 @@ def test_an_index_built_with_torch_is_searched_with_openvino(tmp_path, images, m
     np.save(tmp_path / "photos.npy", images[:24])
     index = Index.build(open_source(str(tmp_path / "photos.npy")), tmp_path / "idx", progress=False,
                         thumbnails=False)
+    assert index.info()["embedded_with"] == "eager-fp32 (not measured: a job of 24 image(s), under 256)"
     queries = [images[i] for i in (0, 5, 30)]
     by_torch = index.search_images(queries, 3)
     by_openvino = index.search_images(queries, 3, embedder=index.embedder(progress=False, runtime="openvino"))
