@@ -149,9 +149,9 @@ class Embedder:
     def explain(self) -> str:
         """One line: how the network runs here, and why."""
         out = self.choice.explain()
-        if self._compile_now or (self.compile == "auto" and self.fast and self.device.type == "cpu"):
-            out += ("; torch.compile" if self._compile_now else
-                    f"; torch.compile for jobs of {COMPILE_MIN_IMAGES:,} images or more")
+        if self._compile_now:
+            out += ("; torch.compile" + (f" (a job of {COMPILE_MIN_IMAGES:,} images or more)"
+                                         if self.compile == "auto" else ""))
         return out
 
     def config(self) -> dict:
