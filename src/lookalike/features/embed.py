@@ -91,7 +91,7 @@ class Embedder:
             raise ModelError(f"batch size {self.batch_size} must be at least 1")
         self._runner = None
         self._choice: calibrate.Choice | None = None
-        self._runner_lock = threading.Lock()  # several threads may embed at once (a searcher)
+        self._runner_lock = threading.RLock()  # several threads may embed at once (a searcher)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -103,7 +103,7 @@ class Embedder:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._runner_lock = threading.Lock()
+        self._runner_lock = threading.RLock()
 
     @property
     def choice(self) -> calibrate.Choice:
