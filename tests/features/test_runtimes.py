@@ -102,7 +102,9 @@ def test_an_index_built_with_torch_is_searched_with_another_runtime(tmp_path, im
     np.save(tmp_path / "photos.npy", images[:24])
     index = Index.build(open_source(str(tmp_path / "photos.npy")), tmp_path / "idx", progress=False,
                         thumbnails=False)
-    assert index.info()["embedded_with"] == "eager-fp32 (not measured: a job of 24 image(s), under 256)"
+    # how the CNN ran: measured earlier in this process, or not measured for 24 images
+    assert index.info()["embedded_with"].split(" (")[0].split(" by ")[0] in ("eager-fp32", "frozen-fp32",
+                                                                             "optimized-fp32")
     queries = [images[i] for i in (0, 5, 30)]
     by_torch = index.search_images(queries, 3)
     by_openvino = index.search_images(queries, 3, embedder=index.embedder(progress=False, runtime="onnxruntime"))
