@@ -1,4 +1,4 @@
-"""Images/s of lookalike's feature extraction against Keras 3 + TensorFlow on the CPU.
+"""Images/s of lookalike's feature extraction against Keras 3 + TensorFlow, ONNX Runtime and OpenVINO.
 
 Same images (the sample set, 96x96x3), same run, each variant in its own process (so that
 TensorFlow's and PyTorch's thread pools never compete), repeats interleaved because these
@@ -8,15 +8,19 @@ Like is compared with like: ResNet-50 rows with Keras's ResNet50 at its best (ru
 without XLA, `jit_compile=False`, and with it, `jit_compile=True`; the faster is the
 baseline); EfficientNet-Lite0 rows with the same network in lookalike's eager fp32, since
 keras.applications has no EfficientNet-Lite0 (its EfficientNetB0 is a different, larger
-network). Each row names its baseline.
+network). Each row names its baseline. ONNX Runtime and OpenVINO run lookalike's own network
+(exported once to ONNX, `lookalike.features.runtimes`, the same preprocessing) with as many
+threads as torch: what a user would pick instead of PyTorch for CPU inference. Every
+lookalike row (PyTorch or not) gives its least cosine to lookalike's eager fp32 features on
+the first 32 images (Keras's ResNet50 has other weights: no cosine).
 
     python benchmarks/embed_speed.py --n 512 --repeats 2 --out docs/bench/embed.json
 
-Needs keras and tensorflow-cpu beside lookalike (pip install '.[bench]'); they are never a
-dependency of lookalike itself. Keras: keras.applications.ResNet50(weights=None,
-include_top=False, input_shape=(96, 96, 3), pooling='max'), predict(batch_size=64), with
-model.jit_compile set explicitly (Keras 3's default "auto" takes XLA where every layer
-supports it, so an unset flag says nothing of what ran).
+Needs keras, tensorflow-cpu, onnxruntime and openvino beside lookalike (pip install
+'.[bench]'); Keras and TensorFlow are never a dependency of lookalike itself. Keras:
+keras.applications.ResNet50(weights=None, include_top=False, input_shape=(96, 96, 3),
+pooling='max'), predict(batch_size=64), with model.jit_compile set explicitly (Keras 3's
+default "auto" takes XLA where every layer supports it, so an unset flag says nothing of what ran).
 """
 
 from __future__ import annotations
@@ -32,13 +36,20 @@ VARIANTS = {
     "keras-resnet50-fp32": "Keras 3 / TensorFlow ResNet50, fp32, predict(batch_size=64), jit_compile=False (no XLA)",
     "keras-resnet50-xla": "Keras 3 / TensorFlow ResNet50, fp32, predict(batch_size=64), jit_compile=True (XLA)",
     "lookalike-resnet50-eager-fp32": "lookalike resnet50, eager fp32 (--no-fast --precision fp32)",
-    "lookalike-resnet50-fast": "lookalike resnet50, fast path (channels_last + frozen TorchScript, auto precision)",
+    "lookalike-resnet50-fast": "lookalike resnet50, default: fast path and precision chosen by calibration",
     "lookalike-resnet50-compile": "lookalike resnet50, fast path with torch.compile (--compile)",
     "lookalike-resnet50-bf16": "lookalike resnet50, bf16 fast path (--precision bf16)",
+    "lookalike-resnet50-onnxruntime": "lookalike resnet50 run by ONNX Runtime, fp32 (--runtime onnxruntime)",
+    "lookalike-resnet50-openvino": "lookalike resnet50 run by OpenVINO, precision by calibration (--runtime openvino)",
+    "lookalike-resnet50-openvino-fp32": "lookalike resnet50 run by OpenVINO, fp32 (--precision fp32)",
     "lookalike-efficientnet_lite0-eager-fp32": "lookalike efficientnet_lite0, eager fp32",
-    "lookalike-efficientnet_lite0-fast": "lookalike efficientnet_lite0, fast path",
+    "lookalike-efficientnet_lite0-fast": ("lookalike efficientnet_lite0, default: fast path and precision "
+                                          "chosen by calibration"),
     "lookalike-efficientnet_lite0-compile": "lookalike efficientnet_lite0, torch.compile",
+    "lookalike-efficientnet_lite0-onnxruntime": "lookalike efficientnet_lite0 run by ONNX Runtime, fp32",
+    "lookalike-efficientnet_lite0-openvino": "lookalike efficientnet_lite0 run by OpenVINO, precision by calibration",
 }
+COSINE_IMAGES = 32  # images whose features each lookalike row compares with eager fp32's
 
 
 def measure(variant: str, n: int) -> dict:
@@ -66,19 +77,42 @@ def measure(variant: str, n: int) -> dict:
 
         _, model_name, *mode = variant.split("-")
         mode = "-".join(mode)
-        e = Embedder(model_name, weights="none" if model_name == "resnet50" else "imagenet", progress=False,
-                     fast=mode != "eager-fp32", compile=mode == "compile",
-                     precision={"eager-fp32": "fp32", "bf16": "bf16"}.get(mode, "auto"))
+        weights = "none" if model_name == "resnet50" else "imagenet"
+        runtime = mode.split("-")[0] if mode.startswith(("onnxruntime", "openvino")) else "torch"
+        e = Embedder(model_name, weights=weights, progress=False, fast=mode != "eager-fp32",
+                     compile=mode == "compile", runtime=runtime,
+                     precision="bf16" if mode.endswith("bf16") else "fp32" if mode.endswith("fp32") else "auto")
+        e.calibrate()  # what `embed` does for a job of this size (measured once per machine, not timed)
         run = e.embed_array
-        import torch
-
-        config = f"torch {torch.__version__}, {torch.get_num_threads()} threads, {str(e.dtype).removeprefix('torch.')}"
+        config = _config(e)
     run(images[:64])  # warm-up (and compilation)
     t0 = time.perf_counter()
     out = run(images)
     seconds = time.perf_counter() - t0
+    cosine = None
+    if not variant.startswith("keras"):  # not timed: eager fp32's features of the first images
+        ref = Embedder(model_name, weights=weights, progress=False, fast=False, precision="fp32", runtime="torch")
+        a, b = np.asarray(out[:COSINE_IMAGES], np.float64), ref.embed_array(images[:COSINE_IMAGES]).astype(np.float64)
+        cosine = float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min())
     return {"variant": variant, "images": n, "seconds": seconds, "images_per_s": n / seconds,
-            "dim": int(np.asarray(out).shape[1]), "config": config}
+            "dim": int(np.asarray(out).shape[1]), "config": config, "cosine_to_fp32": cosine}
+
+
+def _config(e) -> str:
+    """What ran: the library and its version, threads, and how lookalike chose to run it."""
+    import torch
+
+    threads = f"{torch.get_num_threads()} threads"
+    if e.runtime == "onnxruntime":
+        import onnxruntime
+
+        return f"onnxruntime {onnxruntime.__version__}, {threads}, {e.choice.variant}"
+    if e.runtime == "openvino":
+        import openvino
+
+        return f"openvino {openvino.__version__}, {threads}, {e.choice.variant}"
+    compiled = ", torch.compile" if e.compile is True else ""
+    return f"torch {torch.__version__}, {threads}, {e.choice.variant}{compiled}"
 
 
 def main() -> None:

@@ -1,9 +1,11 @@
 import numpy as np
 import pytest
+import torch
 
 from lookalike.errors import InvalidParameter, ModelError
 from lookalike.features import Embedder, read_features
 from lookalike.features import embed as embed_mod
+from lookalike.features.calibrate import make_runner
 from lookalike.features.embed import batch_size_for_budget
 from lookalike.sources import ArraySource, SampleSource
 
@@ -17,11 +19,16 @@ def images():
     return SampleSource(48, seed=1).images
 
 
-def test_fast_path_matches_fp32(images):
-    ref = Embedder(precision="fp32", fast=False, progress=False).embed_array(images)
-    fast = Embedder(progress=False).embed_array(images)
+def test_fast_paths_match_fp32(images):
+    e = Embedder(precision="fp32", fast=False, progress=False)
+    ref = e.embed_array(images)
     assert ref.shape == (48, 1280) and ref.dtype == np.float32
-    assert _cos(ref, fast).min() > 0.999
+    x = e.preprocess(images[:8])
+    for mode in ("frozen", "optimized"):  # what the calibration may choose (traced on 8, run on 48)
+        with torch.inference_mode():
+            run = make_runner(e.net, mode, torch.float32, e.device, x)
+            fast = np.concatenate([run(e.preprocess(images[lo : lo + 20])).numpy() for lo in range(0, 48, 20)])
+        assert _cos(ref, fast).min() > 0.999, mode
 
 
 def test_bf16_resnet50_stays_within_cosine_0999(images):

@@ -15,8 +15,8 @@ from pathlib import Path
 # The CPU features that decide which kernels run (what the docs' machine line names).
 FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16",
          "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
-LIBRARIES = ("numpy", "scipy", "torch", "faiss-cpu", "scikit-learn", "keras", "tensorflow-cpu", "cupy-cuda12x",
-             "cuml", "cuvs")
+LIBRARIES = ("numpy", "scipy", "torch", "faiss-cpu", "scikit-learn", "keras", "tensorflow-cpu", "onnxruntime",
+             "openvino", "cupy-cuda12x", "cuml", "cuvs")
 CONDITIONS = ("shared machine (other jobs ran beside it): every variant in its own process, repeats "
               "interleaved (A, B, A, B), the best time of each kept; compare ratios within one run")
 

@@ -173,6 +173,17 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_const", const=True, default="auto",
                    help="torch.compile the model (slow start, faster run; by default on the CPU from 20,000 images)")
     p.add_argument("--no-fast", dest="fast", action="store_false", help="plain eager PyTorch, no graph freezing")
+    add_runtime(p)
+
+
+def add_runtime(parser: argparse.ArgumentParser) -> None:
+    """`--runtime`: what runs the CNN (every command that embeds images)."""
+    from ..features.runtimes import RUNTIMES
+
+    parser.add_argument("--runtime", default="torch", choices=RUNTIMES,
+                        help="what runs the CNN: torch (default), onnxruntime or openvino (CPU; the network "
+                             "exported once to ONNX; pip install 'lookalike[onnx]' or 'lookalike[openvino]'); "
+                             "the vectors stay comparable")
 
 
 def embedder_from_args(args: argparse.Namespace):
@@ -185,7 +196,8 @@ def embedder_from_args(args: argparse.Namespace):
     batch = fit_batch(args.model, args.input_size, args.batch_size, resolve_device(args.device))
     return Embedder(args.model, weights=args.weights, pooling=args.pooling, input_size=args.input_size,
                     views=args.views, device=args.device, precision=args.precision, fast=args.fast,
-                    compile=args.compile, batch_size=batch, gpu_memory=args.gpu_memory, progress=not args.quiet)
+                    compile=args.compile, batch_size=batch, gpu_memory=args.gpu_memory, runtime=args.runtime,
+                    progress=not args.quiet)
 
 
 def report_skipped(source) -> None:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..text import printable
-from .common import add_k, input_size, seed_value, views_value
+from .common import add_k, add_runtime, input_size, seed_value, views_value
 
 KIND = "eval"  # the marker of eval's own output folder
 OUTPUTS = ("eval.json", "report.md", "misses.png")
@@ -45,6 +45,7 @@ def register(sub) -> None:
                    help=f"another configuration, side by side: a preset ({', '.join(PRESETS)}) or fields like "
                         f"pooling=avg,metric=cosine ({', '.join(FIELDS)}); repeat for more")
     p.add_argument("--seed", type=seed_value, default=0, help="where crops, bars and captions fall (default 0)")
+    add_runtime(p)
     p.add_argument("--out", default="eval-out", help="folder for eval.json, report.md and misses.png "
                                                      "(default eval-out)")
     p.add_argument("--force", action="store_true",
@@ -83,7 +84,7 @@ def run_eval(args: argparse.Namespace) -> int:
     source = open_source(args.source, progress=not args.quiet)
     distractors = None if args.distractors is None else open_source(args.distractors, progress=not args.quiet)
     evaluations = evaluate(source, configs, distractors=distractors, edits=edits, k=args.k, seed=args.seed,
-                           progress=not args.quiet)
+                           runtime=args.runtime, progress=not args.quiet)
     report_skipped(source)
     if distractors is not None:
         report_skipped(distractors)

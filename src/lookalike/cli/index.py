@@ -17,13 +17,13 @@ from ..errors import InvalidParameter
 from ..text import printable
 from .upkeep import ACTIONS as UPKEEP
 from .upkeep import register as register_upkeep
-from .common import add_k, add_model_args, embedder_from_args, positive_int, report_skipped
+from .common import add_k, add_model_args, add_runtime, embedder_from_args, positive_int, report_skipped
 from .scheduler import add_scheduler, on_scheduler
 
 ACTIONS = ("build", "add", "info", *UPKEEP)
 INFO_KEYS = ("path", "count", "removed", "model", "weights", "pooling", "views", "input_shape", "dim", "metric",
-             "precision", "format_version", "segments", "vector_bytes", "labels", "thumbnails", "thumbnail_bytes",
-             "screen", "screen_batch")
+             "precision", "embedded_with", "format_version", "segments", "vector_bytes", "labels", "thumbnails",
+             "thumbnail_bytes", "screen", "screen_batch")
 
 
 def expand_shorthand(argv: Sequence[str]) -> list[str]:
@@ -87,6 +87,7 @@ def register(sub) -> None:
     add_k(s)
     s.add_argument("--id", type=int, action="append", default=[], help="search by an indexed image (repeatable)")
     s.add_argument("--json", action="store_true")
+    add_runtime(s)
     s.set_defaults(run=search)
 
     g = sub.add_parser("grid", help="the tutorial's figure: queries and their neighbours, titled with distances")
@@ -209,7 +210,8 @@ def search(args: argparse.Namespace) -> int:
     index = Index(args.index)
     results = []
     if args.images:
-        results += index.search_images(args.images, args.k)
+        embedder = None if args.runtime == "torch" else index.embedder(progress=False, runtime=args.runtime)
+        results += index.search_images(args.images, args.k, embedder=embedder)
     if args.id:
         results += index.search_ids(args.id, args.k)
     if args.json:

@@ -102,7 +102,7 @@ class ClusterEmbedder:
                 "input_size": e.input_size,
                 "device": self.device or str(e.device),
                 "precision": {"bfloat16": "bf16"}.get(str(e.dtype).removeprefix("torch."), "fp32"),
-                "fast": e.fast, "compile": e.compile is True, "batch_size": e.batch_size}
+                "fast": e.fast, "compile": e.compile is True, "batch_size": e.batch_size, "runtime": e.runtime}
 
     def embed(self, source: Source, out: str | os.PathLike | None = None, *, return_kept: bool = False):
         """What `Embedder.embed` computes, on the cluster."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,9 @@ from ..hardware import resolve_device
 from ..sources.base import Skipped, Source
 from .files import (Chunk, check_features_out, clear_work, image_digests, load_done, read_features, save_chunk,
                     workdir, write_features)
+from . import calibrate, runtimes
 from .models import DEFAULT_MODEL, build, output_dim
-from .precision import resolve_precision
+from .precision import check_precision
 from .views import SINGLE, aggregate, parse_views, render
 
 __all__ = ["CHUNK", "COMPILE_MIN_IMAGES", "Embedded", "Embedder", "batch_size_for_budget", "read_features",
@@ -49,11 +51,18 @@ class Embedder:
         (`ModelSpec.views`), or 'full' with pooling 'none'. With more than one, vectors are
         L2-normalised sums.
     device : 'auto' (CUDA when present, else CPU), 'cpu' or 'cuda[:N]'.
-    precision : 'auto' (bf16 where the hardware runs it fast), 'fp32' or 'bf16'.
-    fast : channels-last layout and a frozen TorchScript graph (fused conv+bn) where they help.
+    precision : 'auto', 'fp32' or 'bf16'. 'auto': bf16 where a short calibration on this
+        machine finds it faster and its features within cosine 0.999 of fp32's, else fp32.
+    fast : allow a frozen TorchScript graph (channels-last, fused conv+bn) on the CPU, taken
+        where the calibration finds it faster than eager PyTorch; False runs eager only.
+        What runs, and why, is `choice` (`explain()` in one line; see
+        `lookalike.features.calibrate`: measured once per machine and cached).
     compile : torch.compile with weight freezing instead of TorchScript: faster on the CPU
         (docs/benchmarks.md), but it costs 30 to 60 s once. 'auto' compiles in `embed` for jobs of
         COMPILE_MIN_IMAGES images or more on the CPU.
+    runtime : 'torch' (default), 'onnxruntime' or 'openvino': what runs the network (CPU only;
+        the last two run it exported to ONNX in the cache folder, `lookalike.features.runtimes`).
+        An execution choice like the precision: the vectors stay comparable (cosine >= 0.999).
     batch_size : images per forward pass; by default 64, or what `gpu_memory` allows.
     gpu_memory : budget in MiB on a CUDA device, so that a kNN library can share the card.
     """
@@ -61,7 +70,7 @@ class Embedder:
     def __init__(self, model: str = DEFAULT_MODEL, *, weights: str = "imagenet", pooling: str | None = None,
                  input_size: int | None = None, device: str = "auto", precision: str = "auto",
                  fast: bool = True, compile: bool | str = "auto", batch_size: int | None = None,
-                 gpu_memory: float | None = None, views: str | None = None,
+                 gpu_memory: float | None = None, views: str | None = None, runtime: str = "torch",
                  progress: bool = True):
         self.net, self.spec, self.weights_id = build(model, weights, pooling, input_size, progress)
         self.model, self.weights, self.pooling = model, weights, self.net.pooling
@@ -72,10 +81,11 @@ class Embedder:
             raise ModelError(f"views {self.views} need a pooling (max, avg or gem): the feature maps of "
                              "different views cannot be summed")
         self.device = resolve_device(device)
-        self.dtype = resolve_precision(precision, self.device, self.spec.bf16_safe)
+        self.precision = check_precision(precision)
+        self.runtime = runtimes.check_runtime(runtime, self.device, precision, compile)
         self.fast = fast
-        self.compile = compile
-        self._compile_now = compile is True
+        self.compile = compile if runtime == "torch" else False
+        self._compile_now = compile is True and fast and self.runtime == "torch"
         self.progress = progress
         self.dim = output_dim(self.spec, self.pooling, self.input_size)
         self.mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
@@ -90,17 +100,69 @@ class Embedder:
         if self.batch_size < 1:
             raise ModelError(f"batch size {self.batch_size} must be at least 1")
         self._runner = None
-        self._runner_lock = threading.Lock()  # several threads may embed at once (a searcher)
+        self._choice: calibrate.Choice | None = None
+        self._runner_lock = threading.RLock()  # several threads may embed at once (a searcher)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_runner"] = None  # a traced or compiled graph is rebuilt where it is used
+        if self._choice is not None:
+            state["_choice"] = replace(self._choice, runner=None)
         del state["_runner_lock"]
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._runner_lock = threading.Lock()
+        self._runner_lock = threading.RLock()
+
+    @property
+    def choice(self) -> calibrate.Choice:
+        """How the network runs (eager, frozen or optimized graph, or another runtime; fp32 or
+        bf16) and why: decided on first use (`lookalike.features.calibrate`)."""
+        return self._decide(None)
+
+    def _decide(self, images: int | None) -> calibrate.Choice:
+        """The choice, made once: measured unless a job of `images` is too small to pay for it."""
+        if self._choice is None:
+            with self._runner_lock:
+                if self._choice is None:
+                    key = calibrate.shape_class(self.device, self.model, self.weights_id, self.pooling,
+                                                self.input_size, self.batch_size)
+                    self._choice = calibrate.choose(
+                        self._variant, device=self.device, fast=self.fast, precision=self.precision, key=key,
+                        input_size=self.input_size, batch_size=self.batch_size, preprocess=self.preprocess,
+                        runtime=self.runtime, images=images)
+        return self._choice
+
+    def calibrate(self) -> calibrate.Choice:
+        """Decide how the network runs now, by measuring where no choice was made before on this
+        machine (a long-running service calls it at start: its jobs are a few images each)."""
+        with self._runner_lock:
+            if self._choice is not None and self._choice.reason.startswith("not measured"):
+                self._choice, self._runner = None, None
+        return self._decide(None)
+
+    def _variant(self, name: str, example: torch.Tensor, copy: bool = True) -> calibrate.Runner:
+        """A runner of this network as variant `name` ('frozen-bf16', 'openvino-fp32', ...)."""
+        mode, precision = name.split("-")
+        dtype = calibrate.DTYPES[precision]
+        if mode in ("onnxruntime", "openvino"):
+            return runtimes.runner(mode, self.net, f"{self.model}/{self.weights_id}/{self.pooling}",
+                                   self.input_size, dtype)
+        return calibrate.make_runner(self.net, mode, dtype, self.device, example, copy=copy)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The network's precision (torch.float32 or torch.bfloat16), as `choice` decided."""
+        return self.choice.dtype
+
+    def explain(self) -> str:
+        """One line: how the network runs here, and why."""
+        out = self.choice.explain()
+        if self._compile_now:
+            out += ("; torch.compile" + (f" (a job of {COMPILE_MIN_IMAGES:,} images or more)"
+                                         if self.compile == "auto" else ""))
+        return out
 
     def config(self) -> dict:
         """What identifies these vectors: two runs with equal configs give comparable vectors."""
@@ -114,7 +176,8 @@ class Embedder:
 
     # -- one batch -------------------------------------------------------------------------
     def preprocess(self, images: np.ndarray, view: str = SINGLE) -> torch.Tensor:
-        """uint8 (n, h, w, 3) -> normalised float (n, 3, s, s) on the device: `view` of it."""
+        """uint8 (n, h, w, 3) -> normalised float32 (n, 3, s, s) on the device: `view` of it (the
+        runner puts it in its own layout and precision)."""
         return self._normalise(render(self._pixels(images), view))
 
     def _pixels(self, images: np.ndarray) -> torch.Tensor:
@@ -128,27 +191,20 @@ class Embedder:
         return x
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x / 255.0 - self.mean) / self.std
-        if self.fast:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x.to(self.dtype)
+        return (x / 255.0 - self.mean) / self.std
 
     def _prepare(self, example: torch.Tensor):
-        net = self.net.to(self.device, self.dtype)
-        if self.fast:
-            net = net.to(memory_format=torch.channels_last)
-            if self._compile_now:
-                import torch._inductor.config as inductor
-
-                inductor.freezing = True
-                return torch.compile(net, dynamic=False)
-            if self.device.type == "cpu":
-                with torch.no_grad():
-                    net = torch.jit.freeze(torch.jit.trace(net, example, check_trace=False))
-        return net
+        choice = self.choice
+        if self._compile_now:
+            return calibrate.make_runner(self.net, choice.mode, choice.dtype, self.device, example, compiled=True,
+                                         copy=False)
+        if choice.runner is not None:
+            return choice.runner  # the calibration's, measured with these very weights
+        return self._variant(choice.variant, example, copy=False)
 
     def _get_runner(self, example: torch.Tensor):
         """The prepared network, traced or compiled once on the first batch; thread-safe."""
+        _ = self.choice  # decided (measured) before the lock below is taken
         with self._runner_lock:
             if self._runner is None:
                 with torch.no_grad():
@@ -161,6 +217,7 @@ class Embedder:
         views, the L2-normalised sum of each view's normalised features (`views.aggregate`)."""
         out = np.empty((len(images), self.dim), dtype=np.float32)
         views = self.views.split("+")
+        self._decide(len(images))
         for lo in range(0, len(images), self.batch_size):
             pixels = self._pixels(images[lo : lo + self.batch_size])
             n = len(pixels)
@@ -200,11 +257,14 @@ class Embedder:
         n = len(source)
         out = None if out is None else check_features_out(out, inputs=input_files(source))
         work = None if out is None else workdir(out)
+        self._decide(n)  # before the config, which names the precision chosen
         meta = {"config": self.config(), "source": source.describe(), "chunk": CHUNK, "n": n}
         done = {} if work is None else self._still_valid(source, load_done(work, meta), work)
         todo = n - sum(c.rows for c in done.values())
         if self.compile == "auto" and self._runner is None:
             self._compile_now = self.fast and self.device.type == "cpu" and todo >= COMPILE_MIN_IMAGES
+        if self.progress and todo:
+            print(f"embed {self.model}: {self.explain()}", file=sys.stderr)
         bar = counter(total=n, desc=f"embed {self.model}", unit="img", enabled=self.progress,
                       initial=n - todo)
         started = time.perf_counter()

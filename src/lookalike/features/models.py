@@ -44,9 +44,6 @@ class ModelSpec:
     weights_ignore: tuple[str, ...] = ()
     input_size: int = 96
     weights_note: str = ""
-    # bf16 features stay within cosine 0.999 of fp32 (measured: resnet50 0.99996; lite0's
-    # ReLU6 + max pooling drift to 0.98, so it stays in fp32 unless bf16 is asked for).
-    bf16_safe: bool = False
     # the largest activation of one image, in floats per input pixel (measured at 32 to 224
     # pixels: lite0 24 to 38, resnet50 16 to 19), for the memory estimate of a batch
     peak_floats_per_pixel: float = 40.0
@@ -115,7 +112,7 @@ MODELS: dict[str, ModelSpec] = {
     "resnet50": ModelSpec(
         "resnet50", 2048, IMAGENET_MEAN, IMAGENET_STD, _resnet50, _resnet50_imagenet,
         weights_ignore=("fc.",), weights_note="torchvision's ImageNet weights, downloaded once",
-        bf16_safe=True, peak_floats_per_pixel=20.0),  # the tutorial's setting: max pooling, euclidean
+        peak_floats_per_pixel=20.0),  # the tutorial's setting: max pooling, euclidean
 }
 DEFAULT_MODEL = "efficientnet_lite0"
 

@@ -143,7 +143,9 @@ class Index:
             raise renamed(exc, out) from exc.__cause__
         readable = _readable(source, done.kept)
         thumbs = _thumbnails(readable, embedder.batch_size) if thumbnails else None
-        return cls.from_features(done.features, readable, embedder.config(), out,
+        # how the CNN ran, and why (`index info` shows it): not part of the vectors' identity
+        config = {**embedder.config(), "embedded_with": embedder.explain()}
+        return cls.from_features(done.features, readable, config, out,
                                  metric=metric, staging=staging, digests=done.digests, thumbnails=thumbs)
 
     @classmethod

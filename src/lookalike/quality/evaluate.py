@@ -105,7 +105,7 @@ def score(ranks: np.ndarray) -> Scores:
 
 
 def evaluate(source: Source, configs: Sequence[Config], *, distractors: Source | None = None,
-             edits: Sequence[str] | str = DEFAULT_EDITS, k: int = 10, seed: int = 0,
+             edits: Sequence[str] | str = DEFAULT_EDITS, k: int = 10, seed: int = 0, runtime: str = "torch",
              progress: bool = True) -> list[Evaluation]:
     """Run the benchmark for each of `configs` (each resolved first) on the originals of
     `source`, with `distractors` indexed beside them; returns one `Evaluation` per config.
@@ -114,12 +114,12 @@ def evaluate(source: Source, configs: Sequence[Config], *, distractors: Source |
     """
     originals, ids = read_originals(source)
     return evaluate_images(originals, ids, configs, distractors=distractors, edits=edits, k=k, seed=seed,
-                           progress=progress)
+                           runtime=runtime, progress=progress)
 
 
 def evaluate_images(originals: Sequence[Image.Image], ids: Sequence[str], configs: Sequence[Config], *,
                     distractors: Source | None = None, edits: Sequence[str] | str = DEFAULT_EDITS, k: int = 10,
-                    seed: int = 0, progress: bool = True) -> list[Evaluation]:
+                    seed: int = 0, runtime: str = "torch", progress: bool = True) -> list[Evaluation]:
     """`evaluate` on originals already read (RGB images, with their ids)."""
     edits = parse_edits(edits)
     configs = [c.resolved() for c in configs]
@@ -143,10 +143,10 @@ def evaluate_images(originals: Sequence[Image.Image], ids: Sequence[str], config
             embedder: Embedder | dict[str, Embedder]
             if views == SINGLE:  # one pass of the network, pooled each way
                 embedder = Embedder(model, weights=weights, pooling="none", views=SINGLE, input_size=size,
-                                    fast=fast, progress=False)
+                                    fast=fast, runtime=runtime, progress=False)
             else:  # views are pooled and summed inside the network's pass: one embedder per pooling
                 embedder = {p: Embedder(model, weights=weights, pooling=p, views=views, input_size=size, fast=fast,
-                                        progress=False) for p in poolings}
+                                        runtime=runtime, progress=False) for p in poolings}
             x_orig = squares(originals, size, resize)
             x_copy = squares([c.image for c in copies], size, resize)
             base = _features(embedder, x_orig, poolings, bar)

@@ -43,6 +43,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_queue", 64, "requests waiting for a slot; beyond them: 503 (default 64)", 0, 100_000),
     Setting("timeout", 30.0, "seconds a request may take before 503 (default 30)", 0.1, 3600),
     Setting("backend", "auto", "kNN backend: auto (lookalike's exact engine), lookalike, faiss, torch or sklearn"),
+    Setting("runtime", "torch", "what runs the CNN: torch (default), onnxruntime or openvino (CPU only; "
+                                "pip install 'lookalike[onnx]' or 'lookalike[openvino]')"),
     Setting("batch_size", 32, "queries that go through the CNN and the kNN search together (default 32)", 1, 1024),
     Setting("batch_wait_ms", 5.0, "how long the first query of a batch waits for others (default 5 ms)", 0, 1000),
     Setting("access_log", False, "log one line per request (method, path, status; never a header or a key)"),
@@ -68,6 +70,7 @@ class Settings:
     max_queue: int = 64
     timeout: float = 30.0
     backend: str = "auto"
+    runtime: str = "torch"
     batch_size: int = 32
     batch_wait_ms: float = 5.0
     access_log: bool = False

@@ -16,9 +16,11 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..errors import LookalikeError
 from ..features import Embedder
+from ..features.runtimes import check_runtime
 from ..index import Index, QueryResult, Searcher
 from ..index.results import results
 from ..knn.backends import select
@@ -58,9 +60,11 @@ class Service:
         self.keys = Keys.load(settings.api_key_file)
         self.index = ServedIndex(settings.index)
         select(settings.backend, self.index.metric)  # an unknown or missing backend: said now, in one line
+        check_runtime(settings.runtime, torch.device("cpu"), "auto", "auto")  # the same for the runtime
         self.metrics = Metrics()
         self.metrics.index_size = lambda: self.searcher.count if self.ready else self.index.count
         self.searcher: Searcher | None = None
+        self._own_searcher: Searcher | None = None
         self.batcher: MicroBatcher | None = None
         self.failed: str | None = None
         self._loaded = threading.Event()
@@ -76,7 +80,11 @@ class Service:
     def load(self) -> None:
         """Build the embedder and fit the search (blocking: run it in a thread)."""
         try:
-            searcher = self.index.searcher(self.settings.backend).warm()
+            if self.settings.runtime == "torch":
+                searcher = self.index.searcher(self.settings.backend).warm()
+            else:  # a searcher of its own, closed with the service
+                self._own_searcher = searcher = Searcher(self.index, backend=self.settings.backend,
+                                                         runtime=self.settings.runtime).warm()
             self._warm_up(searcher)
             self.batcher = MicroBatcher(searcher, batch_size=self.settings.batch_size,
                                         wait_ms=self.settings.batch_wait_ms, metrics=self.metrics)
@@ -91,7 +99,10 @@ class Service:
     def _warm_up(self, searcher: Searcher) -> None:
         """The CNN run three times at each batch shape the batcher uses (`batch_shapes`), and
         one search: the first passes at a new shape cost seconds (the frozen graph is profiled
-        and specialised), which the first users would otherwise wait for."""
+        and specialised), which the first users would otherwise wait for. Before them, how the
+        CNN runs is decided by measuring (once per machine: `Embedder.calibrate`), since each
+        of the service's jobs is too small to decide it."""
+        searcher.embedder.calibrate()
         size = self.input_size
         for n in batch_shapes(self.settings.batch_size):
             for _ in range(3):
@@ -102,6 +113,8 @@ class Service:
     def close(self) -> None:
         if self.batcher is not None:
             self.batcher.close()
+        if self._own_searcher is not None:
+            self._own_searcher.close()
         self.index.close()
 
     def require_ready(self) -> Searcher:
