@@ -7,7 +7,8 @@ them indexed) to `POST /v1/search?k=10` for T seconds each run, after a warm-up 
 counted. Two runs in the same invocation, same index, same queries: micro-batching on (the
 default, up to 32 queries or 5 ms per CNN pass and kNN call) and off (`--batch-size 1`), so
 the gain of batching is a ratio measured on the same machine at the same time; a third run
-uses FAISS (`--backend faiss`, not exact in lookalike's sense) for the kNN search.
+uses FAISS (`--backend faiss`, not exact in lookalike's sense) for the kNN search, and a fourth
+runs the CNN with ONNX Runtime (`--runtime onnxruntime`, the same vectors; an optional extra).
 
 The index: `--base` images of the sample set are embedded for real; the N vectors are those,
 repeated, each copy moved by a small Gaussian jitter (2% of the features' spread), written
@@ -158,7 +159,8 @@ def cpu() -> str:
 
 LABELS = {"batched": "micro-batching on (default), exact engine",
           "unbatched": "micro-batching off (`--batch-size 1`), exact engine",
-          "batched-faiss": "micro-batching on, `--backend faiss` (IndexFlatL2)"}
+          "batched-faiss": "micro-batching on, `--backend faiss` (IndexFlatL2)",
+          "batched-onnxruntime": "micro-batching on, exact engine, `--runtime onnxruntime` (the CNN in ONNX Runtime)"}
 
 
 def table(result: dict) -> dict:
@@ -184,8 +186,9 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--workdir", default=None, help="keep the index here between runs (default: a temporary folder)")
-    p.add_argument("--runs", default="batched,unbatched,batched-faiss",
-                   help="runs, comma-separated: batched, unbatched, batched-faiss (--backend faiss)")
+    p.add_argument("--runs", default="batched,unbatched,batched-faiss,batched-onnxruntime",
+                   help="runs, comma-separated: batched, unbatched, batched-faiss (--backend faiss), "
+                        "batched-onnxruntime (--runtime onnxruntime: the CNN run by ONNX Runtime)")
     p.add_argument("--out", default="docs/bench/serve-load.json")
     args = p.parse_args()
 
@@ -196,7 +199,8 @@ def main() -> None:
         index = build_index(work, args.n, args.base)
         print(f"index: {index} ({args.n:,} vectors) in {time.time() - t:.0f} s", file=sys.stderr)
         images = queries()
-        runs = {"batched": [], "unbatched": ["--batch-size", "1"], "batched-faiss": ["--backend", "faiss"]}
+        runs = {"batched": [], "unbatched": ["--batch-size", "1"], "batched-faiss": ["--backend", "faiss"],
+                "batched-onnxruntime": ["--runtime", "onnxruntime"]}
         from lookalike.bench.provenance import finish, libraries, machine, provenance
 
         record = provenance()

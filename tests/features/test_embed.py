@@ -20,7 +20,7 @@ def images():
 
 
 def test_fast_paths_match_fp32(images):
-    e = Embedder(precision="fp32", fast=False, progress=False)
+    e = Embedder(precision="fp32", fast=False, views="full", progress=False)  # one view: the network itself
     ref = e.embed_array(images)
     assert ref.shape == (48, 1280) and ref.dtype == np.float32
     x = e.preprocess(images[:8])

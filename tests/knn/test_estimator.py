@@ -282,8 +282,8 @@ def test_auto_int8_estimator_matches_sklearn(monkeypatch):
     X = np.maximum(rng.normal(size=(3000, 600)), 0).astype(np.float32)  # ReLU-like features
     Q = np.maximum(rng.normal(size=(50, 600)), 0).astype(np.float32)
     fake = calibrate.Calibration("cpu/euclidean/d1024", 4000, {
-        "fp32": {"fixed_s": 0.0, "per_row_s": 3e-6}, "bf16": {"fixed_s": 0.001, "per_row_s": 2e-6},
-        "int8": {"fixed_s": 0.001, "per_row_s": 1e-6}})
+        name: {"fixed_s": fixed, "per_query_s": 0.0, "per_row_s": 0.0, "per_pair_s": per_pair}
+        for name, fixed, per_pair in (("fp32", 0.0, 3e-8), ("bf16", 0.001, 2e-8), ("int8", 0.001, 1e-8))})
     monkeypatch.setattr(calibrate, "calibration", lambda *a, **kw: fake)
     nn = NearestNeighbors(n_neighbors=5, device="cpu").fit(X)
     assert "int8 screen + fp32 refine" in nn.backend_config_ and nn.screen_dtype_ == "int8"
