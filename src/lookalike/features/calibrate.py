@@ -39,7 +39,6 @@ stay within cosine `COSINE` (0.999) of eager fp32's on every photo:
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import threading
@@ -52,8 +51,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..atomic import atomic_write_text
-from ..cache import cache_dir
+from ..cache import cache_dir, calibration_files, read_calibrations, write_calibrations
 from ..hardware import cpu_model
 
 __all__ = ["COSINE", "Choice", "DTYPES", "MODES", "cache_path", "choose", "forget", "machine", "make_runner"]
@@ -155,28 +153,13 @@ def cache_path():
     return cache_dir() / FILE
 
 
-def _use_file() -> bool:
-    return os.environ.get("LOOKALIKE_CALIBRATION", "1") != "0"
-
-
 def _read(device: torch.device) -> dict:
-    """This machine's cached choices; {} when there are none, the file is damaged, or it was
-    written on another machine (or with another torch)."""
-    try:
-        data = json.loads(cache_path().read_text())
-        if data.get("machine") != machine(device) or not isinstance(data.get("classes"), dict):
-            return {}
-        return data["classes"]
-    except (OSError, ValueError, AttributeError):
-        return {}
+    """This machine's cached choices ({} when none, damaged, or another machine's)."""
+    return read_calibrations(FILE, machine(device))
 
 
 def _write(device: torch.device, classes: dict) -> None:
-    try:
-        cache_path().parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(cache_path(), json.dumps({"machine": machine(device), "classes": classes}, indent=1))
-    except Exception:  # noqa: BLE001 -- a cache that cannot be written costs a re-measurement, nothing else
-        pass
+    write_calibrations(FILE, machine(device), classes)
 
 
 def _parse(entry, allowed: list[str]) -> Choice | None:
@@ -214,13 +197,13 @@ def choose(build: Build, *, device: torch.device, fast: bool, precision: str, ke
     with _lock:
         if memo in _memory:
             return _memory[memo]
-        choice = _parse(_read(device).get(memo), allowed) if _use_file() else None
+        choice = _parse(_read(device).get(memo), allowed) if calibration_files() else None
         if choice is None and images is not None and images < MEASURE_FROM:
             return unmeasured(allowed, images)
         if choice is None:
             images = calibration_images(input_size)
             choice = calibrate(build, device, allowed, key, preprocess, images, batch_images(batch_size))
-            if _use_file():
+            if calibration_files():
                 classes = _read(device)
                 classes[memo] = choice.as_dict()
                 _write(device, classes)

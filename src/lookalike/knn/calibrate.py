@@ -31,7 +31,6 @@ small searches of that class, and the result is kept in lookalike's cache folder
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import threading
@@ -41,8 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..atomic import atomic_write_text
-from ..cache import cache_dir
+from ..cache import cache_dir, calibration_files, read_calibrations, write_calibrations
 from ..hardware import cpu_model
 from .metrics import Metric
 
@@ -126,30 +124,14 @@ def cache_path():
     return cache_dir() / FILE
 
 
-def _use_file() -> bool:
-    return os.environ.get("LOOKALIKE_CALIBRATION", "1") != "0"
-
-
 def _read(dev: torch.device) -> dict:
-    """The cached calibrations of this machine; {} when there are none, the file is damaged,
-    of another format version, or was written on another machine (or with another torch)."""
-    try:
-        data = json.loads(cache_path().read_text())
-        if data.get("version") != VERSION or data.get("machine") != machine(dev) or \
-                not isinstance(data.get("classes"), dict):
-            return {}
-        return data["classes"]
-    except (OSError, ValueError, AttributeError):
-        return {}
+    """The cached calibrations of this machine ({} when none, damaged, of another format
+    version, or another machine's)."""
+    return read_calibrations(FILE, machine(dev), VERSION)
 
 
 def _write(dev: torch.device, classes: dict) -> None:
-    try:
-        cache_path().parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(cache_path(), json.dumps({"version": VERSION, "machine": machine(dev), "classes": classes},
-                                                   indent=1))
-    except Exception:  # noqa: BLE001 -- a cache that cannot be written costs a re-measurement, nothing else
-        pass
+    write_calibrations(FILE, machine(dev), classes, VERSION)
 
 
 def choose(device: torch.device, metric: Metric, d: int, nb: int, sample: np.ndarray | None = None,
@@ -168,12 +150,12 @@ def calibration(device: torch.device, metric: Metric, d: int, sample: np.ndarray
     with _lock:
         if key in _memory:
             return _memory[key]
-        cal = _parse(_read(device).get(key)) if _use_file() else None
+        cal = _parse(_read(device).get(key)) if calibration_files() else None
         if cal is None:
             usable = sample is not None and sample.ndim == 2 and sample.shape[1] == d and \
                 len(sample) >= max(QUERY_COUNTS) + calibration_rows(d)  # too small to measure on: stand-in rows
             cal = calibrate(device, metric, sample if usable else dc, key)
-            if _use_file():
+            if calibration_files():
                 classes = _read(device)
                 classes[key] = cal.as_dict()
                 _write(device, classes)
@@ -187,7 +169,7 @@ def cached(device: torch.device, metric: Metric, d: int) -> Calibration | None:
     with _lock:
         if key in _memory:
             return _memory[key]
-    return _parse(_read(device).get(key)) if _use_file() else None
+    return _parse(_read(device).get(key)) if calibration_files() else None
 
 
 def _parse(entry) -> Calibration | None:
