@@ -37,6 +37,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def machine_identity(device: torch.device) -> dict:
+    """What a measurement of speed on this machine is valid for (the calibrations' key): CPU
+    model, cores, torch threads, torch version, architecture, and the CUDA device's name."""
+    out = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+           "torch": torch.__version__, "machine": platform.machine()}
+    if device.type == "cuda":
+        out["cuda"] = torch.cuda.get_device_name(device)
+    return out
+
+
 @functools.lru_cache(maxsize=None)
 def cpu_flags() -> frozenset[str]:
     try:

@@ -39,8 +39,6 @@ stay within cosine `COSINE` (0.999) of eager fp32's on every photo:
 
 from __future__ import annotations
 
-import os
-import platform
 import threading
 import time
 from collections.abc import Callable
@@ -52,7 +50,7 @@ import torch
 from torch import nn
 
 from ..cache import cache_dir, calibration_files, read_calibrations, write_calibrations
-from ..hardware import cpu_model
+from ..hardware import machine_identity as machine
 
 __all__ = ["COSINE", "Choice", "DTYPES", "MODES", "cache_path", "choose", "forget", "machine", "make_runner"]
 
@@ -125,15 +123,6 @@ def candidates(device: torch.device, fast: bool, precision: str, runtime: str = 
     if device.type == "cuda" and "bf16" in names and precision == "auto" and not torch.cuda.is_bf16_supported():
         names.remove("bf16")
     return [f"{m}-{p}" for m in reversed(modes) for p in names]  # graphs first: fewer allocations
-
-
-def machine(device: torch.device) -> dict:
-    """What a calibration is valid for: measured anew when any of it changes."""
-    out = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-           "torch": torch.__version__, "machine": platform.machine()}
-    if device.type == "cuda":
-        out["cuda"] = torch.cuda.get_device_name(device)
-    return out
 
 
 def shape_class(device: torch.device, model: str, weights_id: str, pooling: str, input_size: int,

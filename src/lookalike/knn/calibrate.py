@@ -31,8 +31,6 @@ small searches of that class, and the result is kept in lookalike's cache folder
 
 from __future__ import annotations
 
-import os
-import platform
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,7 +39,7 @@ import numpy as np
 import torch
 
 from ..cache import cache_dir, calibration_files, read_calibrations, write_calibrations
-from ..hardware import cpu_model
+from ..hardware import machine_identity as machine
 from .metrics import Metric
 
 __all__ = ["Calibration", "CANDIDATES", "cache_path", "calibrate", "choose", "machine", "shape_class"]
@@ -103,15 +101,6 @@ class Calibration:
 
 def _ms(t: float) -> str:
     return f"{t * 1e3:.1f} ms" if t < 0.1 else f"{t:.2f} s"
-
-
-def machine(device: torch.device) -> dict:
-    """What a calibration is valid for: measured anew when any of it changes."""
-    out = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-           "torch": torch.__version__, "machine": platform.machine()}
-    if device.type == "cuda":
-        out["cuda"] = torch.cuda.get_device_name(device)
-    return out
 
 
 def shape_class(device: torch.device, metric: Metric, d: int) -> tuple[str, int]:
