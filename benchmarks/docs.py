@@ -68,19 +68,12 @@ def table(columns: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def settings_text(r: dict) -> str:
-    """How FAISS's BLAS setting was chosen (the record's `settings`), in words."""
-    t, n = r["settings"], r["probe_queries"]
-    text = f"on the first {n} queries BLAS {secs(t['blas_probe_s'])} s, SIMD loop {secs(t['simd_probe_s'])} s"
-    if "blas_batch_s" in t:
-        text += f"; on all queries BLAS {secs(t['blas_batch_s'])} s, SIMD loop {secs(t['simd_batch_s'])} s"
-    return text + f"; kept {r['setting']}"
-
-
 # -- renderers --------------------------------------------------------------------------------
 def knn_engine(result: dict) -> str:
     """The backend comparison of `lookalike bench`: one row per backend, fit / search / total
     apart, ratios of search times (and of totals) over FAISS's and scikit-learn's."""
+    from lookalike.bench import settings_text  # the words `lookalike bench` prints (with torch: imported here)
+
     w = result["workload"]
     rows = []
     for r in result["results"]:
@@ -101,7 +94,7 @@ def knn_engine(result: dict) -> str:
         out.append(f"- `{r['backend']}`: {r['config']}. Fit: {r.get('fit_includes', '?')}.")
         if "settings" in r:
             out.append(f"  Its BLAS threshold was chosen by timing both settings in the same process, "
-                       f"{settings_text(r)}.")
+                       f"{settings_text(r, secs)}.")
     for r in result["results"]:
         st = r.get("stages")
         if st and "fp32_gemm_floor_s" in r:

@@ -261,12 +261,13 @@ def _ratio(x: float | None) -> str:
     return f"{x:.2f}x" if x else "-"
 
 
-def settings_text(r: dict) -> str:
-    """How FAISS's BLAS setting was chosen, in words (from its record's `settings`)."""
+def settings_text(r: dict, number=lambda t: f"{t:.3g}") -> str:
+    """How FAISS's BLAS setting was chosen, in words (from its record's `settings`); `number`
+    writes each time in seconds (the docs round them their own way)."""
     t, n = r["settings"], r["probe_queries"]
-    text = f"on the first {n} queries BLAS {t['blas_probe_s']:.3g} s, SIMD loop {t['simd_probe_s']:.3g} s"
+    text = f"on the first {n} queries BLAS {number(t['blas_probe_s'])} s, SIMD loop {number(t['simd_probe_s'])} s"
     if "blas_batch_s" in t:
-        text += f"; on all queries BLAS {t['blas_batch_s']:.3g} s, SIMD loop {t['simd_batch_s']:.3g} s"
+        text += f"; on all queries BLAS {number(t['blas_batch_s'])} s, SIMD loop {number(t['simd_batch_s'])} s"
     return text + f"; kept {r['setting']}"
 
 
