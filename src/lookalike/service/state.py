@@ -205,10 +205,10 @@ class Service:
             except BaseException:
                 discard_uploads(paths)
                 raise
-            kept = {m.location for m in self.index.images(list(added.ids))} if added.ids else set()
+            metas = self.index.images(list(added.ids)) if added.ids else []
+            kept = {m.location for m in metas}
             discard_uploads([p for p in paths if str(p) not in kept])  # duplicates of indexed images
         names = {str(p): u.name for p, u in zip(paths, uploads)}
-        metas = self.index.images(list(added.ids)) if added.ids else []
         return [{"id": m.id, "key": m.key, "name": names.get(m.location, m.key)} for m in metas], added.duplicates
 
     def remove(self, image_id: int) -> None:
