@@ -221,8 +221,8 @@ class LookalikeBackend(Backend):
         cal = cached(self.device, self.metric, fitted.d)
         if cal is None:  # LOOKALIKE_CALIBRATION=0 and another process's memory: keep what fit chose
             return fitted, self.screen_choice_ or ""
-        size = _itemsize(fitted.screen.dtype)
-        among = tuple(n for n, dt in CANDIDATES.items() if _itemsize(dt) <= size)
+        size = fitted.screen.dtype.itemsize
+        among = tuple(n for n, dt in CANDIDATES.items() if dt.itemsize <= size)
         dtype = CANDIDATES[cal.choice(fitted.nb, nq, among)]
         why = cal.explain(fitted.nb, nq, among)
         return self._prepared(dtype), why
@@ -241,10 +241,6 @@ class LookalikeBackend(Backend):
 
     def radius_neighbors(self, Xq, radius, exclude_self, sort_results):
         return radius_search(Xq, self.prepared_base_, radius, exclude_self=exclude_self, sort_results=sort_results)
-
-
-def _itemsize(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
 
 
 class SklearnBackend(Backend):
