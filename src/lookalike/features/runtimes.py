@@ -12,7 +12,6 @@ Both are optional: `pip install 'lookalike[onnx]'` or `'lookalike[openvino]'`.
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..atomic import atomic_path
 from ..cache import cache_dir
 from ..errors import ModelError
 
@@ -62,18 +62,13 @@ def exported(net: nn.Module, name: str, input_size: int) -> Path:
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     example = torch.zeros(2, 3, input_size, input_size)
     net = net.float().cpu().eval()
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the exporter's notes on its own future
-            torch.onnx.export(net, (example,), str(tmp), input_names=["images"], output_names=["features"],
-                              dynamic_axes={"images": {0: "n"}, "features": {0: "n"}}, opset_version=OPSET,
-                              dynamo=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's notes on its own future
+        torch.onnx.export(net, (example,), str(tmp), input_names=["images"], output_names=["features"],
+                          dynamic_axes={"images": {0: "n"}, "features": {0: "n"}}, opset_version=OPSET,
+                          dynamo=False)
     return path
 
 
