@@ -13,6 +13,7 @@ ids, pixels re-read from where the images came from); `tile_title` is the one ti
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +28,28 @@ def tile_title(key: str, label: str | None) -> str:
     """The title of one image: its key (or id), and its label on a second line when it has one
     (control characters of file names written as escapes)."""
     return f"{printable(key)}\n{printable(label)}" if label else printable(key)
+
+
+def wrapped(text: str, width: int = 28) -> str:
+    """`text` (control characters escaped) broken into lines of at most `width` characters, at
+    the separators of a file name where it can be, so that titles of neighbouring tiles do not
+    run into each other."""
+    text = printable(text)
+    lines, line = [], ""
+    for part in re.split(r"(?<=[ _+./-])", text):
+        while len(part) > width:                      # one part longer than a line: cut it
+            if line:
+                lines.append(line)
+                line = ""
+            lines.append(part[:width])
+            part = part[width:]
+        if len(line) + len(part) > width:
+            lines.append(line)
+            line = ""
+        line += part
+    if line or not lines:
+        lines.append(line)
+    return "\n".join(x.rstrip() for x in lines)
 
 
 def pick(total: int, n: int, seed: int = 0) -> np.ndarray:
@@ -127,7 +150,7 @@ def misses_grid(rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
     picture that says there were none."""
     plt = pyplot()
     n = max(1, len(rows))
-    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.4 * n), squeeze=False)
+    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.9 * n), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     if not rows:
@@ -137,7 +160,7 @@ def misses_grid(rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
     for r, (images, names) in enumerate(zip(rows, titles)):
         for c, (im, name, (head, colour)) in enumerate(zip(images, names, heads)):
             axes[r, c].imshow(im)
-            axes[r, c].set_title(f"{head}\n{printable(name)}", fontsize=7, color=colour)
+            axes[r, c].set_title(f"{head}\n{wrapped(name)}", fontsize=7, color=colour)
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
     return save(fig, out)
