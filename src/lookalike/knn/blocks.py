@@ -30,7 +30,10 @@ class SearchStats:
 
     screen_dtype: str = "float32"
     screen_choice: str = ""  # why that screen, in words (with precision 'auto': the calibration's prediction)
-    path: str = ""  # "one block" (the small-size path: every score in one block) or "blocks"
+    # "one block" (the small-size path: every score in one block), "query blocks" (the same,
+    # one query block after another: each one's scores against the whole base in one block),
+    # or "blocks" (base blocks through a running `Window`)
+    path: str = ""
     prepare_s: float = 0.0
     screen_s: float = 0.0
     refine_s: float = 0.0

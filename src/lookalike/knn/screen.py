@@ -413,6 +413,11 @@ class PreparedBase:
         for lo, hi in ranges(self.nb, bb):
             yield lo, hi, (self.rows[lo:hi] if self.rows is not None else self._prepare_block(lo, hi))
 
+    def query_block(self, nq: int) -> int:
+        """Queries whose scores against the whole base, with their top-k workspace (12 bytes
+        a score in all), fit in half the working memory: at most 2048 (and `nq`)."""
+        return max(0, min(nq, 2048, int(self.budget / 2 // (max(1, self.nb) * 4 * 3))))
+
     def block_sizes(self, nq: int) -> tuple[int, int]:
         """(query rows, base rows) per block: a block of scores and its top-k workspace in
         half the working memory, a block of base rows in the other half."""

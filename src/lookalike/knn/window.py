@@ -155,10 +155,25 @@ def one_block(s: torch.Tensor, k: int, width: torch.Tensor) -> tuple[torch.Tenso
     k-th smallest score, and every (query, base row) inside k-th + `width` (float64, per
     query), the threshold rounded up to the scores' type. The small-size path: what `Window`
     decides over many blocks, without its running state."""
-    kth = torch.topk(s, k, dim=1, largest=False, sorted=False).values.amax(1)
+    kth = smallest_k(s, k)[0].amax(1)
     thr = _round_up(kth.double() + width, s.dtype)
     r, c = (s <= thr[:, None]).nonzero(as_tuple=True)
     return r, c
+
+
+def capped(r: torch.Tensor, c: torch.Tensor, nq: int, limit: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pairs (r, c) of `nq` queries, at most `limit` of them: past it, the queries holding
+    most are dropped (and marked, to fall back) until half of it is left, as `Window.compact`
+    does. Returns the pairs kept and the mask of queries dropped."""
+    over = torch.zeros(nq, dtype=torch.bool, device=r.device)
+    if len(r) <= limit:
+        return r, c, over
+    count = torch.bincount(r, minlength=nq)
+    heavy = torch.argsort(count, descending=True)
+    shed = int(torch.searchsorted(torch.cumsum(count[heavy], 0), len(r) - limit // 2)) + 1
+    over[heavy[:shed]] = True
+    keep = ~over[r]
+    return r[keep], c[keep], over
 
 
 def candidate_limit(k: int, nq: int, budget: float) -> int:
