@@ -38,9 +38,8 @@ def pair_distances(m: Metric, xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, 
     if not isinstance(xb, np.memmap):
         b_t, r_t, c_t = from_numpy(xb), torch.from_numpy(rows), torch.from_numpy(cols)
         out_t = torch.from_numpy(out)
-        for lo, hi in ranges(len(rows), step):
-            out_t[lo:hi] = exact_distances(m, q_t.index_select(0, r_t[lo:hi]), b_t.index_select(0, c_t[lo:hi]),
-                                           scale, comfortable)
+        for lo, hi, a in _query_chunks(q_t, rows, r_t, step):
+            out_t[lo:hi] = exact_distances(m, a, b_t.index_select(0, c_t[lo:hi]), scale, comfortable)
         return out
     order = np.argsort(cols, kind="stable")
     for lo, hi in ranges(len(order), step):
@@ -49,6 +48,22 @@ def pair_distances(m: Metric, xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, 
         b = torch.from_numpy(np.ascontiguousarray(xb[cols[sel]]))
         out[sel] = exact_distances(m, a, b, scale, comfortable).numpy()
     return out
+
+
+def _query_chunks(q_t: torch.Tensor, rows: np.ndarray, r_t: torch.Tensor, step: int):
+    """(lo, hi, query rows of pairs lo..hi) in chunks of at most `step` pairs. Pairs grouped by
+    query with many to each (a large k) go one query at a time, its row broadcast against its
+    base rows (one gather a pair, not two); others gather a query row for every pair."""
+    n = len(rows)
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if n else np.empty(0, np.int64)
+    if n and bool((rows[1:] >= rows[:-1]).all()) and n >= len(starts) * step // 4:
+        for s, e in zip(starts, np.r_[starts[1:], n]):
+            a = q_t[int(rows[s]): int(rows[s]) + 1]
+            for lo, hi in ranges(int(e - s), step):
+                yield s + lo, s + hi, a
+        return
+    for lo, hi in ranges(n, step):
+        yield lo, hi, q_t.index_select(0, r_t[lo:hi])
 
 
 def device_pair_distances(base: PreparedBase, xq: np.ndarray | torch.Tensor, rows: torch.Tensor,
