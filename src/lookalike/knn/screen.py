@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidParameter, SearchError
+from . import gemm
 from .blocks import MAX_VALUE, as_tensor, budget_bytes, from_numpy, ranges
 from .scaling import COMFORT, RERANK_SCALE_EXP, pow2_scale
 from .metrics import Metric, get_metric
@@ -194,9 +195,10 @@ class Screen:
         if q.data.dtype in (torch.bfloat16, torch.float16):  # fp32 accumulation, output in q's type
             dots = (q.data @ b.data.T).float()
             return b.sq - 2 * dots if m.centred else -dots
+        blas = gemm.provider(self.d) if q.data.device.type == "cpu" and q.data.dtype == torch.float32 else "torch"
         if m.centred:
-            return torch.addmm(b.sq, q.data, b.data.T, beta=1.0, alpha=-2.0, out=out)
-        return torch.mm(q.data, b.data.T, out=out).neg_()
+            return gemm.centred_scores(q.data, b.data, b.sq, out, blas)
+        return gemm.negated_dots(q.data, b.data, out, blas)
 
     def bound(self, q: Rows, base: Extent) -> torch.Tensor:
         """Per query, the largest error any of its screen scores can carry (float64)."""
