@@ -350,3 +350,25 @@ def test_tensor_queries_that_fall_back_or_outgrow_the_base_stay_exact():
     D, I = knn(torch.from_numpy(big), xb, 3, "euclidean", stats=stats)
     assert stats.fallbacks >= 1
     np.testing.assert_array_equal((D, I), knn(big, xb, 3, "euclidean"))  # the NumPy queries' path
+
+
+def test_searches_in_threads_keep_their_own_buffer_of_scores():
+    """Each thread's kept buffer of scores (`blocks.scratch`) is its own: searches of one
+    prepared base from four threads at once give what each gives alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lookalike.knn.blocks import scratch
+
+    rng = np.random.default_rng(12)
+    xb = rng.normal(size=(3000, 16)).astype(np.float32)
+    queries = [rng.normal(size=(n, 16)).astype(np.float32) for n in (5, 80, 300, 700)]
+    base = PreparedBase(xb, "euclidean")
+    alone = [knn(q, base, 6) for q in queries]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda q: knn(q, base, 6), queries * 3))
+    for (D, I), (D0, I0) in zip(together, alone * 3):
+        np.testing.assert_array_equal(I, I0)
+        np.testing.assert_array_equal(D, D0)
+    a, b = scratch(100, torch.device("cpu")), scratch(50, torch.device("cpu"))
+    assert a.data_ptr() == b.data_ptr()  # kept, not made afresh
+    assert scratch(2**25, torch.device("cpu")).data_ptr() != a.data_ptr()  # past SCRATCH_MIB: fresh

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidParameter
-from .blocks import SearchStats, as_tensor, budget_bytes, ranges
+from .blocks import SearchStats, as_tensor, budget_bytes, ranges, scratch
 from .metrics import get_metric
 from .refine import device_pair_distances, pair_distances, pick, refine, refines, rows_comfortable
 from .screen import Extent, PreparedBase, Rows, Screen, base_block, prepare_rows
@@ -134,7 +134,7 @@ def _search(base: PreparedBase, xq: np.ndarray, k: int, D: np.ndarray, I: np.nda
     t0 = time.perf_counter()
     nq = len(xq)
     q_rows = prepare_rows(base.screen, xq, base.device)
-    qw = base.query_block(nq) if base.rows is not None and limit is None else 0
+    qw = base.query_block(nq, MIN_QUERY_BLOCK) if base.rows is not None and limit is None else 0
     st.prepare_s += time.perf_counter() - t0
 
     fb = np.zeros(nq, dtype=bool)  # queries that overflowed their window, searched again below
@@ -192,7 +192,7 @@ def _screen(base: PreparedBase, q_rows: Rows, k: int, blocks: tuple[int, int], e
     qb, bb = blocks
     win = Window(nq, k, 2 * screen.bound(q_rows, base.extent), limit,
                  torch.float32 if base.metric.gemm else torch.float64, dev)
-    buf = torch.empty(min(nq, qb) * min(base.nb, bb), device=dev) if base.metric.gemm else None
+    buf = scratch(min(nq, qb) * min(base.nb, bb), dev) if base.metric.gemm else None
     for blo, bhi, b_rows in base.blocks(bb):
         if base.rows is None:  # a streamed base: the bound grows with the rows seen so far,
             # which is enough: a neighbour in this block is within its own error plus theirs
@@ -216,7 +216,9 @@ def _one_block(base: PreparedBase, q_rows: Rows, k: int, exclude_self: bool,
     materialised base fit in one block (`PreparedBase.query_block`): one GEMM (or cdist),
     each query's k-th score, and the pairs inside its window (k-th + 2E), with no base
     blocks to merge and no running window. Rows of the pairs count from the block's first query."""
-    s = base.screen.scores(q_rows, base.rows)
+    nq = len(q_rows.l2)
+    out = scratch(nq * base.nb, base.device).view(nq, base.nb) if base.metric.gemm else None
+    s = base.screen.scores(q_rows, base.rows, out=out)
     if exclude_self:
         n = len(s)
         s[torch.arange(n, device=s.device), torch.arange(offset, offset + n, device=s.device)] = math.inf

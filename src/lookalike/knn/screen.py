@@ -27,7 +27,7 @@ import torch
 
 from ..errors import InvalidParameter, SearchError
 from . import gemm
-from .blocks import MAX_VALUE, as_tensor, budget_bytes, from_numpy, ranges
+from .blocks import MAX_VALUE, SCRATCH_MIB, as_tensor, budget_bytes, from_numpy, ranges
 from .scaling import COMFORT, RERANK_SCALE_EXP, pow2_scale
 from .metrics import Metric, get_metric
 
@@ -415,10 +415,14 @@ class PreparedBase:
         for lo, hi in ranges(self.nb, bb):
             yield lo, hi, (self.rows[lo:hi] if self.rows is not None else self._prepare_block(lo, hi))
 
-    def query_block(self, nq: int) -> int:
+    def query_block(self, nq: int, least: int = 64) -> int:
         """Queries whose scores against the whole base, with their top-k workspace (12 bytes
-        a score in all), fit in half the working memory: at most 2048 (and `nq`)."""
-        return max(0, min(nq, 2048, int(self.budget / 2 // (max(1, self.nb) * 4 * 3))))
+        a score in all), fit in half the working memory: at most 2048 (and `nq`), and no more
+        than fill a thread's kept buffer of scores (`blocks.SCRATCH_MIB`) unless fewer than
+        `least` would."""
+        fits = int(self.budget / 2 // (max(1, self.nb) * 4 * 3))
+        kept = max(min(nq, least), SCRATCH_MIB * 2**20 // (max(1, self.nb) * 4))
+        return max(0, min(nq, 2048, fits, kept))
 
     def block_sizes(self, nq: int) -> tuple[int, int]:
         """(query rows, base rows) per block: a block of scores and its top-k workspace in
