@@ -114,7 +114,7 @@ def scaling(result: dict) -> str:
     rows = []
     for p in result["points"]:
         faiss = p.get("faiss_s")
-        path = {"one block": ", one block"}.get(p.get("lookalike_path", ""), "")
+        path = {"one block": ", one block", "query blocks": ", query blocks"}.get(p.get("lookalike_path", ""), "")
         rows.append([p["param"], f"{p[p['param']]:,}", p.get("lookalike_screen", "?") + path, secs(p["lookalike_s"]),
                      secs(faiss) if faiss else "-", p.get("faiss_setting", "-"),
                      ratio(p.get("search_vs_faiss")),

@@ -217,6 +217,45 @@ def test_queries_over_the_candidate_limit_fall_back_and_stay_exact(dtype):
     assert stats.fallbacks == 0
 
 
+def _query_block_data(kind: str, seed: int = 11) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    if kind == "small_ints":  # many exact ties, inside the k and at its edge
+        return (rng.integers(-2, 3, (200, 6)).astype(np.float32), rng.integers(-2, 3, (2000, 6)).astype(np.float32))
+    xb = rng.normal(size=(2000, 6)).astype(np.float32)
+    xb[rng.integers(0, 2000, 500)] = xb[7]  # duplicates of one row, at many indices
+    xq = rng.normal(size=(200, 6)).astype(np.float32)
+    xq[105] = xb[7]
+    return xq, xb
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8], ids=str)
+@pytest.mark.parametrize("kind", ["small_ints", "duplicates"])
+def test_query_blocks_and_a_large_k_stay_exact(kind, dtype):
+    """A working memory that holds the scores of 100 queries against the whole base: the
+    small-size path goes one query block after another ("query blocks"); k = 700 of 2,000
+    rows puts hundreds of ties inside the k, and reranks one query at a time (`_query_chunks`)."""
+    xq, xb = _query_block_data(kind)
+    for metric, k in (("euclidean", 700), ("cosine", 300), ("inner_product", 5), ("manhattan", 40)):
+        stats = SearchStats()
+        assert_exact(xq, xb, k, metric, screen_dtype=dtype, working_memory=4.6, stats=stats)
+        assert stats.path == "query blocks" and stats.blocks == [100, 2000] and not stats.fallbacks, metric
+    D, I = knn(xb[:300], PreparedBase(xb[:300] * 1.0, screen_dtype=dtype, working_memory=0.5), 9, exclude_self=True)
+    assert not (I == np.arange(300)[:, None]).any()  # each query block skips its own rows, not the first block's
+    np.testing.assert_array_equal(np.sort(D, 1), D)
+
+
+def test_query_blocks_cap_their_candidates_and_fall_back():
+    """Every base row at the same distance: each query block's window holds the whole base,
+    past its candidate limit, so its queries fall back to the full scan, and stay exact."""
+    xb = np.zeros((2000, 4), dtype=np.float32)
+    xq = np.ones((300, 4), dtype=np.float32)
+    stats = SearchStats()
+    D, I = knn(xq, xb, 3, working_memory=4.6, stats=stats)
+    assert stats.path == "query blocks" and stats.fallbacks >= 200  # the queries holding most, as in `Window`
+    np.testing.assert_array_equal(I, np.tile([0, 1, 2], (300, 1)))
+    np.testing.assert_array_equal(D, np.full((300, 3), 2.0, np.float32))
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.int8])
 def test_streamed_base_with_a_low_precision_screen(tmp_path, dtype):
     """A memory map streams through small blocks; the bound grows with the rows seen so far
@@ -311,3 +350,25 @@ def test_tensor_queries_that_fall_back_or_outgrow_the_base_stay_exact():
     D, I = knn(torch.from_numpy(big), xb, 3, "euclidean", stats=stats)
     assert stats.fallbacks >= 1
     np.testing.assert_array_equal((D, I), knn(big, xb, 3, "euclidean"))  # the NumPy queries' path
+
+
+def test_searches_in_threads_keep_their_own_buffer_of_scores():
+    """Each thread's kept buffer of scores (`blocks.scratch`) is its own: searches of one
+    prepared base from four threads at once give what each gives alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lookalike.knn.blocks import scratch
+
+    rng = np.random.default_rng(12)
+    xb = rng.normal(size=(3000, 16)).astype(np.float32)
+    queries = [rng.normal(size=(n, 16)).astype(np.float32) for n in (5, 80, 300, 700)]
+    base = PreparedBase(xb, "euclidean")
+    alone = [knn(q, base, 6) for q in queries]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda q: knn(q, base, 6), queries * 3))
+    for (D, I), (D0, I0) in zip(together, alone * 3):
+        np.testing.assert_array_equal(I, I0)
+        np.testing.assert_array_equal(D, D0)
+    a, b = scratch(100, torch.device("cpu")), scratch(50, torch.device("cpu"))
+    assert a.data_ptr() == b.data_ptr()  # kept, not made afresh
+    assert scratch(2**25, torch.device("cpu")).data_ptr() != a.data_ptr()  # past SCRATCH_MIB: fresh

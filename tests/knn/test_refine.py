@@ -97,3 +97,16 @@ def test_pick_orders_pairs_as_numpy_lexsort_does():
     key = rng.integers(0, 5, 5000).astype(np.float64)  # many ties, broken by cols
     key[::7] = -0.0
     np.testing.assert_array_equal(_lexsort(cols, key, rows), np.lexsort((cols, key, rows)))
+
+
+def test_pick_orders_grouped_pairs_as_lexsort_does():
+    """Pairs grouped by query, columns in any order within each (the padded, row-wise sort
+    of `_order`), many ties: the same order as np.lexsort, ties to the lower index."""
+    from lookalike.knn.refine import _order
+
+    rng = np.random.default_rng(2)
+    counts = rng.integers(30, 50, 40)
+    rows = np.repeat(np.arange(40) * 3, counts)  # some queries absent
+    cols = np.concatenate([rng.permutation(500)[:c] for c in counts])
+    key = rng.integers(0, 4, len(rows)).astype(np.float64)  # ties everywhere
+    np.testing.assert_array_equal(_order(rows, cols, key), np.lexsort((cols, key, rows)))

@@ -3,6 +3,7 @@ budget, and the record of what one search did."""
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +19,25 @@ WORKING_MEMORY_MIB = 1024
 MAX_VALUE = float(np.finfo(np.float32).max)
 
 
+# A block of scores up to this size is written into a buffer that each thread keeps between
+# searches: a fresh block costs page faults and zeroing, measured at more than the GEMM that
+# fills it (1,000 x 20,000 float32 scores: 45 ms of faults against 28 ms of GEMM at d = 64).
+SCRATCH_MIB = 64
+_scratch = threading.local()
+
+
+def scratch(n: int, device: torch.device) -> torch.Tensor:
+    """A float32 buffer of `n` elements for a block of scores: on the CPU and up to
+    `SCRATCH_MIB`, this thread's own, kept between calls (its contents are overwritten by
+    the next call); else a fresh one."""
+    if device.type != "cpu" or n * 4 > SCRATCH_MIB * 2**20:
+        return torch.empty(n, device=device)
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or buf.numel() < n:
+        buf = _scratch.buf = torch.empty(max(n, 1 << 16))
+    return buf[:n]
+
+
 def budget_bytes(working_memory: float | None) -> float:
     """The working memory in bytes (`WORKING_MEMORY_MIB` when None)."""
     return (working_memory or WORKING_MEMORY_MIB) * 2**20
@@ -30,7 +50,10 @@ class SearchStats:
 
     screen_dtype: str = "float32"
     screen_choice: str = ""  # why that screen, in words (with precision 'auto': the calibration's prediction)
-    path: str = ""  # "one block" (the small-size path: every score in one block) or "blocks"
+    # "one block" (the small-size path: every score in one block), "query blocks" (the same,
+    # one query block after another: each one's scores against the whole base in one block),
+    # or "blocks" (base blocks through a running `Window`)
+    path: str = ""
     prepare_s: float = 0.0
     screen_s: float = 0.0
     refine_s: float = 0.0

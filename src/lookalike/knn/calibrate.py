@@ -52,7 +52,7 @@ K = 10  # neighbours per query in the calibration's searches
 K_MEASURED = 10 * K  # past this k, a low-precision screen's windows were not measured (see `LookalikeBackend.base_for`)
 REPEATS = 2
 FILE = "calibration.json"
-VERSION = 2  # of the file's format: 1 held one line in nb per screen (64 queries)
+VERSION = 3  # of the file: 1 held one line in nb per screen; 2 timed fp32 before it could use NumPy's BLAS
 _lock = threading.Lock()
 _memory: dict[str, Calibration] = {}  # this process's calibrations, by shape class
 

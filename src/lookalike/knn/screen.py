@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from ..errors import InvalidParameter, SearchError
-from .blocks import MAX_VALUE, as_tensor, budget_bytes, from_numpy, ranges
+from . import gemm
+from .blocks import MAX_VALUE, SCRATCH_MIB, as_tensor, budget_bytes, from_numpy, ranges
 from .scaling import COMFORT, RERANK_SCALE_EXP, pow2_scale
 from .metrics import Metric, get_metric
 
@@ -194,9 +195,10 @@ class Screen:
         if q.data.dtype in (torch.bfloat16, torch.float16):  # fp32 accumulation, output in q's type
             dots = (q.data @ b.data.T).float()
             return b.sq - 2 * dots if m.centred else -dots
+        blas = gemm.provider(self.d) if q.data.device.type == "cpu" and q.data.dtype == torch.float32 else "torch"
         if m.centred:
-            return torch.addmm(b.sq, q.data, b.data.T, beta=1.0, alpha=-2.0, out=out)
-        return torch.mm(q.data, b.data.T, out=out).neg_()
+            return gemm.centred_scores(q.data, b.data, b.sq, out, blas)
+        return gemm.negated_dots(q.data, b.data, out, blas)
 
     def bound(self, q: Rows, base: Extent) -> torch.Tensor:
         """Per query, the largest error any of its screen scores can carry (float64)."""
@@ -412,6 +414,15 @@ class PreparedBase:
         """(lo, hi, screen rows) for consecutive base blocks of `bb` rows."""
         for lo, hi in ranges(self.nb, bb):
             yield lo, hi, (self.rows[lo:hi] if self.rows is not None else self._prepare_block(lo, hi))
+
+    def query_block(self, nq: int, least: int = 64) -> int:
+        """Queries whose scores against the whole base, with their top-k workspace (12 bytes
+        a score in all), fit in half the working memory: at most 2048 (and `nq`), and no more
+        than fill a thread's kept buffer of scores (`blocks.SCRATCH_MIB`) unless fewer than
+        `least` would."""
+        fits = int(self.budget / 2 // (max(1, self.nb) * 4 * 3))
+        kept = max(min(nq, least), SCRATCH_MIB * 2**20 // (max(1, self.nb) * 4))
+        return max(0, min(nq, 2048, fits, kept))
 
     def block_sizes(self, nq: int) -> tuple[int, int]:
         """(query rows, base rows) per block: a block of scores and its top-k workspace in

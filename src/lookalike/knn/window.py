@@ -150,15 +150,45 @@ def _merge_sparse(best: torch.Tensor, r: torch.Tensor, v: torch.Tensor) -> None:
     best[rows] = torch.topk(merged, best.shape[1], dim=1, largest=False, sorted=False).values
 
 
-def one_block(s: torch.Tensor, k: int, width: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def one_block(s: torch.Tensor, k: int, width: torch.Tensor, groups: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """The window of a search whose scores `s` (nq, nb) are all in one block: each query's
     k-th smallest score, and every (query, base row) inside k-th + `width` (float64, per
-    query), the threshold rounded up to the scores' type. The small-size path: what `Window`
-    decides over many blocks, without its running state."""
-    kth = torch.topk(s, k, dim=1, largest=False, sorted=False).values.amax(1)
+    query), the threshold rounded up to the scores' type, rows ascending. The small-size
+    path: what `Window` decides over many blocks, without its running state.
+
+    One pass over the block gives the minima of `groups` strided column groups, which serve
+    both `smallest_k` (the k-th) and `hits` (the pairs inside the window): no full mask."""
+    q, b = s.shape
+    if b % groups or b < 4 * groups * k:
+        kth = torch.topk(s, k, dim=1, largest=False, sorted=False).values.amax(1)
+        thr = _round_up(kth.double() + width, s.dtype)
+        r, c = (s <= thr[:, None]).nonzero(as_tuple=True)
+        return r, c
+    w = b // groups
+    minima = s.view(q, groups, w).amin(1)
+    _, sub = torch.topk(minima, k, dim=1, largest=False, sorted=False)
+    cols = (sub[:, :, None] + torch.arange(groups, device=s.device) * w).reshape(q, -1)
+    kth = torch.topk(torch.gather(s, 1, cols), k, dim=1, largest=False, sorted=False).values.amax(1)
     thr = _round_up(kth.double() + width, s.dtype)
-    r, c = (s <= thr[:, None]).nonzero(as_tuple=True)
-    return r, c
+    r, j = (minima <= thr[:, None]).nonzero(as_tuple=True)
+    cols = j[:, None] + torch.arange(groups, device=s.device) * w
+    keep = s[r[:, None], cols] <= thr[r][:, None]
+    return r[:, None].expand_as(cols)[keep], cols[keep]
+
+
+def capped(r: torch.Tensor, c: torch.Tensor, nq: int, limit: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pairs (r, c) of `nq` queries, at most `limit` of them: past it, the queries holding
+    most are dropped (and marked, to fall back) until half of it is left, as `Window.compact`
+    does. Returns the pairs kept and the mask of queries dropped."""
+    over = torch.zeros(nq, dtype=torch.bool, device=r.device)
+    if len(r) <= limit:
+        return r, c, over
+    count = torch.bincount(r, minlength=nq)
+    heavy = torch.argsort(count, descending=True)
+    shed = int(torch.searchsorted(torch.cumsum(count[heavy], 0), len(r) - limit // 2)) + 1
+    over[heavy[:shed]] = True
+    keep = ~over[r]
+    return r[keep], c[keep], over
 
 
 def candidate_limit(k: int, nq: int, budget: float) -> int:
