@@ -111,6 +111,31 @@ def test_add_is_found_by_the_next_search_and_delete_is_gone(client, server, phot
     assert not [p for p in (server.index.parent / "uploads").rglob("*")], "a deleted image's upload stayed on disk"
 
 
+def test_writes_by_another_process_are_seen_by_the_next_search(client, server):
+    """The server reads metadata through connections it keeps open (one per thread): an add
+    and a delete committed by another process (this test's) show in its very next answers."""
+    from lookalike.index import IndexStore
+
+    before = client.get("/v1/index").json()
+    vector = np.random.default_rng(5).normal(size=before["dim"]).astype(np.float32)
+    for _ in range(3):  # the worker threads' kept connections have all read the index before the add
+        assert client.get("/v1/images/0").status_code == 200
+        assert client.post("/v1/search/vector", json={"vector": vector.tolist(), "k": 2}).status_code == 200
+    store = IndexStore(server.index)
+    (new_id,), _ = store.append(vector[None], [{"key": "added-elsewhere", "source": "elsewhere", "position": 0,
+                                                "location": "", "label": "other", "digest": None}])
+    hit = client.post("/v1/search/vector", json={"vector": vector.tolist(), "k": 1}).json()
+    assert hit["neighbours"][0]["id"] == new_id and hit["neighbours"][0]["key"] == "added-elsewhere", hit
+    assert client.get(f"/v1/images/{new_id}").json()["label"] == "other"
+    assert client.get("/v1/index").json()["count"] == before["count"] + 1
+    store.remove([new_id], [], [])
+    after = client.post("/v1/search/vector", json={"vector": vector.tolist(), "k": 3}).json()
+    assert new_id not in [n["id"] for n in after["neighbours"]]
+    gone = client.get(f"/v1/images/{new_id}")
+    assert gone.status_code == 404 and "removed" in gone.json()["error"]["message"], gone.text
+    assert client.get("/v1/index").json()["count"] == before["count"]
+
+
 def test_an_add_that_fails_keeps_no_upload(thread_server, tmp_path, photos, monkeypatch):
     from lookalike.index.lock import CommitLock
 

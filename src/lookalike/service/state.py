@@ -38,10 +38,13 @@ THUMBNAILS_KEPT = 4096  # thumbnails made on the fly and kept, least recently us
 
 class ServedIndex(Index):
     """The served index: its searcher and its adds share one embedder, built once, so that an
-    add neither loads the model's weights again nor traces its graph again."""
+    add neither loads the model's weights again nor traces its graph again; its metadata is
+    read through a connection kept per thread (`IndexStore.keep_readers`), not one opened
+    per answer."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.store.keep_readers()
         self._embedder = None
         self._embedder_made = threading.Lock()
 
