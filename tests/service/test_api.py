@@ -69,8 +69,13 @@ def test_page_openapi_and_metrics(client):
     page = client.get("/")
     assert page.status_code == 200 and "<title>lookalike" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["referrer-policy"] == "no-referrer" and page.headers["x-content-type-options"] == "nosniff"
     for asset in ("/static/app.js", "/static/style.css"):
-        assert client.get(asset).status_code == 200
+        got = client.get(asset)
+        assert got.status_code == 200 and "default-src 'self'" in got.headers["content-security-policy"]
+    api = client.get("/v1/images/999999")  # an error answered inside the app: nosniff, no page policy
+    assert api.status_code == 404 and api.headers["x-content-type-options"] == "nosniff"
+    assert "content-security-policy" not in api.headers and len(api.headers.get_list("x-content-type-options")) == 1
     assert "http://" not in page.text and "https://" not in client.get("/static/app.js").text  # no CDN
     spec = client.get("/openapi.json").json()
     assert {"/v1/search", "/v1/search/vector", "/v1/images", "/v1/images/{image_id}",
