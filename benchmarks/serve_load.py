@@ -242,7 +242,9 @@ def batches(url: str) -> dict:
         return float(found.group(1)) if found else 0.0
 
     return {"batches": int(value("lookalike_batch_queries_count")),
-            "cnn_passes": int(value("lookalike_cnn_batch_queries_count"))}
+            "batch_queries": value("lookalike_batch_queries_sum"),
+            "cnn_passes": int(value("lookalike_cnn_batch_queries_count")),
+            "cnn_queries": value("lookalike_cnn_batch_queries_sum")}
 
 
 def cpu() -> str:
@@ -328,10 +330,10 @@ def main() -> None:
                 before = batches(server.url)
                 run = measured(server.url, server.proc.pid, images, args)
                 after = batches(server.url)
-                run["batches"] = after["batches"] - before["batches"]
-                run["mean_batch"] = round(run["searches"] / max(run["batches"], 1), 2)
-                run["cnn_passes"] = after["cnn_passes"] - before["cnn_passes"]
-                run["mean_cnn_batch"] = round(run["searches"] / max(run["cnn_passes"], 1), 2)
+                done = {key: after[key] - before[key] for key in after}  # warm-up included
+                run["batches"], run["cnn_passes"] = done["batches"], done["cnn_passes"]
+                run["mean_batch"] = round(done["batch_queries"] / max(done["batches"], 1), 2)
+                run["mean_cnn_batch"] = round(done["cnn_queries"] / max(done["cnn_passes"], 1), 2)
                 run["load_after"] = os.getloadavg()
                 result["runs"][name] = run
                 print(f"{name:>9}: {run['searches_per_s']} searches/s, p50 {run['p50_ms']} ms, p95 {run['p95_ms']} ms, "
