@@ -83,8 +83,9 @@ def padded(pixels: np.ndarray, batch_size: int) -> np.ndarray:
 class MicroBatcher:
     """Gathers concurrent queries into batches for `searcher`; `close` stops its threads.
 
-    `pad`: pad each CNN batch to one of `batch_shapes` (default: when the embedder runs a
-    graph specialised per batch shape, `fixed_shapes`)."""
+    `pad`: pad each CNN batch to one of `batch_shapes`; None: decided after the first pass,
+    by whether the embedder runs a graph specialised per batch shape (`fixed_shapes`; asked
+    only then, since asking before its first pass would make it calibrate now)."""
 
     def __init__(self, searcher: Searcher, *, batch_size: int = 32, wait_ms: float = 5.0,
                  metrics: Metrics | None = None, pad: bool | None = None):
@@ -92,7 +93,7 @@ class MicroBatcher:
         self.batch_size = batch_size
         self.wait = wait_ms / 1000
         self.metrics = metrics
-        self.pad = fixed_shapes(searcher.embedder) if pad is None else pad
+        self.pad = pad
         self._queue: queue.Queue[Query | None] = queue.Queue()
         self._embedded: queue.Queue[list[Query] | None] = queue.Queue()
         self._knn_ends = 0.0  # when the kNN call in progress is expected to end (monotonic; 0: none)
@@ -159,6 +160,8 @@ class MicroBatcher:
             if self.pad:
                 pixels = padded(pixels, self.batch_size)
             vectors = self.searcher.embedder.embed_array(pixels)
+            if self.pad is None:
+                self.pad = fixed_shapes(self.searcher.embedder)
         except BaseException as exc:  # every query of the batch gets the error; the stage goes on
             for q in batch:
                 q.future.set_exception(exc)
