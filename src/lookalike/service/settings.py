@@ -49,7 +49,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("batch_size", 32, "queries that go through the CNN and the kNN search together (default 32)", 1, 1024),
     Setting("threads", None, "CPU threads of each of the two compute stages, the CNN and the kNN search, which "
                              "work at the same time (default: half the cores, at least 1)", 1, 1024),
-    Setting("batch_wait_ms", 5.0, "how long the first query of a batch waits for others (default 5 ms)", 0, 1000),
+    Setting("batch_wait_ms", 5.0, "how long the first query of a batch waits for others when the kNN search is idle "
+                                  "(default 5 ms; while it is busy, until a CNN pass would end as it does)", 0, 1000),
     Setting("access_log", False, "log one line per request (method, path, status; never a header or a key)"),
     Setting("upload_dir", None, "where added images are kept (default: INDEX.uploads beside the index)"),
 )
