@@ -104,51 +104,147 @@ class Server:
         self.log.close()
 
 
-async def load(url: str, images: list[bytes], clients: int, seconds: float, warmup: float, k: int) -> dict:
+def multipart(image: bytes, boundary: str = "lookalike-load-boundary") -> tuple[bytes, str]:
+    """The body of a search upload (field `image`, file q.jpg) and its Content-Type."""
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"q.jpg\"\r\n"
+            f"Content-Type: image/jpeg\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+class RawClient:
+    """A minimal HTTP/1.1 client on asyncio streams, for the load generator only: one
+    keep-alive connection, requests sent whole, responses read by Content-Length. It costs
+    the shared CPU a fraction of what httpx does, as a client on a machine of its own would."""
+
+    def __init__(self, url: str):
+        self.host, port = url.removeprefix("http://").split(":")
+        self.port = int(port)
+        self.reader = self.writer = None
+
+    async def post(self, path: str, body: bytes, content_type: str) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        self.writer.write(head + body)
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionError("the server closed the connection")
+        status, length, close = int(status_line.split()[1]), None, False
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+            elif name.lower() == "connection" and value.strip().lower() == "close":
+                close = True
+        if length is None:
+            raise ConnectionError(f"a response without Content-Length (status {status})")
+        data = await self.reader.readexactly(length)
+        if close:
+            await self.close()
+        return status, data
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.reader = self.writer = None
+
+
+async def load(url: str, images: list[bytes], clients: int, seconds: float, warmup: float, k: int,
+               client: str = "raw") -> dict:
+    """C clients searching for `seconds` after `warmup`; the latencies and errors of the
+    searches that started and ended within the counted time. `client`: 'raw' (`RawClient`)
+    or 'httpx' (an httpx.AsyncClient per client)."""
     import httpx
 
     latencies: list[float] = []
     errors: list[str] = []
+    answered = [0]  # every answer, warm-up included (for the CPU per search)
     start = time.monotonic()
     counted_from, stop = start + warmup, start + warmup + seconds
+    bodies = [multipart(image) for image in images]
+    path = f"/v1/search?k={k}"
 
-    async def client(n: int) -> None:
-        async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+    async def one_client(n: int) -> None:
+        if client == "raw":
+            c = RawClient(url)
+            send = c.post
+        else:
+            c = httpx.AsyncClient(base_url=url, timeout=60)
+
+            async def send(path, body, content_type):
+                r = await c.post(path, content=body, headers={"Content-Type": content_type})
+                return r.status_code, r.content
+        try:
             i = n
             while True:
                 t0 = time.monotonic()
                 if t0 >= stop:
                     return
-                image = images[i % len(images)]
+                body, content_type = bodies[i % len(bodies)]
                 i += clients
                 try:
-                    r = await c.post("/v1/search", params={"k": k}, files={"image": ("q.jpg", image, "image/jpeg")})
-                    ok = r.status_code == 200 and len(r.json()["neighbours"]) == k
-                    problem = None if ok else f"{r.status_code} {r.text[:200]}"
-                except httpx.HTTPError as exc:
+                    status, data = await asyncio.wait_for(send(path, body, content_type), 60)
+                    ok = status == 200 and len(json.loads(data)["neighbours"]) == k
+                    problem = None if ok else f"{status} {data[:200]!r}"
+                except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, httpx.HTTPError,
+                        ValueError) as exc:
                     problem = f"{type(exc).__name__}: {exc}"
+                    if client == "raw":
+                        await c.close()  # a new connection for the next request
                 t1 = time.monotonic()
+                answered[0] += 1
                 if t0 >= counted_from and t1 <= stop:
                     (errors.append(problem) if problem else latencies.append(t1 - t0))
                 elif problem:
                     errors.append(problem)
+        finally:
+            await (c.close() if client == "raw" else c.aclose())
 
-    await asyncio.gather(*(client(n) for n in range(clients)))
+    await asyncio.gather(*(one_client(n) for n in range(clients)))
     ms = np.array(latencies) * 1000
     return {"searches": len(latencies), "seconds": seconds, "searches_per_s": round(len(latencies) / seconds, 1),
             "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
             "p95_ms": round(float(np.percentile(ms, 95)), 1) if len(ms) else None,
             "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None,
-            "errors": len(errors), "first_errors": errors[:3]}
+            "errors": len(errors), "first_errors": errors[:3], "answered": answered[0]}
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system) of process `pid` so far (default: this one)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(url: str, pid: int, images: list[bytes], args) -> dict:
+    """One load run, with the CPU it cost the server and the load generator per search, and
+    the generator's share of the machine's CPU (it runs on the same cores)."""
+    server0, client0, t0 = cpu_seconds(pid), cpu_seconds(), time.monotonic()
+    run = asyncio.run(load(url, images, args.clients, args.seconds, args.warmup, args.k, args.client))
+    server1, client1, t1 = cpu_seconds(pid), cpu_seconds(), time.monotonic()
+    n = max(run.pop("answered"), 1)
+    run["server_cpu_ms_per_search"] = round((server1 - server0) * 1000 / n, 1)
+    run["client_cpu_ms_per_search"] = round((client1 - client0) * 1000 / n, 1)
+    run["client_cpu_share"] = round((client1 - client0) / ((t1 - t0) * (os.cpu_count() or 1)), 3)
+    return run
 
 
 def batches(url: str) -> dict:
     import httpx
 
     text = httpx.get(url + "/metrics").text
-    count = int(re.search(r"^lookalike_batch_queries_count (\d+)", text, re.M).group(1))
-    total = float(re.search(r"^lookalike_batch_queries_sum ([\d.]+)", text, re.M).group(1))
-    return {"batches": count, "mean_batch": round(total / count, 2) if count else None}
+
+    def value(name: str) -> float:
+        found = re.search(rf"^{name} ([\d.]+)", text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    return {"batches": int(value("lookalike_batch_queries_count")),
+            "batch_queries": value("lookalike_batch_queries_sum"),
+            "cnn_passes": int(value("lookalike_cnn_batch_queries_count")),
+            "cnn_queries": value("lookalike_cnn_batch_queries_sum")}
 
 
 def cpu() -> str:
@@ -157,10 +253,16 @@ def cpu() -> str:
     return f"{cpu_model()}, {os.cpu_count()} cores, fast bf16: {cpu_has_fast_bf16()}, fast int8: {cpu_has_fast_int8()}"
 
 
+RUNS = {"batched": [], "unbatched": ["--batch-size", "1"], "batched-faiss": ["--backend", "faiss"],
+        "batched-onnxruntime": ["--runtime", "onnxruntime"], "batched-openvino": ["--runtime", "openvino"],
+        "batched-all-threads": ["--threads", str(os.cpu_count() or 1)]}
 LABELS = {"batched": "micro-batching on (default), exact engine",
           "unbatched": "micro-batching off (`--batch-size 1`), exact engine",
           "batched-faiss": "micro-batching on, `--backend faiss` (IndexFlatL2)",
-          "batched-onnxruntime": "micro-batching on, exact engine, `--runtime onnxruntime` (the CNN in ONNX Runtime)"}
+          "batched-onnxruntime": "micro-batching on, exact engine, `--runtime onnxruntime` (the CNN in ONNX Runtime)",
+          "batched-openvino": "micro-batching on, exact engine, `--runtime openvino` (the CNN in OpenVINO)",
+          "batched-all-threads": f"micro-batching on, exact engine, `--threads {os.cpu_count()}` (each stage with a "
+                                 "thread per core, torch's default)"}
 
 
 def table(result: dict) -> dict:
@@ -169,12 +271,20 @@ def table(result: dict) -> dict:
         return "-" if x is None else f"{x:,.0f}"
 
     rows = [[LABELS.get(name, name), r["searches_per_s"], ms(r["p50_ms"]), ms(r["p95_ms"]), ms(r["p99_ms"]),
-             r["errors"], r["mean_batch"]] for name, r in result["runs"].items()]
+             r["errors"], r["mean_cnn_batch"], r["mean_batch"], r["server_cpu_ms_per_search"],
+             r["client_cpu_ms_per_search"]] for name, r in result["runs"].items()]
     notes = [f"Index of {result['n']:,} vectors of {result['dim']} dimensions; {result['clients']} concurrent "
              f"clients uploading JPEG photos (mean {result['query_bytes_mean']:,} bytes) to `POST /v1/search?k="
-             f"{result['k']}`."]
-    return {"columns": ["run", "searches/s", "p50 ms", "p95 ms", "p99 ms", "errors", "queries per CNN + kNN pass"],
+             f"{result['k']}`, load generator: {CLIENTS[result['client']]}. CPU ms per search: CPU time of the "
+             "server's process, and of the load generator's, over the run (warm-up included) divided by the "
+             "searches answered."]
+    return {"columns": ["run", "searches/s", "p50 ms", "p95 ms", "p99 ms", "errors", "queries per CNN pass",
+                        "queries per kNN call", "server CPU ms/search", "client CPU ms/search"],
             "rows": rows, "notes": notes}
+
+
+CLIENTS = {"raw": "one asyncio process, a minimal HTTP/1.1 client with keep-alive (`RawClient`)",
+           "httpx": "one asyncio process, an httpx.AsyncClient per client"}
 
 
 def main() -> None:
@@ -185,12 +295,18 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per run (default 20)")
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("-k", type=int, default=10)
+    p.add_argument("--client", choices=sorted(CLIENTS), default="raw",
+                   help="the load generator's HTTP client: raw (default: a minimal asyncio HTTP/1.1 client, "
+                        "light on the CPU it shares with the server) or httpx")
     p.add_argument("--workdir", default=None, help="keep the index here between runs (default: a temporary folder)")
-    p.add_argument("--runs", default="batched,unbatched,batched-faiss,batched-onnxruntime",
-                   help="runs, comma-separated: batched, unbatched, batched-faiss (--backend faiss), "
-                        "batched-onnxruntime (--runtime onnxruntime: the CNN run by ONNX Runtime)")
+    p.add_argument("--runs", default="batched,batched-onnxruntime,batched-openvino,unbatched,batched-all-threads,"
+                                     "batched-faiss",
+                   help=f"runs, comma-separated, of: {', '.join(RUNS)}")
     p.add_argument("--out", default="docs/bench/serve-load.json")
     args = p.parse_args()
+    unknown = [name for name in args.runs.split(",") if name not in RUNS]
+    if unknown:
+        p.error(f"unknown run {unknown[0]!r}; runs are {', '.join(RUNS)}")
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="serve-load-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -199,28 +315,32 @@ def main() -> None:
         index = build_index(work, args.n, args.base)
         print(f"index: {index} ({args.n:,} vectors) in {time.time() - t:.0f} s", file=sys.stderr)
         images = queries()
-        runs = {"batched": [], "unbatched": ["--batch-size", "1"], "batched-faiss": ["--backend", "faiss"],
-                "batched-onnxruntime": ["--runtime", "onnxruntime"]}
         from lookalike.bench.provenance import finish, libraries, machine, provenance
 
         record = provenance()
         result = {"machine": machine(), "libraries": libraries(), "cpu": cpu(), "load_before": os.getloadavg(),
-                  "n": args.n, "dim": None, "clients": args.clients,
+                  "n": args.n, "dim": None, "clients": args.clients, "client": args.client,
                   "k": args.k, "query_bytes_mean": int(np.mean([len(b) for b in images])), "runs": {}}
         for name in args.runs.split(","):
-            server = Server(index, work / f"server-{name}.log", *runs[name])
+            server = Server(index, work / f"server-{name}.log", *RUNS[name])
             try:
                 import httpx
 
                 result["dim"] = httpx.get(server.url + "/v1/index").json()["dim"]
                 before = batches(server.url)
-                run = asyncio.run(load(server.url, images, args.clients, args.seconds, args.warmup, args.k))
+                run = measured(server.url, server.proc.pid, images, args)
                 after = batches(server.url)
-                run["batches"] = after["batches"] - before["batches"]
-                run["mean_batch"] = round(run["searches"] / max(run["batches"], 1), 2)
+                done = {key: after[key] - before[key] for key in after}  # warm-up included
+                run["batches"], run["cnn_passes"] = done["batches"], done["cnn_passes"]
+                run["mean_batch"] = round(done["batch_queries"] / max(done["batches"], 1), 2)
+                run["mean_cnn_batch"] = round(done["cnn_queries"] / max(done["cnn_passes"], 1), 2)
+                run["load_after"] = os.getloadavg()
                 result["runs"][name] = run
                 print(f"{name:>9}: {run['searches_per_s']} searches/s, p50 {run['p50_ms']} ms, p95 {run['p95_ms']} ms, "
-                      f"p99 {run['p99_ms']} ms, {run['errors']} errors, ~{run['mean_batch']} queries per batch")
+                      f"p99 {run['p99_ms']} ms, {run['errors']} errors, ~{run['mean_cnn_batch']} queries per CNN "
+                      f"pass, ~{run['mean_batch']} per kNN call; CPU ms per search: server "
+                      f"{run['server_cpu_ms_per_search']}, client {run['client_cpu_ms_per_search']} (the client "
+                      f"{100 * run['client_cpu_share']:.0f}% of the machine); load {run['load_after'][0]:.1f}")
             finally:
                 server.stop()
         result["load_after"] = os.getloadavg()

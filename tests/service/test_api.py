@@ -69,8 +69,13 @@ def test_page_openapi_and_metrics(client):
     page = client.get("/")
     assert page.status_code == 200 and "<title>lookalike" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["referrer-policy"] == "no-referrer" and page.headers["x-content-type-options"] == "nosniff"
     for asset in ("/static/app.js", "/static/style.css"):
-        assert client.get(asset).status_code == 200
+        got = client.get(asset)
+        assert got.status_code == 200 and "default-src 'self'" in got.headers["content-security-policy"]
+    api = client.get("/v1/images/999999")  # an error answered inside the app: nosniff, no page policy
+    assert api.status_code == 404 and api.headers["x-content-type-options"] == "nosniff"
+    assert "content-security-policy" not in api.headers and len(api.headers.get_list("x-content-type-options")) == 1
     assert "http://" not in page.text and "https://" not in client.get("/static/app.js").text  # no CDN
     spec = client.get("/openapi.json").json()
     assert {"/v1/search", "/v1/search/vector", "/v1/images", "/v1/images/{image_id}",
@@ -109,6 +114,31 @@ def test_add_is_found_by_the_next_search_and_delete_is_gone(client, server, phot
     assert client.delete(f"/v1/images/{added[1]['id']}", headers=write_headers()).status_code == 200
     assert client.get("/v1/index").json()["count"] == before
     assert not [p for p in (server.index.parent / "uploads").rglob("*")], "a deleted image's upload stayed on disk"
+
+
+def test_writes_by_another_process_are_seen_by_the_next_search(client, server):
+    """The server reads metadata through connections it keeps open (one per thread): an add
+    and a delete committed by another process (this test's) show in its very next answers."""
+    from lookalike.index import IndexStore
+
+    before = client.get("/v1/index").json()
+    vector = np.random.default_rng(5).normal(size=before["dim"]).astype(np.float32)
+    for _ in range(3):  # the worker threads' kept connections have all read the index before the add
+        assert client.get("/v1/images/0").status_code == 200
+        assert client.post("/v1/search/vector", json={"vector": vector.tolist(), "k": 2}).status_code == 200
+    store = IndexStore(server.index)
+    (new_id,), _ = store.append(vector[None], [{"key": "added-elsewhere", "source": "elsewhere", "position": 0,
+                                                "location": "", "label": "other", "digest": None}])
+    hit = client.post("/v1/search/vector", json={"vector": vector.tolist(), "k": 1}).json()
+    assert hit["neighbours"][0]["id"] == new_id and hit["neighbours"][0]["key"] == "added-elsewhere", hit
+    assert client.get(f"/v1/images/{new_id}").json()["label"] == "other"
+    assert client.get("/v1/index").json()["count"] == before["count"] + 1
+    store.remove([new_id], [], [])
+    after = client.post("/v1/search/vector", json={"vector": vector.tolist(), "k": 3}).json()
+    assert new_id not in [n["id"] for n in after["neighbours"]]
+    gone = client.get(f"/v1/images/{new_id}")
+    assert gone.status_code == 404 and "removed" in gone.json()["error"]["message"], gone.text
+    assert client.get("/v1/index").json()["count"] == before["count"]
 
 
 def test_an_add_that_fails_keeps_no_upload(thread_server, tmp_path, photos, monkeypatch):

@@ -47,3 +47,33 @@ def test_concurrent_queries_share_a_batch_and_match_alone(built_index, photos):
     finally:
         batcher.close()
         index.close()
+
+
+def test_kNN_calls_hold_at_most_batch_size_and_a_failed_pass_fails_only_its_queries(built_index, photos):
+    index = Index(built_index)
+    searcher = index.searcher()
+    metrics = Metrics()
+    batcher = MicroBatcher(searcher, batch_size=2, wait_ms=200, metrics=metrics)
+    try:
+        pixels = [load_image(p, 64) for p in photos[:5]]
+
+        async def together():
+            asks = [batcher.search(3, pixels=px) for px in pixels]
+            return await asyncio.gather(*asks)
+
+        answers = asyncio.run(together())
+        alone = searcher.search_images(photos[:5], k=3)
+        assert [I.tolist() for _, I in answers] == [[n.id for n in r.neighbours] for r in alone]
+        assert metrics.batch_sizes.sum == 5 and metrics.batch_sizes.counts[1] == metrics.batch_sizes.count  # <= 2
+        assert metrics.cnn_batch_sizes.sum == 5
+
+        async def broken_then_good():
+            bad = batcher.search(3, pixels=np.zeros((64, 64, 4), np.uint8))  # not RGB: the CNN pass fails
+            return await asyncio.gather(bad, return_exceptions=True), await batcher.search(3, pixels=pixels[0])
+
+        (failed,), (_, I) = asyncio.run(broken_then_good())
+        assert isinstance(failed, Exception) and I.tolist() == answers[0][1].tolist()
+    finally:
+        batcher.close()
+        index.close()
+    assert not any(t.is_alive() for t in batcher._threads)

@@ -41,7 +41,7 @@ def register(sub) -> None:
             p.add_argument(s.flag, action="store_true", help=s.help)
         elif s.name == "cors_origin":
             p.add_argument(s.flag, action="append", default=[], metavar="ORIGIN", help=s.help)
-        elif isinstance(s.default, int):
+        elif isinstance(s.default, int) or (s.default is None and s.lo is not None):  # a bounded whole number
             p.add_argument(s.flag, type=whole_number(int(s.lo), int(s.hi)), default=s.default, metavar="N",
                            help=s.help)
         elif isinstance(s.default, float):

@@ -384,11 +384,13 @@ class Index:
             return self._searchers[backend]
 
     def close(self) -> None:
-        """Close the searchers made so far (they close by themselves when collected)."""
+        """Close the searchers made so far and the kept read connections (`store.keep_readers`);
+        all close by themselves when collected."""
         with self._lock:
             for searcher in self._searchers.values():
                 searcher.close()
             self._searchers = {}
+        self.store.close_readers()
 
     def search_vectors(self, queries: np.ndarray, k: int = 3, *, exclude: np.ndarray | None = None,
                        backend: str = "auto"):

@@ -44,7 +44,7 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from ..errors import BadIndex, UnknownImage, write_error
-from .db import open_for_reading, open_for_writing
+from .db import Readers, open_for_reading, open_for_writing
 from .lock import LOCK_FILE, CommitLock
 from .segments import SegmentedArray, crc32_file
 
@@ -182,6 +182,7 @@ class IndexStore:
         self.path = Path(path)
         self.db_path = self.path / "meta.sqlite"
         self.lock_timeout = lock_timeout
+        self._readers: Readers | None = None
 
     @staticmethod
     def looks_like_index(path: str | os.PathLike) -> bool:
@@ -209,11 +210,29 @@ class IndexStore:
         store.write_manifest_json()
         return store
 
+    def keep_readers(self) -> None:
+        """From now on, read through one connection per thread kept open (`db.Readers`)
+        rather than one opened per read: for a long-lived program that reads often (a
+        server). Commits by anyone stay visible to the next read. `close_readers` ends it."""
+        if self._readers is None:
+            self._readers = Readers(self.db_path)
+
+    def close_readers(self) -> None:
+        if self._readers is not None:
+            self._readers.close()
+            self._readers = None
+
     @contextmanager
     def connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:
         """A connection in autocommit mode (transactions are explicit), closed on exit so
         that the write-ahead log is checkpointed and removed when the last one closes; one
-        that never writes unless `write`."""
+        that never writes unless `write`. After `keep_readers`, a read gets the calling
+        thread's kept connection instead."""
+        readers = None if write else self._readers
+        if readers is not None:
+            with readers.connection() as db:
+                yield db
+            return
         db = open_for_writing(self.db_path) if write else open_for_reading(self.db_path)
         try:
             yield db

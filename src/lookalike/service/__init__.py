@@ -4,9 +4,9 @@ A shell over the library, as `cli/` is (it may import every layer below it). Mod
 a request: `settings` (what an operator sets, declared once), `limits` (the gate: slots,
 queue, body size, time-out), `auth` (API keys), `uploads` (files judged by their bytes,
 stored under names the server chooses), `batching` (concurrent searches through one CNN
-pass and one kNN call), `state` (`Service`: the index, its searcher, the batcher), `routes`
+pass and one kNN call, the two as pipelined stages), `state` (`Service`: the index, its searcher, the batcher), `routes`
 and `models` (the endpoints and their JSON), `errors` (every error as JSON with its status),
-`metrics` (Prometheus text), `app` (`create_app`), `run` (`serve`: uvicorn until a signal),
+`metrics` (Prometheus text), `app` (`create_app`), `run` (`serve`: the stages' threads, uvicorn until a signal),
 and `static/` (the page: plain HTML, CSS and JavaScript).
 
 FastAPI and uvicorn are an optional extra: `pip install 'lookalike[serve]'`.

@@ -58,22 +58,44 @@ def create_app(settings: Settings, *, load: bool = True, on_load_failure=None) -
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _api_docs(app)
 
-    @app.middleware("http")
-    async def headers(request, call_next):
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        if request.url.path == "/" or request.url.path.startswith("/static/"):
-            response.headers["Content-Security-Policy"] = PAGE_POLICY
-            response.headers["Referrer-Policy"] = "no-referrer"
-        return response
-
     if settings.cors_origin:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origin), allow_credentials=False,
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(Limits, settings=settings, metrics=service.metrics)
     return app
+
+
+class SecurityHeaders:
+    """`X-Content-Type-Options: nosniff` on every response, and the page's policy on the page
+    and its files. A pure ASGI middleware: it only adds headers as the response starts
+    (Starlette's `@app.middleware("http")` runs each request through a task and streams)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        extra = [(b"content-security-policy", PAGE_POLICY.encode()), (b"referrer-policy", b"no-referrer")] \
+            if path == "/" or path.startswith("/static/") else []
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {name.lower() for name, _ in headers}
+                if b"x-content-type-options" not in names:
+                    headers.append((b"x-content-type-options", b"nosniff"))
+                if extra:
+                    headers = [h for h in headers if h[0].lower() not in {n for n, _ in extra}] + extra
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def _api_docs(app: FastAPI) -> None:

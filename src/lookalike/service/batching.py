@@ -1,10 +1,25 @@
-"""Micro-batching: concurrent searches go through the CNN and the kNN search together.
+"""Micro-batching: concurrent searches go through the CNN and the kNN search together, in
+two stages that work at the same time.
 
 Each request hands its query (decoded pixels, or a vector) to `MicroBatcher.search` and
-awaits a future. One worker thread takes the first query waiting, then gathers others for up
-to `wait_ms` milliseconds or until `batch_size` are in hand, embeds all the pixel queries in
-one CNN pass, searches every query in one kNN call with the largest k asked, and answers each
-with its own first k. A batch that fails answers each of its queries with that error.
+awaits a future. Two worker threads make a pipeline:
+
+- the CNN stage takes the first query waiting, gathers others until `batch_size` are in
+  hand or for `wait_ms` milliseconds, or, while the kNN stage is busy, until a pass over one
+  more query would end after the kNN call in progress is expected to end (`gather_until`),
+  embeds all their pixels in one CNN pass and hands the batch on;
+- the kNN stage takes every batch the CNN stage has handed on by then (up to `batch_size`
+  queries), searches them all in one kNN call with the largest k asked, and answers each
+  query with its own first k.
+
+So the CNN of the next queries runs while the kNN search of the last ones does, and is done
+just in time for the next kNN call, in as few passes as that allows (a pass costs less per
+image the more images it holds). Each stage has its own cores (`run.compute_threads`: a
+stage's torch threads never wait on a core that the other stage, or the event loop, holds).
+A kNN call costs a fixed scan of the whole index plus a little per query: while it runs,
+the queries behind it gather, and the next call takes them all, so its batches grow with
+the load. A batch that fails answers each of its
+queries with that error; the others go on.
 
 The event loop never blocks: it only puts queries on a thread-safe queue and awaits.
 """
@@ -24,6 +39,10 @@ from ..index import Searcher
 from .metrics import Metrics
 
 
+SLICE = 0.002  # s: how often a gathering CNN stage looks whether the kNN stage is free again
+AVERAGING = 0.2  # weight of the newest time in the moving averages of the stages' times
+
+
 @dataclass
 class Query:
     k: int
@@ -41,6 +60,13 @@ def batch_shapes(batch_size: int) -> list[int]:
     return [*sizes, batch_size]
 
 
+def fixed_shapes(embedder) -> bool:
+    """Whether `embedder` runs a TorchScript graph, which is specialised (and compiled again,
+    seconds on a CPU) for each new batch shape it meets; ONNX Runtime, OpenVINO and eager
+    torch take any batch size as it comes."""
+    return embedder.choice.mode in ("frozen", "optimized")
+
+
 def padded(pixels: np.ndarray, batch_size: int) -> np.ndarray:
     """`pixels` (n, h, w, 3) with black images added up to the next of `batch_shapes`.
 
@@ -55,17 +81,28 @@ def padded(pixels: np.ndarray, batch_size: int) -> np.ndarray:
 
 
 class MicroBatcher:
-    """Gathers concurrent queries into batches for `searcher`; `close` stops its thread."""
+    """Gathers concurrent queries into batches for `searcher`; `close` stops its threads.
+
+    `pad`: pad each CNN batch to one of `batch_shapes`; None: decided after the first pass,
+    by whether the embedder runs a graph specialised per batch shape (`fixed_shapes`; asked
+    only then, since asking before its first pass would make it calibrate now)."""
 
     def __init__(self, searcher: Searcher, *, batch_size: int = 32, wait_ms: float = 5.0,
-                 metrics: Metrics | None = None):
+                 metrics: Metrics | None = None, pad: bool | None = None):
         self.searcher = searcher
         self.batch_size = batch_size
         self.wait = wait_ms / 1000
         self.metrics = metrics
+        self.pad = pad
         self._queue: queue.Queue[Query | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="lookalike-batcher", daemon=True)
-        self._thread.start()
+        self._embedded: queue.Queue[list[Query] | None] = queue.Queue()
+        self._knn_ends = 0.0  # when the kNN call in progress is expected to end (monotonic; 0: none)
+        self._knn_seconds = 0.0  # a kNN call's time (a moving average)
+        self._cnn_seconds = 0.0  # a CNN pass's time per image query (a moving average)
+        self._threads = [threading.Thread(target=self._embed_stage, name="lookalike-cnn", daemon=True),
+                         threading.Thread(target=self._search_stage, name="lookalike-knn", daemon=True)]
+        for thread in self._threads:
+            thread.start()
 
     async def search(self, k: int, *, pixels: np.ndarray | None = None,
                      vector: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -75,57 +112,110 @@ class MicroBatcher:
         return await asyncio.wrap_future(query.future)
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=30)
+        self._queue.put(None)  # the CNN stage passes it on to the kNN stage when it stops
+        for thread in self._threads:
+            thread.join(timeout=30)
 
-    def _run(self) -> None:
-        while True:
+    # -- the CNN stage -----------------------------------------------------------------------
+    def _embed_stage(self) -> None:
+        stop = False
+        while not stop:
             first = self._queue.get()
             if first is None:
-                return
+                break
             batch = [first]
             deadline = time.monotonic() + self.wait
-            stop = False
             while len(batch) < self.batch_size:
-                left = deadline - time.monotonic()
-                try:
-                    nxt = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+                left = max(deadline, self.gather_until(len(batch))) - time.monotonic()
+                try:  # in slices: the kNN call may end before it was expected to
+                    nxt = self._queue.get(timeout=min(left, SLICE)) if left > 0 else self._queue.get_nowait()
                 except queue.Empty:
+                    if left > SLICE:
+                        continue
                     break
                 if nxt is None:
                     stop = True
                     break
                 batch.append(nxt)
-            self._answer([q for q in batch if q.future.set_running_or_notify_cancel()])
-            if stop:
-                return
+            batch = [q for q in batch if q.future.set_running_or_notify_cancel()]
+            if batch and self._embed(batch):
+                self._embedded.put(batch)
+        self._embedded.put(None)
 
-    def _answer(self, batch: list[Query]) -> None:
-        if not batch:
-            return
+    def gather_until(self, n: int) -> float:
+        """Until when (monotonic) the CNN stage, holding `n` queries, may gather more: the
+        expected end of the kNN call in progress less a pass over n + 1 queries (0: no call)."""
+        ends = self._knn_ends
+        return ends - self._cnn_seconds * (n + 1) if ends else 0.0
+
+    def _embed(self, batch: list[Query]) -> bool:
+        """Set the vector of every pixel query of `batch` (one CNN pass); False if it failed
+        (each query then has the error)."""
+        images = [q for q in batch if q.pixels is not None]
+        if not images:
+            return True
         start = time.perf_counter()
         try:
-            D, I = self.search_batch(batch)
-        except BaseException as exc:  # every query of the batch gets the error; the thread goes on
+            pixels = np.stack([q.pixels for q in images])
+            if self.pad:
+                pixels = padded(pixels, self.batch_size)
+            vectors = self.searcher.embedder.embed_array(pixels)
+            if self.pad is None:
+                self.pad = fixed_shapes(self.searcher.embedder)
+        except BaseException as exc:  # every query of the batch gets the error; the stage goes on
+            for q in batch:
+                q.future.set_exception(exc)
+            return False
+        finally:
+            took = time.perf_counter() - start
+            self._cnn_seconds = _average(self._cnn_seconds, took / len(images))
+            if self.metrics is not None:
+                self.metrics.cnn_batch(len(images), took)
+        for q, v in zip(images, vectors):
+            q.vector = v
+        return True
+
+    # -- the kNN stage -----------------------------------------------------------------------
+    def _search_stage(self) -> None:
+        carried: list[Query] = []  # queries over the last call's `batch_size`: first in the next
+        stop = False
+        while carried or not stop:
+            batch, carried = carried, []
+            if not batch:
+                first = self._embedded.get()
+                if first is None:
+                    return
+                batch = first
+            while len(batch) < self.batch_size and not stop:  # what the CNN stage finished meanwhile
+                try:
+                    more = self._embedded.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                else:
+                    batch += more
+            batch, carried = batch[: self.batch_size], batch[self.batch_size :]
+            self._answer(batch)
+
+    def _answer(self, batch: list[Query]) -> None:
+        start = time.perf_counter()
+        self._knn_ends = time.monotonic() + self._knn_seconds
+        try:
+            D, I = self.searcher.search_vectors(np.stack([q.vector for q in batch]), max(q.k for q in batch))
+        except BaseException as exc:  # every query of the batch gets the error; the stage goes on
             for q in batch:
                 q.future.set_exception(exc)
             return
         finally:
+            took = time.perf_counter() - start
+            self._knn_ends = 0.0
+            self._knn_seconds = _average(self._knn_seconds, took)
             if self.metrics is not None:
-                self.metrics.batch(len(batch), time.perf_counter() - start)
+                self.metrics.batch(len(batch), took)
         for j, q in enumerate(batch):
             q.future.set_result((D[j, : q.k], I[j, : q.k]))
 
-    def search_batch(self, batch: list[Query]) -> tuple[np.ndarray, np.ndarray]:
-        """(D, I) for every query of `batch`, with the largest k of them: one CNN pass for the
-        pixel queries, one kNN call for all."""
-        dim = int(self.searcher.index.manifest["dim"])
-        vectors = np.empty((len(batch), dim), dtype=np.float32)
-        images = [j for j, q in enumerate(batch) if q.pixels is not None]
-        if images:
-            pixels = np.stack([batch[j].pixels for j in images])
-            vectors[images] = self.searcher.embedder.embed_array(padded(pixels, self.batch_size))[: len(images)]
-        for j, q in enumerate(batch):
-            if q.pixels is None:
-                vectors[j] = q.vector
-        return self.searcher.search_vectors(vectors, max(q.k for q in batch))
+
+def _average(old: float, new: float) -> float:
+    return new if old == 0 else old + AVERAGING * (new - old)

@@ -44,6 +44,8 @@ class Metrics:
         self.latency: dict[str, Histogram] = {}
         self.batch_sizes = Histogram(BATCH_BUCKETS)
         self.batch_seconds = Histogram(LATENCY_BUCKETS)
+        self.cnn_batch_sizes = Histogram(BATCH_BUCKETS)
+        self.cnn_batch_seconds = Histogram(LATENCY_BUCKETS)
         self.in_flight = 0
         self.waiting = 0
         self.rejected = 0
@@ -59,6 +61,11 @@ class Metrics:
             self.batch_sizes.observe(size)
             self.batch_seconds.observe(seconds)
 
+    def cnn_batch(self, size: int, seconds: float) -> None:
+        with self._lock:
+            self.cnn_batch_sizes.observe(size)
+            self.cnn_batch_seconds.observe(seconds)
+
     def text(self) -> str:
         with self._lock:
             lines = ["# HELP lookalike_requests_total HTTP requests answered, by route, method and status.",
@@ -70,10 +77,16 @@ class Metrics:
                       "# TYPE lookalike_request_seconds histogram"]
             for route, hist in sorted(self.latency.items()):
                 lines += hist.lines("lookalike_request_seconds", f'route="{_label(route)}"')
-            lines += ["# HELP lookalike_batch_queries Queries per micro-batch (one CNN pass, one kNN call).",
+            lines += ["# HELP lookalike_batch_queries Queries per micro-batch searched in one kNN call.",
                       "# TYPE lookalike_batch_queries histogram", *self.batch_sizes.lines("lookalike_batch_queries"),
-                      "# HELP lookalike_batch_seconds Time of one micro-batch: the CNN pass and the kNN call.",
+                      "# HELP lookalike_batch_seconds Time of one kNN call of a micro-batch.",
                       "# TYPE lookalike_batch_seconds histogram", *self.batch_seconds.lines("lookalike_batch_seconds"),
+                      "# HELP lookalike_cnn_batch_queries Image queries per CNN pass.",
+                      "# TYPE lookalike_cnn_batch_queries histogram",
+                      *self.cnn_batch_sizes.lines("lookalike_cnn_batch_queries"),
+                      "# HELP lookalike_cnn_batch_seconds Time of one CNN pass.",
+                      "# TYPE lookalike_cnn_batch_seconds histogram",
+                      *self.cnn_batch_seconds.lines("lookalike_cnn_batch_seconds"),
                       "# HELP lookalike_requests_in_flight Requests being worked on.",
                       "# TYPE lookalike_requests_in_flight gauge", f"lookalike_requests_in_flight {self.in_flight}",
                       "# HELP lookalike_queue_depth Requests waiting for a slot.",

@@ -3,7 +3,9 @@
 The listening socket is bound here, before anything else, so that a port in use is one line
 (`cannot listen on ...`), and port 0 picks a free port that is printed. On SIGINT/SIGTERM
 uvicorn stops accepting, finishes the requests in flight (for at most the request time-out
-and a few seconds), runs the shutdown (the batcher's thread ends) and returns.
+and a few seconds), runs the shutdown (the batcher's threads end) and returns.
+
+The process is the server's own, so its torch threads are set here (`compute_threads`).
 """
 
 from __future__ import annotations
@@ -54,6 +56,18 @@ def _server_class(uvicorn):
     return Server
 
 
+def compute_threads(settings: Settings) -> int:
+    """Set torch's threads (which ONNX Runtime and OpenVINO follow) to `settings.stage_threads`
+    and return them. The micro-batcher runs the CNN and the kNN search as two stages at the
+    same time; with all the cores each, a stage's threads would wait at every step for a core
+    that the other stage, or the event loop, holds (measured in docs/benchmarks.md)."""
+    import torch
+
+    threads = settings.stage_threads
+    torch.set_num_threads(threads)
+    return threads
+
+
 def serve(settings: Settings) -> int:
     """Serve until stopped; returns 0, or raises a `LookalikeError` when the index cannot be
     opened or loaded or the address cannot be used."""
@@ -64,6 +78,7 @@ def serve(settings: Settings) -> int:
     logging.basicConfig(level=logging.INFO, format="lookalike serve: %(message)s", stream=sys.stderr)
     failed: list[str] = []
     server: uvicorn.Server | None = None
+    compute_threads(settings)
 
     def load_failed(message: str) -> None:
         failed.append(message)

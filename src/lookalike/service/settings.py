@@ -8,6 +8,7 @@ megapixels, one image per search, bounded concurrency and queue, a time-out per 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +47,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("runtime", "torch", "what runs the CNN: torch (default), onnxruntime or openvino (CPU only; "
                                 "pip install 'lookalike[onnx]' or 'lookalike[openvino]')"),
     Setting("batch_size", 32, "queries that go through the CNN and the kNN search together (default 32)", 1, 1024),
-    Setting("batch_wait_ms", 5.0, "how long the first query of a batch waits for others (default 5 ms)", 0, 1000),
+    Setting("threads", None, "CPU threads of each of the two compute stages, the CNN and the kNN search, which "
+                             "work at the same time (default: half the cores, at least 1)", 1, 1024),
+    Setting("batch_wait_ms", 5.0, "how long the first query of a batch waits for others when the kNN search is idle "
+                                  "(default 5 ms; while it is busy, until a CNN pass would end as it does)", 0, 1000),
     Setting("access_log", False, "log one line per request (method, path, status; never a header or a key)"),
     Setting("upload_dir", None, "where added images are kept (default: INDEX.uploads beside the index)"),
 )
@@ -72,6 +76,7 @@ class Settings:
     backend: str = "auto"
     runtime: str = "torch"
     batch_size: int = 32
+    threads: int | None = None
     batch_wait_ms: float = 5.0
     access_log: bool = False
     upload_dir: Path | None = None
@@ -90,6 +95,11 @@ class Settings:
             values["upload_dir"] = Path(values["upload_dir"])
         values["cors_origin"] = tuple(values.get("cors_origin") or ())
         return cls(Path(index), **values)
+
+    @property
+    def stage_threads(self) -> int:
+        """`threads`, or its default: half the cores, at least 1."""
+        return self.threads or max(1, (os.cpu_count() or 2) // 2)
 
     @property
     def uploads(self) -> Path:

@@ -26,7 +26,7 @@ from ..index.results import results
 from ..knn.backends import select
 from ..sources import files_source
 from .auth import Keys
-from .batching import MicroBatcher, batch_shapes
+from .batching import MicroBatcher, batch_shapes, fixed_shapes
 from .errors import BadParameter, Unavailable
 from .metrics import Metrics
 from .settings import Settings
@@ -38,10 +38,13 @@ THUMBNAILS_KEPT = 4096  # thumbnails made on the fly and kept, least recently us
 
 class ServedIndex(Index):
     """The served index: its searcher and its adds share one embedder, built once, so that an
-    add neither loads the model's weights again nor traces its graph again."""
+    add neither loads the model's weights again nor traces its graph again; its metadata is
+    read through a connection kept per thread (`IndexStore.keep_readers`), not one opened
+    per answer."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.store.keep_readers()
         self._embedder = None
         self._embedder_made = threading.Lock()
 
@@ -87,7 +90,8 @@ class Service:
                                                          runtime=self.settings.runtime).warm()
             self._warm_up(searcher)
             self.batcher = MicroBatcher(searcher, batch_size=self.settings.batch_size,
-                                        wait_ms=self.settings.batch_wait_ms, metrics=self.metrics)
+                                        wait_ms=self.settings.batch_wait_ms, metrics=self.metrics,
+                                        pad=fixed_shapes(searcher.embedder))  # calibrated by the warm-up
             self.searcher = searcher
             self._loaded.set()
             log.info("ready: %s, %d images, %s", self.index.path, searcher.count, self.index.manifest["model"])
