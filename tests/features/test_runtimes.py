@@ -93,7 +93,7 @@ def test_a_missing_package_or_a_wrong_choice_is_one_line(monkeypatch, tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "runtime onnxruntime needs the package onnxruntime" in err[0]
     assert not (tmp_path / "f.npy").exists()
-    with pytest.raises(ModelError, match="unknown runtime 'tensorrt'; use torch, onnxruntime, openvino"):
+    with pytest.raises(ModelError, match="unknown runtime 'tensorrt'; use auto, torch, onnxruntime, openvino"):
         Embedder(progress=False, runtime="tensorrt")
 
 
