@@ -16,8 +16,9 @@ stay within cosine `COSINE` (0.999) of eager fp32's on every photo:
   default) on the CPU with the fast path, the network exported to ONNX and run by ONNX
   Runtime (fp32) and by OpenVINO (fp32 and bf16) are candidates too, each where its package
   is installed (`runtimes.installed`); on EfficientNet-Lite0 they run 3.5x PyTorch's best.
-  The export is once per network, into the cache folder (`runtimes.exported`: about 5 s for
-  ResNet-50). One candidate left: nothing is measured. torch.compile is no candidate here:
+  The export is once per network, into the cache folder (`runtimes.exported`); with both
+  installed a first calibration took 31 s for ResNet-50 and 23 s for lite0 on the 2 cores
+  at load 5, the export included. One candidate left: nothing is measured. torch.compile is no candidate here:
   it costs 30 to 60 s, so `compile='auto'` takes it for large jobs only, where PyTorch was
   chosen (`embed.COMPILE_MIN_IMAGES`).
 - when: on the first job of `MEASURE_FROM` images or more (`Embedder.embed`, an index
