@@ -9,11 +9,13 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from lookalike.cli import main
 from lookalike.errors import ModelError
 from lookalike.features import Embedder
+from lookalike.features.runtimes import check_runtime
 from lookalike.index import Index
 from lookalike.sources import SampleSource, open_source
 
@@ -95,6 +97,17 @@ def test_a_missing_package_or_a_wrong_choice_is_one_line(monkeypatch, tmp_path, 
     assert not (tmp_path / "f.npy").exists()
     with pytest.raises(ModelError, match="unknown runtime 'tensorrt'; use auto, torch, onnxruntime, openvino"):
         Embedder(progress=False, runtime="tensorrt")
+
+
+def test_auto_is_the_default_and_means_torch_where_only_torch_runs(monkeypatch, images):
+    assert Embedder(progress=False).runtime == "auto"
+    assert Embedder(progress=False, compile=True).runtime == "torch"  # torch.compile: PyTorch's alone
+    assert check_runtime("auto", torch.device("cuda"), "auto", "auto") == "torch"
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    e = Embedder(progress=False)  # neither installed: no error, PyTorch's variants only
+    assert e.embed_array(images[:2]).shape == (2, e.dim)  # a small job: nothing measured
+    assert e.runtime == "auto" and e.choice.mode in ("eager", "frozen", "optimized")
 
 
 def test_an_index_built_with_torch_is_searched_with_another_runtime(tmp_path, images, monkeypatch, capsys):
