@@ -177,7 +177,9 @@ def readme_embed(result: dict) -> str:
     if default and default is not best and default.get("vs_baseline"):
         out += (f"; lookalike's default (it ran {default['config'].rsplit(', ', 1)[-1]}) "
                 f"{ratio(default['vs_baseline'])}")
-    return out + " (one run on a shared machine)"
+    load = [result.get("provenance", {}).get(k) for k in ("load_before", "load_after")]
+    busy = f", load average {load[0][0]:.0f} to {load[1][0]:.0f}" if all(load) else ""
+    return out + f" (one run on a shared machine{busy})"
 
 
 def readme_knn(_: dict) -> str:
