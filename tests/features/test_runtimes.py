@@ -114,8 +114,9 @@ def test_an_index_built_with_torch_is_searched_with_another_runtime(tmp_path, im
     monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "cache"))
     np.save(tmp_path / "photos.npy", images[:24])
     index = Index.build(open_source(str(tmp_path / "photos.npy")), tmp_path / "idx", progress=False,
-                        thumbnails=False)
-    # how the CNN ran: measured earlier in this process, or not measured for 24 images
+                        thumbnails=False, runtime="torch")
+    # how the CNN ran: measured earlier in this process, or not measured for 24 images (the
+    # default, runtime auto, may have measured another runtime faster earlier in this process)
     assert index.info()["embedded_with"].split(" (")[0].split(" by ")[0] in ("eager-fp32", "frozen-fp32",
                                                                              "optimized-fp32")
     queries = [images[i] for i in (0, 5, 30)]
