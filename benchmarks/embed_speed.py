@@ -62,7 +62,8 @@ VARIANTS = {
                                            "by calibration (--runtime torch)"),
     "lookalike-efficientnet_lite0-compile": "lookalike efficientnet_lite0, torch.compile",
     "lookalike-efficientnet_lite0-onnxruntime": "lookalike efficientnet_lite0 run by ONNX Runtime, fp32",
-    "lookalike-efficientnet_lite0-openvino": "lookalike efficientnet_lite0 run by OpenVINO, precision by calibration",
+    "lookalike-efficientnet_lite0-openvino": ("lookalike efficientnet_lite0 run by OpenVINO, 2 streams x 1 thread, "
+                                              "precision by calibration"),
 }
 COSINE_IMAGES = 32  # images whose features each lookalike row compares with eager fp32's
 

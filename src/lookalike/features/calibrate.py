@@ -61,7 +61,8 @@ from ..cache import cache_dir, calibration_files, read_calibrations, write_calib
 from ..hardware import machine_identity as machine
 from . import runtimes
 
-__all__ = ["COSINE", "Choice", "DTYPES", "MODES", "cache_path", "choose", "forget", "machine", "make_runner"]
+__all__ = ["COSINE", "Choice", "DTYPES", "MODES", "TORCH_MODES", "cache_path", "choose", "forget", "machine",
+           "make_runner"]
 
 TORCH_MODES = ("eager", "frozen", "optimized")
 MODES = (*TORCH_MODES, "onnxruntime", "openvino")
