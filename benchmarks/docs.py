@@ -156,7 +156,8 @@ def _cosine(r: dict) -> str:
 
 def readme_embed(result: dict) -> str:
     """The README's figure: ResNet-50 features, lookalike's fastest path within cosine 0.999 of
-    fp32 and its default PyTorch path, against Keras/TensorFlow's best, in one run."""
+    fp32 and its default (runtime chosen by calibration), against Keras/TensorFlow's best, in
+    one run."""
     rows = {r["variant"]: r for r in result["results"]}
     ours = [r for r in rows.values() if r["variant"].startswith("lookalike-resnet50")
             and (r.get("cosine_to_fp32") or 0) >= 0.999 and r.get("vs_baseline")]
@@ -164,7 +165,8 @@ def readme_embed(result: dict) -> str:
         return "no ResNet-50 run of lookalike against Keras in docs/bench/embed.json"
     best = max(ours, key=lambda r: r["images_per_s"])
     mode = best["variant"].removeprefix("lookalike-resnet50-")
-    flags = {"fast": "the default options", "eager-fp32": "--no-fast --precision fp32"}.get(
+    flags = {"fast": "the default options", "eager-fp32": "--no-fast --precision fp32",
+             "torch": "--runtime torch", "bf16": "--runtime torch --precision bf16"}.get(
         mode, " ".join(f"--{k} {v}" for k, v in zip(("runtime", "precision") if mode.split("-")[0] in
                                                      ("onnxruntime", "openvino") else ("precision",), mode.split("-"))))
     ran = best["config"].rsplit(", ", 1)[-1]
@@ -173,8 +175,11 @@ def readme_embed(result: dict) -> str:
            f"{ratio(best['vs_baseline'])} Keras/TensorFlow's best, cosine {best['cosine_to_fp32']:.5f} to fp32")
     default = rows.get("lookalike-resnet50-fast")
     if default and default is not best and default.get("vs_baseline"):
-        out += f"; lookalike's default PyTorch path {ratio(default['vs_baseline'])}"
-    return out + " (one run on a shared machine)"
+        out += (f"; lookalike's default (it ran {default['config'].rsplit(', ', 1)[-1]}) "
+                f"{ratio(default['vs_baseline'])}")
+    load = [result.get("provenance", {}).get(k) for k in ("load_before", "load_after")]
+    busy = f", load average {load[0][0]:.0f} to {load[1][0]:.0f}" if all(load) else ""
+    return out + f" (one run on a shared machine{busy})"
 
 
 def readme_knn(_: dict) -> str:

@@ -2,6 +2,7 @@
 fp32 can be chosen; the cache follows the machine; a damaged cache is measured anew."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -169,3 +170,78 @@ def test_a_small_job_is_not_measured_a_large_one_is(cache, measured):
     large = _choose(Tiny().eval(), images=C.MEASURE_FROM)
     assert len(measured) == 1 and large.seconds
     assert _choose(Tiny().eval(), images=1) is large  # once measured, small jobs take the choice too
+
+
+# -- runtime 'auto': ONNX Runtime and OpenVINO are candidates where installed ------------------
+def _choose_auto(net, key="cpu/tiny/random:seed0/max/s32/b8", precision="auto"):
+    cpu = torch.device("cpu")
+    return C.choose(C.builder(net, cpu, name=key.split("/s")[0].split("/", 1)[1]), device=cpu, fast=True,
+                    precision=precision, key=key, input_size=SIZE, batch_size=64, preprocess=_pre, runtime="auto")
+
+
+def test_auto_adds_the_installed_runtimes_and_a_missing_one_is_no_candidate(monkeypatch):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
+    cpu = torch.device("cpu")
+    torch_only = C.candidates(cpu, True, "auto")
+    assert C.candidates(cpu, True, "auto", "auto") == [*torch_only, "openvino-fp32", "openvino-bf16",
+                                                       "onnxruntime-fp32"]
+    assert C.candidates(cpu, True, "bf16", "auto") == [*C.candidates(cpu, True, "bf16"), "openvino-bf16"]
+    assert C.candidates(cpu, False, "auto", "auto") == ["eager-fp32", "eager-bf16"]  # --no-fast: eager only
+    assert C.candidates(torch.device("cuda"), True, "auto", "auto") == C.candidates(torch.device("cuda"), True,
+                                                                                    "auto")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import fails as if not installed
+    assert C.candidates(cpu, True, "auto", "auto") == [*torch_only, "onnxruntime-fp32"]
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert C.candidates(cpu, True, "auto", "auto") == torch_only
+    assert Embedder(progress=False).runtime == "auto"  # and building one does not fail for it
+
+
+def test_auto_chooses_only_among_runtimes_within_cosine_0999(cache, measured):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
+    for net, key in ((Drifting().eval(), "cpu/drift/random:seed0/max/s32/b8"), (Tiny().eval(), None)):
+        choice = _choose_auto(net, **({"key": key} if key else {}))
+        assert set(choice.seconds) | set(choice.excluded) == set(C.candidates(torch.device("cpu"), True, "auto",
+                                                                              "auto"))
+        assert {"openvino-fp32", "onnxruntime-fp32"} <= set(choice.seconds)  # timed beside PyTorch's
+        assert all(choice.cosines[n] >= C.COSINE for n in choice.seconds)  # only exact-enough ones timed
+        for name, why in choice.excluded.items():  # left out for drifting: measured so, or eager bf16 did
+            assert choice.cosines.get(name, choice.cosines.get("eager-bf16")) < C.COSINE, (name, why)
+        assert choice.variant in choice.seconds and choice.runner is not None
+        x = _pre(C.calibration_images(SIZE))
+        with torch.inference_mode():
+            assert C._least_cosine(choice.runner(x).float().numpy(), net(x).numpy()) >= C.COSINE
+    assert len(measured) == 2 and cache.is_file()
+
+
+def test_another_version_of_a_runtime_is_measured_anew(cache, measured, monkeypatch):
+    ov = pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
+    _choose_auto(Tiny().eval())
+    C.forget()
+    _choose_auto(Tiny().eval())
+    assert len(measured) == 1  # from the file
+    monkeypatch.setattr(ov, "__version__", "0.0.0-another")
+    C.forget()
+    _choose_auto(Tiny().eval())
+    assert len(measured) == 2
+    assert any("openvino 0.0.0-another" in memo for memo in json.loads(cache.read_text())["classes"])
+
+
+def test_openvino_streams_give_the_same_features_for_any_batch_and_thread(cache):
+    pytest.importorskip("openvino")
+    from concurrent.futures import ThreadPoolExecutor
+
+    net = Tiny().eval()
+    build = C.builder(net, torch.device("cpu"), name="tiny/random:seed0/max")
+    run = build("openvino-fp32", torch.zeros(2, 3, SIZE, SIZE))
+    x = _pre(np.random.default_rng(0).integers(0, 256, (17, SIZE, SIZE, 3), dtype=np.uint8))
+    with torch.inference_mode():
+        ref = net(x).numpy()
+    for n in (1, 2, 3, 17):  # fewer images than streams, an odd split, a batch
+        got = run(x[:n]).numpy()
+        assert got.shape == ref[:n].shape and C._least_cosine(got, ref[:n]) >= 0.99999
+    with ThreadPoolExecutor(3) as pool:  # each thread its own infer requests
+        outs = list(pool.map(lambda lo: run(x[lo : lo + 5]).numpy(), range(0, 15, 5)))
+    assert C._least_cosine(np.concatenate(outs), ref[:15]) >= 0.99999

@@ -9,11 +9,13 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from lookalike.cli import main
 from lookalike.errors import ModelError
 from lookalike.features import Embedder
+from lookalike.features.runtimes import check_runtime
 from lookalike.index import Index
 from lookalike.sources import SampleSource, open_source
 
@@ -93,16 +95,28 @@ def test_a_missing_package_or_a_wrong_choice_is_one_line(monkeypatch, tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "runtime onnxruntime needs the package onnxruntime" in err[0]
     assert not (tmp_path / "f.npy").exists()
-    with pytest.raises(ModelError, match="unknown runtime 'tensorrt'; use torch, onnxruntime, openvino"):
+    with pytest.raises(ModelError, match="unknown runtime 'tensorrt'; use auto, torch, onnxruntime, openvino"):
         Embedder(progress=False, runtime="tensorrt")
+
+
+def test_auto_is_the_default_and_means_torch_where_only_torch_runs(monkeypatch, images):
+    assert Embedder(progress=False).runtime == "auto"
+    assert Embedder(progress=False, compile=True).runtime == "torch"  # torch.compile: PyTorch's alone
+    assert check_runtime("auto", torch.device("cuda"), "auto", "auto") == "torch"
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    e = Embedder(progress=False)  # neither installed: no error, PyTorch's variants only
+    assert e.embed_array(images[:2]).shape == (2, e.dim)  # a small job: nothing measured
+    assert e.runtime == "auto" and e.choice.mode in ("eager", "frozen", "optimized")
 
 
 def test_an_index_built_with_torch_is_searched_with_another_runtime(tmp_path, images, monkeypatch, capsys):
     monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "cache"))
     np.save(tmp_path / "photos.npy", images[:24])
     index = Index.build(open_source(str(tmp_path / "photos.npy")), tmp_path / "idx", progress=False,
-                        thumbnails=False)
-    # how the CNN ran: measured earlier in this process, or not measured for 24 images
+                        thumbnails=False, runtime="torch")
+    # how the CNN ran: measured earlier in this process, or not measured for 24 images (the
+    # default, runtime auto, may have measured another runtime faster earlier in this process)
     assert index.info()["embedded_with"].split(" (")[0].split(" by ")[0] in ("eager-fp32", "frozen-fp32",
                                                                              "optimized-fp32")
     queries = [images[i] for i in (0, 5, 30)]

@@ -30,7 +30,7 @@ def test_errors_before_listening(capsys, built_index, tmp_path):
     keys.write_text("write tooshort\n")
     _one_line(capsys, 2, ["serve", str(built_index), "--api-key-file", str(keys)], "line 1", "16 or more")
     _one_line(capsys, 2, ["serve", str(built_index), "--runtime", "tensorrt"],
-              "unknown runtime 'tensorrt'; use torch, onnxruntime, openvino")
+              "unknown runtime 'tensorrt'; use auto, torch, onnxruntime, openvino")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -180,10 +180,11 @@ def add_runtime(parser: argparse.ArgumentParser) -> None:
     """`--runtime`: what runs the CNN (every command that embeds images)."""
     from ..features.runtimes import RUNTIMES
 
-    parser.add_argument("--runtime", default="torch", choices=RUNTIMES,
-                        help="what runs the CNN: torch (default), onnxruntime or openvino (CPU; the network "
-                             "exported once to ONNX; pip install 'lookalike[onnx]' or 'lookalike[openvino]'); "
-                             "the vectors stay comparable")
+    parser.add_argument("--runtime", default="auto", choices=RUNTIMES,
+                        help="what runs the CNN: auto (default: the fastest here, measured once, among those "
+                             "installed), torch, onnxruntime or openvino (CPU; the network exported once to "
+                             "ONNX; pip install 'lookalike[onnx]' or 'lookalike[openvino]'); the vectors stay "
+                             "comparable")
 
 
 def embedder_from_args(args: argparse.Namespace):

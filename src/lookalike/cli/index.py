@@ -210,7 +210,7 @@ def search(args: argparse.Namespace) -> int:
     index = Index(args.index)
     results = []
     if args.images:
-        embedder = None if args.runtime == "torch" else index.embedder(progress=False, runtime=args.runtime)
+        embedder = None if args.runtime == "auto" else index.embedder(progress=False, runtime=args.runtime)
         results += index.search_images(args.images, args.k, embedder=embedder)
     if args.id:
         results += index.search_ids(args.id, args.k)

@@ -1,4 +1,5 @@
-"""The Embedder's fast path decided by measuring: eager or frozen graph, fp32 or bf16.
+"""The Embedder's fast path decided by measuring: eager or frozen graph, fp32 or bf16, and
+PyTorch, ONNX Runtime or OpenVINO.
 
 Neither the CPU's flags nor the model's name say which way of running a CNN is fastest on a
 machine: a frozen TorchScript graph (conv+bn fused, channels-last) is faster than eager
@@ -11,14 +12,20 @@ stay within cosine `COSINE` (0.999) of eager fp32's on every photo:
 
 - candidates: eager (NCHW, as `fast=False`) and frozen (channels-last, traced and frozen:
   CPU only), each in fp32 and bf16, narrowed by what the caller asked (`fast=False`: eager
-  only; `precision='fp32'` or `'bf16'`: that precision only). One candidate left: nothing is
-  measured. torch.compile is no candidate here: it costs 30 to 60 s, so `compile='auto'`
-  takes it for large jobs only (`embed.COMPILE_MIN_IMAGES`).
+  only; `precision='fp32'` or `'bf16'`: that precision only). With runtime 'auto' (the
+  default) on the CPU with the fast path, the network exported to ONNX and run by ONNX
+  Runtime (fp32) and by OpenVINO (fp32 and bf16) are candidates too, each where its package
+  is installed (`runtimes.installed`); on EfficientNet-Lite0 they run 3.5x PyTorch's best.
+  The export is once per network, into the cache folder (`runtimes.exported`); with both
+  installed a first calibration took 31 s for ResNet-50 and 23 s for lite0 on the 2 cores
+  at load 5, the export included. One candidate left: nothing is measured. torch.compile is no candidate here:
+  it costs 30 to 60 s, so `compile='auto'` takes it for large jobs only, where PyTorch was
+  chosen (`embed.COMPILE_MIN_IMAGES`).
 - when: on the first job of `MEASURE_FROM` images or more (`Embedder.embed`, an index
   build, the service's warm-up, `Embedder.calibrate()`); a smaller job with no choice made
   before runs eager PyTorch in fp32 (nothing to trace or measure: a search of a few images
   would wait longer for those than it gains).
-- order: eager variants first; where eager bf16 drifts past the bound, the bf16 graphs are
+- order: eager variants first; where eager bf16 drifts past the bound, PyTorch's bf16 graphs are
   not built (folding conv+bn before rounding drifts as far or further: lite0's frozen bf16
   reached 0.980 where eager bf16 reached 0.994), which halves what lite0's calibration traces.
 - measurement: `IMAGES` crops of the sample set's photographs (real pictures, offline) at
@@ -29,7 +36,8 @@ stay within cosine `COSINE` (0.999) of eager fp32's on every photo:
   5 to 9) lite0's took 29 s and ResNet-50's 23 s, the cost of tracing three graphs included.
 - shape class: device, model, weights, pooling, input size and batch class (the batch
   size rounded up to a power of two, 8 and more being one class, timed at 8 images a
-  pass): the cosine depends on the weights and the pooling.
+  pass): the cosine depends on the weights and the pooling. With other runtimes among the
+  candidates, their packages' versions are part of the key too.
 - the cache file `embed-calibration.json`, beside the kNN's `calibration.json`, records the
   machine (CPU model, cores, threads, torch version, CUDA device); another machine, or a file
   that cannot be read, is measured anew and the file rewritten. `LOOKALIKE_CALIBRATION=0`
@@ -51,10 +59,13 @@ from torch import nn
 
 from ..cache import cache_dir, calibration_files, read_calibrations, write_calibrations
 from ..hardware import machine_identity as machine
+from . import runtimes
 
-__all__ = ["COSINE", "Choice", "DTYPES", "MODES", "cache_path", "choose", "forget", "machine", "make_runner"]
+__all__ = ["COSINE", "Choice", "DTYPES", "MODES", "TORCH_MODES", "cache_path", "choose", "forget", "machine",
+           "make_runner"]
 
-MODES = ("eager", "frozen", "optimized", "onnxruntime", "openvino")
+TORCH_MODES = ("eager", "frozen", "optimized")
+MODES = (*TORCH_MODES, "onnxruntime", "openvino")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 COSINE = 0.999  # the least cosine to eager fp32's features, on every calibration photo
 IMAGES = 8
@@ -114,7 +125,16 @@ class Choice:
 
 
 def candidates(device: torch.device, fast: bool, precision: str, runtime: str = "torch") -> list[str]:
-    """The variants an Embedder with these options may run, in order of preference on a tie."""
+    """The variants an Embedder with these options may run, in order of preference on a tie.
+    'auto': PyTorch's, then, on the CPU with the fast path, those of each other runtime
+    whose package is installed (ONNX Runtime only where fp32 is allowed)."""
+    if runtime == "auto":
+        names = candidates(device, fast, precision, "torch")
+        if fast and device.type == "cpu":
+            for other in ("openvino", "onnxruntime"):
+                if runtimes.installed(other) and not (other == "onnxruntime" and precision == "bf16"):
+                    names += candidates(device, fast, precision, other)
+        return names
     if runtime != "torch":  # ONNX Runtime runs this network in fp32 only
         names = ["fp32"] if runtime == "onnxruntime" else ["fp32", "bf16"] if precision == "auto" else [precision]
         return [f"{runtime}-{p}" for p in names]
@@ -183,6 +203,9 @@ def choose(build: Build, *, device: torch.device, fast: bool, precision: str, ke
     if len(allowed) == 1:
         return Choice(allowed[0], reason="asked for")
     memo = f"{key}|{','.join(allowed)}"
+    others = sorted({n.split("-")[0] for n in allowed} - set(TORCH_MODES))
+    if others:  # another version of a runtime measures anew
+        memo += "|" + ",".join(runtimes.version(r) for r in others)
     with _lock:
         if memo in _memory:
             return _memory[memo]
@@ -202,8 +225,9 @@ def choose(build: Build, *, device: torch.device, fast: bool, precision: str, ke
 
 def unmeasured(allowed: list[str], images: int) -> Choice:
     """What a small job runs before any calibration: eager PyTorch (or the runtime asked
-    for), fp32 unless only bf16 is allowed; no graph to trace, nothing to measure."""
-    plain = [n for n in allowed if n.startswith(("eager-", "onnxruntime-", "openvino-"))]
+    for), fp32 unless only bf16 is allowed; no graph to trace or export, nothing to measure."""
+    plain = [n for n in allowed if n.startswith("eager-")] or \
+        [n for n in allowed if n.startswith(("onnxruntime-", "openvino-"))]
     variant = next((n for n in plain if n.endswith("fp32")), plain[0] if plain else allowed[0])
     return Choice(variant, reason=f"not measured: a job of {images} image(s), under {MEASURE_FROM}")
 
@@ -241,7 +265,7 @@ def calibrate(build: Build, device: torch.device, allowed: list[str], key: str,
     eager_first = sorted(allowed, key=lambda n: not n.startswith("eager-"))  # the cheap ones to build
     for name in eager_first:
         drifted = choice.cosines.get("eager-bf16", 1.0)
-        if name.endswith("-bf16") and name != "eager-bf16" and drifted < COSINE:
+        if name in ("frozen-bf16", "optimized-bf16") and drifted < COSINE:
             # a graph in bf16 drifts as far or further (conv+bn folded before rounding): not built
             choice.excluded[name] = f"eager bf16 already at cosine {drifted:.4f} < {COSINE}"
             continue
@@ -289,9 +313,17 @@ def _least_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(cos.min())
 
 
-def builder(net: nn.Module, device: torch.device) -> Build:
-    """`build` for `choose`: runners of PyTorch variants of `net`, on copies of it."""
-    return lambda name, x: make_runner(net, name.split("-")[0], DTYPES[name.split("-")[1]], device, x)
+def builder(net: nn.Module, device: torch.device, name: str = "net/unnamed/none") -> Build:
+    """`build` for `choose`: runners of variants of `net`, on copies of it (PyTorch's) or on
+    its export to ONNX (another runtime's; `name`: '<model>/<weights id>/<pooling>', see
+    `runtimes.exported`)."""
+    def build(variant: str, x: torch.Tensor) -> Runner:
+        mode, precision = variant.split("-")
+        if mode in TORCH_MODES:
+            return make_runner(net, mode, DTYPES[precision], device, x)
+        return runtimes.runner(mode, net, name, x.shape[-1], DTYPES[precision])
+
+    return build
 
 
 def make_runner(net: nn.Module, mode: str, dtype: torch.dtype, device: torch.device,

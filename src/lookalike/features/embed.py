@@ -60,9 +60,11 @@ class Embedder:
     compile : torch.compile with weight freezing instead of TorchScript: faster on the CPU
         (docs/benchmarks.md), but it costs 30 to 60 s once. 'auto' compiles in `embed` for jobs of
         COMPILE_MIN_IMAGES images or more on the CPU.
-    runtime : 'torch' (default), 'onnxruntime' or 'openvino': what runs the network (CPU only;
-        the last two run it exported to ONNX in the cache folder, `lookalike.features.runtimes`).
-        An execution choice like the precision: the vectors stay comparable (cosine >= 0.999).
+    runtime : 'auto' (default), 'torch', 'onnxruntime' or 'openvino': what runs the network
+        (the last two on the CPU only, the network exported to ONNX in the cache folder,
+        `lookalike.features.runtimes`). 'auto': the fastest on this machine among those
+        installed, chosen by the calibration with the rest (`choice`). An execution choice
+        like the precision: the vectors stay comparable (cosine >= 0.999).
     batch_size : images per forward pass; by default 64, or what `gpu_memory` allows.
     gpu_memory : budget in MiB on a CUDA device, so that a kNN library can share the card.
     """
@@ -70,7 +72,7 @@ class Embedder:
     def __init__(self, model: str = DEFAULT_MODEL, *, weights: str = "imagenet", pooling: str | None = None,
                  input_size: int | None = None, device: str = "auto", precision: str = "auto",
                  fast: bool = True, compile: bool | str = "auto", batch_size: int | None = None,
-                 gpu_memory: float | None = None, views: str | None = None, runtime: str = "torch",
+                 gpu_memory: float | None = None, views: str | None = None, runtime: str = "auto",
                  progress: bool = True):
         self.net, self.spec, self.weights_id = build(model, weights, pooling, input_size, progress)
         self.model, self.weights, self.pooling = model, weights, self.net.pooling
@@ -84,7 +86,7 @@ class Embedder:
         self.precision = check_precision(precision)
         self.runtime = runtimes.check_runtime(runtime, self.device, precision, compile)
         self.fast = fast
-        self.compile = compile if runtime == "torch" else False
+        self.compile = compile if self.runtime in ("torch", "auto") else False
         self._compile_now = compile is True and fast and self.runtime == "torch"
         self.progress = progress
         self.dim = output_dim(self.spec, self.pooling, self.input_size)
@@ -262,7 +264,8 @@ class Embedder:
         done = {} if work is None else self._still_valid(source, load_done(work, meta), work)
         todo = n - sum(c.rows for c in done.values())
         if self.compile == "auto" and self._runner is None:
-            self._compile_now = self.fast and self.device.type == "cpu" and todo >= COMPILE_MIN_IMAGES
+            self._compile_now = (self.fast and self.device.type == "cpu" and todo >= COMPILE_MIN_IMAGES
+                                 and self.choice.mode in calibrate.TORCH_MODES)
         if self.progress and todo:
             print(f"embed {self.model}: {self.explain()}", file=sys.stderr)
         bar = counter(total=n, desc=f"embed {self.model}", unit="img", enabled=self.progress,
