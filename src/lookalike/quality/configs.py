@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 from ..errors import InvalidParameter
-from ..features.models import DEFAULT_MODEL, POOLINGS, check_input_size, get_spec
+from ..features.models import DEFAULT_MODEL, MID_DEFAULT, POOLINGS, check_input_size, get_spec
 from ..features.mid import NONE as NO_MID
 from ..features.mid import mid_text, parse_mid
 from ..features.views import SINGLE, parse_views
@@ -79,9 +79,14 @@ PRESETS: dict[str, Config] = {
     "mirror": Config(pooling="max", metric="cosine", input_size=96, views="full+mirror", mid="none",
                      name="mirror"),
     "centre": Config(pooling="max", metric="cosine", input_size=96, views="full+centre", mid="none",
-                     name="centre"),
+                     name="centre"),  # the default before mid-level features
     "centre_mirror": Config(pooling="max", metric="cosine", input_size=96, views="full+centre+mirror",
                             mid="none", name="centre_mirror"),
+    # mid-level features (blocks 5 and 8, GeM) joined to the final vector, with both views (the
+    # default since) and with the full view alone (benchmarks/quality_mid.py chose them)
+    "mid": Config(pooling="max", metric="cosine", input_size=96, views="full+centre", mid=MID_DEFAULT, name="mid"),
+    "mid_single": Config(pooling="max", metric="cosine", input_size=96, views="full", mid=MID_DEFAULT,
+                         name="mid_single"),
 }
 FIELDS = tuple(f.name for f in fields(Config) if f.name != "name")
 
