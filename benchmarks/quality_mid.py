@@ -170,10 +170,28 @@ def candidates(views_avail) -> list[tuple[str, tuple, tuple]]:
         out.append(("+".join(vs) + " / none", vs, ()))
         for b, p, w in itertools.product(BLOCKS, ("max", "gem"), (0.3, 0.5, 0.7, 1.0, 1.5, 2.0)):
             out.append((f"{'+'.join(vs)} / {b}:{p}:{w:g}", vs, ((f"{b}:{p}", w),)))
+    vs = ("full", "centre")
     for b1, b2 in ((9, 12), (10, 12), (10, 13), (8, 12), (10, 11)):
         for w in (0.3, 0.5):
-            vs = ("full", "centre")
             out.append((f"full+centre / {b1}:max:{w:g}+{b2}:max:{w:g}", vs, ((f"{b1}:max", w), (f"{b2}:max", w))))
+    # a second round, after the first showed GeM of blocks 5 to 8 with weights 1.5 to 2 ahead:
+    # larger weights, and two blocks
+    for b in (5, 6, 7, 8, 9, 10):
+        for w in (1.75, 2.5, 3.0, 4.0):
+            out.append((f"full+centre / {b}:gem:{w:g}", vs, ((f"{b}:gem", w),)))
+    pairs = [((5, 8), w) for w in ((0.7, 0.7), (0.7, 1), (1, 0.7), (1, 1), (1, 1.25), (1.25, 1), (1.25, 1.25),
+                                   (1, 1.5), (1.5, 1), (1.5, 1.5), (0.7, 1.5), (2, 2))]
+    pairs += [((6, 9), w) for w in ((1, 1), (1, 1.5), (1.5, 1.5), (0.7, 1.5))]
+    pairs += [((a, b), (1, 1)) for a, b in ((5, 9), (5, 10), (6, 8), (7, 8), (5, 11), (7, 10), (5, 7))]
+    for (a, b), (w1, w2) in pairs:
+        taps = ((f"{a}:gem", w1), (f"{b}:gem", w2))
+        for views in ((vs, ("full",)) if (a, b, w1, w2) == (5, 8, 1, 1.25) else (vs,)):
+            out.append((f"{'+'.join(views)} / {a}:gem:{w1:g}+{b}:gem:{w2:g}", views, taps))
+    out.append(("full+centre / 5:max:1+8:max:1", vs, (("5:max", 1), ("8:max", 1))))
+    out.append(("full+centre / 5:gem:1+8:max:1", vs, (("5:gem", 1), ("8:max", 1))))
+    if "grey" in views_avail:
+        out.append(("full+centre+grey / 5:gem:1+8:gem:1.25", ("full", "centre", "grey"),
+                    (("5:gem", 1), ("8:gem", 1.25))))
     return out
 
 
@@ -187,7 +205,8 @@ def main() -> int:
     args = p.parse_args()
     cache = Path(args.cache)
     views = ("full", "centre", "grey") if args.grey else ("full", "centre")
-    if cache.is_file():
+    computed = not cache.is_file()
+    if not computed:
         with open(cache, "rb") as f:
             import pickle
 
@@ -215,7 +234,10 @@ def main() -> int:
         "command": "python benchmarks/quality_mid.py " + " ".join(sys.argv[1:]), "commit": commit,
         "machine": machine(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "note": "eager fp32 pooled descriptors combined in NumPy, exact cosine search; a ranking of candidates, "
-                "not lookalike eval's figures", "rows": rows}, indent=1) + "\n")
+                "not lookalike eval's figures",
+        "features": f"computed once and kept in {args.cache} (computed now)" if computed else
+                    f"read from {args.cache}, computed by an earlier run of this script on the same sets",
+        "rows": rows}, indent=1) + "\n")
     return 0
 
 
