@@ -187,7 +187,9 @@ def pool(fmap: Tensor, pooling: str) -> Tensor:
     if pooling == "avg":
         return torch.mean(fmap, dim=(2, 3))
     if pooling == "gem":
-        return torch.mean(fmap.clamp(min=1e-6).pow(GEM_P), dim=(2, 3)).pow(1.0 / GEM_P)
+        # clamp_min, not clamp(min=): torch.jit.optimize_for_inference fails on the latter's
+        # missing max ("expected double"), which made the 'optimized' graph unusable with GeM
+        return torch.mean(torch.clamp_min(fmap, 1e-6).pow(GEM_P), dim=(2, 3)).pow(1.0 / GEM_P)
     return torch.flatten(fmap, 1)
 
 
