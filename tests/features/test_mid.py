@@ -1,12 +1,10 @@
 """Mid-level features: an intermediate block's pooled output joined to the final vector in the
-one forward pass, the same from every runner, recorded in the index so that a query is
+one forward pass, the same from every runner (OpenVINO: tests/features/test_runtimes.py runs
+the default, whose mid-level features are GeM-pooled, through it), recorded in the index so that a query is
 embedded like its index, and an index without it searched as it was built."""
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -112,18 +110,6 @@ def test_onnx_export_outputs_the_same_vector(images, eager, tmp_path, monkeypatc
     assert exported.name.startswith("efficientnet_lite0-max+mid10-max-0.5-s64-")
     Embedder(mid="none", views="full", input_size=64, runtime="onnxruntime", progress=False).embed_array(images[:2])
     assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 2  # another network, another file
-
-
-def test_openvino_outputs_the_same_vector(images, eager, tmp_path):
-    pytest.importorskip("openvino")
-    np.save(tmp_path / "x.npy", images)
-    env = {**os.environ, "LOOKALIKE_CACHE": str(tmp_path / "cache")}
-    done = subprocess.run([sys.executable, "-m", "lookalike", "-q", "embed", str(tmp_path / "x.npy"), "--runtime",
-                           "openvino", "--precision", "fp32", "--mid", MID, "--views", "full", "--input-size", "64",
-                           "--out", str(tmp_path / "ov.npy")], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    np.testing.assert_allclose(np.load(tmp_path / "ov.npy"), eager.embed_array(images), atol=1e-3)
-    assert json.loads((tmp_path / "ov.json").read_text())["mid"] == MID
 
 
 def test_index_records_mid_and_queries_use_it(tmp_path):
