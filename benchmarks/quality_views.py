@@ -1,4 +1,4 @@
-"""Test-time views against the single view, on two sets of real photographs.
+"""Test-time views and mid-level features against the single view, on two sets of real photographs.
 
 Set 1 ("quadrants") is `quality_defaults.py`'s: the four quadrants of ten photos as 40
 originals, and 3,000 distractors (crops of eleven other photos and 200 faces).
@@ -14,6 +14,8 @@ whole, in two folds so that no distractor is cut from an indexed photo:
 Its figures are both folds' queries together (21 originals x 12 edits = 252).
 
 Run:  python benchmarks/quality_views.py [--configs default,single,...] [--out docs/quality/views.json]
+      python benchmarks/quality_views.py --configs mid --append   (more configurations into --out's
+          record, each run's command, commit and date listed under "runs")
       python benchmarks/quality_views.py --markdown      (the tables of docs/quality.md)
       python benchmarks/quality_views.py --speed --out docs/quality/views_speed.json
           (images/s of each configuration's embedder on the same 96 x 96 sample images, fast
@@ -98,6 +100,7 @@ def main() -> int:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--out", default="docs/quality/views.json")
     p.add_argument("--markdown", action="store_true", help="print the tables of --out, no run")
+    p.add_argument("--append", action="store_true", help="add these configurations to --out's record")
     p.add_argument("--speed", action="store_true", help="time each configuration's embedder instead")
     p.add_argument("--n", type=int, default=512, help="images per timing (--speed)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved timings of each (--speed)")
@@ -119,16 +122,25 @@ def main() -> int:
             print(f"{name}: {rate:.0f} images/s" + (f", {rate / rates['single']:.2f}x single" if "single" in rates
                                                       else ""))
         return 0
-    record = {"command": "python benchmarks/quality_views.py " + " ".join(sys.argv[1:]), "commit": commit,
-              "machine": machine(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "sets": {"quadrants": {"originals": [f"{n} (4 quadrants)" for n in ORIGINALS],
-                                     "distractors": f"{args.distractors}: crops of {', '.join(DISTRACTOR_PHOTOS)}; "
-                                                    "200 lfw_subset faces"},
-                       "distinct": {"fold A": {"originals": list(ORIGINALS), "distractors": "as quadrants"},
-                                    "fold B": {"originals": list(DISTRACTOR_PHOTOS),
-                                               "distractors": f"{args.distractors}: crops of "
-                                                              f"{', '.join(ORIGINALS)}; 200 lfw_subset faces"}}},
-              "configs": [c.as_dict() for c in configs], "results": {}}
+    run = {"command": "python benchmarks/quality_views.py " + " ".join(sys.argv[1:]), "commit": commit,
+           "machine": machine(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "configs": [c.name for c in configs]}
+    if args.append:  # earlier runs' configurations and results kept, this run's added
+        record = json.loads(out.read_text())
+        first = {k: record[k] for k in ("command", "commit", "machine", "date")}
+        record.setdefault("runs", [{**first, "configs": [c["name"] for c in record["configs"]]}]).append(run)
+        record["configs"] += [c.as_dict() for c in configs]
+    else:
+        record = {**{k: run[k] for k in ("command", "commit", "machine", "date")}, "runs": [run],
+                  "sets": {"quadrants": {"originals": [f"{n} (4 quadrants)" for n in ORIGINALS],
+                                         "distractors": f"{args.distractors}: crops of "
+                                                        f"{', '.join(DISTRACTOR_PHOTOS)}; 200 lfw_subset faces"},
+                           "distinct": {"fold A": {"originals": list(ORIGINALS), "distractors": "as quadrants"},
+                                        "fold B": {"originals": list(DISTRACTOR_PHOTOS),
+                                                   "distractors": f"{args.distractors}: crops of "
+                                                                  f"{', '.join(ORIGINALS)}; 200 lfw_subset faces"}}},
+                  "configs": [c.as_dict() for c in configs], "results": {}}
+    earlier = {name: list(results) for name, results in record["results"].items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -150,8 +162,8 @@ def main() -> int:
                 print(f"{set_name} ({originals.name}): {time.perf_counter() - t0:.0f} s", file=sys.stderr)
                 print(table(evals), flush=True)
                 per_fold.append([e.to_dict() for e in evals])
-            record["results"][set_name] = ([combined(a, b) for a, b in zip(*per_fold)] if len(per_fold) == 2
-                                           else per_fold[0])
+            record["results"][set_name] = earlier.get(set_name, []) + (
+                [combined(a, b) for a, b in zip(*per_fold)] if len(per_fold) == 2 else per_fold[0])
             out.write_text(json.dumps(record, indent=1) + "\n")
     return 0
 
@@ -181,12 +193,13 @@ def markdown(record: dict) -> str:
     parts = []
     for set_name, results in record["results"].items():
         k = results[0]["k"]
-        lines = [f"### {set_name}", "", f"| configuration | views | input | recall@1 | recall@{k} | MRR@{k} |",
-                 "|---|---|---|---|---|---|"]
+        lines = [f"### {set_name}", "",
+                 f"| configuration | views | mid-level | input | recall@1 | recall@{k} | MRR@{k} |",
+                 "|---|---|---|---|---|---|---|"]
         for r in results:
             c, o = r["config"], r["overall"]
-            lines.append(f"| `{c['name']}` | {c['views']} | {c['input_size']} | {o['recall_at_1']:.3f} | "
-                         f"{o['recall_at_k']:.3f} | {o['mrr']:.3f} |")
+            lines.append(f"| `{c['name']}` | {c['views']} | {c.get('mid') or 'none'} | {c['input_size']} | "
+                         f"{o['recall_at_1']:.3f} | {o['recall_at_k']:.3f} | {o['mrr']:.3f} |")
         lines += ["", "recall@1 per edit", "", "| edit | " + " | ".join(f"`{r['config']['name']}`" for r in results)
                   + " |", "|---|" + "---|" * len(results)]
         for e in results[0]["edits"]:

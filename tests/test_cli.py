@@ -71,13 +71,13 @@ def test_embed_then_bench_on_features(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(bench, "_spawn", bench.worker)  # each backend in this process: quicker
     out = tmp_path / "f.npy"
     assert main(["-q", "embed", "sample:60", "--out", str(out)]) == 0
-    assert np.load(out).shape == (60, 1280)
+    assert np.load(out).shape == (60, 1472)
     assert "wrote" in capsys.readouterr().out
     bench_out = tmp_path / "b"
     assert main(["-q", "bench", "--features", str(out), "--backends", "lookalike,sklearn",
                  "--out", str(bench_out)]) == 0
     printed = capsys.readouterr().out
-    assert "workload: 6 queries x 54 base x 1280-d, k=3" in printed and "verified on 6 queries" in printed
+    assert "workload: 6 queries x 54 base x 1472-d, k=3" in printed and "verified on 6 queries" in printed
     result = json.loads((bench_out / "bench.json").read_text())
     assert result["workload"]["source"] == str(out) and result["disagree"] == []
     ours = result["results"][0]

@@ -184,7 +184,7 @@ def _report(source, index_set, query_set, embedder, k, clock, check, result, qua
         f"Images: **{len(source)}** from `{source.name}`, split 9:1 into **{len(index_set)}** indexed and "
         f"**{len(query_set)}** queries.  ",
         f"Features: `{embedder.model}` ({embedder.weights_id}), {embedder.pooling} pooling, views "
-        f"{embedder.views}, "
+        f"{embedder.views}, mid-level features {embedder.mid}, "
         f"input {embedder.input_size}x{embedder.input_size}, {embedder.dim}-d, "
         f"{str(embedder.dtype).removeprefix('torch.')}.", "",
         "![queries and their nearest neighbours](grid.png)", "",

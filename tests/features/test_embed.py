@@ -20,9 +20,9 @@ def images():
 
 
 def test_fast_paths_match_fp32(images):
-    e = Embedder(precision="fp32", fast=False, views="full", progress=False)  # one view: the network itself
+    e = Embedder(precision="fp32", fast=False, views="full", progress=False)  # one view: one pass of the network
     ref = e.embed_array(images)
-    assert ref.shape == (48, 1280) and ref.dtype == np.float32
+    assert ref.shape == (48, 1280 + 80 + 112) and ref.dtype == np.float32  # with blocks 5 and 8 (features.mid)
     x = e.preprocess(images[:8])
     for mode in ("frozen", "optimized"):  # what the calibration may choose (traced on 8, run on 48)
         with torch.inference_mode():
@@ -39,7 +39,7 @@ def test_bf16_resnet50_stays_within_cosine_0999(images):
 
 def test_resize_to_model_input(images):
     e = Embedder(input_size=64, progress=False)
-    assert e.embed_array(images[:4]).shape == (4, 1280)
+    assert e.embed_array(images[:4]).shape == (4, 1472)
     assert e.config()["input_shape"] == [64, 64, 3]
 
 

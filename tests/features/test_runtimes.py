@@ -66,14 +66,14 @@ def test_openvino_gives_the_torch_features_and_neighbours(images, torch_features
     got = np.load(tmp_path / "ov.npy")
     assert got.shape == torch_features.shape and _cos(got, torch_features).min() >= 0.999
     np.testing.assert_array_equal(_neighbours(got), _neighbours(torch_features))
-    assert list((tmp_path / "cache" / "onnx").glob("efficientnet_lite0-max-s96-*.onnx"))
+    assert list((tmp_path / "cache" / "onnx").glob("efficientnet_lite0-max+mid5-gem-1+8-gem-1.25-s96-*.onnx"))
 
 
 def test_the_network_is_exported_once_into_the_cache_folder(tmp_path, monkeypatch, images):
     monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path))
     Embedder(progress=False, runtime="onnxruntime").embed_array(images[:2])
     (exported,) = (tmp_path / "onnx").glob("*.onnx")
-    assert exported.name.startswith("efficientnet_lite0-max-s96-")
+    assert exported.name.startswith("efficientnet_lite0-max+mid5-gem-1+8-gem-1.25-s96-")  # with its mid-level taps
     stamp = exported.stat().st_mtime_ns
     Embedder(progress=False, runtime="onnxruntime").embed_array(images[:2])
     assert list((tmp_path / "onnx").glob("*.onnx")) == [exported] and exported.stat().st_mtime_ns == stamp

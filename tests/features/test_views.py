@@ -52,11 +52,11 @@ def images():
 
 
 def test_views_embedder_shapes_determinism_and_mirror_invariance(images):
-    single = Embedder(input_size=64, views="full", fast=False, progress=False)
+    single = Embedder(input_size=64, views="full", mid="none", fast=False, progress=False)
     views = Embedder(input_size=64, views="full+mirror+centre", fast=False, progress=False)
     assert views.config()["views"] == "full+mirror+centre" and single.config()["views"] == "full"
     a = views.embed_array(images)
-    assert a.shape == (6, 1280) and a.dtype == np.float32
+    assert a.shape == (6, 1472) and a.dtype == np.float32  # the model's own mid-level features included
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
     np.testing.assert_array_equal(a, views.embed_array(images))  # deterministic
     # with mirror and full summed, a mirrored image has the same vector

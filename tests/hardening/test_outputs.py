@@ -102,8 +102,8 @@ def test_a_sidecar_lookalike_wrote_is_replaced(tmp_path, capsys):
     out = tmp_path / "f.npy"
     assert main(["-q", "embed", "sample:3", "--out", str(out)]) == 0
     assert main(["-q", "embed", "sample:5", "--out", str(out)]) == 0
-    assert json.loads((tmp_path / "f.json").read_text())["shape"] == [5, 1280]
-    assert f"wrote {out} (5, 1280)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "f.json").read_text())["shape"] == [5, 1472]
+    assert f"wrote {out} (5, 1472)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("command", ["show", "grid"])
@@ -423,7 +423,7 @@ def test_work_left_by_an_older_lookalike_is_taken_over(tmp_path):
     work = tmp_path / ".ix.building" / ".features.npy.partial"
     work.mkdir(parents=True)
     (work / "job.json").write_text('{"n": 3}')
-    np.save(work / "000000000000.npy", np.zeros((3, 1280), np.float32))
+    np.save(work / "000000000000.npy", np.zeros((3, 1472), np.float32))
     (work / "000000000000.failed.json").write_text("[]")
     index = Index.build(SampleSource(3, seed=1), tmp_path / "ix", progress=False)
     assert np.asarray(index.vectors()).any() and sorted(p.name for p in tmp_path.iterdir()) == ["ix"]

@@ -20,7 +20,7 @@ def _cli(*args, **kw):
 def _assert_whole(path, allowed):
     index = Index(path)  # opens, sizes and checksums verify
     assert index.count in allowed
-    assert index.vectors().shape == (index.count, 1280)
+    assert index.vectors().shape == (index.count, 1472)
     assert len(index.images()) == index.count
     return index.count
 

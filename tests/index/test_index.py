@@ -24,9 +24,9 @@ def test_build_writes_vectors_sqlite_and_manifest(built):
     for key in ("model", "weights", "preprocessing", "pooling", "dim", "metric", "count", "format_version",
                 "input_shape"):
         assert key in m, key
-    assert m["count"] == 120 and m["dim"] == 1280 and m["model"] == "efficientnet_lite0"
+    assert m["count"] == 120 and m["dim"] == 1472 and m["model"] == "efficientnet_lite0"
     vec = built.vectors()
-    assert isinstance(vec, np.memmap) and vec.shape == (120, 1280) and vec.dtype == np.float32
+    assert isinstance(vec, np.memmap) and vec.shape == (120, 1472) and vec.dtype == np.float32
     with sqlite3.connect(path / "meta.sqlite") as db:
         row = db.execute("SELECT id, key, source, position, label, added FROM images WHERE id=7").fetchone()
     assert row[0] == 7 and row[1] == "sample/00007" and row[2] == "sample:120:5" and row[3] == 7
@@ -75,7 +75,7 @@ def test_add_appends_without_rebuild(tmp_path):
     first = (tmp_path / "ix" / "vectors").iterdir().__next__().name
     assert index.add(open_source(tmp_path / "more.npy"), progress=False) == 10
     again = Index(tmp_path / "ix")
-    assert again.count == 50 and again.vectors().shape == (50, 1280)
+    assert again.count == 50 and again.vectors().shape == (50, 1472)
     assert first in {p.name for p in (tmp_path / "ix" / "vectors").iterdir()}  # old segment untouched
     assert again.images([45])[0].key == "more/5"
     r = again.search_ids([45], k=1)
@@ -97,7 +97,7 @@ def test_corrupt_truncated_and_missing(tmp_path):
     data = bytearray(seg.read_bytes())
     data[-100] ^= 0xFF
     seg.write_bytes(bytes(data))
-    assert Index(tmp_path / "ix").vectors().shape == (20, 1280)  # opening checks sizes, not every byte
+    assert Index(tmp_path / "ix").vectors().shape == (20, 1472)  # opening checks sizes, not every byte
     with pytest.raises(BadIndex, match="checksum mismatch"):
         Index(tmp_path / "ix", verify=True).vectors()
     assert any("checksum mismatch" in p for p in Index(tmp_path / "ix").problems())
@@ -120,7 +120,7 @@ def test_build_refuses_existing_folder(tmp_path):
 def test_orphan_segment_from_a_crash_is_ignored_then_cleaned(tmp_path):
     Index.build(SampleSource(20, seed=1), tmp_path / "ix", progress=False)
     orphan = tmp_path / "ix" / "vectors" / "seg-000001-dead.npy"
-    np.save(orphan, np.zeros((3, 1280), np.float32))
-    assert Index(tmp_path / "ix").vectors().shape == (20, 1280)
+    np.save(orphan, np.zeros((3, 1472), np.float32))
+    assert Index(tmp_path / "ix").vectors().shape == (20, 1472)
     IndexStore(tmp_path / "ix").clean_orphans()
     assert not orphan.exists()

@@ -169,7 +169,7 @@ def test_bad_requests(built):
         searcher.search_ids([0], k=60)
     with pytest.raises(SearchError, match="no image with id 60"):
         searcher.search_ids([60], k=1)
-    with pytest.raises(SearchError, match=r"queries of shape \(2, 7\); this index holds 1280-d vectors"):
+    with pytest.raises(SearchError, match=r"queries of shape \(2, 7\); this index holds 1472-d vectors"):
         searcher.search_vectors(np.zeros((2, 7), np.float32))
     with pytest.raises(InvalidParameter, match="1 names for 2 images"):
         searcher.search_images([b"a", b"b"], names=["x"])

@@ -42,7 +42,7 @@ def test_eval_writes_the_table_the_json_and_the_misses(tmp_path, photos, capsys)
     assert first["overall"]["queries"] == second["overall"]["queries"] == 15
     report = (out / "report.md").read_text()
     assert "## Results" in report and "misses.png" in report
-    assert "`efficientnet_lite0 avg euclidean 64 crop views=full+centre`" in report
+    assert "`efficientnet_lite0 avg euclidean 64 crop views=full+centre mid=5:gem:1+8:gem:1.25`" in report
     with Image.open(out / "misses.png") as im:  # three tiles a miss, or a line that says there were none
         assert im.size[0] > 300 and np.asarray(im.convert("L")).std() > (10 if first["misses"] else 1)
     # a second run into eval's own folder replaces its files

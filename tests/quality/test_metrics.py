@@ -31,8 +31,9 @@ def test_configs_by_preset_and_by_fields():
                                                                                   "crop")
     c = parse_config("pooling=avg,metric=cosine,input_size=64,resize=pad")
     assert (c.pooling, c.metric, c.input_size, c.resize) == ("avg", "cosine", 64, "pad")
-    assert c.name == "efficientnet_lite0 avg cosine 64 pad views=full+centre"  # the model's own views
-    assert parse_config("views=full,input_size=64").name == "efficientnet_lite0 max cosine 64 crop"
+    # the model's own views and mid-level features
+    assert c.name == "efficientnet_lite0 avg cosine 64 pad views=full+centre mid=5:gem:1+8:gem:1.25"
+    assert parse_config("views=full,mid=none,input_size=64").name == "efficientnet_lite0 max cosine 64 crop"
     assert parse_config("single").views == "full" and parse_config("default").views == "full+centre"
     for bad, words in [("pooling=median", "pooling 'median'"), ("colour=red", "unknown field 'colour'"),
                        ("nonsense", "give a preset"), ("input_size=big", "not a whole number"),

@@ -18,7 +18,7 @@ def test_health_ready_and_index(client, server):
     assert client.get("/readyz").json() == {"status": "ready", "count": 40}
     about = client.get("/v1/index").json()
     assert about["name"] == "ix" and about["count"] == 40 and about["model"] == "efficientnet_lite0"
-    assert about["dim"] == 1280 and about["input_size"] == 64 and about["writes"] is True
+    assert about["dim"] == 1472 and about["input_size"] == 64 and about["writes"] is True
     assert about["reads_need_key"] is False
 
 

@@ -125,14 +125,14 @@ def test_too_many_images_in_one_add(client, unchanged, photos):
 
 
 def test_bad_vectors(client, unchanged):
-    _error(client.post("/v1/search/vector", json={"vector": [1.0, 2.0]}), 400, "wrong_dimension", "1280-d")
-    _error(client.post("/v1/search/vector", json={"vector": [1e39] * 1280}), 400, "bad_parameter", "float32")
+    _error(client.post("/v1/search/vector", json={"vector": [1.0, 2.0]}), 400, "wrong_dimension", "1472-d")
+    _error(client.post("/v1/search/vector", json={"vector": [1e39] * 1472}), 400, "bad_parameter", "float32")
     _error(client.post("/v1/search/vector", json={"vector": "x"}), 422, "invalid_body", "vector")
     r = client.post("/v1/search/vector", content=b'{"vector": [NaN]}', headers={"content-type": "application/json"})
     _error(r, 422, "invalid_body", "vector")
     _error(client.post("/v1/search/vector", content=b"{", headers={"content-type": "application/json"}),
            422, "invalid_body")
-    _error(client.post("/v1/search/vector", json={"vector": [0.0] * 1280, "k": 0}), 422, "invalid_body", "k")
+    _error(client.post("/v1/search/vector", json={"vector": [0.0] * 1472, "k": 0}), 422, "invalid_body", "k")
 
 
 def test_unknown_routes_and_methods(client, unchanged):

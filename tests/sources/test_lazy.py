@@ -105,7 +105,7 @@ def test_features_and_index_leave_a_broken_image_out_and_say_so(folder_with_late
     src = FolderSource(folder_with_late_failure, size=64, progress=False)
     embedder = Embedder(progress=False, batch_size=4)
     feats, kept = embedder.embed(src, tmp_path / "f.npy", return_kept=True)
-    assert feats.shape == (6, 1280) and kept.tolist() == [0, 1, 2, 3, 5, 6]
+    assert feats.shape == (6, 1472) and kept.tolist() == [0, 1, 2, 3, 5, 6]
     on_disk, meta = read_features(tmp_path / "f.npy")
     assert len(on_disk) == len(meta["ids"]) == 6 and "img3b.jpg" not in meta["ids"]
     assert [s["id"] for s in meta["skipped"]] == ["img3b.jpg"] and "truncated" in meta["skipped"][0]["reason"]

@@ -88,6 +88,24 @@ def k_value(text: str) -> int:
     return k
 
 
+def mid_value(text: str) -> str:
+    """Mid-level features, BLOCK:POOLING:WEIGHT joined by + or none (see `lookalike.features.mid`)."""
+    from ..errors import InvalidParameter
+    from ..features.mid import mid_text, parse_mid
+
+    try:
+        return mid_text(parse_mid(text))
+    except InvalidParameter as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_mid(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mid", type=mid_value, default=None, metavar="BLOCK:POOLING:WEIGHT",
+                        help="mid-level features appended to the final vector: a block's output (0-based), "
+                             "pooled (max, avg, gem), weighted, e.g. 10:max:0.5; several joined by +; none "
+                             "(default: the model's own; docs/quality.md)")
+
+
 def views_value(text: str) -> str:
     """Views joined by + (see `lookalike.features.views.parse_views`)."""
     from ..errors import InvalidParameter
@@ -163,6 +181,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--views", type=views_value, default=None,
                    help="views of each image whose descriptors are summed, joined by +: full, centre, mirror, "
                         "grey (default: the model's own; docs/quality.md)")
+    add_mid(p)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto: bf16 where the hardware runs it fast and features stay within cosine 0.999")
@@ -196,7 +215,7 @@ def embedder_from_args(args: argparse.Namespace):
 
     batch = fit_batch(args.model, args.input_size, args.batch_size, resolve_device(args.device))
     return Embedder(args.model, weights=args.weights, pooling=args.pooling, input_size=args.input_size,
-                    views=args.views, device=args.device, precision=args.precision, fast=args.fast,
+                    views=args.views, mid=args.mid, device=args.device, precision=args.precision, fast=args.fast,
                     compile=args.compile, batch_size=batch, gpu_memory=args.gpu_memory, runtime=args.runtime,
                     progress=not args.quiet)
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..text import printable
-from .common import add_k, add_runtime, input_size, seed_value, views_value
+from .common import add_k, add_mid, add_runtime, input_size, seed_value, views_value
 
 KIND = "eval"  # the marker of eval's own output folder
 OUTPUTS = ("eval.json", "report.md", "misses.png")
@@ -33,6 +33,7 @@ def register(sub) -> None:
     p.add_argument("--input-size", type=input_size, default=None, help="network input side (default: the model's)")
     p.add_argument("--views", type=views_value, default=None,
                    help="views summed per image, joined by +: full, centre, mirror, grey (default: the model's)")
+    add_mid(p)
     p.add_argument("--resize", default=None, choices=RESIZES,
                    help="how a non-square image becomes square: crop the centre or pad (default: lookalike's)")
     p.add_argument("--distractors", default=None, metavar="SOURCE",
@@ -77,7 +78,8 @@ def run_eval(args: argparse.Namespace) -> int:
     out = check_eval_out(args.out, args.force)
     edits = parse_edits(args.edits)
     base = Config(model=args.model, weights=args.weights, pooling=args.pooling, metric=args.metric,
-                  input_size=args.input_size, views=args.views, **({"resize": args.resize} if args.resize else {}))
+                  input_size=args.input_size, views=args.views, mid=args.mid,
+                  **({"resize": args.resize} if args.resize else {}))
     configs = [base.resolved()] + [parse_config(c) for c in args.compare]
     if len({c.name for c in configs}) < len(configs):  # the same column twice: name them by place
         configs = [replace(c, name=f"{i + 1}: {c.name}") for i, c in enumerate(configs)]

@@ -21,7 +21,7 @@ from .common import add_k, add_model_args, add_runtime, embedder_from_args, posi
 from .scheduler import add_scheduler, on_scheduler
 
 ACTIONS = ("build", "add", "info", *UPKEEP)
-INFO_KEYS = ("path", "count", "removed", "model", "weights", "pooling", "views", "input_shape", "dim", "metric",
+INFO_KEYS = ("path", "count", "removed", "model", "weights", "pooling", "views", "mid", "input_shape", "dim", "metric",
              "precision", "embedded_with", "format_version", "segments", "vector_bytes", "labels", "thumbnails",
              "thumbnail_bytes", "screen", "screen_batch")
 

@@ -99,7 +99,7 @@ class ClusterEmbedder:
         """How a worker builds the same embedder."""
         e = self.embedder
         return {"model": e.model, "weights": e.weights, "pooling": e.pooling, "views": e.views,
-                "input_size": e.input_size,
+                "mid": e.mid, "input_size": e.input_size,
                 "device": self.device or str(e.device),
                 "precision": {"bfloat16": "bf16"}.get(str(e.dtype).removeprefix("torch."), "fp32"),
                 "fast": e.fast, "compile": e.compile is True, "batch_size": e.batch_size, "runtime": e.runtime}

@@ -21,7 +21,9 @@ from ..sources.base import Skipped, Source
 from .files import (Chunk, check_features_out, clear_work, image_digests, load_done, read_features, save_chunk,
                     workdir, write_features)
 from . import calibrate, runtimes
-from .models import DEFAULT_MODEL, build, output_dim
+from .mid import NONE as NO_MID
+from .mid import mid_text
+from .models import DEFAULT_MODEL, build, get_spec, output_dim
 from .precision import check_precision
 from .views import SINGLE, aggregate, parse_views, render
 
@@ -65,6 +67,9 @@ class Embedder:
         `lookalike.features.runtimes`). 'auto': the fastest on this machine among those
         installed, chosen by the calibration with the rest (`choice`). An execution choice
         like the precision: the vectors stay comparable (cosine >= 0.999).
+    mid : mid-level features appended to the final vector, 'BLOCK:POOLING:WEIGHT' joined by
+        '+' (see `features.mid`, e.g. '10:max:0.5'), or 'none'; by default the model's own
+        (`ModelSpec.mid`), or 'none' with pooling 'none'. Computed in the same forward pass.
     batch_size : images per forward pass; by default 64, or what `gpu_memory` allows.
     gpu_memory : budget in MiB on a CUDA device, so that a kNN library can share the card.
     """
@@ -73,8 +78,12 @@ class Embedder:
                  input_size: int | None = None, device: str = "auto", precision: str = "auto",
                  fast: bool = True, compile: bool | str = "auto", batch_size: int | None = None,
                  gpu_memory: float | None = None, views: str | None = None, runtime: str = "auto",
-                 progress: bool = True):
-        self.net, self.spec, self.weights_id = build(model, weights, pooling, input_size, progress)
+                 mid: str | None = None, progress: bool = True):
+        spec = get_spec(model)
+        if mid is None:  # the model's own, unless the feature map itself is asked for
+            mid = NO_MID if (spec.pooling if pooling is None else pooling) == "none" else spec.mid
+        self.net, self.spec, self.weights_id = build(model, weights, pooling, input_size, progress, mid=mid)
+        self.mid = mid_text(self.net.taps)
         self.model, self.weights, self.pooling = model, weights, self.net.pooling
         self.input_size = input_size or self.spec.input_size
         # the feature map itself (pooling 'none') is one view unless views are asked for
@@ -89,7 +98,7 @@ class Embedder:
         self.compile = compile if self.runtime in ("torch", "auto") else False
         self._compile_now = compile is True and fast and self.runtime == "torch"
         self.progress = progress
-        self.dim = output_dim(self.spec, self.pooling, self.input_size)
+        self.dim = output_dim(self.spec, self.pooling, self.input_size, self.net)
         self.mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
         if gpu_memory is not None:
@@ -128,7 +137,7 @@ class Embedder:
         if self._choice is None:
             with self._runner_lock:
                 if self._choice is None:
-                    key = calibrate.shape_class(self.device, self.model, self.weights_id, self.pooling,
+                    key = calibrate.shape_class(self.device, self.model, self.weights_id, self._head(),
                                                 self.input_size, self.batch_size)
                     self._choice = calibrate.choose(
                         self._variant, device=self.device, fast=self.fast, precision=self.precision, key=key,
@@ -149,9 +158,14 @@ class Embedder:
         mode, precision = name.split("-")
         dtype = calibrate.DTYPES[precision]
         if mode in ("onnxruntime", "openvino"):
-            return runtimes.runner(mode, self.net, f"{self.model}/{self.weights_id}/{self.pooling}",
+            return runtimes.runner(mode, self.net, f"{self.model}/{self.weights_id}/{self._head()}",
                                    self.input_size, dtype)
         return calibrate.make_runner(self.net, mode, dtype, self.device, example, copy=copy)
+
+    def _head(self) -> str:
+        """What the network does after its trunk, for the names of what is cached per network
+        (a calibration's shape class, an ONNX export): the pooling, and the mid-level taps."""
+        return self.pooling if self.mid == NO_MID else f"{self.pooling}+mid{self.mid.replace(':', '-')}"
 
     @property
     def dtype(self) -> torch.dtype:
@@ -170,7 +184,7 @@ class Embedder:
         """What identifies these vectors: two runs with equal configs give comparable vectors."""
         return {
             "model": self.model, "weights": self.weights_id, "pooling": self.pooling, "views": self.views,
-            "input_shape": [self.input_size, self.input_size, 3], "dim": self.dim,
+            "mid": self.mid, "input_shape": [self.input_size, self.input_size, 3], "dim": self.dim,
             "preprocessing": {"resize": "bilinear-antialias", "scale": 1 / 255,
                               "mean": list(self.spec.mean), "std": list(self.spec.std)},
             "precision": str(self.dtype).removeprefix("torch."),

