@@ -19,6 +19,7 @@ def test_health_ready_and_index(client, server):
     about = client.get("/v1/index").json()
     assert about["name"] == "ix" and about["count"] == 40 and about["model"] == "efficientnet_lite0"
     assert about["dim"] == 1472 and about["input_size"] == 64 and about["writes"] is True
+    assert about["mid"] == "5:gem:1+8:gem:1.25" and about["views"] == "full+centre"  # the default's, as built
     assert about["reads_need_key"] is False
 
 

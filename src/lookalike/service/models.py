@@ -54,6 +54,8 @@ class IndexOut(BaseModel):
     weights: str
     pooling: str
     views: str = Field(description="the views of each image whose descriptors are summed (full: one)")
+    mid: str = Field(description="mid-level features appended to the final vector, BLOCK:POOLING:WEIGHT joined "
+                                 "by + (none: the final features alone)")
     dim: int
     metric: str
     backend: str

@@ -44,8 +44,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_queue", 64, "requests waiting for a slot; beyond them: 503 (default 64)", 0, 100_000),
     Setting("timeout", 30.0, "seconds a request may take before 503 (default 30)", 0.1, 3600),
     Setting("backend", "auto", "kNN backend: auto (lookalike's exact engine), lookalike, faiss, torch or sklearn"),
-    Setting("runtime", "torch", "what runs the CNN: torch (default), onnxruntime or openvino (CPU only; "
-                                "pip install 'lookalike[onnx]' or 'lookalike[openvino]')"),
+    Setting("runtime", "auto", "what runs the CNN: auto (default: the fastest installed, measured once per "
+                               "machine), torch, onnxruntime or openvino (the last two CPU only; "
+                               "pip install 'lookalike[onnx]' or 'lookalike[openvino]')"),
     Setting("batch_size", 32, "queries that go through the CNN and the kNN search together (default 32)", 1, 1024),
     Setting("threads", None, "CPU threads of each of the two compute stages, the CNN and the kNN search, which "
                              "work at the same time (default: half the cores, at least 1)", 1, 1024),
@@ -74,7 +75,7 @@ class Settings:
     max_queue: int = 64
     timeout: float = 30.0
     backend: str = "auto"
-    runtime: str = "torch"
+    runtime: str = "auto"
     batch_size: int = 32
     threads: int | None = None
     batch_wait_ms: float = 5.0

@@ -83,7 +83,7 @@ class Service:
     def load(self) -> None:
         """Build the embedder and fit the search (blocking: run it in a thread)."""
         try:
-            if self.settings.runtime == "torch":
+            if self.settings.runtime == "auto":  # the index's own searcher embeds with runtime auto
                 searcher = self.index.searcher(self.settings.backend).warm()
             else:  # a searcher of its own, closed with the service
                 self._own_searcher = searcher = Searcher(self.index, backend=self.settings.backend,
@@ -142,7 +142,7 @@ class Service:
         m = self.index.manifest
         return {"name": self.index.path.name, "count": self.searcher.count if self.ready else self.index.count,
                 "model": m["model"], "weights": m["weights"], "pooling": m["pooling"],
-                "views": m.get("views", "full"), "dim": m["dim"],
+                "views": m.get("views", "full"), "mid": m.get("mid", "none"), "dim": m["dim"],
                 "metric": m["metric"], "backend": self.settings.backend, "input_size": self.input_size,
                 "format_version": m.get("format_version"),
                 "ready": self.ready, "max_k": self.settings.max_k,
