@@ -1,11 +1,12 @@
 """The fp32 screen's GEMM providers: both compute the screen's scores within its bound, the
-engine is exact on either, and the choice is forced by LOOKALIKE_GEMM or measured once."""
+engine is exact on either, and LOOKALIKE_GEMM chooses (torch by default)."""
 
 import numpy as np
 import pytest
 import torch
 
 from lookalike.knn import SearchStats, knn, reference_knn
+from lookalike.errors import InvalidParameter
 from lookalike.knn import gemm
 from lookalike.knn.screen import PreparedBase, prepare_rows
 
@@ -45,18 +46,11 @@ def test_the_engine_is_exact_on_either_provider(monkeypatch, name):
         np.testing.assert_allclose(D, D_ref, rtol=1e-6, atol=1e-6)
 
 
-def test_the_choice_is_measured_once_per_dimension_class(monkeypatch):
+def test_torch_by_default_numpy_when_asked_and_a_bad_value_said(monkeypatch):
     monkeypatch.delenv("LOOKALIKE_GEMM", raising=False)
-    gemm.forget()
-    calls = []
-    monkeypatch.setattr(gemm, "_measure", lambda d: calls.append(d) or "numpy")
-    assert gemm.provider(100) == gemm.provider(128) == "numpy"  # one class: 128
-    assert gemm.provider(129) == "numpy"
-    assert calls == [128, 256]
-    monkeypatch.setenv("LOOKALIKE_GEMM", "torch")  # forced: no measurement
-    assert gemm.provider(4000) == "torch" and calls == [128, 256]
-    gemm.forget()
-
-
-def test_the_measurement_names_a_provider():
-    assert gemm._measure(64) in gemm.PROVIDERS
+    assert gemm.provider(100) == "torch"
+    monkeypatch.setenv("LOOKALIKE_GEMM", "numpy")
+    assert gemm.provider(100) == "numpy"
+    monkeypatch.setenv("LOOKALIKE_GEMM", "blis")
+    with pytest.raises(InvalidParameter, match="LOOKALIKE_GEMM='blis'"):
+        gemm.provider(100)

@@ -1,11 +1,15 @@
-"""The fp32 screen's GEMM on the CPU: torch's BLAS or NumPy's, whichever is faster here.
+"""The fp32 screen's GEMM on the CPU: torch's BLAS (MKL), or NumPy's (OpenBLAS) when asked.
 
-torch's CPU wheels multiply float32 matrices with MKL, NumPy's with OpenBLAS. Neither wins
-everywhere: on an AMD EPYC with AVX-512 (2 cores) OpenBLAS took 0.67x MKL's time at
-1,000 x 20,000 x 256 and 0.29x with MKL's `addmm` (the screen's `|y|^2 - 2 x.y`) at d = 64,
-one thread, measured; on Intel CPUs MKL is often the faster. So the first fp32 screen of a
-process times both on a block of its dimension class (`provider`), interleaved, the best of
-three each, and keeps the faster for the process (about 40 ms of CPU, once). `LOOKALIKE_GEMM=torch|numpy` forces one.
+torch's CPU wheels multiply float32 matrices with MKL, NumPy's with OpenBLAS. On an AMD EPYC
+with AVX-512 (2 cores) OpenBLAS took less CPU time than MKL on one thread (0.67x at 1,000 x
+20,000 x 256; 0.29x against MKL's `addmm` at d = 64), but whole searches on both cores were
+slower with it in wall time at every size measured (d = 64: 64 against 36 ms; the demo's
+search: 18 against 10 ms; k = 1,000: 0.55 against 0.42 s), and a process that had run
+OpenBLAS's thread pool once, even only to time it, searched more slowly afterwards with MKL as
+well (its threads and torch's OpenMP threads then compete for the two cores: the demo's search
+18 to 26 ms against 10 to 11). So no measurement is made in the process: torch's BLAS is the
+default, and `LOOKALIKE_GEMM=numpy` takes OpenBLAS for whoever measures it faster on their
+machine (`benchmarks/scaling.py` runs under either).
 
 Both compute the same thing: rows times -2 (exact: a power of two), then one float32 GEMM
 (sums of products rounded as a BLAS rounds them, bounded by `Screen.bound`'s gamma_d), then
@@ -15,52 +19,22 @@ Both compute the same thing: rows times -2 (exact: a power of two), then one flo
 from __future__ import annotations
 
 import os
-import threading
-import time
 
 import numpy as np
 import torch
 
+from ..errors import InvalidParameter
+
 PROVIDERS = ("torch", "numpy")
-_lock = threading.Lock()
-_chosen: dict[int, str] = {}  # dimension class -> provider
-
-
-def _dimension_class(d: int) -> int:
-    return int(min(4096, max(64, 1 << max(0, int(d) - 1).bit_length())))
 
 
 def provider(d: int) -> str:
-    """The GEMM provider of fp32 screens of `d` dimensions on the CPU: forced by
-    `LOOKALIKE_GEMM`, else measured once per process and dimension class."""
-    forced = os.environ.get("LOOKALIKE_GEMM", "")
-    if forced in PROVIDERS:
-        return forced
-    dc = _dimension_class(d)
-    with _lock:
-        if dc not in _chosen:
-            _chosen[dc] = _measure(dc)
-        return _chosen[dc]
-
-
-def _measure(d: int) -> str:
-    """The faster provider on a block of 256 queries x (2^19 / d) rows x `d`, about 0.27
-    GFLOP, with the pass over its scores that follows in torch (best of two, interleaved,
-    after a warm-up), timed in CPU seconds of the process:
-    a busy machine then lengthens both alike, where wall time would be noise."""
-    rng = np.random.default_rng(0)
-    q = torch.from_numpy(rng.random((256, d), dtype=np.float32))
-    b = torch.from_numpy(rng.random((max(256, 2**19 // d), d), dtype=np.float32))
-    sq = torch.linalg.vector_norm(b, dim=1) ** 2
-    out = torch.empty((len(q), len(b)))
-    best = dict.fromkeys(PROVIDERS, float("inf"))
-    for rep in range(3):  # the first round warms both up and is not counted
-        for name in PROVIDERS:
-            t0 = time.process_time()
-            centred_scores(q, b, sq, out, name).amin(1)  # and torch's next pass over the scores:
-            if rep:  # a BLAS whose idle threads still spin would slow it
-                best[name] = min(best[name], time.process_time() - t0)
-    return min(PROVIDERS, key=lambda n: (best[n], PROVIDERS.index(n)))
+    """The GEMM provider of fp32 screens (of `d` dimensions) on the CPU: `LOOKALIKE_GEMM`'s,
+    else torch's."""
+    forced = os.environ.get("LOOKALIKE_GEMM", "") or "torch"
+    if forced not in PROVIDERS:
+        raise InvalidParameter(f"LOOKALIKE_GEMM={forced!r}: use {' or '.join(PROVIDERS)}")
+    return forced
 
 
 def centred_scores(q: torch.Tensor, b: torch.Tensor, sq: torch.Tensor, out: torch.Tensor | None,
@@ -80,9 +54,3 @@ def negated_dots(q: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None, nam
     out = out if out is not None else torch.empty((len(q), len(b)), dtype=torch.float32)
     np.matmul(torch.neg(q).numpy(), b.numpy().T, out=out.numpy())
     return out
-
-
-def forget() -> None:
-    """Drop this process's choices; for tests."""
-    with _lock:
-        _chosen.clear()
