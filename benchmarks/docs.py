@@ -165,13 +165,14 @@ def readme_embed(result: dict) -> str:
         return "no ResNet-50 run of lookalike against Keras in docs/bench/embed.json"
     best = max(ours, key=lambda r: r["images_per_s"])
     mode = best["variant"].removeprefix("lookalike-resnet50-")
-    flags = {"fast": "the default options", "eager-fp32": "--no-fast --precision fp32",
+    flags = {"fast": "", "eager-fp32": "--no-fast --precision fp32",
              "torch": "--runtime torch", "bf16": "--runtime torch --precision bf16"}.get(
         mode, " ".join(f"--{k} {v}" for k, v in zip(("runtime", "precision") if mode.split("-")[0] in
                                                      ("onnxruntime", "openvino") else ("precision",), mode.split("-"))))
     ran = best["config"].rsplit(", ", 1)[-1]
     out = (f"ResNet-50 features at 96 x 96 on this machine's CPU ({result['machine'].get('cores', '?')} cores): "
-           f"{best['images_per_s']:.0f} images/s with `{flags}` (it ran {ran}), "
+           f"{best['images_per_s']:.0f} images/s " + (f"with `{flags}`" if flags else "with the default options")
+           + f" (it ran {ran}), "
            f"{ratio(best['vs_baseline'])} Keras/TensorFlow's best, cosine {best['cosine_to_fp32']:.5f} to fp32")
     default = rows.get("lookalike-resnet50-fast")
     if default and default is not best and default.get("vs_baseline"):
@@ -179,7 +180,7 @@ def readme_embed(result: dict) -> str:
                 f"{ratio(default['vs_baseline'])}")
     load = [result.get("provenance", {}).get(k) for k in ("load_before", "load_after")]
     busy = f", load average {load[0][0]:.0f} to {load[1][0]:.0f}" if all(load) else ""
-    return out + f" (one run on a shared machine{busy})"
+    return out + f" (one run{busy})"
 
 
 def readme_knn(_: dict) -> str:
