@@ -4,6 +4,7 @@ answer it would get alone."""
 from __future__ import annotations
 
 import asyncio
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -23,14 +24,24 @@ def test_batch_shapes_and_padding():
     assert padded(np.ones((20, 4, 4, 3), np.uint8), 24).shape[0] == 24
 
 
-def test_concurrent_queries_share_a_batch_and_match_alone(built_index, photos):
+@contextmanager
+def batching(built_index, **options):
+    """(searcher, metrics, batcher) of the built index; the batcher and index closed after."""
     index = Index(built_index)
     searcher = index.searcher()
     metrics = Metrics()
-    batcher = MicroBatcher(searcher, batch_size=8, wait_ms=300, metrics=metrics)
+    batcher = MicroBatcher(searcher, metrics=metrics, **options)
     try:
+        yield searcher, metrics, batcher
+    finally:
+        batcher.close()
+        index.close()
+
+
+def test_concurrent_queries_share_a_batch_and_match_alone(built_index, photos):
+    with batching(built_index, batch_size=8, wait_ms=300) as (searcher, metrics, batcher):
         pixels = [load_image(p, 64) for p in photos[:5]]
-        vector = np.asarray(index.vectors()[11], dtype=np.float32)
+        vector = np.asarray(searcher.index.vectors()[11], dtype=np.float32)
         ks = [1, 3, 5, 2, 4]
 
         async def together():
@@ -44,17 +55,10 @@ def test_concurrent_queries_share_a_batch_and_match_alone(built_index, photos):
             assert I.tolist() == [n.id for n in expected.neighbours[:k]]
             assert np.allclose(D, [n.distance for n in expected.neighbours[:k]], rtol=1e-4)
         assert answers[-1][1][0] == 11 and answers[-1][0][0] < 1e-3 and len(answers[-1][1]) == 6
-    finally:
-        batcher.close()
-        index.close()
 
 
 def test_kNN_calls_hold_at_most_batch_size_and_a_failed_pass_fails_only_its_queries(built_index, photos):
-    index = Index(built_index)
-    searcher = index.searcher()
-    metrics = Metrics()
-    batcher = MicroBatcher(searcher, batch_size=2, wait_ms=200, metrics=metrics)
-    try:
+    with batching(built_index, batch_size=2, wait_ms=200) as (searcher, metrics, batcher):
         pixels = [load_image(p, 64) for p in photos[:5]]
 
         async def together():
@@ -73,7 +77,4 @@ def test_kNN_calls_hold_at_most_batch_size_and_a_failed_pass_fails_only_its_quer
 
         (failed,), (_, I) = asyncio.run(broken_then_good())
         assert isinstance(failed, Exception) and I.tolist() == answers[0][1].tolist()
-    finally:
-        batcher.close()
-        index.close()
     assert not any(t.is_alive() for t in batcher._threads)
