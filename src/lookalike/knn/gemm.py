@@ -28,9 +28,8 @@ from ..errors import InvalidParameter
 PROVIDERS = ("torch", "numpy")
 
 
-def provider(d: int) -> str:
-    """The GEMM provider of fp32 screens (of `d` dimensions) on the CPU: `LOOKALIKE_GEMM`'s,
-    else torch's."""
+def provider() -> str:
+    """The GEMM provider of fp32 screens on the CPU: `LOOKALIKE_GEMM`'s, else torch's."""
     forced = os.environ.get("LOOKALIKE_GEMM", "") or "torch"
     if forced not in PROVIDERS:
         raise InvalidParameter(f"LOOKALIKE_GEMM={forced!r}: use {' or '.join(PROVIDERS)}")

@@ -195,7 +195,7 @@ class Screen:
         if q.data.dtype in (torch.bfloat16, torch.float16):  # fp32 accumulation, output in q's type
             dots = (q.data @ b.data.T).float()
             return b.sq - 2 * dots if m.centred else -dots
-        blas = gemm.provider(self.d) if q.data.device.type == "cpu" and q.data.dtype == torch.float32 else "torch"
+        blas = gemm.provider() if q.data.device.type == "cpu" and q.data.dtype == torch.float32 else "torch"
         if m.centred:
             return gemm.centred_scores(q.data, b.data, b.sq, out, blas)
         return gemm.negated_dots(q.data, b.data, out, blas)
