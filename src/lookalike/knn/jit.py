@@ -1,0 +1,53 @@
+"""Compiled loops for the engine's CPU stages (numba).
+
+Stages that torch runs as many small operations -- a gather, a dot product and an error
+bound per candidate pair, a selection per query -- cost more in dispatch, temporaries and
+passes over memory than in arithmetic at the sizes most searches have. Their CPU kernels are
+compiled once with numba (cached on disk, `cache=True`) and run on torch's thread count.
+
+`enabled()` says whether they are used: numba is a dependency, but an environment without it,
+or `LOOKALIKE_JIT=0`, takes the torch path of each stage, which computes the same results
+(tests run both). A GPU search always takes the torch path.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:  # pragma: no cover - exercised by whichever environment runs the tests
+    import numba
+except ImportError:  # pragma: no cover
+    numba = None
+
+__all__ = ["enabled", "njit", "threads"]
+
+
+def enabled(device: torch.device | str = "cpu") -> bool:
+    """Whether the compiled kernels serve a search on `device` (the CPU only)."""
+    return (numba is not None and torch.device(device).type == "cpu"
+            and os.environ.get("LOOKALIKE_JIT", "1").strip() != "0")
+
+
+def njit(*, parallel: bool = False, fastmath: bool = False):
+    """`numba.njit` with the engine's settings: compiled on first call and cached on disk,
+    releasing the GIL (the service searches from several threads). Without numba the
+    decorated function stays plain Python, never called (`enabled()` is False)."""
+    def wrap(fn):
+        if numba is None:
+            return fn
+        try:
+            return numba.njit(cache=True, nogil=True, parallel=parallel, fastmath=fastmath)(fn)
+        except RuntimeError:  # no place to cache (code without a file): compiled anew in each process
+            return numba.njit(nogil=True, parallel=parallel, fastmath=fastmath)(fn)
+    return wrap
+
+
+def threads() -> None:
+    """Run parallel kernels on as many threads as torch uses (set before each parallel call:
+    torch's count may change, e.g. `torch.set_num_threads` in a server)."""
+    if numba is not None:
+        n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+        if numba.get_num_threads() != n:
+            numba.set_num_threads(n)
