@@ -238,3 +238,67 @@ def test_past_the_measured_k_a_low_precision_fit_searches_in_fp32(cache, monkeyp
     np.testing.assert_array_equal(I, reference_knn(X[:3], X, k, "euclidean")[1])
     nn.kneighbors(X[:3])
     assert nn.search_stats_.screen_dtype == "bfloat16"
+
+
+def test_a_large_search_probes_the_screens_on_its_first_queries_and_keeps_the_choice(cache, monkeypatch):
+    """The model (fitted on small searches) predicts fp32; a large search times every screen on
+    its first `PROBE_QUERIES` queries instead, runs the rest on the fastest, keeps that choice
+    for its class of base size and k (in the process and the file), and later large searches
+    of the class take it without probing. The results are exact either way."""
+    monkeypatch.setattr(calibrate, "calibrate", lambda device, metric, data, key=None: calibrate.Calibration(
+        key, 4096, {"fp32": terms(fixed_s=1.0), "bf16": terms(fixed_s=2.0), "int8": terms(fixed_s=3.0)}))
+    monkeypatch.setattr(calibrate, "PROBE_QUERIES", 16)
+    monkeypatch.setattr(calibrate, "PROBE_MIN_QUERIES", 40)
+    rng = np.random.default_rng(8)
+    X = np.maximum(rng.normal(size=(3000, 48)), 0).astype(np.float32)
+    Q = np.maximum(rng.normal(size=(60, 48)), 0).astype(np.float32)
+    nn = NearestNeighbors(n_neighbors=5, device="cpu").fit(X)
+    assert nn.screen_dtype_ == "float32"
+    timed = []
+    real_knn = __import__("lookalike.knn.backends", fromlist=["knn"]).knn
+
+    def spy(xq, base, k, **kw):
+        timed.append((len(xq), str(base.screen.dtype)))
+        return real_knn(xq, base, k, **kw)
+    monkeypatch.setattr("lookalike.knn.backends.knn", spy)
+    D, I = nn.kneighbors(Q)
+    D_ref, I_ref = reference_knn(Q, X, 5, "euclidean")
+    np.testing.assert_array_equal(I, I_ref)
+    np.testing.assert_allclose(D, D_ref, rtol=1e-5, atol=1e-6)
+    # each screen: a warm-up of 8 queries, then the 16 timed; then the other 44 on the choice
+    assert sorted(timed[:6]) == sorted((n, f"torch.{t}") for t in ("float32", "bfloat16", "int8") for n in (8, 16))
+    choice = calibrate.calibration(CPU, L2, 48).probed(3000, 5)["choice"]
+    assert timed[6:] == [(44, str(calibrate.CANDIDATES[choice]))]
+    assert nn.search_stats_.screen_choice.startswith(f"{choice} screen by probe (cpu/euclidean/d64, nb4096/k8")
+    assert nn.search_stats_.screen_dtype == str(calibrate.CANDIDATES[choice]).removeprefix("torch.")
+    assert set(nn._backend._recast) <= {calibrate.CANDIDATES[choice]}  # the screens not chosen are dropped
+    stored = json.loads(cache.read_text())["classes"]["cpu/euclidean/d64"]["probes"]["nb4096/k8"]
+    assert stored["choice"] == choice and set(stored["times"]) == {"fp32", "bf16", "int8"} and stored["nq"] == 60
+    # the next large search of the class takes the choice without probing; a small one the model's
+    timed.clear()
+    np.testing.assert_array_equal(nn.kneighbors(Q[:50])[1], I_ref[:50])
+    assert timed == [(50, str(calibrate.CANDIDATES[choice]))]
+    nn.kneighbors(Q[:39])
+    assert nn.search_stats_.screen_choice.startswith("fp32 screen by calibration")
+    # another process reads the probe from the file; another k class would probe again
+    calibrate.forget()
+    cal = calibrate.calibration(CPU, L2, 48)
+    assert cal.choice(3000, 100, k=5) == choice and cal.choice(3000, 100, k=20) == "fp32"
+    assert calibrate.probe_wanted(cal, 3000, 100, 20, ("fp32", "int8"))
+    assert not calibrate.probe_wanted(cal, 3000, 100, 5, ("fp32", "int8"))
+
+
+def test_a_damaged_probe_is_dropped_and_the_calibration_kept(cache, monkeypatch):
+    monkeypatch.setattr(calibrate, "calibrate", quick)
+    calibrate.choose(CPU, L2, 64, 90_000)
+    data = json.loads(cache.read_text())
+    entry = data["classes"]["cpu/euclidean/d64"]
+    entry["probes"] = {"nb8192/k4": {"choice": "int8", "times": {"fp32": 0.2, "int8": 0.1}, "nq": 500, "nb": 8000},
+                       "nb1024/k4": {"choice": "int8", "times": {"fp32": "slow"}, "nq": 500, "nb": 1000},
+                       "nb2048/k4": {"choice": "int8", "times": {"fp32": 0.2, "int8": -1.0}, "nq": 500, "nb": 2000}}
+    cache.write_text(json.dumps(data))
+    calibrate.forget()
+    cal = calibrate.calibration(CPU, L2, 64)
+    assert set(cal.probes) == {"nb8192/k4"} and "fp32" in cal.lines
+    assert cal.choice(8000, 1000, k=3) == "int8" and "by probe" in cal.explain(8000, 1000, k=3)
+    assert cal.probed(8000, 3, among=("fp32",)) is None  # an int8 choice does not hold where int8 is not a candidate

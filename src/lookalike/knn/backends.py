@@ -185,13 +185,72 @@ class LookalikeBackend(Backend):
                                            working_memory=self.working_memory)
         self._recast: dict[torch.dtype, PreparedBase] = {}  # other screens, prepared on first use
         self._recast_lock = threading.Lock()
+        self._probe_lock = threading.Lock()  # one probe at a time (the service searches from several threads)
         return self
 
     def kneighbors(self, Xq, k, exclude_self, stats=None):
+        among = self._probe_among(len(Xq), k, exclude_self)
+        if among:
+            return self._probed(Xq, k, among, stats)
         base, why = self.base_for(len(Xq), k)
         if stats is not None:
             stats.screen_choice = why
         return knn(Xq, base, k, exclude_self=exclude_self, stats=stats)
+
+    def _probe_among(self, nq: int, k: int, exclude_self: bool) -> tuple[str, ...]:
+        """The screens a large `auto` search should time on its first queries before it runs
+        (`calibrate.probe_wanted`); () when it should not (then `base_for` decides)."""
+        from .calibrate import CANDIDATES, cached, probe_wanted
+
+        fitted = self.prepared_base_
+        if self.precision != "auto" or not self.metric.gemm or fitted.rows is None or exclude_self \
+                or self.device.type != "cpu":
+            return ()
+        cal = cached(self.device, self.metric, fitted.d)
+        if cal is None:
+            return ()
+        among = tuple(n for n, dt in CANDIDATES.items()
+                      if dt.itemsize <= fitted.screen.dtype.itemsize and n in cal.lines)
+        return among if probe_wanted(cal, fitted.nb, nq, k, among) else ()
+
+    def _probed(self, Xq, k: int, among: tuple[str, ...], stats: SearchStats | None):
+        """A large `auto` search that times each screen `among` on its first
+        `calibrate.PROBE_QUERIES` queries (after an untimed warm-up of a few, which pays any
+        first-call costs), keeps the fastest screen's results for them, records the choice
+        (`calibrate.record_probe`) and searches the other queries on that screen. The copies
+        of the base made for the screens not chosen are dropped."""
+        import time
+
+        from .calibrate import CANDIDATES, PROBE_QUERIES, cached, record_probe
+
+        fitted = self.prepared_base_
+        head = Xq[:PROBE_QUERIES]
+        times, found = {}, {}
+        with self._probe_lock:
+            for name in among:
+                base = self._prepared(CANDIDATES[name])
+                knn(head[:8], base, k)  # untimed: buffers, compiled kernels
+                st = SearchStats()
+                t0 = time.perf_counter()
+                found[name] = (*knn(head, base, k, stats=st), st)
+                times[name] = time.perf_counter() - t0
+            choice = record_probe(self.device, self.metric, fitted.d, fitted.nb, len(Xq), k, times)
+            for name in among:
+                if name != choice:
+                    with self._recast_lock:
+                        self._recast.pop(CANDIDATES[name], None)
+        D0, I0, st0 = found[choice]
+        st = stats if stats is not None else SearchStats()
+        for f in ("prepare_s", "screen_s", "refine_s", "rerank_s", "fallback_s", "candidates", "reranked",
+                  "fallbacks"):
+            setattr(st, f, getattr(st, f) + getattr(st0, f))
+        cal = cached(self.device, self.metric, fitted.d)
+        st.screen_choice = cal.explain(fitted.nb, len(Xq), among, k) if cal is not None else choice
+        if len(Xq) <= len(head):
+            st.screen_dtype, st.path, st.blocks = st0.screen_dtype, st0.path, st0.blocks
+            return D0, I0
+        D1, I1 = knn(Xq[len(head):], self._prepared(CANDIDATES[choice]), k, stats=st)
+        return np.concatenate([D0, D1]), np.concatenate([I0, I1])
 
     def base_for(self, nq: int, k: int = 1) -> tuple[PreparedBase, str]:
         """The prepared base a search of `nq` queries runs on, and why, in words.
@@ -223,8 +282,8 @@ class LookalikeBackend(Backend):
             return fitted, self.screen_choice_ or ""
         size = fitted.screen.dtype.itemsize
         among = tuple(n for n, dt in CANDIDATES.items() if dt.itemsize <= size)
-        dtype = CANDIDATES[cal.choice(fitted.nb, nq, among)]
-        why = cal.explain(fitted.nb, nq, among)
+        dtype = CANDIDATES[cal.choice(fitted.nb, nq, among, k)]
+        why = cal.explain(fitted.nb, nq, among, k)
         return self._prepared(dtype), why
 
     def _prepared(self, dtype: torch.dtype) -> PreparedBase:

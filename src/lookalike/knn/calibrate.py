@@ -22,6 +22,16 @@ small searches of that class, and the result is kept in lookalike's cache folder
   the rerank's set-up), the part per query (queries prepared, refined, reranked), the part
   per base row (the base read: what a few queries pay), and the GEMM. The choice for a call
   of `nq` queries against `nb` rows is the screen of the smallest predicted time.
+- probes: the model is fitted on small searches, and a low-precision screen's cost depends on
+  how many rows fall inside its window, which depends on the data and on how dense the base
+  is (measured: an int8 window held 56% of a 2,048-row sample of a base but 0.1% of the whole
+  90,000-row base, so the model predicted int8 at 8x its real time and chose fp32, 3.4x
+  slower). So a large search (`probe_wanted`: at least `PROBE_MIN_QUERIES` queries, predicted
+  to take at least `PROBE_MIN_S`) times each candidate screen on its own first
+  `PROBE_QUERIES` queries, against its own base, and runs the rest on the fastest
+  (`LookalikeBackend`; the probe's results are kept, so only the other screens' time is
+  extra). What a probe found is kept with the calibration for the class of base size and k
+  (`probe_key`), and later large searches of that class take it without probing.
 - the cache file `calibration.json` has a format `VERSION` and records the machine (CPU model,
   cores, threads, torch version, CUDA device); another version, a different machine, or a
   file that cannot be read, is measured anew and the file rewritten. `LOOKALIKE_CALIBRATION=0`
@@ -49,6 +59,9 @@ QUERY_COUNTS = (8, 64)  # the query counts measured; `PLAN_QUERIES` when a calle
 PLAN_QUERIES = QUERY_COUNTS[-1]
 TERMS = ("fixed_s", "per_query_s", "per_row_s", "per_pair_s")  # the model's coefficients
 K = 10  # neighbours per query in the calibration's searches
+PROBE_QUERIES = 64  # queries a probe times each screen on (the winner's results are kept)
+PROBE_MIN_QUERIES = 4 * PROBE_QUERIES  # smaller searches take the model's choice
+PROBE_MIN_S = 0.2  # nor are searches predicted (by the model's best) to take less than this probed
 K_MEASURED = 10 * K  # past this k, a low-precision screen's windows were not measured (see `LookalikeBackend.base_for`)
 REPEATS = 2
 FILE = "calibration.json"
@@ -68,22 +81,40 @@ class Calibration:
     lines: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> {term: seconds}
     excluded: dict[str, str] = field(default_factory=dict)  # name -> why it is not a candidate
     seconds: float = 0.0  # how long the calibration took
+    probes: dict[str, dict] = field(default_factory=dict)  # probe_key -> {"choice", "times", "nq", "nb"}
+
+    def probed(self, nb: int, k: int, among: tuple[str, ...] | None = None) -> dict | None:
+        """What a probe of a large search of this class of base size and k found, if one ran
+        and its choice is among `among`."""
+        p = self.probes.get(probe_key(nb, k))
+        return p if p is not None and (among is None or p["choice"] in among) else None
 
     def predicted(self, nb: int, nq: int = PLAN_QUERIES) -> dict[str, float]:
         """Seconds each candidate would take for `nq` queries against `nb` rows."""
         return {name: c["fixed_s"] + c["per_query_s"] * nq + c["per_row_s"] * nb + c["per_pair_s"] * nq * nb
                 for name, c in self.lines.items()}
 
-    def choice(self, nb: int, nq: int = PLAN_QUERIES, among: tuple[str, ...] | None = None) -> str:
+    def choice(self, nb: int, nq: int = PLAN_QUERIES, among: tuple[str, ...] | None = None,
+               k: int | None = None) -> str:
         """The screen of the smallest predicted time (ties: the earlier in `CANDIDATES`);
-        `among`: only these screens, where they were measured."""
+        `among`: only these screens, where they were measured. For a large search (`nq` of
+        at least `PROBE_MIN_QUERIES`) of a class where a probe ran (`k` given), the probe's choice."""
+        p = self.probed(nb, k, among) if k is not None and nq >= PROBE_MIN_QUERIES else None
+        if p is not None:
+            return p["choice"]
         times = {n: t for n, t in self.predicted(nb, nq).items() if among is None or n in among}
         times = times or self.predicted(nb, nq)
         return min(times, key=lambda n: (times[n], list(CANDIDATES).index(n)))
 
-    def explain(self, nb: int, nq: int = PLAN_QUERIES, among: tuple[str, ...] | None = None) -> str:
+    def explain(self, nb: int, nq: int = PLAN_QUERIES, among: tuple[str, ...] | None = None,
+                k: int | None = None) -> str:
         """One line: what was chosen for `nq` queries x `nb` rows (`among` these screens),
-        and the predicted times that chose it."""
+        and the predicted (or, for a probed class, measured) times that chose it."""
+        p = self.probed(nb, k, among) if k is not None and nq >= PROBE_MIN_QUERIES else None
+        if p is not None:
+            parts = ", ".join(f"{n} {_ms(t)}" for n, t in sorted(p["times"].items(), key=lambda kv: kv[1]))
+            return (f"{p['choice']} screen by probe ({self.key}, {probe_key(nb, k)}; timed on the first "
+                    f"{PROBE_QUERIES} queries of a search of {p['nq']:,} x {p['nb']:,} rows: {parts})")
         times = self.predicted(nb, nq)
         parts = ", ".join(f"{n} {_ms(t)}" for n, t in sorted(times.items(), key=lambda kv: kv[1]))
         name = self.choice(nb, nq, among)
@@ -96,7 +127,49 @@ class Calibration:
 
     def as_dict(self) -> dict:
         return {"key": self.key, "rows": self.rows, "lines": self.lines, "excluded": self.excluded,
-                "seconds": self.seconds}
+                "seconds": self.seconds, "probes": self.probes}
+
+
+def _bucket(n: int) -> int:
+    """`n` rounded up to a power of two."""
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def probe_key(nb: int, k: int) -> str:
+    """The class a probe's choice holds for: base rows and k, each rounded up to a power of two."""
+    return f"nb{_bucket(nb)}/k{_bucket(k)}"
+
+
+def probe_wanted(cal: Calibration, nb: int, nq: int, k: int, among: tuple[str, ...]) -> bool:
+    """Whether a search of `nq` queries x `nb` rows at `k` should time the screens `among` on
+    its first queries: a large search of a class no probe has measured, predicted to take long
+    enough that the probe costs a fraction of it."""
+    if nq < PROBE_MIN_QUERIES or len(among) < 2 or k > K_MEASURED or cal.probed(nb, k, among) is not None:
+        return False
+    times = cal.predicted(nb, nq)
+    return min(times.get(n, np.inf) for n in among) >= PROBE_MIN_S
+
+
+def record_probe(device: torch.device, metric: Metric, d: int, nb: int, nq: int, k: int,
+                 times: dict[str, float]) -> str:
+    """Keep what a probe measured (seconds per screen on `PROBE_QUERIES` queries of a search of
+    `nq` x `nb` at `k`) with this class's calibration, in this process and the cache file;
+    returns the screen chosen (the fastest; ties: the earlier in `CANDIDATES`)."""
+    choice = min(times, key=lambda n: (times[n], list(CANDIDATES).index(n)))
+    key, _ = shape_class(device, metric, d)
+    entry = {"choice": choice, "times": {n: float(t) for n, t in times.items()}, "nq": int(nq), "nb": int(nb)}
+    with _lock:
+        cal = _memory.get(key)
+        if cal is not None:
+            cal.probes[probe_key(nb, k)] = entry
+        if calibration_files():
+            classes = _read(device)
+            if key in classes or cal is not None:
+                stored = classes.get(key) or cal.as_dict()
+                stored.setdefault("probes", {})[probe_key(nb, k)] = entry
+                classes[key] = stored
+                _write(device, classes)
+    return choice
 
 
 def _ms(t: float) -> str:
@@ -168,6 +241,14 @@ def _parse(entry) -> Calibration | None:
                            for n, c in entry["lines"].items() if n in CANDIDATES},
                           {str(n): str(w) for n, w in entry.get("excluded", {}).items()},
                           float(entry.get("seconds", 0.0)))
+        for pk, p in dict(entry.get("probes", {})).items():  # a damaged probe is dropped, the rest kept
+            try:
+                times = {str(n): float(t) for n, t in p["times"].items() if n in CANDIDATES}
+                if p["choice"] in times and all(np.isfinite(t) and t >= 0 for t in times.values()):
+                    cal.probes[str(pk)] = {"choice": str(p["choice"]), "times": times, "nq": int(p["nq"]),
+                                           "nb": int(p["nb"])}
+            except (TypeError, KeyError, ValueError, AttributeError):
+                continue
     except (TypeError, KeyError, ValueError, AttributeError):
         return None
     values = [v for c in cal.lines.values() for v in c.values()]
