@@ -18,6 +18,11 @@ import torch
 
 try:  # pragma: no cover - exercised by whichever environment runs the tests
     import numba
+
+    # parallel kernels are called from several threads at once (the service): only a threadsafe
+    # layer (OpenMP or TBB) takes that; numba's own `workqueue` would abort the process
+    if numba.config.THREADING_LAYER == "default":
+        numba.config.THREADING_LAYER = "threadsafe"
 except ImportError:  # pragma: no cover
     numba = None
 
