@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lookalike.knn import METRICS, PreparedBase, get_metric, knn, reference_knn
-from lookalike.knn import jit
+from lookalike.knn import jit, pairs
 from lookalike.knn.refine import pair_distances, pick, refine
 
 pytestmark = pytest.mark.skipif(not jit.enabled(), reason="numba is not installed (or LOOKALIKE_JIT=0)")
@@ -121,8 +121,9 @@ def test_pair_distances_equal_rows_give_equal_distances(monkeypatch, tmp_path, m
         np.testing.assert_allclose(ints, ints_t, rtol=1e-15)
 
 
+@pytest.mark.parametrize("k", [9, 40])  # kept by insertion; by a partition and sorts (`pairs.SMALL_K`)
 @pytest.mark.parametrize("largest_first", [False, True])
-def test_pick_of_grouped_pairs_matches_the_general_sort(monkeypatch, largest_first):
+def test_pick_of_grouped_pairs_matches_the_general_sort(monkeypatch, largest_first, k):
     """Pairs grouped by query, columns in any order within each, ties everywhere (-0.0 and
     0.0 among them), some queries holding fewer than k: the same D, I and short queries."""
     m = get_metric("inner_product" if largest_first else "euclidean")
@@ -132,7 +133,6 @@ def test_pick_of_grouped_pairs_matches_the_general_sort(monkeypatch, largest_fir
     cols = np.concatenate([rng.permutation(500)[:c] for c in counts])
     dist = rng.integers(-3, 4, len(rows)).astype(np.float64)
     dist[dist == 0] = np.where(rng.random(int((dist == 0).sum())) < 0.5, -0.0, 0.0)
-    k = 9
 
     def run():
         D, I = np.zeros((140, k), np.float32), np.full((140, k), -1)
@@ -168,3 +168,19 @@ def test_refine_kernel_keeps_the_true_k_as_the_torch_path_does(monkeypatch, kind
             kept = {(int(a), int(b)) for a, b in zip(r, c)}
             assert must <= kept, (metric, kind)
             assert len(kept) < nq * nb / 2, (metric, kind)
+
+
+def test_cpu_searches_run_the_kernels(monkeypatch):
+    """A CPU search of float32 or float64 arrays refines, reranks and picks in the kernels;
+    with LOOKALIKE_JIT=0 it never calls them."""
+    calls = []
+    for name in ("refine_keep", "distances", "pick_grouped"):
+        fn = getattr(pairs, name)
+        monkeypatch.setattr(pairs, name, lambda *a, _fn=fn, _name=name, **kw: calls.append(_name) or _fn(*a, **kw))
+    xq, xb, _ = case("duplicates")
+    knn(xq, xb, 5, screen_dtype=torch.int8)
+    assert set(calls) == {"refine_keep", "distances", "pick_grouped"}
+    calls.clear()
+    monkeypatch.setenv("LOOKALIKE_JIT", "0")
+    knn(xq, xb.astype(np.float64), 5, screen_dtype=torch.int8)
+    assert not calls

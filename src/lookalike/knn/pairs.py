@@ -37,7 +37,8 @@ except ImportError:  # pragma: no cover
 
 __all__ = ["usable", "refine_keep", "distances", "pick_grouped", "grouped"]
 
-CHUNK = 64  # pairs a parallel task takes at a time (a thread's share of a chunk list)
+CHUNK = 64  # pairs (or queries) a parallel task takes at a time
+SMALL_K = 32  # up to this k, each query's k best are kept by insertion (no sort, no allocation a query)
 
 # metric kinds of `_distances`
 L1, L2_SQUARED, L2, LINF, INNER, COSINE = range(6)
@@ -136,19 +137,23 @@ def _refine_scores(xb, A, an, slot, cols, sc, mean, b_l2, has_l2, kind, scale_ro
                 s = _pow2(_amax(xb[c]))
                 for t in range(d):
                     row[t] = xb[c, t] * s
-            else:  # times the base's power of two (exact), then centred, in A's type
                 for t in range(d):
-                    row[t] = xb[c, t] * sc - mean[t]
-            for t in range(d):
-                prod[t] = a[t] * row[t]
-            dot = np.float64(_tree_sum(prod, d))
-            if bsq_here:
+                    prod[t] = a[t] * row[t]
                 for t in range(d):
                     v = np.float64(row[t])
                     sq[t] = v * v
                 bsq = _tree_sum(sq, d)
-            else:
-                bsq = b_l2[c] * b_l2[c]
+            else:  # times the base's power of two (exact), then centred, in A's type
+                for t in range(d):
+                    prod[t] = a[t] * (xb[c, t] * sc - mean[t])
+                if bsq_here:
+                    for t in range(d):
+                        v = np.float64(xb[c, t] * sc - mean[t])
+                        sq[t] = v * v
+                    bsq = _tree_sum(sq, d)
+                else:
+                    bsq = b_l2[c] * b_l2[c]
+            dot = np.float64(_tree_sum(prod, d))
             score[p], err[p] = _bound(kind, dot, an[slot[p]], bsq, gamma, eta)
 
 
@@ -171,20 +176,58 @@ def _bound(kind, dot, an, bsq, gamma, eta):  # pragma: no cover - compiled
 @jit.njit(parallel=True)
 def _keep(order, starts, score, err, k, keep):  # pragma: no cover - compiled
     """keep[p] for pairs order[starts[g]:starts[g+1]] of each query g: score - err at most
-    the query's k-th smallest score + err (every pair kept by a query holding fewer than k)."""
-    for g in prange(len(starts) - 1):
-        lo, hi = starts[g], starts[g + 1]
-        if hi - lo <= k:
+    the query's k-th smallest score + err (every pair kept by a query holding at most k)."""
+    ng = len(starts) - 1
+    for ch in prange((ng + CHUNK - 1) // CHUNK):
+        low = np.empty(k)
+        for g in range(ch * CHUNK, min(ng, (ch + 1) * CHUNK)):
+            lo, hi = starts[g], starts[g + 1]
+            if hi - lo <= k:
+                for i in range(lo, hi):
+                    keep[order[i]] = True
+                continue
+            if k <= SMALL_K:  # the k smallest kept sorted by insertion
+                m = 0
+                for i in range(lo, hi):
+                    v = score[order[i]] + err[order[i]]
+                    if m == k and v >= low[k - 1]:
+                        continue
+                    j = m if m < k else k - 1
+                    while j > 0 and v < low[j - 1]:
+                        low[j] = low[j - 1]
+                        j -= 1
+                    low[j] = v
+                    if m < k:
+                        m += 1
+                kth = low[k - 1]
+            else:
+                top = np.empty(hi - lo)
+                for i in range(lo, hi):
+                    top[i - lo] = score[order[i]] + err[order[i]]
+                kth = np.partition(top, k - 1)[k - 1]
             for i in range(lo, hi):
-                keep[order[i]] = True
-            continue
-        top = np.empty(hi - lo)
-        for i in range(lo, hi):
-            top[i - lo] = score[order[i]] + err[order[i]]
-        kth = np.partition(top, k - 1)[k - 1]
-        for i in range(lo, hi):
-            p = order[i]
-            keep[p] = score[p] - err[p] <= kth
+                p = order[i]
+                keep[p] = score[p] - err[p] <= kth
+
+
+def norms(A: np.ndarray) -> np.ndarray:
+    """float64 L2 norm of each row of A (float32 or float64), summed as `_tree_sum` sums."""
+    out = np.empty(len(A))
+    jit.threads()
+    _norms(A, out)
+    return out
+
+
+@jit.njit(parallel=True)
+def _norms(A, out):  # pragma: no cover - compiled
+    n, d = A.shape
+    for ch in prange((n + CHUNK - 1) // CHUNK):
+        sq = np.empty(d)
+        for i in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
+            for t in range(d):
+                v = np.float64(A[i, t])
+                sq[t] = v * v
+            out[i] = math.sqrt(_tree_sum(sq, d))
 
 
 # ---------------------------------------------------------------- rerank
@@ -282,21 +325,51 @@ def pick_grouped(rows: np.ndarray, cols: np.ndarray, key: np.ndarray, k: int) ->
 
 @jit.njit(parallel=True)
 def _pick(starts, cols, key, k, sel):  # pragma: no cover - compiled
-    for g in prange(len(starts) - 1):
-        lo, hi = starts[g], starts[g + 1]
-        if hi - lo < k:
-            sel[g, :] = -1
+    ng = len(starts) - 1
+    for ch in prange((ng + CHUNK - 1) // CHUNK):
+        top_key = np.empty(k)
+        top_col = np.empty(k, np.int64)
+        for g in range(ch * CHUNK, min(ng, (ch + 1) * CHUNK)):
+            lo, hi = starts[g], starts[g + 1]
+            if hi - lo < k:
+                sel[g, :] = -1
+            elif k <= SMALL_K:
+                _insertion_best(key, cols, lo, hi, k, top_key, top_col, sel[g])
+            else:
+                _sorted_best(key, cols, lo, hi, k, sel[g])
+
+
+@jit.njit()
+def _insertion_best(key, cols, lo, hi, k, top_key, top_col, out):  # pragma: no cover - compiled
+    """out: the k best of pairs lo..hi by (key, col), ascending, kept sorted by insertion."""
+    m = 0
+    for i in range(lo, hi):
+        kv, cv = key[i], cols[i]
+        if m == k and not (kv < top_key[k - 1] or (kv == top_key[k - 1] and cv < top_col[k - 1])):
             continue
-        keys = key[lo:hi]
-        if hi - lo > k:  # the pairs at most the k-th key, all its ties included
-            kth = np.partition(keys.copy(), k - 1)[k - 1]
-            idx = np.flatnonzero(keys <= kth)
-        else:
-            idx = np.arange(hi - lo)
-        by_col = idx[np.argsort(cols[lo + idx], kind="mergesort")]
-        best = by_col[np.argsort(keys[by_col], kind="mergesort")]  # stable: ties keep the lower column first
-        for j in range(k):
-            sel[g, j] = lo + best[j]
+        j = m if m < k else k - 1
+        while j > 0 and (kv < top_key[j - 1] or (kv == top_key[j - 1] and cv < top_col[j - 1])):
+            top_key[j], top_col[j], out[j] = top_key[j - 1], top_col[j - 1], out[j - 1]
+            j -= 1
+        top_key[j], top_col[j], out[j] = kv, cv, i
+        if m < k:
+            m += 1
+
+
+@jit.njit()
+def _sorted_best(key, cols, lo, hi, k, out):  # pragma: no cover - compiled
+    """out: the k best of pairs lo..hi by (key, col), ascending: the pairs at most the k-th
+    key (its ties included), sorted by column, then stably by key."""
+    keys = key[lo:hi]
+    if hi - lo > k:
+        kth = np.partition(keys.copy(), k - 1)[k - 1]
+        idx = np.flatnonzero(keys <= kth)
+    else:
+        idx = np.arange(hi - lo)
+    by_col = idx[np.argsort(cols[lo + idx], kind="mergesort")]
+    best = by_col[np.argsort(keys[by_col], kind="mergesort")]  # stable: ties keep the lower column first
+    for j in range(k):
+        out[j] = lo + best[j]
 
 
 # ---------------------------------------------------------------- shared

@@ -228,10 +228,10 @@ def _refine_compiled(base: PreparedBase, xq: np.ndarray | torch.Tensor, rows: to
     mean = base.screen.mean.to(wide) if m.centred else None
     if mean is not None:
         a -= mean
-    an = torch.linalg.vector_norm(a.double(), dim=1).numpy()
+    a = a.numpy()
     # |b| as the prepare computed it (fp32 sums) where known; cosine needs none
     b_l2 = base.l2.numpy() if wide == torch.float32 and not m.normalised else None
-    keep = pairs.refine_keep(m, pairs.as_array(base.xb), a.numpy(), an, slot[r], r, c, k,
+    keep = pairs.refine_keep(m, pairs.as_array(base.xb), a, pairs.norms(a), slot[r], r, c, k,
                              scale=1.0 if m.normalised else base.scale,
                              mean=None if mean is None else mean.numpy(), b_l2=b_l2,
                              scale_rows=m.normalised and not base.rows_comfortable, gamma=gamma, eta=eta)
