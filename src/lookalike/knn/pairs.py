@@ -359,17 +359,25 @@ def _insertion_best(key, cols, lo, hi, k, top_key, top_col, out):  # pragma: no 
 @jit.njit()
 def _sorted_best(key, cols, lo, hi, k, out):  # pragma: no cover - compiled
     """out: the k best of pairs lo..hi by (key, col), ascending: the pairs at most the k-th
-    key (its ties included), sorted by column, then stably by key."""
+    key (its ties included) sorted by key, then each run of equal keys by column."""
     keys = key[lo:hi]
     if hi - lo > k:
         kth = np.partition(keys.copy(), k - 1)[k - 1]
         idx = np.flatnonzero(keys <= kth)
     else:
         idx = np.arange(hi - lo)
-    by_col = idx[np.argsort(cols[lo + idx], kind="mergesort")]
-    best = by_col[np.argsort(keys[by_col], kind="mergesort")]  # stable: ties keep the lower column first
+    order = idx[np.argsort(keys[idx])]
+    i, m = 0, len(order)
+    while i < k:  # runs of equal keys (-0.0 == 0.0) that reach into the k, by column
+        j = i + 1
+        while j < m and keys[order[j]] == keys[order[i]]:
+            j += 1
+        if j - i > 1:
+            run = order[i:j]
+            order[i:j] = run[np.argsort(cols[lo + run], kind="mergesort")]
+        i = j
     for j in range(k):
-        out[j] = lo + best[j]
+        out[j] = lo + order[j]
 
 
 # ---------------------------------------------------------------- shared
