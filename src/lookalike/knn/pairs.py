@@ -143,16 +143,17 @@ def _refine_scores(xb, A, an, slot, cols, sc, mean, b_l2, has_l2, kind, scale_ro
                     v = np.float64(row[t])
                     sq[t] = v * v
                 bsq = _tree_sum(sq, d)
-            else:  # times the base's power of two (exact), then centred, in A's type
+            elif bsq_here:  # times the base's power of two (exact), then centred, in A's type
+                for t in range(d):
+                    b = xb[c, t] * sc - mean[t]
+                    prod[t] = a[t] * b
+                    v = np.float64(b)
+                    sq[t] = v * v
+                bsq = _tree_sum(sq, d)
+            else:
                 for t in range(d):
                     prod[t] = a[t] * (xb[c, t] * sc - mean[t])
-                if bsq_here:
-                    for t in range(d):
-                        v = np.float64(xb[c, t] * sc - mean[t])
-                        sq[t] = v * v
-                    bsq = _tree_sum(sq, d)
-                else:
-                    bsq = b_l2[c] * b_l2[c]
+                bsq = b_l2[c] * b_l2[c]
             dot = np.float64(_tree_sum(prod, d))
             score[p], err[p] = _bound(kind, dot, an[slot[p]], bsq, gamma, eta)
 
