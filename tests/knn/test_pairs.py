@@ -184,3 +184,11 @@ def test_cpu_searches_run_the_kernels(monkeypatch):
     monkeypatch.setenv("LOOKALIKE_JIT", "0")
     knn(xq, xb.astype(np.float64), 5, screen_dtype=torch.int8)
     assert not calls
+
+
+@pytest.mark.parametrize("metric", sorted(METRICS))
+def test_pair_distances_of_rows_with_no_values(metric):
+    """d = 0: every distance 0 (cosine: 1, zero rows at cosine 0 from everything)."""
+    xq, xb = np.zeros((3, 0), np.float32), np.zeros((4, 0), np.float32)
+    dist = pair_distances(get_metric(metric), xq, xb, np.repeat(np.arange(3), 4), np.tile(np.arange(4), 3))
+    np.testing.assert_array_equal(dist, np.full(12, 1.0 if METRICS[metric].normalised else 0.0))

@@ -35,7 +35,7 @@ try:  # pragma: no cover - exercised by whichever environment runs the tests
 except ImportError:  # pragma: no cover
     prange = range
 
-__all__ = ["usable", "refine_keep", "distances", "pick_grouped", "grouped"]
+__all__ = ["usable", "as_array", "grouped", "refine_keep", "norms", "distances", "pick_grouped"]
 
 CHUNK = 64  # pairs (or queries) a parallel task takes at a time
 SMALL_K = 32  # up to this k, each query's k best are kept by insertion (no sort, no allocation a query)
@@ -127,8 +127,8 @@ def _refine_scores(xb, A, an, slot, cols, sc, mean, b_l2, has_l2, kind, scale_ro
     n, d = len(cols), A.shape[1]
     bsq_here = kind == NORMALISED or not has_l2
     for ch in prange((n + CHUNK - 1) // CHUNK):
-        prod = np.empty(d, A.dtype)
-        sq = np.empty(d)
+        prod = np.empty(max(d, 1), A.dtype)
+        sq = np.empty(max(d, 1))
         row = np.empty(d, A.dtype)
         for p in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
             a = A[slot[p]]
@@ -223,7 +223,7 @@ def norms(A: np.ndarray) -> np.ndarray:
 def _norms(A, out):  # pragma: no cover - compiled
     n, d = A.shape
     for ch in prange((n + CHUNK - 1) // CHUNK):
-        sq = np.empty(d)
+        sq = np.empty(max(d, 1))
         for i in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
             for t in range(d):
                 v = np.float64(A[i, t])
@@ -272,9 +272,9 @@ def _distances(xq, xb, rows, cols, kind, scale, scale_rows, out):  # pragma: no 
     """out[p]: the float64 distance of pair p (see `distances`)."""
     n, d = len(rows), xq.shape[1]
     for ch in prange((n + CHUNK - 1) // CHUNK):
-        terms = np.empty(d)
-        na = np.empty(d)
-        nb = np.empty(d)
+        terms = np.empty(max(d, 1))
+        na = np.empty(max(d, 1))
+        nb = np.empty(max(d, 1))
         for p in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
             a = xq[rows[p]]
             b = xb[cols[p]]
@@ -388,8 +388,11 @@ def _sorted_best(key, cols, lo, hi, k, out):  # pragma: no cover - compiled
 def _tree_sum(x, n):  # pragma: no cover - compiled
     """The sum of x[:n] in x's type, overwriting it: its upper half added onto its lower
     half element by element (a loop with no carried sum, so it vectorises without
-    `fastmath`), again and again down to 8 partial sums, joined pairwise. The order
-    depends on n alone."""
+    `fastmath`), again and again down to at most 8 partial sums, added in order. The order
+    depends on n alone. `x` holds at least one element (no terms: its first is set to 0)."""
+    if n == 0:
+        x[0] = 0
+        n = 1
     while n > 8:
         h = (n + 1) // 2
         for t in range(n - h):
