@@ -243,8 +243,8 @@ def _precision(base: PreparedBase, xq: np.ndarray | torch.Tensor) -> tuple[torch
     (`gamma`) and absolute (`eta`, underflow) terms.
 
     gamma = d u / (1 - d u) bounds the rounding of a sum of d products in any order, so
-    it covers both the GEMM's (whatever BLAS does) and the compiled kernel's 8 partial sums;
-    3 u more for the scaling, centring and cast of each element."""
+    it covers both the GEMM's (whatever BLAS does) and the compiled kernel's pairwise sums
+    (`pairs._tree_sum`); 3 u more for the scaling, centring and cast of each element."""
     float64 = as_tensor(xq[:0], base.device).dtype == torch.float64 or base.xb.dtype == np.float64
     wide = torch.float64 if float64 else torch.float32
     u, d = UNIT_ROUNDOFF[wide], base.d
