@@ -290,10 +290,9 @@ def _distances(xq, xb, rows, cols, kind, scale, scale_rows, out):  # pragma: no 
                 norms = math.sqrt(_tree_sum(na, d)) * math.sqrt(_tree_sum(nb, d))
                 out[p] = 1.0 - (_tree_sum(terms, d) / norms if norms > 0 else 0.0)
             elif kind == LINF:  # a maximum: in any order the same
-                top = 0.0
                 for t in range(d):
-                    top = max(top, abs((np.float64(b[t]) - np.float64(a[t])) * scale))
-                out[p] = top
+                    terms[t] = abs((np.float64(b[t]) - np.float64(a[t])) * scale)
+                out[p] = _tree_max(terms, d)
             elif kind == INNER:
                 for t in range(d):
                     terms[t] = (np.float64(a[t]) * scale) * (np.float64(b[t]) * scale)
@@ -402,6 +401,21 @@ def _tree_sum(x, n):  # pragma: no cover - compiled
     for t in range(n):
         total += x[t]
     return total
+
+
+@jit.njit()
+def _tree_max(x, n):  # pragma: no cover - compiled
+    """The largest of x[:n] (0 for none), overwriting it, halves against halves as
+    `_tree_sum` adds them (a maximum is the same in any order)."""
+    while n > 8:
+        h = (n + 1) // 2
+        for t in range(n - h):
+            x[t] = max(x[t], x[t + h])
+        n = h
+    top = 0.0
+    for t in range(n):
+        top = max(top, x[t])
+    return top
 
 
 @jit.njit()
