@@ -77,6 +77,18 @@ def test_engine_is_exact_with_tiny_blocks_and_low_precision_screens(problem, wm)
         assert_exact(xq, xb, k, metric, screen_dtype=dtype, working_memory=1e-4)
 
 
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems(), st.sampled_from([torch.float32, torch.bfloat16, torch.int8]))
+def test_engine_is_exact_on_the_torch_path(problem, dtype):
+    """LOOKALIKE_JIT=0: refine, rerank and pick take their torch code (the GPU's) instead of
+    the compiled kernels that the tests above run; on both paths of the screen."""
+    xq, xb, k, metric = problem
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LOOKALIKE_JIT", "0")
+        assert_exact(xq, xb, k, metric, screen_dtype=dtype)
+        assert_exact(xq, xb, k, metric, screen_dtype=dtype, working_memory=1e-4)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8])
 def test_small_searches_take_one_block_and_large_ones_blocks(dtype):
     rng = np.random.default_rng(4)

@@ -1,0 +1,434 @@
+"""Compiled CPU kernels of the per-pair stages (4-5): refine, rerank, pick.
+
+Each stage of `refine.py` on the CPU is one compiled pass over the (query, base row) pairs
+instead of many small torch operations (gathers, `unique`, sorts, chunk loops):
+
+- `refine_keep`: each pair's fp32 screen score and its error bound, from the base row read
+  in place (no gathered copy), then the keep test against its query's k-th (score + bound).
+- `distances`: each pair's exact float64 distance, every metric.
+- `pick_grouped`: for pairs grouped by query, each query's k best by (distance, base index).
+
+The formulas are `refine._pair_scores` / `_score_and_bound`, `metrics.exact_distances` and
+`refine.pick`'s, and the results are the same neighbours; `refine.py` calls these when
+`jit.enabled()` (the CPU, numba present, `LOOKALIKE_JIT` not 0) and the inputs are float32 or
+float64 arrays, and keeps its torch code for every other case (a GPU, tensors on a device).
+
+Sums are pairwise in a fixed pattern (`_tree_sum`): the terms of a pair go into a buffer
+whose halves are added element by element. The order depends on d only, so a pair's result
+never depends on its neighbours, its chunk or the thread that computes it (equal rows give
+equal distances, and ties stay ties), and the loops vectorise without `fastmath` (never
+used here: it would reassociate sums whose rounding the bounds count).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from . import jit
+from .metrics import Metric
+
+try:  # pragma: no cover - exercised by whichever environment runs the tests
+    from numba import prange
+except ImportError:  # pragma: no cover
+    prange = range
+
+__all__ = ["usable", "as_array", "grouped", "refine_keep", "norms", "distances", "pick_grouped"]
+
+CHUNK = 64  # pairs (or queries) a parallel task takes at a time
+SMALL_K = 32  # up to this k, each query's k best are kept by insertion (no sort, no allocation a query)
+
+# metric kinds of `_distances`
+L1, L2_SQUARED, L2, LINF, INNER, COSINE = range(6)
+# score kinds of `_refine_scores`
+CENTRED, DOTS, NORMALISED = range(3)
+
+
+def usable(*arrays) -> bool:
+    """Whether the kernels serve arrays like these: NumPy arrays (memory maps included) or
+    CPU tensors of float32 or float64, with numba present and `LOOKALIKE_JIT` not 0."""
+    if not jit.enabled("cpu"):
+        return False
+    for x in arrays:
+        if isinstance(x, torch.Tensor):
+            if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+                return False
+        elif not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
+            return False
+    return True
+
+
+def as_array(x) -> np.ndarray:
+    """A float32/float64 NumPy array (a plain ndarray view of a memory map, or of a CPU
+    tensor's memory), C-contiguous, without a copy where it already is."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().numpy()
+    return np.ascontiguousarray(np.asarray(x))
+
+
+def grouped(rows: np.ndarray) -> bool:
+    """Whether the pairs come grouped by query, rows non-decreasing (the small-size path)."""
+    return len(rows) < 2 or bool((rows[1:] >= rows[:-1]).all())
+
+
+def group_starts(rows: np.ndarray) -> np.ndarray:
+    """First pair of each run of equal rows, and the end: (runs + 1,) int64."""
+    n = len(rows)
+    return np.r_[np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if n else np.empty(0, np.int64), n]
+
+
+# ---------------------------------------------------------------- refine
+
+
+def refine_keep(m: Metric, xb: np.ndarray, A: np.ndarray, an: np.ndarray, slot: np.ndarray, rows: np.ndarray,
+                cols: np.ndarray, k: int, *, scale: float, mean: np.ndarray | None, b_l2: np.ndarray | None,
+                scale_rows: bool, gamma: float, eta: float) -> np.ndarray:
+    """Which pairs (rows[i], cols[i]) the fp32 refinement keeps (bool, one per pair).
+
+    `A`: the pairs' queries prepared as `refine._pair_scores` prepares them (scaled, centred,
+    in the accumulation type, float32 or float64: the type of every product and sum here),
+    `an` their float64 norms, `slot[i]` pair i's row of `A`. Base rows are read in place and
+    prepared element by element as `_pair_scores` prepares them: times `scale` (the base's
+    power of two; 1 for cosine) then minus `mean` (centred metrics), in `A`'s type; with
+    `scale_rows` (cosine rows not all comfortable) each row times its own power of two
+    instead, rounded to `A`'s type. `b_l2`: the base's float64 norms of its prepared rows
+    when `A` is float32 and the metric not cosine (else computed here, in float64).
+
+    A pair is kept when score - e <= its query's k-th smallest (score + e), e its bound.
+    The bound's gamma = d u / (1 - d u) (`refine._precision`) covers the rounding of a sum
+    of d products in any order: the GEMM's of the torch path, and `_tree_sum`'s here.
+    """
+    kind = NORMALISED if m.normalised else (CENTRED if m.centred else DOTS)
+    wide = A.dtype.type
+    d = A.shape[1]
+    mu = np.zeros(d, A.dtype) if mean is None else np.ascontiguousarray(mean, A.dtype)
+    l2 = np.zeros(1) if b_l2 is None else np.ascontiguousarray(b_l2, np.float64)
+    score = np.empty(len(cols), np.float64)
+    err = np.empty(len(cols), np.float64)
+    jit.threads()
+    _refine_scores(xb, A, an, slot, cols, wide(scale), mu, l2, b_l2 is not None, kind, scale_rows,
+                   gamma, eta, score, err)
+    keep = np.empty(len(cols), np.bool_)
+    if grouped(rows):
+        _keep(np.arange(len(rows), dtype=np.int64), group_starts(rows), score, err, k, keep)
+    else:
+        order = np.argsort(rows, kind="stable")
+        _keep(order, group_starts(rows[order]), score, err, k, keep)
+    return keep
+
+
+@jit.njit(parallel=True)
+def _refine_scores(xb, A, an, slot, cols, sc, mean, b_l2, has_l2, kind, scale_rows, gamma, eta,
+                   score, err):  # pragma: no cover - compiled
+    """score and err of every pair (see `refine_keep`); `sc` is of A's type, which every
+    product and sum of the dot product is computed in."""
+    n, d = len(cols), A.shape[1]
+    bsq_here = kind == NORMALISED or not has_l2
+    for ch in prange((n + CHUNK - 1) // CHUNK):
+        prod = np.empty(max(d, 1), A.dtype)
+        sq = np.empty(max(d, 1))
+        row = np.empty(d, A.dtype)
+        for p in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
+            a = A[slot[p]]
+            c = cols[p]
+            if scale_rows:  # cosine rows scaled one by one: float64 products rounded to A's type
+                s = _pow2(_amax(xb[c]))
+                for t in range(d):
+                    row[t] = xb[c, t] * s
+                for t in range(d):
+                    prod[t] = a[t] * row[t]
+                for t in range(d):
+                    v = np.float64(row[t])
+                    sq[t] = v * v
+                bsq = _tree_sum(sq, d)
+            elif bsq_here:  # times the base's power of two (exact), then centred, in A's type
+                for t in range(d):
+                    b = xb[c, t] * sc - mean[t]
+                    prod[t] = a[t] * b
+                    v = np.float64(b)
+                    sq[t] = v * v
+                bsq = _tree_sum(sq, d)
+            else:
+                for t in range(d):
+                    prod[t] = a[t] * (xb[c, t] * sc - mean[t])
+                bsq = b_l2[c] * b_l2[c]
+            dot = np.float64(_tree_sum(prod, d))
+            score[p], err[p] = _bound(kind, dot, an[slot[p]], bsq, gamma, eta)
+
+
+@jit.njit()
+def _bound(kind, dot, an, bsq, gamma, eta):  # pragma: no cover - compiled
+    """(score, bound) of one pair as `refine._score_and_bound` gives them, the bound already
+    times 1.5 (second-order terms), as `_pair_scores` multiplies it."""
+    if kind == NORMALISED:  # -cos; a zero row is at cosine 0 from everything, exactly
+        bn = math.sqrt(bsq)
+        nrm = an * bn
+        e = (3 * gamma if nrm > 0 else 0.0) + eta * (1 + an + bn) ** 2
+        return (-dot / nrm if nrm > 0 else 0.0), 1.5 * e
+    bn = math.sqrt(bsq) * (1 + gamma)  # at least |b|
+    absolute = eta * (1 + an + bn) ** 2
+    if kind == CENTRED:
+        return bsq - 2 * dot, 1.5 * (gamma * (3 * bn * bn + 2 * an * bn) + absolute)
+    return -dot, 1.5 * (gamma * an * bn + absolute)
+
+
+@jit.njit(parallel=True)
+def _keep(order, starts, score, err, k, keep):  # pragma: no cover - compiled
+    """keep[p] for pairs order[starts[g]:starts[g+1]] of each query g: score - err at most
+    the query's k-th smallest score + err (every pair kept by a query holding at most k)."""
+    ng = len(starts) - 1
+    for ch in prange((ng + CHUNK - 1) // CHUNK):
+        low = np.empty(k)
+        for g in range(ch * CHUNK, min(ng, (ch + 1) * CHUNK)):
+            lo, hi = starts[g], starts[g + 1]
+            if hi - lo <= k:
+                for i in range(lo, hi):
+                    keep[order[i]] = True
+                continue
+            if k <= SMALL_K:  # the k smallest kept sorted by insertion
+                m = 0
+                for i in range(lo, hi):
+                    v = score[order[i]] + err[order[i]]
+                    if m == k and v >= low[k - 1]:
+                        continue
+                    j = m if m < k else k - 1
+                    while j > 0 and v < low[j - 1]:
+                        low[j] = low[j - 1]
+                        j -= 1
+                    low[j] = v
+                    if m < k:
+                        m += 1
+                kth = low[k - 1]
+            else:
+                top = np.empty(hi - lo)
+                for i in range(lo, hi):
+                    top[i - lo] = score[order[i]] + err[order[i]]
+                kth = np.partition(top, k - 1)[k - 1]
+            for i in range(lo, hi):
+                p = order[i]
+                keep[p] = score[p] - err[p] <= kth
+
+
+def norms(A: np.ndarray) -> np.ndarray:
+    """float64 L2 norm of each row of A (float32 or float64), summed as `_tree_sum` sums."""
+    out = np.empty(len(A))
+    jit.threads()
+    _norms(A, out)
+    return out
+
+
+@jit.njit(parallel=True)
+def _norms(A, out):  # pragma: no cover - compiled
+    n, d = A.shape
+    for ch in prange((n + CHUNK - 1) // CHUNK):
+        sq = np.empty(max(d, 1))
+        for i in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
+            for t in range(d):
+                v = np.float64(A[i, t])
+                sq[t] = v * v
+            out[i] = math.sqrt(_tree_sum(sq, d))
+
+
+# ---------------------------------------------------------------- rerank
+
+
+def distances(m: Metric, xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+              scale: float = 1.0, comfortable: bool = False) -> np.ndarray:
+    """Exact float64 distances of pairs (xq[rows[i]], xb[cols[i]]), as `exact_distances`
+    defines them (rows times `scale`; cosine rows each by their own power of two unless
+    `comfortable`), each pair on its own. A memory-mapped base is read in base-row order."""
+    kind = _distance_kind(m)
+    out = np.empty(len(rows), np.float64)
+    rows = np.ascontiguousarray(rows, np.int64)
+    cols = np.ascontiguousarray(cols, np.int64)
+    jit.threads()
+    if isinstance(xb, np.memmap) and len(cols) > 1:  # sequential reads of the file
+        order = np.argsort(cols, kind="stable")
+        part = np.empty(len(rows), np.float64)
+        _distances(as_array(xq), np.asarray(xb), rows[order], cols[order], kind, np.float64(scale),
+                   m.normalised and not comfortable, part)
+        out[order] = part
+        return out
+    _distances(as_array(xq), as_array(xb), rows, cols, kind, np.float64(scale), m.normalised and not comfortable, out)
+    return out
+
+
+def _distance_kind(m: Metric) -> int:
+    if m.normalised:
+        return COSINE
+    if m.p is None:
+        return INNER
+    if m.p == 1:
+        return L1
+    if m.p == math.inf:
+        return LINF
+    return L2_SQUARED if m.squared else L2
+
+
+@jit.njit(parallel=True)
+def _distances(xq, xb, rows, cols, kind, scale, scale_rows, out):  # pragma: no cover - compiled
+    """out[p]: the float64 distance of pair p (see `distances`)."""
+    n, d = len(rows), xq.shape[1]
+    for ch in prange((n + CHUNK - 1) // CHUNK):
+        terms = np.empty(max(d, 1))
+        na = np.empty(max(d, 1))
+        nb = np.empty(max(d, 1))
+        for p in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
+            a = xq[rows[p]]
+            b = xb[cols[p]]
+            if kind == COSINE:
+                sa = _pow2(_amax(a)) if scale_rows else 1.0
+                sb = _pow2(_amax(b)) if scale_rows else 1.0
+                for t in range(d):
+                    x = np.float64(a[t]) * sa
+                    y = np.float64(b[t]) * sb
+                    terms[t] = x * y
+                    na[t] = x * x
+                    nb[t] = y * y
+                norms = math.sqrt(_tree_sum(na, d)) * math.sqrt(_tree_sum(nb, d))
+                out[p] = 1.0 - (_tree_sum(terms, d) / norms if norms > 0 else 0.0)
+            elif kind == LINF:  # a maximum: in any order the same
+                for t in range(d):
+                    terms[t] = abs((np.float64(b[t]) - np.float64(a[t])) * scale)
+                out[p] = _tree_max(terms, d)
+            elif kind == INNER:
+                for t in range(d):
+                    terms[t] = (np.float64(a[t]) * scale) * (np.float64(b[t]) * scale)
+                out[p] = _tree_sum(terms, d)
+            elif kind == L1:
+                for t in range(d):
+                    terms[t] = abs((np.float64(b[t]) - np.float64(a[t])) * scale)
+                out[p] = _tree_sum(terms, d)
+            else:  # p = 2
+                for t in range(d):
+                    e = (np.float64(b[t]) - np.float64(a[t])) * scale
+                    terms[t] = e * e
+                d2 = _tree_sum(terms, d)
+                out[p] = d2 if kind == L2_SQUARED else math.sqrt(d2)
+
+
+# ---------------------------------------------------------------- pick
+
+
+def pick_grouped(rows: np.ndarray, cols: np.ndarray, key: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """For pairs grouped by query (`grouped(rows)`): the first pair of each query, and for
+    each query holding at least k pairs the indices of its k best pairs by (key, col),
+    ascending (ties to the lower column), -1 for a query holding fewer (`short`)."""
+    starts = group_starts(rows)
+    sel = np.empty((len(starts) - 1, k), np.int64)
+    jit.threads()
+    _pick(starts, np.ascontiguousarray(cols, np.int64), np.ascontiguousarray(key, np.float64), k, sel)
+    return starts[:-1], sel
+
+
+@jit.njit(parallel=True)
+def _pick(starts, cols, key, k, sel):  # pragma: no cover - compiled
+    ng = len(starts) - 1
+    for ch in prange((ng + CHUNK - 1) // CHUNK):
+        top_key = np.empty(k)
+        top_col = np.empty(k, np.int64)
+        for g in range(ch * CHUNK, min(ng, (ch + 1) * CHUNK)):
+            lo, hi = starts[g], starts[g + 1]
+            if hi - lo < k:
+                sel[g, :] = -1
+            elif k <= SMALL_K:
+                _insertion_best(key, cols, lo, hi, k, top_key, top_col, sel[g])
+            else:
+                _sorted_best(key, cols, lo, hi, k, sel[g])
+
+
+@jit.njit()
+def _insertion_best(key, cols, lo, hi, k, top_key, top_col, out):  # pragma: no cover - compiled
+    """out: the k best of pairs lo..hi by (key, col), ascending, kept sorted by insertion."""
+    m = 0
+    for i in range(lo, hi):
+        kv, cv = key[i], cols[i]
+        if m == k and not (kv < top_key[k - 1] or (kv == top_key[k - 1] and cv < top_col[k - 1])):
+            continue
+        j = m if m < k else k - 1
+        while j > 0 and (kv < top_key[j - 1] or (kv == top_key[j - 1] and cv < top_col[j - 1])):
+            top_key[j], top_col[j], out[j] = top_key[j - 1], top_col[j - 1], out[j - 1]
+            j -= 1
+        top_key[j], top_col[j], out[j] = kv, cv, i
+        if m < k:
+            m += 1
+
+
+@jit.njit()
+def _sorted_best(key, cols, lo, hi, k, out):  # pragma: no cover - compiled
+    """out: the k best of pairs lo..hi by (key, col), ascending: the pairs at most the k-th
+    key (its ties included) sorted by key, then each run of equal keys by column."""
+    keys = key[lo:hi]
+    if hi - lo > k:
+        kth = np.partition(keys.copy(), k - 1)[k - 1]
+        idx = np.flatnonzero(keys <= kth)
+    else:
+        idx = np.arange(hi - lo)
+    order = idx[np.argsort(keys[idx])]
+    i, m = 0, len(order)
+    while i < k:  # runs of equal keys (-0.0 == 0.0) that reach into the k, by column
+        j = i + 1
+        while j < m and keys[order[j]] == keys[order[i]]:
+            j += 1
+        if j - i > 1:
+            run = order[i:j]
+            order[i:j] = run[np.argsort(cols[lo + run], kind="mergesort")]
+        i = j
+    for j in range(k):
+        out[j] = lo + order[j]
+
+
+# ---------------------------------------------------------------- shared
+
+
+@jit.njit()
+def _tree_sum(x, n):  # pragma: no cover - compiled
+    """The sum of x[:n] in x's type, overwriting it: its upper half added onto its lower
+    half element by element (a loop with no carried sum, so it vectorises without
+    `fastmath`), again and again down to at most 8 partial sums, added in order. The order
+    depends on n alone. `x` holds at least one element (no terms: its first is set to 0)."""
+    if n == 0:
+        x[0] = 0
+        n = 1
+    while n > 8:
+        h = (n + 1) // 2
+        for t in range(n - h):
+            x[t] += x[t + h]
+        n = h
+    total = x[0] - x[0]  # a zero of x's type
+    for t in range(n):
+        total += x[t]
+    return total
+
+
+@jit.njit()
+def _tree_max(x, n):  # pragma: no cover - compiled
+    """The largest of x[:n] (0 for none), overwriting it, halves against halves as
+    `_tree_sum` adds them (a maximum is the same in any order)."""
+    while n > 8:
+        h = (n + 1) // 2
+        for t in range(n - h):
+            x[t] = max(x[t], x[t + h])
+        n = h
+    top = 0.0
+    for t in range(n):
+        top = max(top, x[t])
+    return top
+
+
+@jit.njit()
+def _amax(x):  # pragma: no cover - compiled
+    top = 0.0
+    for t in range(len(x)):
+        top = max(top, abs(np.float64(x[t])))
+    return top
+
+
+@jit.njit()
+def _pow2(amax):  # pragma: no cover - compiled
+    """`scaling.pow2_scale` of one value: 2^-e bringing amax into [0.5, 1), 1 for 0, e
+    clamped to [-1022, 1022]."""
+    _, e = math.frexp(amax)
+    return math.ldexp(1.0, min(max(-e, -1022), 1022))

@@ -1,0 +1,194 @@
+"""The compiled kernels of stages 4-5 (`knn/pairs.py`) against the torch path of `refine.py`
+(`LOOKALIKE_JIT=0`): the same neighbours, the same distances, the same ties, on the inputs
+where rounding, scaling and order matter."""
+
+import numpy as np
+import pytest
+import torch
+
+from lookalike.knn import METRICS, PreparedBase, get_metric, knn, reference_knn
+from lookalike.knn import jit, pairs
+from lookalike.knn.refine import pair_distances, pick, refine
+
+pytestmark = pytest.mark.skipif(not jit.enabled(), reason="numba is not installed (or LOOKALIKE_JIT=0)")
+
+GEMM = sorted(m for m in METRICS if METRICS[m].gemm)
+
+
+def both(monkeypatch, fn):
+    """fn() with the kernels, then on the torch path."""
+    with monkeypatch.context() as mp:
+        mp.setenv("LOOKALIKE_JIT", "1")
+        kernels = fn()
+    with monkeypatch.context() as mp:
+        mp.setenv("LOOKALIKE_JIT", "0")
+        torch_path = fn()
+    return kernels, torch_path
+
+
+def case(kind: str, seed: int = 0):
+    """(xq, xb, metrics) of one kind of hard input."""
+    rng = np.random.default_rng(seed)
+    xb = rng.normal(size=(300, 21)).astype(np.float32)
+    xq = rng.normal(size=(40, 21)).astype(np.float32)
+    if kind == "ties":  # small integers: exact distances, ties everywhere
+        xb = rng.integers(-2, 3, xb.shape).astype(np.float32)
+        xq = rng.integers(-2, 3, xq.shape).astype(np.float32)
+    elif kind == "duplicates":  # one row at many indices, and queries equal to it
+        xb[rng.integers(0, 300, 90)] = xb[7]
+        xq[::5] = xb[7]
+    elif kind == "zero_rows":  # cosine's zero rows are at cosine 0 from everything
+        xb[::6] = 0
+        xq[::4] = 0
+        xb[1::6, :20] = 0  # and rows with one value
+    elif kind == "huge":
+        xb, xq = xb * np.float32(1e30), xq * np.float32(1e30)
+    elif kind == "tiny":  # squares underflow float32: the rerank's scale keeps them apart
+        xb, xq = xb * np.float32(1e-30), xq * np.float32(1e-30)
+    elif kind == "mixed_rows":  # cosine rows of very different magnitudes: scaled one by one
+        xb[::3] *= np.float32(1e-35)
+        xq[::2] *= np.float32(1e33)
+    elif kind == "float64":  # near-duplicates apart by less than float32's precision
+        xb = rng.normal(size=xb.shape)
+        xq = xb[rng.integers(0, 300, 40)] + rng.normal(size=xq.shape) * 1e-9
+        xb[::7] = xb[5] + rng.normal(size=xb[::7].shape) * 1e-10
+    metrics = {"huge": ["euclidean", "cosine", "manhattan", "chebyshev"],  # squares: beyond float32
+               "mixed_rows": ["cosine"],
+               # cosine's 1 - cos of near-duplicates is below float64's own rounding: no order to agree on
+               "float64": [m for m in sorted(METRICS) if not METRICS[m].normalised]}.get(kind, sorted(METRICS))
+    return xq, xb, metrics
+
+
+KINDS = ["ties", "duplicates", "zero_rows", "huge", "tiny", "mixed_rows", "float64"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_kernels_and_torch_give_the_same_neighbours(monkeypatch, kind):
+    """Every screen, every metric: the same I, the same D (to float64's rounding, which the
+    two paths sum in different orders), and the reference's neighbours."""
+    xq, xb, metrics = case(kind)
+    for metric in metrics:
+        for dtype in ([torch.float32, torch.bfloat16, torch.int8] if METRICS[metric].gemm else [torch.float64]):
+            (D1, I1), (D0, I0) = both(monkeypatch, lambda: knn(xq, xb, 7, metric, screen_dtype=dtype))
+            np.testing.assert_array_equal(I1, I0, err_msg=f"{metric} {dtype}")
+            np.testing.assert_allclose(D1, D0, rtol=1e-6, atol=1e-35, err_msg=f"{metric} {dtype}")
+            if kind != "tiny":  # the reference's own float64 squares underflow there
+                np.testing.assert_array_equal(I1, reference_knn(xq, xb, 7, metric)[1], err_msg=f"{metric} {dtype}")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.int8], ids=str)
+def test_a_memory_mapped_base_is_read_in_place(monkeypatch, tmp_path, dtype):
+    """Refine and rerank read a memory-mapped base where it lies: the same result as the
+    base in memory, and as the torch path, streamed in small blocks or prepared whole."""
+    xq, xb, _ = case("duplicates", 3)
+    np.save(tmp_path / "xb.npy", xb)
+    mm = np.load(tmp_path / "xb.npy", mmap_mode="r")
+    for metric in ("euclidean", "cosine", "inner_product"):
+        want = knn(xq, xb, 5, metric, screen_dtype=dtype)
+        for wm in (None, 0.02):
+            got, torch_path = both(monkeypatch, lambda: knn(xq, mm, 5, metric, screen_dtype=dtype, working_memory=wm))
+            for D, I in (got, torch_path):
+                np.testing.assert_array_equal(I, want[1])
+                np.testing.assert_allclose(D, want[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("metric", sorted(METRICS))
+def test_pair_distances_equal_rows_give_equal_distances(monkeypatch, tmp_path, metric):
+    """Each pair on its own: duplicates of a row at any index (and in any chunk or thread)
+    get the very same float64 distance; small integers give the exact distances on both
+    paths; a memory map gives the same bits as the array in memory."""
+    m = get_metric(metric)
+    rng = np.random.default_rng(5)
+    xb = rng.normal(size=(2000, 37)).astype(np.float32)
+    xb[rng.integers(0, 2000, 300)] = xb[11]
+    xq = rng.normal(size=(30, 37)).astype(np.float32)
+    rows, cols = np.repeat(np.arange(30), 2000), np.tile(np.arange(2000), 30)
+    (dist, dist_t) = both(monkeypatch, lambda: pair_distances(m, xq, xb, rows, cols))
+    np.testing.assert_allclose(dist, dist_t, rtol=1e-14, atol=1e-12)  # inner products cancel: d u |a||b|
+    same = np.flatnonzero((xb == xb[11]).all(1))
+    for q in range(30):
+        assert len(set(dist[q * 2000 + same])) == 1
+    np.save(tmp_path / "xb.npy", xb)
+    mm = np.load(tmp_path / "xb.npy", mmap_mode="r")
+    assert np.array_equal(pair_distances(m, xq, mm, rows[::-1].copy(), cols[::-1].copy()), dist[::-1])
+    xq_i = rng.integers(-3, 4, (5, 19)).astype(np.float32)
+    xb_i = rng.integers(-3, 4, (60, 19)).astype(np.float64)
+    r, c = np.repeat(np.arange(5), 60), np.tile(np.arange(60), 5)
+    ints, ints_t = both(monkeypatch, lambda: pair_distances(m, xq_i, xb_i, r, c, scale=2.0**-3))
+    if m.p in (1.0, np.inf) or m.squared or (m.p is None and not m.normalised):  # sums of small integers
+        np.testing.assert_array_equal(ints, ints_t)
+    else:
+        np.testing.assert_allclose(ints, ints_t, rtol=1e-15)
+
+
+@pytest.mark.parametrize("k", [9, 40])  # kept by insertion; by a partition and sorts (`pairs.SMALL_K`)
+@pytest.mark.parametrize("largest_first", [False, True])
+def test_pick_of_grouped_pairs_matches_the_general_sort(monkeypatch, largest_first, k):
+    """Pairs grouped by query, columns in any order within each, ties everywhere (-0.0 and
+    0.0 among them), some queries holding fewer than k: the same D, I and short queries."""
+    m = get_metric("inner_product" if largest_first else "euclidean")
+    rng = np.random.default_rng(4)
+    counts = rng.integers(1, 60, 70)
+    rows = np.repeat(np.arange(70) * 2, counts)  # some queries absent
+    cols = np.concatenate([rng.permutation(500)[:c] for c in counts])
+    dist = rng.integers(-3, 4, len(rows)).astype(np.float64)
+    dist[dist == 0] = np.where(rng.random(int((dist == 0).sum())) < 0.5, -0.0, 0.0)
+
+    def run():
+        D, I = np.zeros((140, k), np.float32), np.full((140, k), -1)
+        short = pick(m, rows, cols, dist, k, D, I, scale=2.0)
+        return D, I, short
+
+    (D1, I1, s1), (D0, I0, s0) = both(monkeypatch, run)
+    np.testing.assert_array_equal(s1, s0)
+    np.testing.assert_array_equal(I1, I0)
+    np.testing.assert_array_equal(D1, D0)
+    assert set(s1) == set(2 * np.flatnonzero(counts < k))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("screen_dtype", [torch.bfloat16, torch.int8], ids=str)
+def test_refine_kernel_keeps_the_true_k_as_the_torch_path_does(monkeypatch, kind, screen_dtype):
+    """The widest window (every pair, queries in any order): both paths keep each query's k
+    best and every tie with its k-th, and both narrow the window."""
+    xq, xb, metrics = case(kind, 1)
+    xq, xb = xq[:8], xb[:200]
+    k = 4
+    nq, nb = len(xq), len(xb)
+    perm = torch.from_numpy(np.random.default_rng(2).permutation(nq * nb))
+    rows = torch.arange(nq).repeat_interleave(nb)[perm]
+    cols = torch.arange(nb).repeat(nq)[perm]
+    for metric in (m for m in metrics if METRICS[m].gemm):
+        base = PreparedBase(xb, metric, screen_dtype=screen_dtype)
+        exact = pair_distances(get_metric(metric), xq, xb, rows.numpy(), cols.numpy())
+        key = get_metric(metric).sort_key(exact)
+        kth = np.array([np.sort(key[rows.numpy() == q])[k - 1] for q in range(nq)])
+        must = {(int(a), int(b)) for a, b, v in zip(rows, cols, key) if v <= kth[int(a)]}
+        for r, c in both(monkeypatch, lambda: refine(base, xq, rows, cols, k)):
+            kept = {(int(a), int(b)) for a, b in zip(r, c)}
+            assert must <= kept, (metric, kind)
+            assert len(kept) < nq * nb / 2, (metric, kind)
+
+
+def test_cpu_searches_run_the_kernels(monkeypatch):
+    """A CPU search of float32 or float64 arrays refines, reranks and picks in the kernels;
+    with LOOKALIKE_JIT=0 it never calls them."""
+    calls = []
+    for name in ("refine_keep", "distances", "pick_grouped"):
+        fn = getattr(pairs, name)
+        monkeypatch.setattr(pairs, name, lambda *a, _fn=fn, _name=name, **kw: calls.append(_name) or _fn(*a, **kw))
+    xq, xb, _ = case("duplicates")
+    knn(xq, xb, 5, screen_dtype=torch.int8)
+    assert set(calls) == {"refine_keep", "distances", "pick_grouped"}
+    calls.clear()
+    monkeypatch.setenv("LOOKALIKE_JIT", "0")
+    knn(xq, xb.astype(np.float64), 5, screen_dtype=torch.int8)
+    assert not calls
+
+
+@pytest.mark.parametrize("metric", sorted(METRICS))
+def test_pair_distances_of_rows_with_no_values(metric):
+    """d = 0: every distance 0 (cosine: 1, zero rows at cosine 0 from everything)."""
+    xq, xb = np.zeros((3, 0), np.float32), np.zeros((4, 0), np.float32)
+    dist = pair_distances(get_metric(metric), xq, xb, np.repeat(np.arange(3), 4), np.tile(np.arange(4), 3))
+    np.testing.assert_array_equal(dist, np.full(12, 1.0 if METRICS[metric].normalised else 0.0))
