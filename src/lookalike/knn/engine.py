@@ -46,7 +46,7 @@ import torch
 
 from ..errors import InvalidParameter
 from .blocks import SearchStats, as_tensor, budget_bytes, ranges, scratch
-from . import select
+from . import selection
 from .metrics import get_metric
 from .refine import device_pair_distances, pair_distances, pick, refine, refines, rows_comfortable
 from .screen import Extent, PreparedBase, Rows, Screen, base_block, int8_dots, prepare_rows
@@ -217,18 +217,18 @@ def _one_block(base: PreparedBase, q_rows: Rows, k: int, exclude_self: bool,
     materialised base fit in one block (`PreparedBase.query_block`): one GEMM (or cdist),
     each query's k-th score, and the pairs inside its window (k-th + 2E), with no base
     blocks to merge and no running window. Rows of the pairs count from the block's first
-    query; the pairs per query come too when the compiled selection (`select`) counted them."""
+    query; the pairs per query come too when the compiled selection (`selection`) counted them."""
     nq = len(q_rows.l2)
     out = scratch(nq * base.nb, base.device).view(nq, base.nb) if base.metric.gemm else None
     screen = base.screen
-    if base.metric.gemm and select.usable(base.device, screen.dtype, k):  # compiled selection
+    if base.metric.gemm and selection.usable(base.device, screen.dtype, k):  # compiled selection
         width = 2 * screen.bound(q_rows, base.extent)
         self_offset = offset if exclude_self else -1
         if screen.int8:  # the int32 sums, turned into scores in place by the selection
             d = int8_dots(q_rows.data, base.rows.data, out=out.view(torch.int32))
-            return select.window_pairs(d, k, width, self_offset=self_offset,
+            return selection.window_pairs(d, k, width, self_offset=self_offset,
                                        int8=(q_rows.scale, base.rows.scale, base.rows.sq))
-        return select.window_pairs(screen.scores(q_rows, base.rows, out=out), k, width, self_offset=self_offset)
+        return selection.window_pairs(screen.scores(q_rows, base.rows, out=out), k, width, self_offset=self_offset)
     s = screen.scores(q_rows, base.rows, out=out)
     if exclude_self:
         n = len(s)

@@ -1,4 +1,4 @@
-"""Stage 3 compiled: `select.window_pairs` gives the pairs of `window.one_block` on the same
+"""Stage 3 compiled: `selection.window_pairs` gives the pairs of `window.one_block` on the same
 scores, and an int8 screen's scores computed in place as `Screen.bound` counts them."""
 
 import numpy as np
@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lookalike.knn import PreparedBase, SearchStats, jit, knn, reference_knn, select
+from lookalike.knn import PreparedBase, SearchStats, jit, knn, reference_knn, selection
 from lookalike.knn.screen import int8_dots, prepare_rows
 from lookalike.knn.window import one_block
 
@@ -27,7 +27,7 @@ def assert_same_pairs(s: torch.Tensor, k: int, width: torch.Tensor, self_offset:
         n = len(ref)
         ref[torch.arange(n), torch.arange(self_offset, self_offset + n)] = float("inf")
     r0, c0 = ordered(*one_block(ref, k, width), s.shape[1])
-    r1, c1, count = select.window_pairs(s.clone(), k, width, self_offset=self_offset)
+    r1, c1, count = selection.window_pairs(s.clone(), k, width, self_offset=self_offset)
     assert torch.equal(r1, r0) and torch.equal(c1, c0)
     assert torch.equal(count, torch.bincount(r1, minlength=len(s)))
     return count
@@ -74,7 +74,7 @@ def test_the_threshold_is_rounded_up_to_float32():
     up = np.nextafter(kth, np.float32(2.0))
     s = torch.tensor([[kth, up, np.nextafter(up, np.float32(2.0)), 5.0]])
     width = torch.tensor([(float(up) - 1.0) / 3])  # 1 + width rounds to nearest: down, to 1.0
-    r, c, _ = select.window_pairs(s.clone(), 1, width)
+    r, c, _ = selection.window_pairs(s.clone(), 1, width)
     assert c.tolist() == [0, 1]
     assert_same_pairs(s, 1, width)
 
@@ -95,7 +95,7 @@ def test_int8_scores_in_place_round_as_the_bound_counts(centred, d):
     width = torch.full((nq,), 1e-3, dtype=torch.float64)
     for offset in (-1, 3):
         buf = int8_dots(a, b)
-        r, c, _ = select.window_pairs(buf, k, width, self_offset=offset, int8=(sx, sb, sq))
+        r, c, _ = selection.window_pairs(buf, k, width, self_offset=offset, int8=(sx, sb, sq))
         scores = buf.view(torch.float32)
         if offset >= 0:
             scores[torch.arange(nq), torch.arange(offset, offset + nq)] = float("inf")
@@ -114,7 +114,7 @@ def test_the_engine_finds_the_same_window_with_the_kernels_on_and_off(metric, dt
     xb[100:140] = xb[5]  # forty copies of a row: ties across the k-th
     xq = np.concatenate([xb[:60], rng.normal(size=(40, 48)).astype(np.float32)])
     base = PreparedBase(xb, metric, screen_dtype=dtype)
-    for k in (1, 4, select.MAX_K):
+    for k in (1, 4, selection.MAX_K):
         for exclude_self in (False, True):
             q = xb if exclude_self else xq
             runs = []
@@ -140,6 +140,6 @@ def test_prepared_queries_feed_the_kernel_from_a_query_block():
     rows = prepare_rows(base.screen, xb[100:164], base.device)
     width = 2 * base.screen.bound(rows, base.extent)
     s = base.screen.scores(rows, base.rows)
-    r, c, _ = select.window_pairs(s.clone(), 3, width, self_offset=100)
+    r, c, _ = selection.window_pairs(s.clone(), 3, width, self_offset=100)
     assert not (c == r + 100).any()
     assert_same_pairs(s, 3, width, self_offset=100)
