@@ -2,18 +2,21 @@
 
 `window.one_block` finds each query's k-th score and the pairs inside its window with torch
 ops: group minima, two top-k, a gather, a mask and its nonzero, each a pass over memory and a
-dispatch. At the sizes most searches have (1,000 x 1,000 scores) those cost more than the
-GEMM. Here one compiled loop per query row does it all while the row is in cache:
+dispatch. At the sizes most searches have they cost about as much as the GEMM (one thread,
+1,000 x 1,000 x 256, k = 10: 5.1 against 5.5 ms). Here one compiled loop per query row does
+it all while the row is in cache:
 
 1. (int8 screens) the GEMM's exact int32 sums become scores in place, each step rounded as
    `Screen.bound` counts (see `_select_int8_centred`), so that the bound holds unchanged;
-2. a running top-k of the row (an insertion into k sorted values) gives the k-th score;
+2. the k-th score: the minima of strided column groups, then an insertion top-k over the few
+   columns they leave (`_kth`);
 3. the threshold k-th + width, rounded up to float32 as `window._round_up` does;
 4. a second pass over the row collects the columns at most the threshold, ascending.
 
 The pairs are those of `one_block` on the same scores, rows ascending and columns ascending
-within a row (`one_block` orders a row's columns by group). Rows run in parallel; each writes up to `CAP` columns into
-its own slots, and the rare row holding more is collected again once its count is known.
+within a row (`one_block` orders a row's columns by group). Rows run in parallel; each
+writes up to `CAP` columns into its own slots, and the rare row holding more is collected
+again once its count is known.
 """
 
 from __future__ import annotations
@@ -30,13 +33,16 @@ except ImportError:  # pragma: no cover - then `usable` is False and nothing her
 
 __all__ = ["MAX_K", "usable", "window_pairs"]
 
-# The top-k is an insertion into k sorted values: O(k) per value that enters. Few do in most
-# rows, but every one does in a row whose scores fall as it goes (one CPU thread, 1,000 x
-# 1,000 scores: 5.1 ms at k = 10 against torch's 2.2 ms; 28 against 3.8 at k = 64; random
-# scores: 2.4 against 4.1 at k = 10, 10.3 against 11.2 at k = 64). Larger k keep the torch path.
-MAX_K = 16
+# The top-k is an insertion into k sorted values, O(k) per value that enters: few do in most
+# rows, every one does in a row whose scores fall as it goes; the group minima of `_kth` cut
+# those to an eighth. One CPU thread, against `one_block` (ms, 1,000 x 1,000 scores, then
+# 200 x 20,000): random scores, k = 10: 2.5 vs 4.2, 2.0 vs 3.5; k = 32: 6.4 vs 10.7, 3.6 vs
+# 6.1; falling rows, k = 10: 1.1 vs 2.1, 3.6 vs 5.0; k = 32: 3.4 vs 3.5, 9.1 vs 7.4. Larger k
+# keep the torch path.
+MAX_K = 32
 CAP = 64    # columns a row writes into its own slots; a row holding more is collected again
 CHUNK = 64  # scores a row is scanned by: a chunk with nothing below the k-th costs one vector pass
+GROUPS = 8  # strided column groups whose minima find a row's k-th (`_kth`)
 
 
 def usable(device: torch.device, dtype: torch.dtype, k: int) -> bool:
@@ -120,24 +126,29 @@ def _at_most(chunk, t):
 
 
 @jit.njit()
+def _insert(best, v):
+    """v into `best` (k values ascending; v below the last); the new last."""
+    p = len(best) - 1
+    while p > 0 and best[p - 1] > v:
+        best[p] = best[p - 1]
+        p -= 1
+    best[p] = v
+    return best[len(best) - 1]
+
+
+@jit.njit()
 def _top_k(chunk, best):
-    """The values of `chunk` below the last of `best` (the row's k smallest so far,
-    ascending) inserted into it; its new last. An insertion shifts up to k values: cheap for
-    the few values that enter once the row's first chunks have filled `best`, O(k) each when
-    a row's scores fall as it goes (hence `MAX_K`)."""
-    k = len(best)
-    last = best[k - 1]
-    if _below(chunk, last) == 0:  # most chunks, once the row's first ones have filled `best`
+    """The values of `chunk` below the last of `best` (the k smallest so far, ascending)
+    inserted into it; its new last. An insertion shifts up to k values: cheap for the few
+    values that enter once the first chunks have filled `best`; O(k) each when the values
+    fall as they go (hence `MAX_K`)."""
+    last = best[len(best) - 1]
+    if _below(chunk, last) == 0:  # most chunks, once the first ones have filled `best`
         return last
     for j in range(len(chunk)):
         v = chunk[j]
         if v < last:
-            p = k - 1
-            while p > 0 and best[p - 1] > v:
-                best[p] = best[p - 1]
-                p -= 1
-            best[p] = v
-            last = best[k - 1]
+            last = _insert(best, v)
     return last
 
 
@@ -158,6 +169,48 @@ def _collect(row, t, slots, i):
     return n
 
 
+@jit.njit()
+def _kth(row, k):
+    """The k-th smallest of `row` (with repeats). A row of at least 16k scores is read once
+    for the minima of GROUPS strided column groups (column j: row[j], row[j + w], ...; an
+    elementwise minimum, vectorised); the k smallest scores lie in the columns whose minimum
+    is at most the k-th smallest minimum (those k minima are k scores), so only those columns
+    and the last n % GROUPS scores go through the insertion top-k."""
+    n = len(row)
+    best = np.full(k, np.inf, dtype=np.float32)
+    w = n // GROUPS
+    if w < 2 * k:
+        last = best[k - 1]
+        for j0 in range(0, n, CHUNK):
+            last = _top_k(row[j0:j0 + CHUNK], best)
+        return last
+    mins = row[:w].copy()
+    for g in range(1, GROUPS):
+        part = row[g * w:(g + 1) * w]
+        for j in range(w):
+            v = part[j]
+            mins[j] = v if v < mins[j] else mins[j]
+    for j0 in range(0, w, CHUNK):
+        _top_k(mins[j0:j0 + CHUNK], best)
+    bound = best[k - 1]  # at least the row's k-th
+    best[:] = np.inf
+    last = best[k - 1]
+    for j0 in range(0, w, CHUNK):
+        if _at_most(mins[j0:j0 + CHUNK], bound) == 0:
+            continue
+        for j in range(j0, min(j0 + CHUNK, w)):
+            if mins[j] <= bound:
+                for g in range(GROUPS):
+                    v = row[g * w + j]
+                    if v < last:
+                        last = _insert(best, v)
+    for j in range(GROUPS * w, n):
+        v = row[j]
+        if v < last:
+            last = _insert(best, v)
+    return last
+
+
 @jit.njit(parallel=True)
 def _select_f32(s, k, width, self_offset, slots, counts, thr):
     """Each row of float32 scores `s`: its k-th, threshold and pairs (the own column of a
@@ -166,11 +219,7 @@ def _select_f32(s, k, width, self_offset, slots, counts, thr):
         row = s[i]
         if self_offset >= 0:
             row[self_offset + i] = np.inf
-        best = np.full(k, np.inf, dtype=np.float32)
-        last = best[k - 1]
-        for j0 in range(0, len(row), CHUNK):
-            last = _top_k(row[j0:j0 + CHUNK], best)
-        t = _threshold(last, width[i])
+        t = _threshold(_kth(row, k), width[i])
         thr[i] = t
         counts[i] = _collect(row, t, slots, i)
 
@@ -188,23 +237,17 @@ def _select_int8_centred(d, s, sx, sb, sq, k, width, self_offset, slots, counts,
     into whole rows)."""
     for i in prange(d.shape[0]):
         di, row = d[i], s[i]
-        skip = self_offset + i if self_offset >= 0 else -1
         c = np.float32(-2.0) * sx[i]
-        best = np.full(k, np.inf, dtype=np.float32)
-        last = best[k - 1]
         tmp = np.empty(CHUNK, dtype=np.float32)
         for j0 in range(0, len(di), CHUNK):
-            dc, bc, rc = di[j0:j0 + CHUNK], sb[j0:j0 + CHUNK], row[j0:j0 + CHUNK]
-            qc = sq[j0:j0 + CHUNK]
-            m = len(dc)
-            for j in range(m):
+            dc, bc, qc, rc = di[j0:j0 + CHUNK], sb[j0:j0 + CHUNK], sq[j0:j0 + CHUNK], row[j0:j0 + CHUNK]
+            for j in range(len(dc)):
                 tmp[j] = qc[j] + c * (np.float32(dc[j]) * bc[j])
-            if j0 <= skip < j0 + m:
-                tmp[skip - j0] = np.inf
-            for j in range(m):
+            for j in range(len(dc)):
                 rc[j] = tmp[j]
-            last = _top_k(tmp[:m], best)
-        t = _threshold(last, width[i])
+        if self_offset >= 0:
+            row[self_offset + i] = np.inf
+        t = _threshold(_kth(row, k), width[i])
         thr[i] = t
         counts[i] = _collect(row, t, slots, i)
 
@@ -215,22 +258,17 @@ def _select_int8_dots(d, s, sx, sb, k, width, self_offset, slots, counts, thr):
     roundings of `Screen.scores` (two products)."""
     for i in prange(d.shape[0]):
         di, row = d[i], s[i]
-        skip = self_offset + i if self_offset >= 0 else -1
         c = sx[i]
-        best = np.full(k, np.inf, dtype=np.float32)
-        last = best[k - 1]
         tmp = np.empty(CHUNK, dtype=np.float32)
         for j0 in range(0, len(di), CHUNK):
             dc, bc, rc = di[j0:j0 + CHUNK], sb[j0:j0 + CHUNK], row[j0:j0 + CHUNK]
-            m = len(dc)
-            for j in range(m):
+            for j in range(len(dc)):
                 tmp[j] = -((np.float32(dc[j]) * bc[j]) * c)
-            if j0 <= skip < j0 + m:
-                tmp[skip - j0] = np.inf
-            for j in range(m):
+            for j in range(len(dc)):
                 rc[j] = tmp[j]
-            last = _top_k(tmp[:m], best)
-        t = _threshold(last, width[i])
+        if self_offset >= 0:
+            row[self_offset + i] = np.inf
+        t = _threshold(_kth(row, k), width[i])
         thr[i] = t
         counts[i] = _collect(row, t, slots, i)
 
