@@ -143,3 +143,32 @@ def test_prepared_queries_feed_the_kernel_from_a_query_block():
     r, c, _ = selection.window_pairs(s.clone(), 3, width, self_offset=100)
     assert not (c == r + 100).any()
     assert_same_pairs(s, 3, width, self_offset=100)
+
+
+def test_the_kernels_serve_cpu_float32_and_int8_screens_up_to_max_k(monkeypatch):
+    cpu = torch.device("cpu")
+    for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.int8):
+        assert selection.usable(cpu, dtype, selection.MAX_K)
+    assert not selection.usable(cpu, torch.float32, selection.MAX_K + 1)
+    assert not selection.usable(cpu, torch.float64, 3)  # a float64 screen's scores: torch's path
+    assert not selection.usable(torch.device("cuda"), torch.float32, 3)
+    monkeypatch.setenv("LOOKALIKE_JIT", "0")
+    assert not selection.usable(cpu, torch.float32, 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int8], ids=str)
+def test_searches_in_threads_run_the_kernels_at_once(dtype):
+    """The kernels release the GIL and keep nothing between calls: four threads searching
+    one base at once get what each gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(13)
+    xb = rng.normal(size=(4000, 24)).astype(np.float32)
+    queries = [rng.normal(size=(n, 24)).astype(np.float32) for n in (3, 90, 400, 1000)]
+    base = PreparedBase(xb, "euclidean", screen_dtype=dtype)
+    alone = [knn(q, base, 8) for q in queries]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda q: knn(q, base, 8), queries * 3))
+    for (D, I), (D0, I0) in zip(together, alone * 3):
+        np.testing.assert_array_equal(I, I0)
+        np.testing.assert_array_equal(D, D0)
