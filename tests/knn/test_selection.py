@@ -154,6 +154,10 @@ def test_the_kernels_serve_cpu_float32_and_int8_screens_up_to_max_k(monkeypatch)
     assert not selection.usable(torch.device("cuda"), torch.float32, 3)
     monkeypatch.setenv("LOOKALIKE_JIT", "0")
     assert not selection.usable(cpu, torch.float32, 3)
+    width = torch.zeros(4, dtype=torch.float64)
+    for k, offset in ((0, -1), (11, -1), (3, 7), (10, 0)):  # the kernels index without bounds checks
+        with pytest.raises(ValueError, match="internal"):
+            selection.window_pairs(torch.zeros(4, 10), k, width, self_offset=offset)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.int8], ids=str)

@@ -73,8 +73,10 @@ def window_pairs(s: torch.Tensor, k: int, width: torch.Tensor, *, self_offset: i
     r, c : tensors of shape (n_pairs,), int64 -- rows ascending, columns ascending within a row
     count : tensor of shape (nq,), int64 -- pairs per row
     """
-    jit.threads()
     nq, nb = s.shape
+    if not 1 <= k <= nb or (self_offset >= 0 and (self_offset + nq > nb or k >= nb)):
+        raise ValueError(f"internal: k = {k} or the own columns from {self_offset} do not fit {nq} x {nb} scores")
+    jit.threads()
     w = width.detach().cpu().numpy().astype(np.float64, copy=False)
     counts = np.empty(nq, dtype=np.int64)
     thr = np.empty(nq, dtype=np.float32)
