@@ -27,8 +27,8 @@ When the scores of a block of queries against the whole (materialised) base fit 
 working memory -- every search of a base up to several hundred thousand rows -- stages 2-3
 take one step per query block (`_one_block`): one GEMM, each query's k-th score, the pairs
 inside its window (on the CPU, one compiled loop per query row: `selection`); no base
-blocks, no running window. The candidates of each query block are
-capped as the `Window`'s are (`capped`), and refined, reranked and picked before the next.
+blocks, no running window. The candidates of each query block are capped as the `Window`'s
+are (`capped`), and refined, reranked and picked before the next.
 
 The result has the same neighbour sets as a float64 brute force, whatever the screen
 precision and the magnitude of the values: a lower precision only widens the window.
