@@ -2,6 +2,9 @@
 (ties to the lower index), distances within 1e-4 relative, for every metric. Each stage has its own tests
 (test_screen, test_window, test_refine)."""
 
+import os
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
@@ -50,6 +53,26 @@ def problems(draw):
     return xq, xb, k, draw(st.sampled_from(ALL))
 
 
+@pytest.fixture(params=["compiled", "torch"])
+def kernels(request, monkeypatch):
+    """Both ways of running the CPU stages: the compiled kernels (`knn.jit`, the default)
+    and torch's ops (`LOOKALIKE_JIT=0`, as on a GPU or without numba)."""
+    if request.param == "torch":
+        monkeypatch.setenv("LOOKALIKE_JIT", "0")
+    return request.param
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems())
+def test_engine_is_exact_on_the_torch_path(problem):
+    """The small-size path with the compiled kernels off (the hypothesis tests around take
+    them, on; a fixture would last the whole test, so the variable is set here)."""
+    with mock.patch.dict(os.environ, {"LOOKALIKE_JIT": "0"}):
+        xq, xb, k, metric = problem
+        assert_exact(xq, xb, k, metric)
+        assert_exact(xq, xb, k, metric, screen_dtype=torch.int8)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problems(), st.sampled_from([None, 1e-4]))
 def test_engine_is_exact(problem, wm):
@@ -90,7 +113,7 @@ def test_engine_is_exact_on_the_torch_path(problem, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8])
-def test_small_searches_take_one_block_and_large_ones_blocks(dtype):
+def test_small_searches_take_one_block_and_large_ones_blocks(dtype, kernels):
     rng = np.random.default_rng(4)
     xb = rng.normal(size=(3000, 24)).astype(np.float32)
     xq = rng.normal(size=(50, 24)).astype(np.float32)
@@ -134,7 +157,7 @@ def test_near_ties_at_the_bound(metric):
 
 
 @pytest.mark.parametrize("metric", ALL)
-def test_exclude_self_matches_reference(metric):
+def test_exclude_self_matches_reference(metric, kernels):
     rng = np.random.default_rng(1)
     xb = rng.normal(size=(120, 10)).astype(np.float32)
     xb[50] = xb[7]  # a duplicate: its neighbour at distance 0 is the other copy
@@ -212,7 +235,7 @@ def test_torch_device_parameter_runs_the_same_code():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8])
-def test_queries_over_the_candidate_limit_fall_back_and_stay_exact(dtype):
+def test_queries_over_the_candidate_limit_fall_back_and_stay_exact(dtype, kernels):
     """Many equidistant points put hundreds of candidates in every window; a limit of a few
     per query forces the queries holding most to fall back to the uncapped fp32 search."""
     rng = np.random.default_rng(8)
@@ -242,7 +265,7 @@ def _query_block_data(kind: str, seed: int = 11) -> tuple[np.ndarray, np.ndarray
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8], ids=str)
 @pytest.mark.parametrize("kind", ["small_ints", "duplicates"])
-def test_query_blocks_and_a_large_k_stay_exact(kind, dtype):
+def test_query_blocks_and_a_large_k_stay_exact(kind, dtype, kernels):
     """A working memory that holds the scores of 100 queries against the whole base: the
     small-size path goes one query block after another ("query blocks"); k = 700 of 2,000
     rows puts hundreds of ties inside the k, and reranks one query at a time (`_query_chunks`)."""
@@ -256,7 +279,7 @@ def test_query_blocks_and_a_large_k_stay_exact(kind, dtype):
     np.testing.assert_array_equal(np.sort(D, 1), D)
 
 
-def test_query_blocks_cap_their_candidates_and_fall_back():
+def test_query_blocks_cap_their_candidates_and_fall_back(kernels):
     """Every base row at the same distance: each query block's window holds the whole base,
     past its candidate limit, so its queries fall back to the full scan, and stay exact."""
     xb = np.zeros((2000, 4), dtype=np.float32)

@@ -2,9 +2,10 @@
 
 The engine's stages, one module each: `blocks` (ranges, working memory, SearchStats) ->
 `screen` (rows prepared and screened, with their error bound) -> `window` (each query's
-candidates) -> `refine` (fp32 refinement, float64 rerank, pick) -> `engine.knn`, the one
-entry point. `radius` searches by radius on the same stages. `backends` adapts other
-libraries beside the engine; `estimator.NearestNeighbors` is scikit-learn's contract over them.
+candidates; `selection`, its small-size path compiled) -> `refine` (fp32 refinement, float64
+rerank, pick) -> `engine.knn`, the one entry point. `radius` searches by radius on the same
+stages. `backends` adapts other libraries beside the engine; `estimator.NearestNeighbors` is
+scikit-learn's contract over them.
 """
 
 from .backends import BACKENDS, available

@@ -26,8 +26,9 @@
 When the scores of a block of queries against the whole (materialised) base fit in the
 working memory -- every search of a base up to several hundred thousand rows -- stages 2-3
 take one step per query block (`_one_block`): one GEMM, each query's k-th score, the pairs
-inside its window; no base blocks, no running window. The candidates of each query block are
-capped as the `Window`'s are (`capped`), and refined, reranked and picked before the next.
+inside its window (on the CPU, one compiled loop per query row: `selection`); no base
+blocks, no running window. The candidates of each query block are capped as the `Window`'s
+are (`capped`), and refined, reranked and picked before the next.
 
 The result has the same neighbour sets as a float64 brute force, whatever the screen
 precision and the magnitude of the values: a lower precision only widens the window.
@@ -46,9 +47,10 @@ import torch
 
 from ..errors import InvalidParameter
 from .blocks import SearchStats, as_tensor, budget_bytes, ranges, scratch
+from . import selection
 from .metrics import get_metric
 from .refine import device_pair_distances, pair_distances, pick, refine, refines, rows_comfortable
-from .screen import Extent, PreparedBase, Rows, Screen, base_block, prepare_rows
+from .screen import Extent, PreparedBase, Rows, Screen, base_block, int8_dots, prepare_rows
 from .validation import check_k
 from .window import Window, candidate_limit, capped, one_block
 
@@ -143,8 +145,8 @@ def _search(base: PreparedBase, xq: np.ndarray, k: int, D: np.ndarray, I: np.nda
         st.blocks = [qw, base.nb]
         for lo, hi in ranges(nq, qw):
             t0 = time.perf_counter()
-            r, c = _one_block(base, q_rows[lo:hi], k, exclude_self, lo)
-            r, c, over = capped(r, c, hi - lo, candidate_limit(k, hi - lo, base.budget))
+            r, c, count = _one_block(base, q_rows[lo:hi], k, exclude_self, lo)
+            r, c, over = capped(r, c, hi - lo, candidate_limit(k, hi - lo, base.budget), count)
             fb[lo:hi] = over.cpu().numpy()
             st.screen_s += time.perf_counter() - t0
             _finish(base, xq, r + lo, c, k, D, I, scale, st)
@@ -211,21 +213,31 @@ def _screen(base: PreparedBase, q_rows: Rows, k: int, blocks: tuple[int, int], e
 
 
 def _one_block(base: PreparedBase, q_rows: Rows, k: int, exclude_self: bool,
-               offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+               offset: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Stages 2-3 when the scores of a block of queries (query `offset` on) against the whole
     materialised base fit in one block (`PreparedBase.query_block`): one GEMM (or cdist),
     each query's k-th score, and the pairs inside its window (k-th + 2E), with no base
-    blocks to merge and no running window. Rows of the pairs count from the block's first query."""
+    blocks to merge and no running window. Rows of the pairs count from the block's first
+    query; the pairs per query come too when the compiled selection (`selection`) counted them."""
     nq = len(q_rows.l2)
     out = scratch(nq * base.nb, base.device).view(nq, base.nb) if base.metric.gemm else None
-    s = base.screen.scores(q_rows, base.rows, out=out)
+    screen = base.screen
+    if base.metric.gemm and selection.usable(base.device, screen.dtype, k):  # compiled selection
+        width = 2 * screen.bound(q_rows, base.extent)
+        self_offset = offset if exclude_self else -1
+        if screen.int8:  # the int32 sums, turned into scores in place by the selection
+            d = int8_dots(q_rows.data, base.rows.data, out=out.view(torch.int32))
+            return selection.window_pairs(d, k, width, self_offset=self_offset,
+                                       int8=(q_rows.scale, base.rows.scale, base.rows.sq))
+        return selection.window_pairs(screen.scores(q_rows, base.rows, out=out), k, width, self_offset=self_offset)
+    s = screen.scores(q_rows, base.rows, out=out)
     if exclude_self:
         n = len(s)
         s[torch.arange(n, device=s.device), torch.arange(offset, offset + n, device=s.device)] = math.inf
-    r, c = one_block(s, k, 2 * base.screen.bound(q_rows, base.extent))
+    r, c = one_block(s, k, 2 * screen.bound(q_rows, base.extent))
     if base.device.type == "cuda":
         torch.cuda.synchronize(base.device)
-    return r, c
+    return r, c, None
 
 
 def _rerank(base: PreparedBase, xq: np.ndarray | torch.Tensor, r: torch.Tensor, c: torch.Tensor,

@@ -176,14 +176,17 @@ def one_block(s: torch.Tensor, k: int, width: torch.Tensor, groups: int = 8) -> 
     return r[:, None].expand_as(cols)[keep], cols[keep]
 
 
-def capped(r: torch.Tensor, c: torch.Tensor, nq: int, limit: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def capped(r: torch.Tensor, c: torch.Tensor, nq: int, limit: int,
+           count: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The pairs (r, c) of `nq` queries, at most `limit` of them: past it, the queries holding
     most are dropped (and marked, to fall back) until half of it is left, as `Window.compact`
-    does. Returns the pairs kept and the mask of queries dropped."""
+    does. `count`: the pairs of each query, when known. Returns the pairs kept and the mask
+    of queries dropped."""
     over = torch.zeros(nq, dtype=torch.bool, device=r.device)
     if len(r) <= limit:
         return r, c, over
-    count = torch.bincount(r, minlength=nq)
+    if count is None:
+        count = torch.bincount(r, minlength=nq)
     heavy = torch.argsort(count, descending=True)
     shed = int(torch.searchsorted(torch.cumsum(count[heavy], 0), len(r) - limit // 2)) + 1
     over[heavy[:shed]] = True

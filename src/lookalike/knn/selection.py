@@ -1,0 +1,296 @@
+"""Stage 3 on the small-size path, compiled: a block of screen scores in, the window's pairs out.
+
+`window.one_block` finds each query's k-th score and the pairs inside its window with torch
+ops: group minima, two top-k, a gather, a mask and its nonzero, each a pass over memory and a
+dispatch. At the sizes most searches have they cost about as much as the GEMM (one thread,
+1,000 x 1,000 x 256, k = 10: 5.1 against 5.5 ms). Here one compiled loop per query row does
+it all while the row is in cache:
+
+1. (int8 screens) the GEMM's exact int32 sums become scores in place, each step rounded as
+   `Screen.bound` counts (see `_select_int8_centred`), so that the bound holds unchanged;
+2. the k-th score: the minima of strided column groups, then an insertion top-k over the few
+   columns they leave (`_kth`);
+3. the threshold k-th + width, rounded up to float32 as `window._round_up` does;
+4. a second pass over the row collects the columns at most the threshold, ascending.
+
+The pairs are those of `one_block` on the same scores, rows ascending and columns ascending
+within a row (`one_block` orders a row's columns by group). Rows run in parallel; each
+writes up to `CAP` columns into its own slots, and the rare row holding more is collected
+again once its count is known.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import jit
+
+try:  # pragma: no cover - whichever environment runs the tests
+    from numba import prange
+except ImportError:  # pragma: no cover - then `usable` is False and nothing here runs
+    prange = range
+
+__all__ = ["MAX_K", "usable", "window_pairs"]
+
+# The top-k is an insertion into k sorted values, O(k) per value that enters: few do in most
+# rows, every one does in a row whose scores fall as it goes; the group minima of `_kth` cut
+# those to an eighth. One CPU thread, against `one_block` (ms, 1,000 x 1,000 scores, then
+# 200 x 20,000): random scores, k = 10: 2.5 vs 4.2, 2.0 vs 3.5; k = 32: 6.4 vs 10.7, 3.6 vs
+# 6.1; falling rows, k = 10: 1.1 vs 2.1, 3.6 vs 5.0; k = 32: 3.4 vs 3.5, 9.1 vs 7.4. Larger k
+# keep the torch path.
+MAX_K = 32
+CAP = 64    # columns a row writes into its own slots; a row holding more is collected again
+CHUNK = 64  # scores a row is scanned by: a chunk with nothing below the k-th costs one vector pass
+GROUPS = 8  # strided column groups whose minima find a row's k-th (`_kth`)
+
+
+def usable(device: torch.device, dtype: torch.dtype, k: int) -> bool:
+    """Whether `window_pairs` serves scores of a screen of `dtype` on `device` for this k:
+    the CPU with the compiled kernels on, float32 scores (fp32, bf16 and fp16 screens) or
+    an int8 screen's int32 sums, and k <= `MAX_K`."""
+    return k <= MAX_K and dtype in (torch.float32, torch.bfloat16, torch.float16, torch.int8) and jit.enabled(device)
+
+
+def window_pairs(s: torch.Tensor, k: int, width: torch.Tensor, *, self_offset: int = -1,
+                 int8: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None,
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pairs of `window.one_block(s, k, width)`, and each row's count of them.
+
+    Parameters
+    ----------
+    s : tensor of shape (nq, nb), float32 scores; or, with `int8`, the int32 sums of an int8
+        screen, which are turned into its float32 scores in place.
+    k : 1 <= k <= nb (nb - 1 with `self_offset`); fast up to `MAX_K`.
+    width : tensor of shape (nq,), float64 -- each row's window width (2E).
+    self_offset : row i's own column is self_offset + i, left out (exclude_self): its score
+        is set to +inf, as `one_block`'s caller does; -1: none.
+    int8 : (query steps (nq,), base steps (nb,), base squared norms (nb,) or None), float32:
+        the scores are `sq - 2 sx (D sb)` (centred metrics) or `-((D sb) sx)`.
+
+    Returns
+    -------
+    r, c : tensors of shape (n_pairs,), int64 -- rows ascending, columns ascending within a row
+    count : tensor of shape (nq,), int64 -- pairs per row
+    """
+    nq, nb = s.shape
+    if not 1 <= k <= nb or (self_offset >= 0 and (self_offset + nq > nb or k >= nb)):
+        raise ValueError(f"internal: k = {k} or the own columns from {self_offset} do not fit {nq} x {nb} scores")
+    jit.threads()
+    w = width.detach().cpu().numpy().astype(np.float64, copy=False)
+    counts = np.empty(nq, dtype=np.int64)
+    thr = np.empty(nq, dtype=np.float32)
+    slots = np.empty((nq, CAP), dtype=np.int64)
+    if int8 is None:
+        sc = s.numpy()
+        _select_f32(sc, k, w, self_offset, slots, counts, thr)
+    else:
+        sx, sb, sq = (None if v is None else v.numpy() for v in int8)
+        sc = s.numpy().view(np.float32)
+        if sq is None:
+            _select_int8_dots(s.numpy(), sc, sx, sb, k, w, self_offset, slots, counts, thr)
+        else:
+            _select_int8_centred(s.numpy(), sc, sx, sb, sq, k, w, self_offset, slots, counts, thr)
+    starts = np.zeros(nq + 1, dtype=np.int64)
+    np.cumsum(counts, out=starts[1:])
+    r = np.empty(int(starts[-1]), dtype=np.int64)
+    c = np.empty_like(r)
+    _gather(sc, thr, slots, counts, starts, r, c)
+    return torch.from_numpy(r), torch.from_numpy(c), torch.from_numpy(counts)
+
+
+@jit.njit()
+def _threshold(kth, width):
+    """float64 kth + width rounded up to float32 (`window._round_up`)."""
+    x = np.float64(kth) + width
+    y = np.float32(x)
+    if np.float64(y) < x:
+        y = np.nextafter(y, np.float32(np.inf))
+    return y
+
+
+@jit.njit()
+def _below(chunk, t):
+    """How many of `chunk` are below `t` (a loop the compiler vectorises: the scan's fast path)."""
+    n = np.int32(0)
+    for j in range(len(chunk)):
+        n += np.int32(1) if chunk[j] < t else np.int32(0)
+    return n
+
+
+@jit.njit()
+def _at_most(chunk, t):
+    """How many of `chunk` are at most `t` (vectorised as `_below`)."""
+    n = np.int32(0)
+    for j in range(len(chunk)):
+        n += np.int32(1) if chunk[j] <= t else np.int32(0)
+    return n
+
+
+@jit.njit()
+def _insert(best, v):
+    """v into `best` (k values ascending; v below the last); the new last."""
+    p = len(best) - 1
+    while p > 0 and best[p - 1] > v:
+        best[p] = best[p - 1]
+        p -= 1
+    best[p] = v
+    return best[len(best) - 1]
+
+
+@jit.njit()
+def _top_k(chunk, best):
+    """The values of `chunk` below the last of `best` (the k smallest so far, ascending)
+    inserted into it; its new last. An insertion shifts up to k values: cheap for the few
+    values that enter once the first chunks have filled `best`; O(k) each when the values
+    fall as they go (hence `MAX_K`)."""
+    last = best[len(best) - 1]
+    if _below(chunk, last) == 0:  # most chunks, once the first ones have filled `best`
+        return last
+    for j in range(len(chunk)):
+        v = chunk[j]
+        if v < last:
+            last = _insert(best, v)
+    return last
+
+
+@jit.njit()
+def _collect(row, t, slots, i):
+    """Columns of `row` at most `t` into slots[i], as many as it holds; their count."""
+    n = 0
+    cap = slots.shape[1]
+    for j0 in range(0, len(row), CHUNK):
+        chunk = row[j0:j0 + CHUNK]
+        if _at_most(chunk, t) == 0:
+            continue
+        for j in range(len(chunk)):
+            if chunk[j] <= t:
+                if n < cap:
+                    slots[i, n] = j0 + j
+                n += 1
+    return n
+
+
+@jit.njit()
+def _kth(row, k):
+    """The k-th smallest of `row` (with repeats). A row of at least 16k scores is read once
+    for the minima of GROUPS strided column groups (column j: row[j], row[j + w], ...; an
+    elementwise minimum, vectorised); the k smallest scores lie in the columns whose minimum
+    is at most the k-th smallest minimum (those k minima are k scores), so only those columns
+    and the last n % GROUPS scores go through the insertion top-k."""
+    n = len(row)
+    best = np.full(k, np.inf, dtype=np.float32)
+    w = n // GROUPS
+    if w < 2 * k:
+        last = best[k - 1]
+        for j0 in range(0, n, CHUNK):
+            last = _top_k(row[j0:j0 + CHUNK], best)
+        return last
+    mins = row[:w].copy()
+    for g in range(1, GROUPS):
+        part = row[g * w:(g + 1) * w]
+        for j in range(w):
+            v = part[j]
+            mins[j] = v if v < mins[j] else mins[j]
+    for j0 in range(0, w, CHUNK):
+        _top_k(mins[j0:j0 + CHUNK], best)
+    bound = best[k - 1]  # at least the row's k-th
+    best[:] = np.inf
+    last = best[k - 1]
+    for j0 in range(0, w, CHUNK):
+        if _at_most(mins[j0:j0 + CHUNK], bound) == 0:
+            continue
+        for j in range(j0, min(j0 + CHUNK, w)):
+            if mins[j] <= bound:
+                for g in range(GROUPS):
+                    v = row[g * w + j]
+                    if v < last:
+                        last = _insert(best, v)
+    for j in range(GROUPS * w, n):
+        v = row[j]
+        if v < last:
+            last = _insert(best, v)
+    return last
+
+
+@jit.njit(parallel=True)
+def _select_f32(s, k, width, self_offset, slots, counts, thr):
+    """Each row of float32 scores `s`: its k-th, threshold and pairs (the own column of a
+    row, with `self_offset`, set to +inf first, as `one_block`'s caller does)."""
+    for i in prange(s.shape[0]):
+        row = s[i]
+        if self_offset >= 0:
+            row[self_offset + i] = np.inf
+        t = _threshold(_kth(row, k), width[i])
+        thr[i] = t
+        counts[i] = _collect(row, t, slots, i)
+
+
+@jit.njit(parallel=True)
+def _select_int8_centred(d, s, sx, sb, sq, k, width, self_offset, slots, counts, thr):
+    """`_select_f32` of int8 scores `sq - 2 sx (D sb)`, written over their int32 sums `d`
+    (`s` is the same memory as float32). Each step rounds once to float32, the steps that
+    `Screen.bound` counts: D to float32 (exact below 2^24), times sb, times -2 sx (-2 sx is
+    exact), plus sq. (torch's `addcmul` may fuse the last two into one rounding, as it does
+    with AVX-512: a score here can then differ from `Screen.scores`'s in its last bit; both
+    are within the bound.) A chunk is scored into a buffer of its own, then copied over its
+    sums: in place, the compiler would not vectorise the loop (its operands alias); and the
+    loops run over views of one chunk, which it vectorises (measured 3x faster than indices
+    into whole rows)."""
+    for i in prange(d.shape[0]):
+        di, row = d[i], s[i]
+        c = np.float32(-2.0) * sx[i]
+        tmp = np.empty(CHUNK, dtype=np.float32)
+        for j0 in range(0, len(di), CHUNK):
+            dc, bc, qc, rc = di[j0:j0 + CHUNK], sb[j0:j0 + CHUNK], sq[j0:j0 + CHUNK], row[j0:j0 + CHUNK]
+            for j in range(len(dc)):
+                tmp[j] = qc[j] + c * (np.float32(dc[j]) * bc[j])
+            for j in range(len(dc)):
+                rc[j] = tmp[j]
+        if self_offset >= 0:
+            row[self_offset + i] = np.inf
+        t = _threshold(_kth(row, k), width[i])
+        thr[i] = t
+        counts[i] = _collect(row, t, slots, i)
+
+
+@jit.njit(parallel=True)
+def _select_int8_dots(d, s, sx, sb, k, width, self_offset, slots, counts, thr):
+    """`_select_int8_centred` for cosine and inner products: scores `-((D sb) sx)`, the
+    roundings of `Screen.scores` (two products)."""
+    for i in prange(d.shape[0]):
+        di, row = d[i], s[i]
+        c = sx[i]
+        tmp = np.empty(CHUNK, dtype=np.float32)
+        for j0 in range(0, len(di), CHUNK):
+            dc, bc, rc = di[j0:j0 + CHUNK], sb[j0:j0 + CHUNK], row[j0:j0 + CHUNK]
+            for j in range(len(dc)):
+                tmp[j] = -((np.float32(dc[j]) * bc[j]) * c)
+            for j in range(len(dc)):
+                rc[j] = tmp[j]
+        if self_offset >= 0:
+            row[self_offset + i] = np.inf
+        t = _threshold(_kth(row, k), width[i])
+        thr[i] = t
+        counts[i] = _collect(row, t, slots, i)
+
+
+@jit.njit(parallel=True)
+def _gather(s, thr, slots, counts, starts, r, c):
+    """Every row's pairs into r and c at its start: from its slots, or (a row holding more
+    than they do) from its scores again."""
+    cap = slots.shape[1]
+    for i in prange(s.shape[0]):
+        lo, n = starts[i], counts[i]
+        for m in range(n):
+            r[lo + m] = i
+        if n <= cap:
+            for m in range(n):
+                c[lo + m] = slots[i, m]
+        else:
+            row, t = s[i], thr[i]
+            m = lo
+            for j in range(len(row)):
+                if row[j] <= t:
+                    c[m] = j
+                    m += 1

@@ -1,0 +1,178 @@
+"""Stage 3 compiled: `selection.window_pairs` gives the pairs of `window.one_block` on the same
+scores, and an int8 screen's scores computed in place as `Screen.bound` counts them."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lookalike.knn import PreparedBase, SearchStats, jit, knn, reference_knn, selection
+from lookalike.knn.screen import int8_dots, prepare_rows
+from lookalike.knn.window import one_block
+
+pytestmark = pytest.mark.skipif(not jit.enabled(), reason="the compiled kernels are off (LOOKALIKE_JIT=0 or no numba)")
+
+
+def ordered(r: torch.Tensor, c: torch.Tensor, nb: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pairs sorted by row, then column (`one_block` orders a row's columns by group)."""
+    o = torch.argsort(r * nb + c)
+    return r[o], c[o]
+
+
+def assert_same_pairs(s: torch.Tensor, k: int, width: torch.Tensor, self_offset: int = -1) -> torch.Tensor:
+    """window_pairs against one_block on the same scores; returns the pairs per row."""
+    ref = s.clone()
+    if self_offset >= 0:
+        n = len(ref)
+        ref[torch.arange(n), torch.arange(self_offset, self_offset + n)] = float("inf")
+    r0, c0 = ordered(*one_block(ref, k, width), s.shape[1])
+    r1, c1, count = selection.window_pairs(s.clone(), k, width, self_offset=self_offset)
+    assert torch.equal(r1, r0) and torch.equal(c1, c0)
+    assert torch.equal(count, torch.bincount(r1, minlength=len(s)))
+    return count
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "falling", "constant"])
+@pytest.mark.parametrize("k", [1, 3, 10, 16, 40])
+def test_window_pairs_equal_one_block(kind, k):
+    g = torch.Generator().manual_seed(k)
+    nq, nb = 23, 1500
+    if kind == "ties":
+        s = torch.randint(0, 30, (nq, nb), generator=g).float()
+    elif kind == "constant":  # every score a tie: whole rows in the window, past the rows' own slots
+        s = torch.zeros(nq, nb)
+    else:
+        s = torch.randn(nq, nb, generator=g)
+    if kind == "falling":  # each score better than the last: every one enters the top-k
+        s = s.sort(1, descending=True).values
+    width = torch.rand(nq, generator=g, dtype=torch.float64) * 0.3
+    width[0] = 0.0
+    count = assert_same_pairs(s, k, width)
+    if kind == "constant":
+        assert (count == nb).all()
+    for offset in (0, 7):  # exclude_self, the block's first query being query `offset`
+        assert_same_pairs(s, k, width, self_offset=offset)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 150), st.integers(0, 2**32 - 1), st.data())
+def test_window_pairs_equal_one_block_on_any_small_block(nq, nb, seed, data):
+    """Short rows (fewer scores than a chunk), k up to nb, few distinct values, any width."""
+    k = data.draw(st.integers(1, nb))
+    rng = np.random.default_rng(seed)
+    s = torch.from_numpy(rng.integers(-3, 4, (nq, nb)).astype(np.float32) * np.float32(0.25))
+    width = torch.from_numpy(rng.choice([0.0, 1e-9, 0.25, 0.3, 2.0], nq))
+    assert_same_pairs(s, k, width)
+    if k < nb and nb >= nq:
+        assert_same_pairs(s, k, width, self_offset=data.draw(st.integers(0, nb - nq)))
+
+
+def test_the_threshold_is_rounded_up_to_float32():
+    """k-th + width lies between two float32 numbers: a score on the upper one is inside."""
+    kth = np.float32(1.0)
+    up = np.nextafter(kth, np.float32(2.0))
+    s = torch.tensor([[kth, up, np.nextafter(up, np.float32(2.0)), 5.0]])
+    width = torch.tensor([(float(up) - 1.0) / 3])  # 1 + width rounds to nearest: down, to 1.0
+    r, c, _ = selection.window_pairs(s.clone(), 1, width)
+    assert c.tolist() == [0, 1]
+    assert_same_pairs(s, 1, width)
+
+
+@pytest.mark.parametrize("centred", [True, False])
+@pytest.mark.parametrize("d", [1, 5, 300])
+def test_int8_scores_in_place_round_as_the_bound_counts(centred, d):
+    """The scores written over the int32 sums are those of separate float32 products and
+    sums (`Screen.bound`'s roundings), and the pairs are one_block's on them."""
+    g = torch.Generator().manual_seed(d)
+    nq, nb, k = 40, 700, 5
+    a = torch.randint(-127, 128, (nq, d), generator=g).to(torch.int8)
+    b = torch.randint(-127, 128, (nb, d), generator=g).to(torch.int8)
+    sx, sb = torch.rand(nq, generator=g) / 127, torch.rand(nb, generator=g) / 127
+    sq = torch.rand(nb, generator=g) * d if centred else None
+    dots = int8_dots(a, b).float() * sb
+    expected = sq + (-2 * sx)[:, None] * dots if centred else -(dots * sx[:, None])
+    width = torch.full((nq,), 1e-3, dtype=torch.float64)
+    for offset in (-1, 3):
+        buf = int8_dots(a, b)
+        r, c, _ = selection.window_pairs(buf, k, width, self_offset=offset, int8=(sx, sb, sq))
+        scores = buf.view(torch.float32)
+        if offset >= 0:
+            scores[torch.arange(nq), torch.arange(offset, offset + nq)] = float("inf")
+            expected[torch.arange(nq), torch.arange(offset, offset + nq)] = float("inf")
+        assert torch.equal(scores, expected)
+        assert torch.equal(torch.stack([r, c]), torch.stack(ordered(*one_block(scores, k, width), nb)))
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine", "inner_product"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8])
+def test_the_engine_finds_the_same_window_with_the_kernels_on_and_off(metric, dtype, monkeypatch):
+    """A whole search's candidates (their count) and result, compiled selection or torch's;
+    duplicates and exclude_self included, k up to the largest the kernels take."""
+    rng = np.random.default_rng(3)
+    xb = rng.normal(size=(900, 48)).astype(np.float32)
+    xb[100:140] = xb[5]  # forty copies of a row: ties across the k-th
+    xq = np.concatenate([xb[:60], rng.normal(size=(40, 48)).astype(np.float32)])
+    base = PreparedBase(xb, metric, screen_dtype=dtype)
+    for k in (1, 4, selection.MAX_K):
+        for exclude_self in (False, True):
+            q = xb if exclude_self else xq
+            runs = []
+            for flag in ("1", "0"):
+                monkeypatch.setenv("LOOKALIKE_JIT", flag)
+                stats = SearchStats()
+                runs.append((knn(q, base, k, exclude_self=exclude_self, stats=stats), stats.candidates))
+            (D1, I1), n1 = runs[0]
+            (D0, I0), n0 = runs[1]
+            np.testing.assert_array_equal(I1, I0)
+            np.testing.assert_array_equal(D1, D0)
+            if dtype != torch.int8 or metric != "euclidean":  # int8 centred: torch may fuse a rounding
+                assert n1 == n0
+            if not exclude_self:
+                np.testing.assert_array_equal(I1, reference_knn(q, xb, k, metric)[1])
+
+
+def test_prepared_queries_feed_the_kernel_from_a_query_block():
+    """The engine's call: query rows lo.. of a larger set, exclude_self at offset lo."""
+    rng = np.random.default_rng(8)
+    xb = rng.normal(size=(500, 16)).astype(np.float32)
+    base = PreparedBase(xb, "euclidean")
+    rows = prepare_rows(base.screen, xb[100:164], base.device)
+    width = 2 * base.screen.bound(rows, base.extent)
+    s = base.screen.scores(rows, base.rows)
+    r, c, _ = selection.window_pairs(s.clone(), 3, width, self_offset=100)
+    assert not (c == r + 100).any()
+    assert_same_pairs(s, 3, width, self_offset=100)
+
+
+def test_the_kernels_serve_cpu_float32_and_int8_screens_up_to_max_k(monkeypatch):
+    cpu = torch.device("cpu")
+    for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.int8):
+        assert selection.usable(cpu, dtype, selection.MAX_K)
+    assert not selection.usable(cpu, torch.float32, selection.MAX_K + 1)
+    assert not selection.usable(cpu, torch.float64, 3)  # a float64 screen's scores: torch's path
+    assert not selection.usable(torch.device("cuda"), torch.float32, 3)
+    monkeypatch.setenv("LOOKALIKE_JIT", "0")
+    assert not selection.usable(cpu, torch.float32, 3)
+    width = torch.zeros(4, dtype=torch.float64)
+    for k, offset in ((0, -1), (11, -1), (3, 7), (10, 0)):  # the kernels index without bounds checks
+        with pytest.raises(ValueError, match="internal"):
+            selection.window_pairs(torch.zeros(4, 10), k, width, self_offset=offset)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int8], ids=str)
+def test_searches_in_threads_run_the_kernels_at_once(dtype):
+    """The kernels release the GIL and keep nothing between calls: four threads searching
+    one base at once get what each gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(13)
+    xb = rng.normal(size=(4000, 24)).astype(np.float32)
+    queries = [rng.normal(size=(n, 24)).astype(np.float32) for n in (3, 90, 400, 1000)]
+    base = PreparedBase(xb, "euclidean", screen_dtype=dtype)
+    alone = [knn(q, base, 8) for q in queries]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda q: knn(q, base, 8), queries * 3))
+    for (D, I), (D0, I0) in zip(together, alone * 3):
+        np.testing.assert_array_equal(I, I0)
+        np.testing.assert_array_equal(D, D0)
