@@ -66,7 +66,8 @@ PROBE_MIN_S = 0.05  # nor are searches predicted (by the model's best) to take l
 K_MEASURED = 10 * K  # past this k, a low-precision screen's windows were not measured (see `LookalikeBackend.base_for`)
 REPEATS = 2
 FILE = "calibration.json"
-VERSION = 3  # of the file: 1 held one line in nb per screen; 2 timed fp32 before it could use NumPy's BLAS
+VERSION = 4  # of the file: 1 held one line in nb per screen; 2 timed fp32 before it could use NumPy's BLAS;
+# 3 timed the refine, rerank and window before they were compiled (`pairs`, `selection`)
 _lock = threading.Lock()
 _memory: dict[str, Calibration] = {}  # this process's calibrations, by shape class
 
