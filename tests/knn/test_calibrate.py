@@ -307,3 +307,27 @@ def test_a_damaged_probe_is_dropped_and_the_calibration_kept(cache, monkeypatch)
     assert set(cal.probes) == {"nb8192/k4"} and "fp32" in cal.lines
     assert cal.choice(8000, 1000, k=3) == "int8" and "by probe" in cal.explain(8000, 1000, k=3)
     assert cal.probed(8000, 3, among=("fp32",)) is None  # an int8 choice does not hold where int8 is not a candidate
+
+
+def test_past_the_models_k_a_probe_also_times_screens_larger_than_the_fitted_one(cache, monkeypatch):
+    """Fitted with int8 (the model's choice at k = 10), a large search at k = 50 times fp32 and
+    bf16 too: the model knows nothing of the windows there. A copy of the base in the screen
+    chosen is kept, the others dropped; at k = 10 the fitted int8 alone is searched."""
+    monkeypatch.setattr(calibrate, "calibrate", lambda device, metric, data, key=None: calibrate.Calibration(
+        key, 4096, {"fp32": terms(fixed_s=3.0), "bf16": terms(fixed_s=2.0), "int8": terms(fixed_s=1.0)}))
+    monkeypatch.setattr(calibrate, "PROBE_QUERIES", 16)
+    monkeypatch.setattr(calibrate, "PROBE_MIN_QUERIES", 40)
+    rng = np.random.default_rng(9)
+    X = np.maximum(rng.normal(size=(2000, 24)), 0).astype(np.float32)
+    Q = np.maximum(rng.normal(size=(60, 24)), 0).astype(np.float32)
+    nn = NearestNeighbors(n_neighbors=50, device="cpu").fit(X)
+    assert nn.screen_dtype_ == "int8"
+    D, I = nn.kneighbors(Q)
+    assert "screen by probe" in nn.search_stats_.screen_choice
+    probe = calibrate.calibration(CPU, L2, 24).probed(2000, 50)
+    assert set(probe["times"]) == {"fp32", "bf16", "int8"}
+    assert set(nn._backend._recast) <= {calibrate.CANDIDATES[probe["choice"]]}
+    np.testing.assert_array_equal(I, reference_knn(Q, X, 50, "euclidean")[1])
+    np.testing.assert_allclose(D, reference_knn(Q, X, 50, "euclidean")[0], rtol=1e-5, atol=1e-6)
+    nn.kneighbors(Q, n_neighbors=10)  # within the model's k: among screens no larger than int8
+    assert nn.search_stats_.screen_dtype == "int8" and "by calibration" in nn.search_stats_.screen_choice

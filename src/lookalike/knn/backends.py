@@ -200,7 +200,7 @@ class LookalikeBackend(Backend):
     def _probe_among(self, nq: int, k: int, exclude_self: bool) -> tuple[str, ...]:
         """The screens a large `auto` search should time on its first queries before it runs
         (`calibrate.probe_wanted`); () when it should not (then `base_for` decides)."""
-        from .calibrate import CANDIDATES, cached, probe_wanted
+        from .calibrate import cached, probe_wanted
 
         fitted = self.prepared_base_
         if self.precision != "auto" or not self.metric.gemm or fitted.rows is None or exclude_self \
@@ -209,9 +209,19 @@ class LookalikeBackend(Backend):
         cal = cached(self.device, self.metric, fitted.d)
         if cal is None:
             return ()
-        among = tuple(n for n, dt in CANDIDATES.items()
-                      if dt.itemsize <= fitted.screen.dtype.itemsize and n in cal.lines)
+        among = self._among(cal, k)
         return among if probe_wanted(cal, fitted.nb, nq, k, among) else ()
+
+    def _among(self, cal, k: int) -> tuple[str, ...]:
+        """The screens a search at `k` chooses among: those whose rows are no larger than the
+        fitted one's (a search adds at most smaller copies of the base); every calibrated screen
+        past the k the model measured (`calibrate.beyond_model`), where a low-precision fit can
+        be many times slower than fp32 and only a probe tells (the copy it chooses is kept)."""
+        from .calibrate import CANDIDATES, beyond_model
+
+        size = self.prepared_base_.screen.dtype.itemsize
+        return tuple(n for n, dt in CANDIDATES.items()
+                     if n in cal.lines and (dt.itemsize <= size or beyond_model(k)))
 
     def _probed(self, Xq, k: int, among: tuple[str, ...], stats: SearchStats | None):
         """A large `auto` search that times each screen `among` on its first
@@ -260,7 +270,9 @@ class LookalikeBackend(Backend):
         little arithmetic, and a screen of smaller rows can then be faster. The choice is made
         among the screens whose rows are no larger than the fitted one's, so that memory grows
         by at most the smaller copies (bf16: half the base, int8: a quarter); such a copy is
-        cast from the fitted rows on first use and kept. A streamed (memory-mapped) base, and
+        cast from the fitted rows on first use and kept. Past the k the model measured
+        (`calibrate.beyond_model`), every screen is a candidate (`_among`), and a large search
+        there is probed (`_probed`). A streamed (memory-mapped) base, and
         a precision given explicitly, keep the fitted screen.
 
         Past `calibrate.K_MEASURED` neighbours the calibration (measured at k = 10) says
@@ -280,8 +292,7 @@ class LookalikeBackend(Backend):
         cal = cached(self.device, self.metric, fitted.d)
         if cal is None:  # LOOKALIKE_CALIBRATION=0 and another process's memory: keep what fit chose
             return fitted, self.screen_choice_ or ""
-        size = fitted.screen.dtype.itemsize
-        among = tuple(n for n, dt in CANDIDATES.items() if dt.itemsize <= size)
+        among = self._among(cal, k)
         dtype = CANDIDATES[cal.choice(fitted.nb, nq, among, k)]
         why = cal.explain(fitted.nb, nq, among, k)
         return self._prepared(dtype), why

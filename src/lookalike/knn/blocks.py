@@ -22,7 +22,12 @@ MAX_VALUE = float(np.finfo(np.float32).max)
 # A block of scores up to this size is written into a buffer that each thread keeps between
 # searches: a fresh block costs page faults and zeroing, measured at more than the GEMM that
 # fills it (1,000 x 20,000 float32 scores: 45 ms of faults against 28 ms of GEMM at d = 64).
-SCRATCH_MIB = 64
+# It also bounds the small-size path's query blocks (`PreparedBase.query_block`): on the
+# tutorial's shape (int8 screen, 90,000 rows of 2,048-d) blocks of 372 queries (128 MiB)
+# searched 744 queries in 0.44 s against 0.48 s in blocks of 186 (64 MiB); 497 (the working
+# memory's limit) gained nothing more. A thread's buffer only grows to the largest block it
+# has held (a service's searches of a few queries keep a small one).
+SCRATCH_MIB = 128
 _scratch = threading.local()
 
 

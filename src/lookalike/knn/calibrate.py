@@ -142,14 +142,21 @@ def probe_key(nb: int, k: int) -> str:
     return f"nb{_bucket(nb)}/k{_bucket(k)}"
 
 
+def beyond_model(k: int) -> bool:
+    """Whether `k` lies past the class of k the model was measured at (`K`): a low-precision
+    screen's window then holds many more rows (measured: 1,178 a query at k = 100, 20 at k = 10),
+    which the model does not know."""
+    return _bucket(k) > _bucket(K)
+
+
 def probe_wanted(cal: Calibration, nb: int, nq: int, k: int, among: tuple[str, ...]) -> bool:
     """Whether a search of `nq` queries x `nb` rows at `k` should time the screens `among` on
     its first queries: a large search of a class no probe has measured, predicted to take long
     enough that the probe costs a fraction of it."""
     if nq < PROBE_MIN_QUERIES or len(among) < 2 or k > K_MEASURED or cal.probed(nb, k, among) is not None:
         return False
-    if _bucket(k) > _bucket(K):  # the model was measured at k = K: a low-precision screen's window
-        return True  # at a larger k holds many more rows (measured: 1,178 a query at k = 100, 20 at 10)
+    if beyond_model(k):
+        return True
     times = cal.predicted(nb, nq)
     return min(times.get(n, np.inf) for n in among) >= PROBE_MIN_S
 
