@@ -380,7 +380,7 @@ def test_searches_in_threads_keep_their_own_buffer_of_scores():
     prepared base from four threads at once give what each gives alone."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from lookalike.knn.blocks import scratch
+    from lookalike.knn.blocks import SCRATCH_MIB, scratch
 
     rng = np.random.default_rng(12)
     xb = rng.normal(size=(3000, 16)).astype(np.float32)
@@ -392,6 +392,11 @@ def test_searches_in_threads_keep_their_own_buffer_of_scores():
     for (D, I), (D0, I0) in zip(together, alone * 3):
         np.testing.assert_array_equal(I, I0)
         np.testing.assert_array_equal(D, D0)
-    a, b = scratch(100, torch.device("cpu")), scratch(50, torch.device("cpu"))
+    cpu = torch.device("cpu")
+    a, b = scratch(100, cpu), scratch(50, cpu)
     assert a.data_ptr() == b.data_ptr()  # kept, not made afresh
-    assert scratch(2**25, torch.device("cpu")).data_ptr() != a.data_ptr()  # past SCRATCH_MIB: fresh
+    cap = SCRATCH_MIB * 2**20 // 4
+    assert scratch(cap + 1, cpu).data_ptr() != a.data_ptr()  # past SCRATCH_MIB: fresh
+    with ThreadPoolExecutor(1) as pool:  # a thread of its own, with no buffer yet
+        first, second = pool.submit(lambda: [scratch(n, cpu).data_ptr() for n in (cap // 4, cap // 2)]).result()
+    assert first == second  # a buffer that grows takes twice what is asked (within the cap)
