@@ -225,16 +225,16 @@ class LookalikeBackend(Backend):
 
     def _probed(self, Xq, k: int, among: tuple[str, ...], stats: SearchStats | None):
         """A large `auto` search that times each screen `among` on its first
-        `calibrate.PROBE_QUERIES` queries (after an untimed warm-up of a few, which pays any
+        `calibrate.probe_queries` queries (after an untimed warm-up of a few, which pays any
         first-call costs), keeps the fastest screen's results for them, records the choice
         (`calibrate.record_probe`) and searches the other queries on that screen. The copies
         of the base made for the screens not chosen are dropped."""
         import time
 
-        from .calibrate import CANDIDATES, PROBE_QUERIES, cached, record_probe
+        from .calibrate import CANDIDATES, cached, probe_queries, record_probe
 
         fitted = self.prepared_base_
-        head = Xq[:PROBE_QUERIES]
+        head = Xq[:probe_queries(len(Xq), k)]
         times, found = {}, {}
         with self._probe_lock:
             for name in among:
@@ -244,7 +244,7 @@ class LookalikeBackend(Backend):
                 t0 = time.perf_counter()
                 found[name] = (*knn(head, base, k, stats=st), st)
                 times[name] = time.perf_counter() - t0
-            choice = record_probe(self.device, self.metric, fitted.d, fitted.nb, len(Xq), k, times)
+            choice = record_probe(self.device, self.metric, fitted.d, fitted.nb, len(Xq), k, times, len(head))
             for name in among:
                 if name != choice:
                     with self._recast_lock:

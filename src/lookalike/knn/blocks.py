@@ -25,8 +25,8 @@ MAX_VALUE = float(np.finfo(np.float32).max)
 # It also bounds the small-size path's query blocks (`PreparedBase.query_block`): on the
 # tutorial's shape (int8 screen, 90,000 rows of 2,048-d) blocks of 372 queries (128 MiB)
 # searched 744 queries in 0.44 s against 0.48 s in blocks of 186 (64 MiB); 497 (the working
-# memory's limit) gained nothing more. A thread's buffer only grows to the largest block it
-# has held (a service's searches of a few queries keep a small one).
+# memory's limit) gained nothing more. A thread's buffer uses memory only as far as the
+# largest block it has held (a service's searches of a few queries touch little of it).
 SCRATCH_MIB = 128
 _scratch = threading.local()
 
@@ -34,17 +34,18 @@ _scratch = threading.local()
 def scratch(n: int, device: torch.device) -> torch.Tensor:
     """A float32 buffer of `n` elements for a block of scores: on the CPU and up to
     `SCRATCH_MIB`, this thread's own, kept between calls (its contents are overwritten by
-    the next call); else a fresh one. A buffer that must grow takes twice what is asked
-    (within `SCRATCH_MIB`): a search whose blocks are a little larger than the last one's
-    (a warm-up of 256 queries, then query blocks of 335) would otherwise fault its pages in
-    again (134 MB: about 70 ms)."""
+    the next call); else a fresh one. The kept buffer is made at its full size at once: the
+    memory is only reserved, and a page is given (faulted in) when first written, so a
+    thread's buffer costs only as much as the largest block it has held, and a search whose
+    blocks are larger than the last one's faults in only the pages past it (a buffer made
+    anew to grow, as before, faulted its whole size in again: 134 MB, about 70 ms, when the
+    bench's warm-up of 256 queries was followed by query blocks of 335)."""
     cap = SCRATCH_MIB * 2**20 // 4
     if device.type != "cpu" or n > cap:
         return torch.empty(n, device=device)
     buf = getattr(_scratch, "buf", None)
-    if buf is None or buf.numel() < n:
-        _scratch.buf = None  # the old buffer is freed before the new one is made
-        buf = _scratch.buf = torch.empty(max(min(2 * n, cap), 1 << 16))
+    if buf is None:
+        buf = _scratch.buf = torch.empty(cap)
     return buf[:n]
 
 

@@ -149,6 +149,14 @@ def beyond_model(k: int) -> bool:
     return _bucket(k) > _bucket(K)
 
 
+def probe_queries(nq: int, k: int) -> int:
+    """Queries a probe of a search of `nq` times each screen on: `PROBE_QUERIES`; past the
+    model's k up to 4x that, because there the screens differ most in what grows with the
+    queries (measured at k = 100, 20,000 rows of 256-d: on 64 queries int8, fp32 and bf16 tied
+    within 5%, on 1,000 queries int8 took 1.6x fp32's time: fp32's GEMM is slow on few rows)."""
+    return min(nq, 4 * PROBE_QUERIES) if beyond_model(k) else PROBE_QUERIES
+
+
 def probe_wanted(cal: Calibration, nb: int, nq: int, k: int, among: tuple[str, ...]) -> bool:
     """Whether a search of `nq` queries x `nb` rows at `k` should time the screens `among` on
     its first queries: a large search of a class no probe has measured, predicted to take long
@@ -162,13 +170,14 @@ def probe_wanted(cal: Calibration, nb: int, nq: int, k: int, among: tuple[str, .
 
 
 def record_probe(device: torch.device, metric: Metric, d: int, nb: int, nq: int, k: int,
-                 times: dict[str, float]) -> str:
+                 times: dict[str, float], queries: int = PROBE_QUERIES) -> str:
     """Keep what a probe measured (seconds per screen on `PROBE_QUERIES` queries of a search of
     `nq` x `nb` at `k`) with this class's calibration, in this process and the cache file;
     returns the screen chosen (the fastest; ties: the earlier in `CANDIDATES`)."""
     choice = min(times, key=lambda n: (times[n], list(CANDIDATES).index(n)))
     key, _ = shape_class(device, metric, d)
-    entry = {"choice": choice, "times": {n: float(t) for n, t in times.items()}, "nq": int(nq), "nb": int(nb)}
+    entry = {"choice": choice, "times": {n: float(t) for n, t in times.items()}, "nq": int(nq), "nb": int(nb),
+             "queries": int(queries)}
     with _lock:
         cal = _memory.get(key)
         if cal is not None:
@@ -257,7 +266,7 @@ def _parse(entry) -> Calibration | None:
                 times = {str(n): float(t) for n, t in p["times"].items() if n in CANDIDATES}
                 if p["choice"] in times and all(np.isfinite(t) and t >= 0 for t in times.values()):
                     cal.probes[str(pk)] = {"choice": str(p["choice"]), "times": times, "nq": int(p["nq"]),
-                                           "nb": int(p["nb"])}
+                                           "nb": int(p["nb"]), "queries": int(p.get("queries", PROBE_QUERIES))}
             except (TypeError, KeyError, ValueError, AttributeError):
                 continue
     except (TypeError, KeyError, ValueError, AttributeError):
