@@ -324,6 +324,7 @@ def test_past_the_models_k_a_probe_also_times_screens_larger_than_the_fitted_one
     assert nn.screen_dtype_ == "int8"
     D, I = nn.kneighbors(Q)
     assert "screen by probe" in nn.search_stats_.screen_choice
+    assert "timed on the first 60 queries" in nn.search_stats_.screen_choice  # past the model's k: up to 4x as many
     probe = calibrate.calibration(CPU, L2, 24).probed(2000, 50)
     assert set(probe["times"]) == {"fp32", "bf16", "int8"}
     assert set(nn._backend._recast) <= {calibrate.CANDIDATES[probe["choice"]]}

@@ -116,7 +116,8 @@ class Calibration:
         if p is not None:
             parts = ", ".join(f"{n} {_ms(t)}" for n, t in sorted(p["times"].items(), key=lambda kv: kv[1]))
             return (f"{p['choice']} screen by probe ({self.key}, {probe_key(nb, k)}; timed on the first "
-                    f"{PROBE_QUERIES} queries of a search of {p['nq']:,} x {p['nb']:,} rows: {parts})")
+                    f"{p.get('queries', PROBE_QUERIES)} queries of a search of {p['nq']:,} x {p['nb']:,} rows: "
+                    f"{parts})")
         times = self.predicted(nb, nq)
         parts = ", ".join(f"{n} {_ms(t)}" for n, t in sorted(times.items(), key=lambda kv: kv[1]))
         name = self.choice(nb, nq, among)
