@@ -191,9 +191,14 @@ def readme_knn(_: dict) -> str:
     w = eng["workload"]
     ours = next(r for r in eng["results"] if r["backend"] == "lookalike")
     faster = [p for p in sc["points"] if p.get("search_vs_faiss", 2) < 1]
+    st = ours.get("stages") or {}
+    how = ours["config"]  # what fit prepared; the search may have taken another screen (auto)
+    if st.get("screen_dtype") and "auto" in how:
+        how = (f"the default precision auto, which searched with the {st['screen_dtype']} screen"
+               + (" chosen by a probe" if "by probe" in st.get("screen_choice", "") else ""))
     text = (f"On the tutorial's shape at {w['nq']:,} queries here ({w['nb']:,} x {w['d']:,}-d, k = {w['k']}) the "
             f"engine's search took {ratio(ours.get('search_vs_faiss'))} FAISS's time and "
-            f"{ratio(ours.get('search_vs_sklearn'))} scikit-learn's (one run, {ours['config']}); over the "
+            f"{ratio(ours.get('search_vs_sklearn'))} scikit-learn's (one run, {how}); over the "
             "scaling sweeps its search was ")
     n = len(sc["points"])
     if not faster:
