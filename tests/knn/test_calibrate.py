@@ -240,18 +240,26 @@ def test_past_the_measured_k_a_low_precision_fit_searches_in_fp32(cache, monkeyp
     assert nn.search_stats_.screen_dtype == "bfloat16"
 
 
+def probing(monkeypatch, fixed: tuple[float, float, float], nb: int, d: int, seed: int):
+    """A model that predicts fp32, bf16 and int8 at `fixed` seconds whatever the search (so
+    that every search of 40 queries or more is probed, on 16 of them), and a base of `nb`
+    feature-like rows with 60 queries."""
+    lines = {name: terms(fixed_s=t) for name, t in zip(("fp32", "bf16", "int8"), fixed)}
+    monkeypatch.setattr(calibrate, "calibrate", lambda device, metric, data, key=None: calibrate.Calibration(
+        key, 4096, lines))
+    monkeypatch.setattr(calibrate, "PROBE_QUERIES", 16)
+    monkeypatch.setattr(calibrate, "PROBE_MIN_QUERIES", 40)
+    rng = np.random.default_rng(seed)
+    return (np.maximum(rng.normal(size=(nb, d)), 0).astype(np.float32),
+            np.maximum(rng.normal(size=(60, d)), 0).astype(np.float32))
+
+
 def test_a_large_search_probes_the_screens_on_its_first_queries_and_keeps_the_choice(cache, monkeypatch):
     """The model (fitted on small searches) predicts fp32; a large search times every screen on
     its first `PROBE_QUERIES` queries instead, runs the rest on the fastest, keeps that choice
     for its class of base size and k (in the process and the file), and later large searches
     of the class take it without probing. The results are exact either way."""
-    monkeypatch.setattr(calibrate, "calibrate", lambda device, metric, data, key=None: calibrate.Calibration(
-        key, 4096, {"fp32": terms(fixed_s=1.0), "bf16": terms(fixed_s=2.0), "int8": terms(fixed_s=3.0)}))
-    monkeypatch.setattr(calibrate, "PROBE_QUERIES", 16)
-    monkeypatch.setattr(calibrate, "PROBE_MIN_QUERIES", 40)
-    rng = np.random.default_rng(8)
-    X = np.maximum(rng.normal(size=(3000, 48)), 0).astype(np.float32)
-    Q = np.maximum(rng.normal(size=(60, 48)), 0).astype(np.float32)
+    X, Q = probing(monkeypatch, (1.0, 2.0, 3.0), 3000, 48, seed=8)
     nn = NearestNeighbors(n_neighbors=5, device="cpu").fit(X)
     assert nn.screen_dtype_ == "float32"
     timed = []
@@ -313,13 +321,7 @@ def test_past_the_models_k_a_probe_also_times_screens_larger_than_the_fitted_one
     """Fitted with int8 (the model's choice at k = 10), a large search at k = 50 times fp32 and
     bf16 too: the model knows nothing of the windows there. A copy of the base in the screen
     chosen is kept, the others dropped; at k = 10 the fitted int8 alone is searched."""
-    monkeypatch.setattr(calibrate, "calibrate", lambda device, metric, data, key=None: calibrate.Calibration(
-        key, 4096, {"fp32": terms(fixed_s=3.0), "bf16": terms(fixed_s=2.0), "int8": terms(fixed_s=1.0)}))
-    monkeypatch.setattr(calibrate, "PROBE_QUERIES", 16)
-    monkeypatch.setattr(calibrate, "PROBE_MIN_QUERIES", 40)
-    rng = np.random.default_rng(9)
-    X = np.maximum(rng.normal(size=(2000, 24)), 0).astype(np.float32)
-    Q = np.maximum(rng.normal(size=(60, 24)), 0).astype(np.float32)
+    X, Q = probing(monkeypatch, (3.0, 2.0, 1.0), 2000, 24, seed=9)
     nn = NearestNeighbors(n_neighbors=50, device="cpu").fit(X)
     assert nn.screen_dtype_ == "int8"
     D, I = nn.kneighbors(Q)

@@ -252,17 +252,24 @@ def _kth(row, k):
     return last
 
 
+@jit.njit()
+def _window_row(row, i, k, width, self_offset, slots, counts, thr):
+    """Row i's window from its float32 scores `row`: its own column (with `self_offset`) set
+    to +inf first, as `one_block`'s caller does; its k-th, threshold and pairs."""
+    if self_offset >= 0:
+        row[self_offset + i] = np.inf
+    t = _threshold(_kth(row, k), width[i])
+    thr[i] = t
+    counts[i] = _collect(row, t, slots, i)
+
+
 @jit.njit(parallel=True)
 def _select_f32(s, k, width, self_offset, slots, counts, thr):
     """Each row of float32 scores `s`: its k-th, threshold and pairs (the own column of a
     row, with `self_offset`, set to +inf first, as `one_block`'s caller does)."""
     for i in prange(s.shape[0]):
         row = s[i]
-        if self_offset >= 0:
-            row[self_offset + i] = np.inf
-        t = _threshold(_kth(row, k), width[i])
-        thr[i] = t
-        counts[i] = _collect(row, t, slots, i)
+        _window_row(row, i, k, width, self_offset, slots, counts, thr)
 
 
 @jit.njit(parallel=True)
@@ -286,11 +293,7 @@ def _select_int8_centred(d, s, sx, sb, sq, k, width, self_offset, slots, counts,
                 tmp[j] = qc[j] + c * (np.float32(dc[j]) * bc[j])
             for j in range(len(dc)):
                 rc[j] = tmp[j]
-        if self_offset >= 0:
-            row[self_offset + i] = np.inf
-        t = _threshold(_kth(row, k), width[i])
-        thr[i] = t
-        counts[i] = _collect(row, t, slots, i)
+        _window_row(row, i, k, width, self_offset, slots, counts, thr)
 
 
 @jit.njit(parallel=True)
@@ -307,11 +310,7 @@ def _select_int8_dots(d, s, sx, sb, k, width, self_offset, slots, counts, thr):
                 tmp[j] = -((np.float32(dc[j]) * bc[j]) * c)
             for j in range(len(dc)):
                 rc[j] = tmp[j]
-        if self_offset >= 0:
-            row[self_offset + i] = np.inf
-        t = _threshold(_kth(row, k), width[i])
-        thr[i] = t
-        counts[i] = _collect(row, t, slots, i)
+        _window_row(row, i, k, width, self_offset, slots, counts, thr)
 
 
 @jit.njit(parallel=True)
