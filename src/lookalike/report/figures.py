@@ -73,7 +73,9 @@ def bench_chart(result: dict, out: str | os.PathLike) -> Path:
                  fontsize=9)
     for bar, r in zip(bars, recs):
         sp = r.get("speedup_vs_sklearn")
-        label = f" {r['search_s']:.2f} s" + (f"  ({sp:.1f}x scikit-learn's speed)" if sp else "")
+        t = r["search_s"]  # milliseconds below 0.1 s, as `lookalike bench` prints them
+        label = f" {t * 1e3:.1f} ms" if t < 0.1 else f" {t:.2f} s"
+        label += f"  ({sp:.1f}x scikit-learn's speed)" if sp else ""
         if not r.get("agree", True):
             label += "  WRONG: disagrees with float64"
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, label, va="center", fontsize=8)
