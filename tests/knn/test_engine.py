@@ -375,9 +375,11 @@ def test_tensor_queries_that_fall_back_or_outgrow_the_base_stay_exact():
     np.testing.assert_array_equal((D, I), knn(big, xb, 3, "euclidean"))  # the NumPy queries' path
 
 
-def test_searches_in_threads_keep_their_own_buffer_of_scores():
-    """Each thread's kept buffer of scores (`blocks.scratch`) is its own: searches of one
-    prepared base from four threads at once give what each gives alone."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int8], ids=str)
+def test_searches_in_threads_keep_their_own_buffer_of_scores(dtype):
+    """Each thread's kept buffer of scores (`blocks.scratch`) is its own, and the compiled
+    kernels release the GIL and keep nothing between calls: searches of one prepared base
+    (fp32 and int8 screens) from four threads at once give what each gives alone."""
     from concurrent.futures import ThreadPoolExecutor
 
     from lookalike.knn.blocks import SCRATCH_MIB, scratch
@@ -385,7 +387,7 @@ def test_searches_in_threads_keep_their_own_buffer_of_scores():
     rng = np.random.default_rng(12)
     xb = rng.normal(size=(3000, 16)).astype(np.float32)
     queries = [rng.normal(size=(n, 16)).astype(np.float32) for n in (5, 80, 300, 700)]
-    base = PreparedBase(xb, "euclidean")
+    base = PreparedBase(xb, "euclidean", screen_dtype=dtype)
     alone = [knn(q, base, 6) for q in queries]
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(lambda q: knn(q, base, 6), queries * 3))

@@ -163,21 +163,3 @@ def test_the_kernels_serve_cpu_float32_and_int8_screens_at_any_k(monkeypatch):
     for k, offset in ((0, -1), (11, -1), (3, 7), (10, 0)):  # the kernels index without bounds checks
         with pytest.raises(ValueError, match="internal"):
             selection.window_pairs(torch.zeros(4, 10), k, width, self_offset=offset)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.int8], ids=str)
-def test_searches_in_threads_run_the_kernels_at_once(dtype):
-    """The kernels release the GIL and keep nothing between calls: four threads searching
-    one base at once get what each gets alone."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    rng = np.random.default_rng(13)
-    xb = rng.normal(size=(4000, 24)).astype(np.float32)
-    queries = [rng.normal(size=(n, 24)).astype(np.float32) for n in (3, 90, 400, 1000)]
-    base = PreparedBase(xb, "euclidean", screen_dtype=dtype)
-    alone = [knn(q, base, 8) for q in queries]
-    with ThreadPoolExecutor(4) as pool:
-        together = list(pool.map(lambda q: knn(q, base, 8), queries * 3))
-    for (D, I), (D0, I0) in zip(together, alone * 3):
-        np.testing.assert_array_equal(I, I0)
-        np.testing.assert_array_equal(D, D0)

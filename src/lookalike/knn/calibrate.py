@@ -30,8 +30,9 @@ small searches of that class, and the result is kept in lookalike's cache folder
   to take at least `PROBE_MIN_S` or asking for more neighbours than the model measured) times
   each candidate screen on its own first `PROBE_QUERIES` queries, against its own base, and
   runs the rest on the fastest (`LookalikeBackend`; the probe's results are kept, so only the
-  other screens' time is extra). What a probe found is kept with the calibration for the class of base size and k
-  (`probe_key`), and later large searches of that class take it without probing.
+  other screens' time is extra). What a probe found is kept with the calibration for the
+  class of base size and k (`probe_key`), and later large searches of that class take it
+  without probing.
 - the cache file `calibration.json` has a format `VERSION` and records the machine (CPU model,
   cores, threads, torch version, CUDA device); another version, a different machine, or a
   file that cannot be read, is measured anew and the file rewritten. `LOOKALIKE_CALIBRATION=0`
@@ -83,13 +84,18 @@ class Calibration:
     lines: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> {term: seconds}
     excluded: dict[str, str] = field(default_factory=dict)  # name -> why it is not a candidate
     seconds: float = 0.0  # how long the calibration took
-    probes: dict[str, dict] = field(default_factory=dict)  # probe_key -> {"choice", "times", "nq", "nb"}
+    probes: dict[str, dict] = field(default_factory=dict)  # probe_key -> {"choice", "times", "nq", "nb", "queries"}
 
     def probed(self, nb: int, k: int, among: tuple[str, ...] | None = None) -> dict | None:
         """What a probe of a large search of this class of base size and k found, if one ran
         and its choice is among `among`."""
         p = self.probes.get(probe_key(nb, k))
         return p if p is not None and (among is None or p["choice"] in among) else None
+
+    def _probe_for(self, nb: int, nq: int, among: tuple[str, ...] | None, k: int | None) -> dict | None:
+        """The probe that decides a search of `nq` x `nb` at `k`: only a large one (`nq` of at
+        least `PROBE_MIN_QUERIES`) with `k` given takes a probe's choice."""
+        return self.probed(nb, k, among) if k is not None and nq >= PROBE_MIN_QUERIES else None
 
     def predicted(self, nb: int, nq: int = PLAN_QUERIES) -> dict[str, float]:
         """Seconds each candidate would take for `nq` queries against `nb` rows."""
@@ -101,7 +107,7 @@ class Calibration:
         """The screen of the smallest predicted time (ties: the earlier in `CANDIDATES`);
         `among`: only these screens, where they were measured. For a large search (`nq` of
         at least `PROBE_MIN_QUERIES`) of a class where a probe ran (`k` given), the probe's choice."""
-        p = self.probed(nb, k, among) if k is not None and nq >= PROBE_MIN_QUERIES else None
+        p = self._probe_for(nb, nq, among, k)
         if p is not None:
             return p["choice"]
         times = {n: t for n, t in self.predicted(nb, nq).items() if among is None or n in among}
@@ -112,7 +118,7 @@ class Calibration:
                 k: int | None = None) -> str:
         """One line: what was chosen for `nq` queries x `nb` rows (`among` these screens),
         and the predicted (or, for a probed class, measured) times that chose it."""
-        p = self.probed(nb, k, among) if k is not None and nq >= PROBE_MIN_QUERIES else None
+        p = self._probe_for(nb, nq, among, k)
         if p is not None:
             parts = ", ".join(f"{n} {_ms(t)}" for n, t in sorted(p["times"].items(), key=lambda kv: kv[1]))
             return (f"{p['choice']} screen by probe ({self.key}, {probe_key(nb, k)}; timed on the first "
@@ -172,8 +178,8 @@ def probe_wanted(cal: Calibration, nb: int, nq: int, k: int, among: tuple[str, .
 
 def record_probe(device: torch.device, metric: Metric, d: int, nb: int, nq: int, k: int,
                  times: dict[str, float], queries: int = PROBE_QUERIES) -> str:
-    """Keep what a probe measured (seconds per screen on `PROBE_QUERIES` queries of a search of
-    `nq` x `nb` at `k`) with this class's calibration, in this process and the cache file;
+    """Keep what a probe measured (seconds per screen on the search's first `queries` queries,
+    of a search of `nq` x `nb` at `k`) with this class's calibration, in this process and the cache file;
     returns the screen chosen (the fastest; ties: the earlier in `CANDIDATES`)."""
     choice = min(times, key=lambda n: (times[n], list(CANDIDATES).index(n)))
     key, _ = shape_class(device, metric, d)
@@ -199,7 +205,7 @@ def _ms(t: float) -> str:
 
 def shape_class(device: torch.device, metric: Metric, d: int) -> tuple[str, int]:
     """(key, dimension measured): the dimension rounded up to a power of two in [64, 4096]."""
-    dc = int(min(4096, max(64, 1 << max(0, int(d) - 1).bit_length())))
+    dc = int(min(4096, max(64, _bucket(d))))
     return f"{device.type}/{metric.name}/d{dc}", dc
 
 
