@@ -15,7 +15,7 @@ it all while the row is in cache:
 
 The pairs are those of `one_block` on the same scores, rows ascending and columns ascending
 within a row (`one_block` orders a row's columns by group). Rows run in parallel; each
-writes up to `CAP` columns into its own slots, and the rare row holding more is collected
+writes up to `slot_count` columns into its own slots, and the rare row holding more is collected
 again once its count is known.
 """
 
@@ -40,7 +40,8 @@ __all__ = ["MAX_K", "usable", "window_pairs"]
 # 6.1; falling rows, k = 10: 1.1 vs 2.1, 3.6 vs 5.0; k = 32: 3.4 vs 3.5, 9.1 vs 7.4. Larger k
 # take a selection by a sample's threshold instead (`_kth_large`).
 MAX_K = 32
-CAP = 64    # columns a row writes into its own slots; a row holding more is collected again
+CAP = 64    # columns a row writes into its own slots (2k for a larger k); a row holding more is collected again
+SLOTS_BYTES = 64 * 2**20  # the most the slots of one block of rows take
 CHUNK = 64  # scores a row is scanned by: a chunk with nothing below the k-th costs one vector pass
 GROUPS = 8  # strided column groups whose minima find a row's k-th (`_kth`)
 
@@ -80,7 +81,7 @@ def window_pairs(s: torch.Tensor, k: int, width: torch.Tensor, *, self_offset: i
     w = width.detach().cpu().numpy().astype(np.float64, copy=False)
     counts = np.empty(nq, dtype=np.int64)
     thr = np.empty(nq, dtype=np.float32)
-    slots = np.empty((nq, CAP), dtype=np.int64)
+    slots = np.empty((nq, slot_count(nq, k)), dtype=np.int64)
     if int8 is None:
         sc = s.numpy()
         _select_f32(sc, k, w, self_offset, slots, counts, thr)
@@ -97,6 +98,13 @@ def window_pairs(s: torch.Tensor, k: int, width: torch.Tensor, *, self_offset: i
     c = np.empty_like(r)
     _gather(sc, thr, slots, counts, starts, r, c)
     return torch.from_numpy(r), torch.from_numpy(c), torch.from_numpy(counts)
+
+
+def slot_count(nq: int, k: int) -> int:
+    """Columns each of `nq` rows writes into its own slots: `CAP`, or 2k for a larger k (a row
+    holds at least k), within `SLOTS_BYTES` in all. A row holding more is scanned again by
+    `_gather` (at k = 100 and 64 slots, every row was: 4.6 of a search's 107 ms)."""
+    return max(CAP, min(2 * k, SLOTS_BYTES // (8 * max(1, nq))))
 
 
 @jit.njit()
@@ -171,23 +179,29 @@ def _collect(row, t, slots, i):
     return n
 
 
-SAMPLE = 8  # `_kth_large` samples every SAMPLE-th score of a row
+SAMPLE = 8  # `_kth_large` samples every SAMPLE-th score of a row at least (more for larger k)
 
 
 @jit.njit()
 def _kth_large(row, k):
     """The k-th smallest of `row` (with repeats) for a k past `MAX_K`, where an insertion top-k
-    costs O(k) a value: a threshold t from every SAMPLE-th score (its (k / SAMPLE + 8)-th
-    smallest, by partition), then one vectorised pass counts the scores at most t. When at
-    least k are, the k-th smallest of the row is the k-th smallest of those (all others are
-    larger): they are gathered and partitioned. When fewer are, t rises (the sample's rank
-    doubles) until the whole row is taken. About 45 us a row of 20,000 scores at k = 1,000
-    (one partition of the row: about 150 us)."""
+    costs O(k) a value: a threshold t from a strided sample of the row (every `step`-th score,
+    `step` at least SAMPLE and large enough that the rank wanted of the sample, about k / step
+    + 8, is at most `MAX_K`: the sample's k-th by `_kth`'s insertion, not by a partition, which
+    costs about 9 ns a value whatever the rank), then one vectorised pass counts the scores at
+    most t. When at least k are, the k-th smallest of the row is the k-th smallest of those
+    (all others are larger): they are gathered and partitioned. When fewer are, t rises (the
+    rank doubles, by partition past `MAX_K`) until the whole row is taken. A row of 20,000
+    scores, one thread: 52 to 24 us at k = 100, 80 to 31 us at k = 1,000 (a partition of the
+    whole row: about 200 us)."""
     n = len(row)
-    sample = row[::SAMPLE].copy()
-    rank = min(len(sample), k // SAMPLE + 8)
+    step = SAMPLE
+    while k // step + 8 > MAX_K:
+        step *= 2
+    sample = row[::step].copy()
+    rank = min(len(sample), k // step + 8)
     while rank < len(sample):
-        t = np.partition(sample, rank - 1)[rank - 1]
+        t = _kth_small(sample, rank) if rank <= MAX_K else np.partition(sample, rank - 1)[rank - 1]
         m = 0
         for j0 in range(0, n, CHUNK):
             m += _at_most(row[j0:j0 + CHUNK], t)
@@ -209,14 +223,17 @@ def _kth_large(row, k):
 
 @jit.njit()
 def _kth(row, k):
-    """The k-th smallest of `row` (with repeats); past `MAX_K`, `_kth_large`. A row of at
-    least 16k scores is read once
-    for the minima of GROUPS strided column groups (column j: row[j], row[j + w], ...; an
-    elementwise minimum, vectorised); the k smallest scores lie in the columns whose minimum
+    """The k-th smallest of `row` (with repeats): `_kth_small` up to `MAX_K`, else `_kth_large`."""
+    return _kth_small(row, k) if k <= MAX_K else _kth_large(row, k)
+
+
+@jit.njit()
+def _kth_small(row, k):
+    """The k-th smallest of `row` (with repeats), k at most `MAX_K`. A row of at least 16k
+    scores is read once for the minima of GROUPS strided column groups (column j: row[j],
+    row[j + w], ...; an elementwise minimum, vectorised); the k smallest scores lie in the columns whose minimum
     is at most the k-th smallest minimum (those k minima are k scores), so only those columns
     and the last n % GROUPS scores go through the insertion top-k."""
-    if k > MAX_K:
-        return _kth_large(row, k)
     n = len(row)
     best = np.full(k, np.inf, dtype=np.float32)
     w = n // GROUPS
