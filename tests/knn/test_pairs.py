@@ -121,14 +121,14 @@ def test_pair_distances_equal_rows_give_equal_distances(monkeypatch, tmp_path, m
         np.testing.assert_allclose(ints, ints_t, rtol=1e-15)
 
 
-@pytest.mark.parametrize("k", [9, 40])  # kept by insertion; by a partition and sorts (`pairs.SMALL_K`)
+@pytest.mark.parametrize("k", [9, 40])  # kept by insertion; by sorts, after a partition past 2k (`pairs.SMALL_K`)
 @pytest.mark.parametrize("largest_first", [False, True])
 def test_pick_of_grouped_pairs_matches_the_general_sort(monkeypatch, largest_first, k):
     """Pairs grouped by query, columns in any order within each, ties everywhere (-0.0 and
     0.0 among them), some queries holding fewer than k: the same D, I and short queries."""
     m = get_metric("inner_product" if largest_first else "euclidean")
     rng = np.random.default_rng(4)
-    counts = rng.integers(1, 60, 70)
+    counts = rng.integers(1, 120, 70)  # k = 40: fewer than k, k to 2k, more than 2k
     rows = np.repeat(np.arange(70) * 2, counts)  # some queries absent
     cols = np.concatenate([rng.permutation(500)[:c] for c in counts])
     dist = rng.integers(-3, 4, len(rows)).astype(np.float64)
