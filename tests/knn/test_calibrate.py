@@ -202,6 +202,7 @@ def test_each_search_takes_the_screen_predicted_fastest_for_its_queries(cache, m
         return calibrate.Calibration(key, 4096, {"fp32": terms(fixed_s=1e-3, per_query_s=1e-4, per_row_s=1e-6),
                                                  "int8": terms(fixed_s=1e-3, per_query_s=2e-4, per_row_s=1e-7)})
     monkeypatch.setattr(calibrate, "calibrate", measured)
+    monkeypatch.setattr(calibrate, "PROBE_MIN_QUERIES", 10**6)  # the model's choices (probes: tests below)
     rng = np.random.default_rng(5)
     X = np.maximum(rng.normal(size=(3000, 40)), 0).astype(np.float32)
     Q = np.maximum(rng.normal(size=(200, 40)), 0).astype(np.float32)
