@@ -267,6 +267,29 @@ def test_query_blocks_and_a_large_k_stay_exact(kind, dtype, kernels):
     np.testing.assert_array_equal(np.sort(D, 1), D)
 
 
+def test_an_int8_screen_of_short_rows_takes_blocks_whose_scores_stay_in_cache(kernels):
+    """int8 rows of at most `CACHE_BLOCK_D` dimensions: query blocks of `CACHE_BLOCK_BYTES` of
+    scores (`CACHE_BLOCK_ROWS` queries at least), their pairs finished together, exact; fp32,
+    longer rows, and bases too large for `CACHE_BLOCK_ROWS` queries keep the kept buffer's."""
+    from lookalike.knn import screen as S
+
+    rng = np.random.default_rng(2)
+    xb = rng.normal(size=(12000, 32)).astype(np.float32)
+    xq = rng.normal(size=(400, 32)).astype(np.float32)
+    base = PreparedBase(xb, screen_dtype=torch.int8)
+    rows = S.CACHE_BLOCK_BYTES // (12000 * 4)
+    assert base.query_block(400, 64) == rows == 174
+    assert PreparedBase(xb).query_block(400, 64) == 400  # fp32
+    assert PreparedBase(np.zeros((12000, 300), np.float32), screen_dtype=torch.int8).query_block(400, 64) == 400
+    assert PreparedBase(np.zeros((200000, 32), np.float32), screen_dtype=torch.int8).query_block(400, 64) == 167
+    stats = SearchStats()
+    D, I = knn(xq, base, 10, stats=stats)
+    assert stats.path == "query blocks" and stats.blocks == [174, 12000]
+    D_ref, I_ref = reference_knn(xq, xb, 10, "euclidean")
+    np.testing.assert_array_equal(I, I_ref)
+    np.testing.assert_allclose(D, D_ref, rtol=1e-5, atol=1e-6)
+
+
 def test_query_blocks_cap_their_candidates_and_fall_back(kernels):
     """Every base row at the same distance: each query block's window holds the whole base,
     past its candidate limit, so its queries fall back to the full scan, and stay exact."""

@@ -143,13 +143,20 @@ def _search(base: PreparedBase, xq: np.ndarray, k: int, D: np.ndarray, I: np.nda
     if qw >= min(nq, MIN_QUERY_BLOCK):  # every score of a query block in one block (the small-size path)
         st.path = "one block" if qw >= nq else "query blocks"
         st.blocks = [qw, base.nb]
+        # the blocks' pairs are refined, reranked and picked together, once they reach a block's
+        # limit or at the end: each of those stages costs a fixed part per call
+        held: list[tuple[torch.Tensor, torch.Tensor]] = []
         for lo, hi in ranges(nq, qw):
             t0 = time.perf_counter()
             r, c, count = _one_block(base, q_rows[lo:hi], k, exclude_self, lo)
-            r, c, over = capped(r, c, hi - lo, candidate_limit(k, hi - lo, base.budget), count)
+            limit = candidate_limit(k, hi - lo, base.budget)
+            r, c, over = capped(r, c, hi - lo, limit, count)
             fb[lo:hi] = over.cpu().numpy()
+            held.append((r + lo, c))
             st.screen_s += time.perf_counter() - t0
-            _finish(base, xq, r + lo, c, k, D, I, scale, st)
+            if hi == nq or sum(len(p[0]) for p in held) >= limit // 2:
+                _finish(base, xq, *_joined(held), k, D, I, scale, st)
+                held = []
     else:
         t0 = time.perf_counter()
         qb, bb = base.block_sizes(nq)
@@ -167,6 +174,13 @@ def _search(base: PreparedBase, xq: np.ndarray, k: int, D: np.ndarray, I: np.nda
     if len(fb_rows):
         _full_scan(base, xq, fb_rows, k, D, I, exclude_self, scale)
     st.fallback_s += time.perf_counter() - t0
+
+
+def _joined(held: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pairs of consecutive query blocks as one set (rows stay ascending)."""
+    if len(held) == 1:
+        return held[0]
+    return torch.cat([r for r, _ in held]), torch.cat([c for _, c in held])
 
 
 def _finish(base: PreparedBase, xq: np.ndarray, r: torch.Tensor, c: torch.Tensor, k: int, D: np.ndarray,
