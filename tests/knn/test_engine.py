@@ -290,6 +290,23 @@ def test_an_int8_screen_of_short_rows_takes_blocks_whose_scores_stay_in_cache(ke
     np.testing.assert_allclose(D, D_ref, rtol=1e-5, atol=1e-6)
 
 
+def test_query_blocks_finish_their_pairs_together_within_a_blocks_limit(kernels, monkeypatch):
+    """The pairs of consecutive query blocks are refined, reranked and picked in one call,
+    until holding the next block's would pass one block's candidate limit: then in another."""
+    from lookalike.knn import engine
+
+    xq, xb = _query_block_data("small_ints")
+    xq = np.concatenate([xq, xq[::-1], xq[:100]])  # 500 queries: five blocks of 100
+    held = []
+    finish = engine._finish
+    monkeypatch.setattr(engine, "_finish", lambda base, q, r, c, *a: (held.append(len(r)), finish(base, q, r, c, *a)))
+    stats = SearchStats()
+    assert_exact(xq, xb, 700, "euclidean", screen_dtype=torch.int8, working_memory=4.6, stats=stats)
+    assert stats.path == "query blocks" and stats.blocks == [100, 2000]
+    limit = engine.candidate_limit(700, 100, 4.6 * 2**20)
+    assert len(held) >= 2 and all(n <= limit for n in held) and sum(held) == stats.candidates
+
+
 def test_query_blocks_cap_their_candidates_and_fall_back(kernels):
     """Every base row at the same distance: each query block's window holds the whole base,
     past its candidate limit, so its queries fall back to the full scan, and stay exact."""

@@ -143,8 +143,8 @@ def _search(base: PreparedBase, xq: np.ndarray, k: int, D: np.ndarray, I: np.nda
     if qw >= min(nq, MIN_QUERY_BLOCK):  # every score of a query block in one block (the small-size path)
         st.path = "one block" if qw >= nq else "query blocks"
         st.blocks = [qw, base.nb]
-        # the blocks' pairs are refined, reranked and picked together, once they reach a block's
-        # limit or at the end: each of those stages costs a fixed part per call
+        # the blocks' pairs are refined, reranked and picked together (each of those stages
+        # costs a fixed part per call), up to a block's candidate limit held at once
         held: list[tuple[torch.Tensor, torch.Tensor]] = []
         for lo, hi in ranges(nq, qw):
             t0 = time.perf_counter()
@@ -152,11 +152,12 @@ def _search(base: PreparedBase, xq: np.ndarray, k: int, D: np.ndarray, I: np.nda
             limit = candidate_limit(k, hi - lo, base.budget)
             r, c, over = capped(r, c, hi - lo, limit, count)
             fb[lo:hi] = over.cpu().numpy()
-            held.append((r + lo, c))
             st.screen_s += time.perf_counter() - t0
-            if hi == nq or sum(len(p[0]) for p in held) >= limit // 2:
+            if held and sum(len(p[0]) for p in held) + len(r) > limit:
                 _finish(base, xq, *_joined(held), k, D, I, scale, st)
                 held = []
+            held.append((r + lo, c))
+        _finish(base, xq, *_joined(held), k, D, I, scale, st)
     else:
         t0 = time.perf_counter()
         qb, bb = base.block_sizes(nq)
