@@ -13,6 +13,7 @@ or `LOOKALIKE_JIT=0`, takes the torch path of each stage, which computes the sam
 from __future__ import annotations
 
 import os
+import threading
 
 import torch
 
@@ -49,10 +50,17 @@ def njit(*, parallel: bool = False, fastmath: bool = False):
     return wrap
 
 
+_threads = threading.local()  # the count this thread last gave numba (numba's count is per thread)
+
+
 def threads() -> None:
     """Run parallel kernels on as many threads as torch uses (set before each parallel call:
-    torch's count may change, e.g. `torch.set_num_threads` in a server)."""
+    torch's count may change, e.g. `torch.set_num_threads` in a server). numba is only asked
+    when torch's count differs from the one this thread last set (asking costs about 7 us, and
+    a search of one query calls this five times)."""
     if numba is not None:
         n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-        if numba.get_num_threads() != n:
-            numba.set_num_threads(n)
+        if getattr(_threads, "n", None) != n:
+            if numba.get_num_threads() != n:
+                numba.set_num_threads(n)
+            _threads.n = n

