@@ -138,3 +138,14 @@ def test_a_recast_base_holds_the_rows_a_fresh_one_would(metric, dtype):
     assert head.extent.l2 == float(cast.rows.l2[:1000].max())
     with pytest.raises(ValueError):
         cast.recast(torch.bfloat16)  # only an fp32 base is recast
+
+
+def test_the_power_of_two_of_one_value_is_the_tensor_ones():
+    """`scaling.pow2_of` (Python floats, for one value) gives `pow2_scale`'s power of two:
+    zero, subnormals, the limits' clamps."""
+    from lookalike.knn.scaling import pow2_of, pow2_scale
+
+    values = [0.0, 5e-324, 1e-320, 1e-300, 2.0**-1074, 0.3, 0.5, 1.0, 1.5, 7.0, 3e38, 2.0**1000, 1e308]
+    for limit in (1022, 500, 125):
+        for v in values:
+            assert pow2_of(v, limit) == float(pow2_scale(torch.tensor(v, dtype=torch.float64), limit)), (v, limit)

@@ -28,7 +28,7 @@ import torch
 from ..errors import InvalidParameter, SearchError
 from . import gemm
 from .blocks import MAX_VALUE, SCRATCH_MIB, as_tensor, budget_bytes, from_numpy, ranges
-from .scaling import COMFORT, RERANK_SCALE_EXP, pow2_scale
+from .scaling import COMFORT, RERANK_SCALE_EXP, pow2_of, pow2_scale
 from .metrics import Metric, get_metric
 
 UNIT_ROUNDOFF = {torch.float64: 2.0**-53, torch.float32: 2.0**-24, torch.bfloat16: 2.0**-8,
@@ -350,7 +350,7 @@ class PreparedBase:
         self.amax = amax
         if not m.gemm or m.normalised:
             return 1.0, None
-        scale = float(pow2_scale(torch.tensor(amax, dtype=torch.float64), SCALE_EXP))
+        scale = pow2_of(amax, SCALE_EXP)
         return scale, (total / max(1, self.nb) * scale if m.centred else None)
 
     def query_scales(self, xq: np.ndarray) -> tuple[np.ndarray, float]:
@@ -374,7 +374,7 @@ class PreparedBase:
         squares = m.p == 2 or (m.p is None and not m.normalised)  # only squares and products can underflow
         if not squares:
             return wide, 1.0
-        return wide, float(pow2_scale(torch.tensor(max(self.amax, qmax), dtype=torch.float64), RERANK_SCALE_EXP))
+        return wide, pow2_of(max(self.amax, qmax), RERANK_SCALE_EXP)
 
     def head(self, n: int) -> PreparedBase:
         """The first `n` rows as a base of their own, sharing this one's prepared rows (no
