@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lookalike import NearestNeighbors
-from lookalike.knn import BACKENDS, METRICS, available, compare, get_metric, reference_knn
+from lookalike.knn import BACKENDS, METRICS, available, compare, get_metric, jit, reference_knn
 from lookalike.errors import InvalidParameter
 from lookalike.knn.backends import select
 from lookalike.knn.verify import check
@@ -122,12 +122,15 @@ def test_the_metric_table_names_what_each_library_calls_the_metric():
     assert all(hasattr(faiss, f"METRIC_{m.faiss}") for m in METRICS.values())
 
 
-def test_backends_are_built_with_their_options():
+def test_backends_are_built_with_their_options(monkeypatch):
     b = select("lookalike", "cosine", "cpu", working_memory=8, precision="int8")
     assert b.precision == "int8" and b.working_memory == 8 and b.screen_dtype_ is None  # not fitted yet
     b.fit(X)
     assert str(b.screen_dtype_) == "torch.int8" and b.prepared_base_.working_memory == 8
-    assert b.config == "lookalike engine, int8 screen + fp32 refine + float64 rerank"
+    if jit.enabled():
+        assert b.config == "lookalike engine, int8 screen + float64 rerank"  # compiled: the rerank takes the window
+    monkeypatch.setenv("LOOKALIKE_JIT", "0")
+    assert b.config == "lookalike engine, int8 screen + fp32 refine + float64 rerank"  # torch's rerank
     with pytest.raises(InvalidParameter, match="unknown backend 'annoy'"):
         select("annoy", "cosine", "cpu")
 

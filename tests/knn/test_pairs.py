@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from lookalike.knn import METRICS, PreparedBase, get_metric, knn, reference_knn
+from lookalike.knn import METRICS, get_metric, knn, reference_knn
 from lookalike.knn import jit, pairs
-from lookalike.knn.refine import pair_distances, pick, refine
+from lookalike.knn.blocks import SearchStats
+from lookalike.knn.refine import pair_distances, pick
 
 pytestmark = pytest.mark.skipif(not jit.enabled(), reason="numba is not installed (or LOOKALIKE_JIT=0)")
 
@@ -146,44 +147,24 @@ def test_pick_of_grouped_pairs_matches_the_general_sort(monkeypatch, largest_fir
     assert set(s1) == set(2 * np.flatnonzero(counts < k))
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("screen_dtype", [torch.bfloat16, torch.int8], ids=str)
-def test_refine_kernel_keeps_the_true_k_as_the_torch_path_does(monkeypatch, kind, screen_dtype):
-    """The widest window (every pair, queries in any order): both paths keep each query's k
-    best and every tie with its k-th, and both narrow the window."""
-    xq, xb, metrics = case(kind, 1)
-    xq, xb = xq[:8], xb[:200]
-    k = 4
-    nq, nb = len(xq), len(xb)
-    perm = torch.from_numpy(np.random.default_rng(2).permutation(nq * nb))
-    rows = torch.arange(nq).repeat_interleave(nb)[perm]
-    cols = torch.arange(nb).repeat(nq)[perm]
-    for metric in (m for m in metrics if METRICS[m].gemm):
-        base = PreparedBase(xb, metric, screen_dtype=screen_dtype)
-        exact = pair_distances(get_metric(metric), xq, xb, rows.numpy(), cols.numpy())
-        key = get_metric(metric).sort_key(exact)
-        kth = np.array([np.sort(key[rows.numpy() == q])[k - 1] for q in range(nq)])
-        must = {(int(a), int(b)) for a, b, v in zip(rows, cols, key) if v <= kth[int(a)]}
-        for r, c in both(monkeypatch, lambda: refine(base, xq, rows, cols, k)):
-            kept = {(int(a), int(b)) for a, b in zip(r, c)}
-            assert must <= kept, (metric, kind)
-            assert len(kept) < nq * nb / 2, (metric, kind)
-
-
 def test_cpu_searches_run_the_kernels(monkeypatch):
-    """A CPU search of float32 or float64 arrays refines, reranks and picks in the kernels;
-    with LOOKALIKE_JIT=0 it never calls them."""
+    """A CPU search of float32 or float64 arrays reranks and picks in the kernels, an int8
+    window unrefined (the rerank takes it whole); with LOOKALIKE_JIT=0 it never calls them,
+    and refines the window in torch first."""
     calls = []
-    for name in ("refine_keep", "distances", "pick_grouped"):
+    for name in ("distances", "pick_grouped"):
         fn = getattr(pairs, name)
         monkeypatch.setattr(pairs, name, lambda *a, _fn=fn, _name=name, **kw: calls.append(_name) or _fn(*a, **kw))
     xq, xb, _ = case("duplicates")
-    knn(xq, xb, 5, screen_dtype=torch.int8)
-    assert set(calls) == {"refine_keep", "distances", "pick_grouped"}
+    stats = SearchStats()
+    knn(xq, xb, 5, screen_dtype=torch.int8, stats=stats)
+    assert set(calls) == {"distances", "pick_grouped"}
+    assert stats.refine_s == 0 and stats.reranked == stats.candidates
     calls.clear()
     monkeypatch.setenv("LOOKALIKE_JIT", "0")
-    knn(xq, xb.astype(np.float64), 5, screen_dtype=torch.int8)
-    assert not calls
+    stats = SearchStats()
+    knn(xq, xb.astype(np.float64), 5, screen_dtype=torch.int8, stats=stats)
+    assert not calls and stats.refine_s > 0
 
 
 @pytest.mark.parametrize("metric", sorted(METRICS))

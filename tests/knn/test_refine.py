@@ -7,6 +7,7 @@ from scipy.spatial.distance import cdist
 
 from lookalike.knn import METRICS, PreparedBase, get_metric, reference_knn
 from lookalike.knn.metrics import exact_distances
+from lookalike.knn import jit
 from lookalike.knn.refine import pair_distances, pick, refine, refines
 
 GEMM = sorted(m for m in METRICS if METRICS[m].gemm)
@@ -44,9 +45,16 @@ def test_refine_keeps_the_true_k_among_its_pairs(metric, screen_dtype, input_dty
     assert len(kept) < nq * nb / 2  # and it narrows
 
 
-def test_only_low_precision_screens_refine():
-    assert refines(torch.bfloat16) and refines(torch.int8) and refines(torch.float16)
-    assert not refines(torch.float32) and not refines(torch.float64)
+def test_only_low_precision_screens_refine_and_only_before_torchs_rerank(monkeypatch):
+    """bf16, fp16 and int8 windows are refined where torch reranks them (a GPU, tensors it
+    cannot read in place, LOOKALIKE_JIT=0); the compiled CPU rerank takes them whole."""
+    a = np.zeros((3, 4), np.float32)
+    for low in (torch.bfloat16, torch.int8, torch.float16):
+        assert refines(low, "cuda", a, a) and refines(low, "cpu", a.astype(np.float16), a)
+        assert refines(low, "cpu", a, a) != jit.enabled("cpu")
+    assert not refines(torch.float32, "cuda", a, a) and not refines(torch.float64, "cuda", a, a)
+    monkeypatch.setenv("LOOKALIKE_JIT", "0")
+    assert refines(torch.int8, "cpu", a, a)
 
 
 def test_pick_orders_by_distance_then_lower_index():

@@ -14,8 +14,10 @@
    screened score. `Window` keeps each query's k best scores so far and collects every
    candidate inside (k-th so far + 2E): one pass over the block for group minima, then only
    the groups that reach the window are looked at.
-4. Refine (bf16 and int8 screens, whose windows are wide): each candidate is scored again in
-   fp32 with its own error bound, and only those that can still be among the k are kept.
+4. Refine (bf16 and int8 screens, whose windows are wide, where the rerank runs in torch: a
+   GPU, `LOOKALIKE_JIT=0`): each candidate is scored again in fp32 with its own error bound,
+   and only those that can still be among the k are kept. The CPU's compiled rerank costs
+   about as much a pair as this does, and takes the whole window (`refine.refines`).
 5. Rerank: the candidates left are scored exactly, in float64, and sorted by (distance,
    index), so ties go to the lower index.
 6. Fallback: a query that held too many candidates (`limit`) stops collecting; it is screened
@@ -189,7 +191,7 @@ def _finish(base: PreparedBase, xq: np.ndarray, r: torch.Tensor, c: torch.Tensor
     """Stages 4-5 for the window's pairs (r, c): the fp32 refinement of a wide window, the
     float64 rerank, and each query's k best into D and I."""
     st.candidates += len(r)
-    if refines(base.screen.dtype):  # a wide window: narrow it in fp32 first
+    if refines(base.screen.dtype, base.device, xq, base.xb):  # a wide window: narrow it in fp32 first
         t0 = time.perf_counter()
         r, c = refine(base, xq, r, c, k)
         st.refine_s += time.perf_counter() - t0

@@ -1,17 +1,17 @@
-"""Compiled CPU kernels of the per-pair stages (4-5): refine, rerank, pick.
+"""Compiled CPU kernels of the per-pair stages (5): the float64 rerank and the pick.
 
-Each stage of `refine.py` on the CPU is one compiled pass over the (query, base row) pairs
-instead of many small torch operations (gathers, `unique`, sorts, chunk loops):
+Each is one compiled pass over the (query, base row) pairs instead of many small torch
+operations (gathers, `unique`, sorts, chunk loops):
 
-- `refine_keep`: each pair's fp32 screen score and its error bound, from the base row read
-  in place (no gathered copy), then the keep test against its query's k-th (score + bound).
-- `distances`: each pair's exact float64 distance, every metric.
+- `distances`: each pair's exact float64 distance, every metric, the base row read in place.
 - `pick_grouped`: for pairs grouped by query, each query's k best by (distance, base index).
 
-The formulas are `refine._pair_scores` / `_score_and_bound`, `metrics.exact_distances` and
-`refine.pick`'s, and the results are the same neighbours; `refine.py` calls these when
-`jit.enabled()` (the CPU, numba present, `LOOKALIKE_JIT` not 0) and the inputs are float32 or
-float64 arrays, and keeps its torch code for every other case (a GPU, tensors on a device).
+The formulas are `metrics.exact_distances` and `refine.pick`'s, and the results are the same
+neighbours; `refine.py` calls these when `jit.enabled()` (the CPU, numba present,
+`LOOKALIKE_JIT` not 0) and the inputs are float32 or float64 arrays, and keeps its torch code
+for every other case (a GPU, tensors on a device). A distance here costs about what the fp32
+refinement's score and bound of a pair cost, so where these rerank, a bf16 or int8 window is
+not refined first (`refine.refines`); a compiled refinement was here, and was dropped.
 
 Sums are pairwise in a fixed pattern (`_tree_sum`): the terms of a pair go into a buffer
 whose halves are added element by element. The order depends on d only, so a pair's result
@@ -35,15 +35,13 @@ try:  # pragma: no cover - exercised by whichever environment runs the tests
 except ImportError:  # pragma: no cover
     prange = range
 
-__all__ = ["usable", "as_array", "grouped", "refine_keep", "norms", "distances", "pick_grouped"]
+__all__ = ["usable", "as_array", "grouped", "distances", "pick_grouped"]
 
 CHUNK = 64  # pairs (or queries) a parallel task takes at a time
 SMALL_K = 32  # up to this k, each query's k best are kept by insertion (no sort, no allocation a query)
 
 # metric kinds of `_distances`
 L1, L2_SQUARED, L2, LINF, INNER, COSINE = range(6)
-# score kinds of `_refine_scores`
-CENTRED, DOTS, NORMALISED = range(3)
 
 
 def usable(*arrays) -> bool:
@@ -85,158 +83,6 @@ def group_starts(rows: np.ndarray) -> np.ndarray:
     out[1:len(cut) + 1] = cut + 1
     out[len(cut) + 1] = n
     return out[:len(cut) + 2]
-
-
-# ---------------------------------------------------------------- refine
-
-
-def refine_keep(m: Metric, xb: np.ndarray, A: np.ndarray, an: np.ndarray, slot: np.ndarray, rows: np.ndarray,
-                cols: np.ndarray, k: int, *, scale: float, mean: np.ndarray | None, b_l2: np.ndarray | None,
-                scale_rows: bool, gamma: float, eta: float) -> np.ndarray:
-    """Which pairs (rows[i], cols[i]) the fp32 refinement keeps (bool, one per pair).
-
-    `A`: the pairs' queries prepared as `refine._pair_scores` prepares them (scaled, centred,
-    in the accumulation type, float32 or float64: the type of every product and sum here),
-    `an` their float64 norms, `slot[i]` pair i's row of `A`. Base rows are read in place and
-    prepared element by element as `_pair_scores` prepares them: times `scale` (the base's
-    power of two; 1 for cosine) then minus `mean` (centred metrics), in `A`'s type; with
-    `scale_rows` (cosine rows not all comfortable) each row times its own power of two
-    instead, rounded to `A`'s type. `b_l2`: the base's float64 norms of its prepared rows
-    when `A` is float32 and the metric not cosine (else computed here, in float64).
-
-    A pair is kept when score - e <= its query's k-th smallest (score + e), e its bound.
-    The bound's gamma = d u / (1 - d u) (`refine._precision`) covers the rounding of a sum
-    of d products in any order: the GEMM's of the torch path, and `_tree_sum`'s here.
-    """
-    kind = NORMALISED if m.normalised else (CENTRED if m.centred else DOTS)
-    wide = A.dtype.type
-    d = A.shape[1]
-    mu = np.zeros(d, A.dtype) if mean is None else np.ascontiguousarray(mean, A.dtype)
-    l2 = np.zeros(1) if b_l2 is None else np.ascontiguousarray(b_l2, np.float64)
-    score = np.empty(len(cols), np.float64)
-    err = np.empty(len(cols), np.float64)
-    jit.threads()
-    _refine_scores(xb, A, an, slot, cols, wide(scale), mu, l2, b_l2 is not None, kind, scale_rows,
-                   gamma, eta, score, err)
-    keep = np.empty(len(cols), np.bool_)
-    if grouped(rows):
-        _keep(np.arange(len(rows), dtype=np.int64), group_starts(rows), score, err, k, keep)
-    else:
-        order = np.argsort(rows, kind="stable")
-        _keep(order, group_starts(rows[order]), score, err, k, keep)
-    return keep
-
-
-@jit.njit(parallel=True)
-def _refine_scores(xb, A, an, slot, cols, sc, mean, b_l2, has_l2, kind, scale_rows, gamma, eta,
-                   score, err):  # pragma: no cover - compiled
-    """score and err of every pair (see `refine_keep`); `sc` is of A's type, which every
-    product and sum of the dot product is computed in."""
-    n, d = len(cols), A.shape[1]
-    bsq_here = kind == NORMALISED or not has_l2
-    for ch in prange((n + CHUNK - 1) // CHUNK):
-        prod = np.empty(max(d, 1), A.dtype)
-        sq = np.empty(max(d, 1))
-        row = np.empty(d, A.dtype)
-        for p in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
-            a = A[slot[p]]
-            c = cols[p]
-            if scale_rows:  # cosine rows scaled one by one: float64 products rounded to A's type
-                s = _pow2(_amax(xb[c]))
-                for t in range(d):
-                    row[t] = xb[c, t] * s
-                for t in range(d):
-                    prod[t] = a[t] * row[t]
-                for t in range(d):
-                    v = np.float64(row[t])
-                    sq[t] = v * v
-                bsq = _tree_sum(sq, d)
-            elif bsq_here:  # times the base's power of two (exact), then centred, in A's type
-                for t in range(d):
-                    b = xb[c, t] * sc - mean[t]
-                    prod[t] = a[t] * b
-                    v = np.float64(b)
-                    sq[t] = v * v
-                bsq = _tree_sum(sq, d)
-            else:
-                for t in range(d):
-                    prod[t] = a[t] * (xb[c, t] * sc - mean[t])
-                bsq = b_l2[c] * b_l2[c]
-            dot = np.float64(_tree_sum(prod, d))
-            score[p], err[p] = _bound(kind, dot, an[slot[p]], bsq, gamma, eta)
-
-
-@jit.njit()
-def _bound(kind, dot, an, bsq, gamma, eta):  # pragma: no cover - compiled
-    """(score, bound) of one pair as `refine._score_and_bound` gives them, the bound already
-    times 1.5 (second-order terms), as `_pair_scores` multiplies it."""
-    if kind == NORMALISED:  # -cos; a zero row is at cosine 0 from everything, exactly
-        bn = math.sqrt(bsq)
-        nrm = an * bn
-        e = (3 * gamma if nrm > 0 else 0.0) + eta * (1 + an + bn) ** 2
-        return (-dot / nrm if nrm > 0 else 0.0), 1.5 * e
-    bn = math.sqrt(bsq) * (1 + gamma)  # at least |b|
-    absolute = eta * (1 + an + bn) ** 2
-    if kind == CENTRED:
-        return bsq - 2 * dot, 1.5 * (gamma * (3 * bn * bn + 2 * an * bn) + absolute)
-    return -dot, 1.5 * (gamma * an * bn + absolute)
-
-
-@jit.njit(parallel=True)
-def _keep(order, starts, score, err, k, keep):  # pragma: no cover - compiled
-    """keep[p] for pairs order[starts[g]:starts[g+1]] of each query g: score - err at most
-    the query's k-th smallest score + err (every pair kept by a query holding at most k)."""
-    ng = len(starts) - 1
-    for ch in prange((ng + CHUNK - 1) // CHUNK):
-        low = np.empty(k)
-        for g in range(ch * CHUNK, min(ng, (ch + 1) * CHUNK)):
-            lo, hi = starts[g], starts[g + 1]
-            if hi - lo <= k:
-                for i in range(lo, hi):
-                    keep[order[i]] = True
-                continue
-            if k <= SMALL_K:  # the k smallest kept sorted by insertion
-                m = 0
-                for i in range(lo, hi):
-                    v = score[order[i]] + err[order[i]]
-                    if m == k and v >= low[k - 1]:
-                        continue
-                    j = m if m < k else k - 1
-                    while j > 0 and v < low[j - 1]:
-                        low[j] = low[j - 1]
-                        j -= 1
-                    low[j] = v
-                    if m < k:
-                        m += 1
-                kth = low[k - 1]
-            else:
-                top = np.empty(hi - lo)
-                for i in range(lo, hi):
-                    top[i - lo] = score[order[i]] + err[order[i]]
-                kth = np.partition(top, k - 1)[k - 1]
-            for i in range(lo, hi):
-                p = order[i]
-                keep[p] = score[p] - err[p] <= kth
-
-
-def norms(A: np.ndarray) -> np.ndarray:
-    """float64 L2 norm of each row of A (float32 or float64), summed as `_tree_sum` sums."""
-    out = np.empty(len(A))
-    jit.threads()
-    _norms(A, out)
-    return out
-
-
-@jit.njit(parallel=True)
-def _norms(A, out):  # pragma: no cover - compiled
-    n, d = A.shape
-    for ch in prange((n + CHUNK - 1) // CHUNK):
-        sq = np.empty(max(d, 1))
-        for i in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
-            for t in range(d):
-                v = np.float64(A[i, t])
-                sq[t] = v * v
-            out[i] = math.sqrt(_tree_sum(sq, d))
 
 
 # ---------------------------------------------------------------- rerank

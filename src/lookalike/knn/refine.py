@@ -187,9 +187,18 @@ def check_representable(m: Metric, dist: np.ndarray) -> None:
             f"(+-{MAX_VALUE:.3g}) in which they are returned; scale the data down, e.g. divide it by 2**{shift}")
 
 
-def refines(screen_dtype: torch.dtype) -> bool:
-    """Whether a screen at this precision has its windows refined in fp32 (bf16, fp16, int8)."""
-    return screen_dtype not in (torch.float32, torch.float64)
+def refines(screen_dtype: torch.dtype, device: torch.device | str = "cpu", *arrays) -> bool:
+    """Whether a screen at this precision has its windows refined in fp32 (bf16, fp16, int8)
+    on `device`, its pairs' queries and base being `arrays`. Not where the compiled kernels
+    rerank them (`pairs.usable`, on the CPU): their float64 distance of a pair costs about what
+    the fp32 refinement's score and bound of it cost, so refining the window first only adds
+    its own pass (measured: one query x 20,000 x 256, int8, k = 10: 0.72 against 0.54 ms;
+    1,000 queries 32.0 against 30.2; k = 100 148 against 143; 500 x 30,000 x 2,048, k = 3: 99.9
+    against 99.1; the same neighbours and distances). Torch's float64 rerank (a GPU,
+    `LOOKALIKE_JIT=0`) keeps the refinement."""
+    if screen_dtype in (torch.float32, torch.float64):
+        return False
+    return not (jit.enabled(device) and pairs.usable(*arrays))
 
 
 def refine(base: PreparedBase, xq: np.ndarray, rows: torch.Tensor, cols: torch.Tensor, k: int,
@@ -203,48 +212,18 @@ def refine(base: PreparedBase, xq: np.ndarray, rows: torch.Tensor, cols: torch.T
     """
     if not len(rows):
         return rows, cols
-    if base.device.type == "cpu" and pairs.usable(xq, base.xb):
-        return _refine_compiled(base, xq, rows, cols, k)
     rows, cols = _sharing_order(rows, cols, base.nb)
     score, err = _pair_scores(base, xq, rows, cols, chunk_bytes)
     keep = score - err <= _kth_top(rows, score + err, k)
     return rows[keep], cols[keep]
 
 
-def _refine_compiled(base: PreparedBase, xq: np.ndarray | torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
-                     k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`refine` by the compiled kernel (`pairs.refine_keep`), pairs kept in the order given:
-    the queries prepared here as `_pair_scores` prepares them, the base rows read in place."""
-    m = base.metric
-    r, c = rows.numpy(), cols.numpy()
-    wide, gamma, eta = _precision(base, xq)
-    xq_t = as_tensor(xq, base.device)
-    present = np.flatnonzero(np.bincount(r))
-    slot = np.zeros(len(xq), dtype=np.int64)
-    slot[present] = np.arange(len(present))
-    a = xq_t[torch.from_numpy(present)].to(wide)  # a copy: scaled and centred in place
-    if not m.normalised or not comfortable(row_max(xq_t)):
-        a = _scaled(m, a, base.scale)
-    mean = base.screen.mean.to(wide) if m.centred else None
-    if mean is not None:
-        a -= mean
-    a = a.numpy()
-    # |b| as the prepare computed it (fp32 sums) where known; cosine needs none
-    b_l2 = base.l2.numpy() if wide == torch.float32 and not m.normalised else None
-    keep = pairs.refine_keep(m, pairs.as_array(base.xb), a, pairs.norms(a), slot[r], r, c, k,
-                             scale=1.0 if m.normalised else base.scale,
-                             mean=None if mean is None else mean.numpy(), b_l2=b_l2,
-                             scale_rows=m.normalised and not base.rows_comfortable, gamma=gamma, eta=eta)
-    return torch.from_numpy(r[keep]), torch.from_numpy(c[keep])
-
-
 def _precision(base: PreparedBase, xq: np.ndarray | torch.Tensor) -> tuple[torch.dtype, float, float]:
     """The refinement's type (fp32; float64 for float64 inputs), and its bound's relative
     (`gamma`) and absolute (`eta`, underflow) terms.
 
-    gamma = d u / (1 - d u) bounds the rounding of a sum of d products in any order, so
-    it covers both the GEMM's (whatever BLAS does) and the compiled kernel's pairwise sums
-    (`pairs._tree_sum`); 3 u more for the scaling, centring and cast of each element."""
+    gamma = d u / (1 - d u) bounds the rounding of a sum of d products in any order (the
+    GEMM's, whatever BLAS does); 3 u more for the scaling, centring and cast of each element."""
     float64 = as_tensor(xq[:0], base.device).dtype == torch.float64 or base.xb.dtype == np.float64
     wide = torch.float64 if float64 else torch.float32
     u, d = UNIT_ROUNDOFF[wide], base.d
