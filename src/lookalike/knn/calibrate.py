@@ -68,8 +68,9 @@ PROBE_MIN_S = 0.005  # nor are searches predicted (by the model's best) to take 
 K_MEASURED = 10 * K  # past this k, a low-precision screen's windows were not measured (see `LookalikeBackend.base_for`)
 REPEATS = 2
 FILE = "calibration.json"
-VERSION = 4  # of the file: 1 held one line in nb per screen; 2 timed fp32 before it could use NumPy's BLAS;
-# 3 timed the refine, rerank and window before they were compiled (`pairs`, `selection`)
+VERSION = 5  # of the file: 1 held one line in nb per screen; 2 timed fp32 before it could use NumPy's BLAS;
+# 3 timed the refine, rerank and window before they were compiled (`pairs`, `selection`); 4 timed
+# bf16 and int8 windows refined in fp32 before the CPU's rerank took them whole
 _lock = threading.Lock()
 _memory: dict[str, Calibration] = {}  # this process's calibrations, by shape class
 
