@@ -304,7 +304,7 @@ def test_query_blocks_finish_their_pairs_together_within_a_blocks_limit(kernels,
     assert_exact(xq, xb, 700, "euclidean", screen_dtype=torch.int8, working_memory=4.6, stats=stats)
     assert stats.path == "query blocks" and stats.blocks == [100, 2000]
     limit = engine.candidate_limit(700, 100, 4.6 * 2**20)
-    assert len(held) >= 2 and all(n <= limit for n in held) and sum(held) == stats.candidates
+    assert 2 <= len(held) < 5 and all(n <= limit for n in held) and sum(held) == stats.candidates
 
 
 def test_query_blocks_cap_their_candidates_and_fall_back(kernels):
@@ -387,8 +387,9 @@ def test_the_engine_checks_k_and_the_query_shape():
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problems(), st.sampled_from([torch.float32, torch.bfloat16, torch.int8]))
 def test_queries_given_as_a_tensor_search_the_same(problem, dtype):
-    """Queries already on the search's device (a GPU in benchmarks/gpu.py; the CPU here) go
-    through the device rerank (`device_pair_distances`): the same exact answer."""
+    """Queries already on the search's device (a GPU in benchmarks/gpu.py; the CPU here, whose
+    float32 tensors the compiled rerank reads in place, and torch's `device_pair_distances`
+    with LOOKALIKE_JIT=0): the same exact answer."""
     xq, xb, k, metric = problem
     D, I = knn(torch.from_numpy(xq), xb, k, metric, screen_dtype=dtype)
     D_ref, I_ref = reference_knn(xq, xb, k, metric)

@@ -1,6 +1,7 @@
-"""The compiled kernels of stages 4-5 (`knn/pairs.py`) against the torch path of `refine.py`
-(`LOOKALIKE_JIT=0`): the same neighbours, the same distances, the same ties, on the inputs
-where rounding, scaling and order matter."""
+"""The compiled kernels of stage 5 (`knn/pairs.py`: rerank and pick) against the torch path of
+`refine.py` (`LOOKALIKE_JIT=0`, which also refines low-precision windows first): the same
+neighbours, the same distances, the same ties, on the inputs where rounding, scaling and order
+matter."""
 
 import numpy as np
 import pytest
@@ -79,8 +80,9 @@ def test_kernels_and_torch_give_the_same_neighbours(monkeypatch, kind):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.int8], ids=str)
 def test_a_memory_mapped_base_is_read_in_place(monkeypatch, tmp_path, dtype):
-    """Refine and rerank read a memory-mapped base where it lies: the same result as the
-    base in memory, and as the torch path, streamed in small blocks or prepared whole."""
+    """The rerank (and torch's refinement) read a memory-mapped base where it lies: the same
+    result as the base in memory, and as the torch path, streamed in small blocks or prepared
+    whole."""
     xq, xb, _ = case("duplicates", 3)
     np.save(tmp_path / "xb.npy", xb)
     mm = np.load(tmp_path / "xb.npy", mmap_mode="r")

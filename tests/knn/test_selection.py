@@ -59,6 +59,17 @@ def test_window_pairs_equal_one_block(kind, k):
             assert_same_pairs(s, k, width, self_offset=offset)
 
 
+def test_a_sample_holding_the_smallest_scores_raises_its_threshold_until_k_fit():
+    """k = 100: the row's sampled scores (every 8th) are its smallest, so the first thresholds
+    hold fewer than k scores; the sample's rank doubles, past `MAX_K` by partition."""
+    nq, nb, k = 3, 1500, 100
+    s = torch.rand(nq, nb) + 1000
+    s[:, ::8] = torch.arange(len(range(0, nb, 8)), dtype=torch.float32)
+    width = torch.zeros(nq, dtype=torch.float64)
+    count = assert_same_pairs(s, k, width)
+    assert (count == k).all()
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.integers(1, 40), st.integers(1, 150), st.integers(0, 2**32 - 1), st.data())
 def test_window_pairs_equal_one_block_on_any_small_block(nq, nb, seed, data):

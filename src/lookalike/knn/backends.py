@@ -172,7 +172,7 @@ class LookalikeBackend(Backend):
     def config(self) -> str:
         if self.screen_dtype_ is None:
             return f"lookalike engine, {self.precision} screen + float64 rerank"
-        base = self.prepared_base_
+        base = self.prepared_base_  # queries of the base's type assumed (float16 ones would be refined too)
         refine = " + fp32 refine" if refines(self.screen_dtype_, self.device, base.xb, base.xb) else ""
         out = f"lookalike engine, {str(self.screen_dtype_).removeprefix('torch.')} screen{refine} + float64 rerank"
         if self.precision == "auto" and self.screen_choice_:

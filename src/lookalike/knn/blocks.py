@@ -57,7 +57,8 @@ def budget_bytes(working_memory: float | None) -> float:
 @dataclass
 class SearchStats:
     """What one search did: time per stage, candidates in the screen's windows, pairs reranked
-    in float64 (after the fp32 refinement of a bf16 or int8 window), queries that fell back."""
+    in float64 (after the fp32 refinement of a bf16 or int8 window where torch reranks: a GPU,
+    `LOOKALIKE_JIT=0`), queries that fell back."""
 
     screen_dtype: str = "float32"
     screen_choice: str = ""  # why that screen, in words (with precision 'auto': the calibration's prediction)

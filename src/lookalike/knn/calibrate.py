@@ -3,7 +3,7 @@ for a search of `nq` queries against `nb` rows.
 
 CPU flags do not say which screen is fastest: bf16 is several times fp32 on a CPU with AMX
 tiles, about 2x on some with AVX-512 BF16, 4x slower where it is emulated; int8's windows
-hold more candidates, whose fp32 refinement costs a fixed amount per query. And the answer
+hold more candidates, each of which the float64 rerank costs. And the answer
 changes with the number of queries: a few queries read the whole base for little arithmetic
 (memory-bound: the smaller the screen's rows, the faster), many queries are compute-bound.
 So the first `auto` search of a shape class on a machine times each candidate screen on
@@ -63,8 +63,9 @@ K = 10  # neighbours per query in the calibration's searches
 PROBE_QUERIES = 64  # queries a probe times each screen on (the winner's results are kept)
 PROBE_MIN_QUERIES = 2 * PROBE_QUERIES  # smaller searches take the model's choice
 PROBE_MIN_S = 0.005  # nor are searches predicted (by the model's best) to take less than this probed: a probe
-# costs up to about one such search, once per class and machine, its choice kept (the demo's search of 200
-# queries, predicted at 15 ms, took bf16 by the model: 6.0 ms, where int8 took 4.8 and FAISS 5.5)
+# times each screen on 64 queries (past k = 16 on up to 256), one to three such searches, once per class and
+# machine, its choice kept (the demo's search of 200 queries, predicted at 15 ms, took bf16 by the model:
+# 6.8 ms, median of 20, where the probe takes int8: 5.7 ms; FAISS about 5.5)
 K_MEASURED = 10 * K  # past this k, a low-precision screen's windows were not measured (see `LookalikeBackend.base_for`)
 REPEATS = 2
 FILE = "calibration.json"

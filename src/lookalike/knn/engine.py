@@ -30,7 +30,8 @@ working memory -- every search of a base up to several hundred thousand rows -- 
 take one step per query block (`_one_block`): one GEMM, each query's k-th score, the pairs
 inside its window (on the CPU, one compiled loop per query row: `selection`); no base
 blocks, no running window. The candidates of each query block are capped as the `Window`'s
-are (`capped`), and refined, reranked and picked before the next.
+are (`capped`); those of consecutive blocks are refined, reranked and picked together, up to
+one block's candidate limit at once.
 
 The result has the same neighbour sets as a float64 brute force, whatever the screen
 precision and the magnitude of the values: a lower precision only widens the window.
@@ -49,7 +50,7 @@ import torch
 
 from ..errors import InvalidParameter
 from .blocks import SearchStats, as_tensor, budget_bytes, ranges, scratch
-from . import selection
+from . import pairs, selection
 from .metrics import get_metric
 from .refine import device_pair_distances, pair_distances, pick, refine, refines, rows_comfortable
 from .screen import Extent, PreparedBase, Rows, Screen, base_block, int8_dots, prepare_rows
@@ -151,14 +152,16 @@ def _search(base: PreparedBase, xq: np.ndarray, k: int, D: np.ndarray, I: np.nda
         for lo, hi in ranges(nq, qw):
             t0 = time.perf_counter()
             r, c, count = _one_block(base, q_rows[lo:hi], k, exclude_self, lo)
-            limit = candidate_limit(k, hi - lo, base.budget)
-            r, c, over = capped(r, c, hi - lo, limit, count)
+            cap = candidate_limit(k, hi - lo, base.budget)
+            r, c, over = capped(r, c, hi - lo, cap, count)
             fb[lo:hi] = over.cpu().numpy()
             st.screen_s += time.perf_counter() - t0
-            if held and sum(len(p[0]) for p in held) + len(r) > limit:
-                _finish(base, xq, *_joined(held), k, D, I, scale, st)
-                held = []
-            held.append((r + lo, c))
+            if held and sum(len(p[0]) for p in held) + len(r) > cap:
+                pairs_held, held = _joined(held), []  # the blocks' own tensors go as they are joined
+                _finish(base, xq, *pairs_held, k, D, I, scale, st)
+                del pairs_held
+            r += lo  # rows of the block's pairs count from its first query (a tensor of its own)
+            held.append((r, c))
         _finish(base, xq, *_joined(held), k, D, I, scale, st)
     else:
         t0 = time.perf_counter()
@@ -188,10 +191,11 @@ def _joined(held: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor
 
 def _finish(base: PreparedBase, xq: np.ndarray, r: torch.Tensor, c: torch.Tensor, k: int, D: np.ndarray,
             I: np.ndarray, scale: float, st: SearchStats) -> None:
-    """Stages 4-5 for the window's pairs (r, c): the fp32 refinement of a wide window, the
-    float64 rerank, and each query's k best into D and I."""
+    """Stages 4-5 for the window's pairs (r, c): the fp32 refinement of a wide window where
+    torch reranks (`refines`: a GPU, `LOOKALIKE_JIT=0`), the float64 rerank, and each query's
+    k best into D and I."""
     st.candidates += len(r)
-    if refines(base.screen.dtype, base.device, xq, base.xb):  # a wide window: narrow it in fp32 first
+    if refines(base.screen.dtype, base.device, xq, base.xb):  # a wide window before torch's rerank: narrowed in fp32
         t0 = time.perf_counter()
         r, c = refine(base, xq, r, c, k)
         st.refine_s += time.perf_counter() - t0
@@ -260,11 +264,11 @@ def _one_block(base: PreparedBase, q_rows: Rows, k: int, exclude_self: bool,
 def _rerank(base: PreparedBase, xq: np.ndarray | torch.Tensor, r: torch.Tensor, c: torch.Tensor,
             scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact float64 distances of the pairs (r, c), on the base's device when it is not the
-    CPU or when the queries are a tensor (`device_pair_distances`), else from the NumPy
-    arrays in cache-sized chunks (`pair_distances`). Returns rows, cols and distances as
-    NumPy arrays for `pick`."""
+    CPU or when the queries are a tensor the compiled kernels cannot read
+    (`device_pair_distances`), else from the arrays (`pair_distances`: the kernels, or NumPy
+    in cache-sized chunks). Returns rows, cols and distances as NumPy arrays for `pick`."""
     easy = rows_comfortable(base, xq) if len(r) else False
-    if base.device.type != "cpu" or isinstance(xq, torch.Tensor):
+    if base.device.type != "cpu" or (isinstance(xq, torch.Tensor) and not pairs.usable(xq, base.xb)):
         dist = device_pair_distances(base, xq, r, c, scale, comfortable=easy).cpu().numpy()
         return r.cpu().numpy(), c.cpu().numpy(), dist
     rows, cols = r.cpu().numpy(), c.cpu().numpy()

@@ -1,15 +1,16 @@
 """Stages 4-5 of the engine: a wide window refined in fp32, then the exact float64 rerank.
 
 - `refine`: each pair of a bf16 or int8 window is scored again in fp32 with its own error
-  bound; only pairs that can still be among their query's k are kept.
+  bound; only pairs that can still be among their query's k are kept. Only where torch
+  reranks (`refines`): the compiled rerank takes the window whole.
 - `pair_distances`: exact float64 distances of (query, base row) pairs, on the CPU from NumPy
   arrays; `device_pair_distances` the same on the base's device (a GPU: the rerank stays
   there; or queries given as a tensor).
 - `pick`: each query's k best pairs by (distance, base index), so ties go to the lower index.
 
-On the CPU each of them runs as compiled kernels (`pairs.py`) when `jit.enabled()` and the
-arrays are float32 or float64; the torch code here serves the GPU, `LOOKALIKE_JIT=0` and
-other input types, with the same results.
+On the CPU the rerank and the pick run as compiled kernels (`pairs.py`) when `jit.enabled()`
+and the arrays are float32 or float64; the torch code here serves the GPU, `LOOKALIKE_JIT=0`
+and other input types, with the same results.
 """
 
 from __future__ import annotations
@@ -187,9 +188,9 @@ def check_representable(m: Metric, dist: np.ndarray) -> None:
             f"(+-{MAX_VALUE:.3g}) in which they are returned; scale the data down, e.g. divide it by 2**{shift}")
 
 
-def refines(screen_dtype: torch.dtype, device: torch.device | str = "cpu", *arrays) -> bool:
+def refines(screen_dtype: torch.dtype, device: torch.device | str, xq, xb) -> bool:
     """Whether a screen at this precision has its windows refined in fp32 (bf16, fp16, int8)
-    on `device`, its pairs' queries and base being `arrays`. Not where the compiled kernels
+    on `device`, for queries `xq` against base rows `xb`. Not where the compiled kernels
     rerank them (`pairs.usable`, on the CPU): their float64 distance of a pair costs about what
     the fp32 refinement's score and bound of it cost, so refining the window first only adds
     its own pass (measured: one query x 20,000 x 256, int8, k = 10: 0.72 against 0.54 ms;
@@ -198,7 +199,7 @@ def refines(screen_dtype: torch.dtype, device: torch.device | str = "cpu", *arra
     `LOOKALIKE_JIT=0`) keeps the refinement."""
     if screen_dtype in (torch.float32, torch.float64):
         return False
-    return not (jit.enabled(device) and pairs.usable(*arrays))
+    return not (jit.enabled(device) and pairs.usable(xq, xb))
 
 
 def refine(base: PreparedBase, xq: np.ndarray, rows: torch.Tensor, cols: torch.Tensor, k: int,

@@ -38,11 +38,11 @@ SCALE_EXP = 125  # shared scales stay within 2^-125 .. 2^125, normal float32 num
 # Query blocks of rows this short (a GEMM of few terms a score) keep their scores within the
 # CPU's caches: written and read back there, not in memory, and no new pages of the kept buffer
 # to fault in. 1,000 x 20,000 int8, k = 10 (ms, the first search after one of 256 queries /
-# warm): d = 64, one block 38 / 20, blocks of 104 queries 19 / 18; d = 256, 47 / 29 against
-# 29 / 28 in blocks of 128. Blocks of fewer queries than CACHE_BLOCK_ROWS made the GEMM slower
-# (nb = 100,000, d = 256: 175 against 141 ms in blocks of 64 queries), so larger bases keep
-# theirs; and only the int8 screen takes them: torch's fp32 GEMM (MKL) was far slower on blocks
-# of 128 queries (d = 256: 105 against 68 ms).
+# warm): d = 64, one block 38 / 20, blocks of 104 queries (8 MiB; the rule below gives 128)
+# 19 / 18; d = 256, 47 / 29 against 29 / 28 in blocks of 128. Blocks of fewer queries than
+# CACHE_BLOCK_ROWS made the GEMM slower (nb = 100,000, d = 256: 175 against 141 ms in blocks
+# of 64 queries), so larger bases keep theirs; and only the int8 screen takes them: torch's
+# fp32 GEMM (MKL) was far slower on blocks of 128 queries (d = 256: 105 against 68 ms).
 CACHE_BLOCK_D = 256
 CACHE_BLOCK_BYTES = 8 * 2**20
 CACHE_BLOCK_ROWS = 128

@@ -81,7 +81,7 @@ def window_pairs(s: torch.Tensor, k: int, width: torch.Tensor, *, self_offset: i
     w = width.detach().cpu().numpy().astype(np.float64, copy=False)
     counts = np.empty(nq, dtype=np.int64)
     thr = np.empty(nq, dtype=np.float32)
-    slots = np.empty((nq, slot_count(nq, k)), dtype=np.int64)
+    slots = np.empty((nq, slot_count(nq, nb, k)), dtype=np.int64)
     if int8 is None:
         sc = s.numpy()
         _select_f32(sc, k, w, self_offset, slots, counts, thr)
@@ -100,11 +100,12 @@ def window_pairs(s: torch.Tensor, k: int, width: torch.Tensor, *, self_offset: i
     return torch.from_numpy(r), torch.from_numpy(c), torch.from_numpy(counts)
 
 
-def slot_count(nq: int, k: int) -> int:
-    """Columns each of `nq` rows writes into its own slots: `CAP`, or 2k for a larger k (a row
-    holds at least k), within `SLOTS_BYTES` in all. A row holding more is scanned again by
-    `_gather` (at k = 100 and 64 slots, every row was: 4.6 of a search's 107 ms)."""
-    return max(CAP, min(2 * k, SLOTS_BYTES // (8 * max(1, nq))))
+def slot_count(nq: int, nb: int, k: int) -> int:
+    """Columns each of `nq` rows of `nb` scores writes into its own slots: `CAP`, or 2k (at
+    most nb) for a larger k (a row holds at least k), within `SLOTS_BYTES` in all. A row
+    holding more is scanned again by `_gather` (at k = 100 and 64 slots, every row was: 4.6 of
+    a search's 107 ms)."""
+    return max(CAP, min(2 * k, nb, SLOTS_BYTES // (8 * max(1, nq))))
 
 
 @jit.njit()
@@ -187,7 +188,7 @@ def _kth_large(row, k):
     """The k-th smallest of `row` (with repeats) for a k past `MAX_K`, where an insertion top-k
     costs O(k) a value: a threshold t from a strided sample of the row (every `step`-th score,
     `step` at least SAMPLE and large enough that the rank wanted of the sample, about k / step
-    + 8, is at most `MAX_K`: the sample's k-th by `_kth`'s insertion, not by a partition, which
+    + 8, is at most `MAX_K`: the sample's k-th by `_kth_small`'s insertion, not by a partition, which
     costs about 9 ns a value whatever the rank), then one vectorised pass counts the scores at
     most t. When at least k are, the k-th smallest of the row is the k-th smallest of those
     (all others are larger): they are gathered and partitioned. When fewer are, t rises (the
