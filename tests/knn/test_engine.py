@@ -2,6 +2,7 @@
 (ties to the lower index), distances within 1e-4 relative, for every metric. Each stage has its own tests
 (test_screen, test_window, test_refine)."""
 
+import os
 
 import numpy as np
 import pytest
@@ -391,10 +392,20 @@ def test_queries_given_as_a_tensor_search_the_same(problem, dtype):
     float32 tensors the compiled rerank reads in place, and torch's `device_pair_distances`
     with LOOKALIKE_JIT=0): the same exact answer."""
     xq, xb, k, metric = problem
-    D, I = knn(torch.from_numpy(xq), xb, k, metric, screen_dtype=dtype)
     D_ref, I_ref = reference_knn(xq, xb, k, metric)
-    np.testing.assert_array_equal(I, I_ref)
-    np.testing.assert_array_equal((D, I), knn(xq, xb, k, metric, screen_dtype=dtype))
+    expected = knn(xq, xb, k, metric, screen_dtype=dtype)
+    before = os.environ.get("LOOKALIKE_JIT")
+    try:
+        for flag in ("1", "0"):
+            os.environ["LOOKALIKE_JIT"] = flag
+            D, I = knn(torch.from_numpy(xq), xb, k, metric, screen_dtype=dtype)
+            np.testing.assert_array_equal(I, I_ref)
+            np.testing.assert_array_equal((D, I), expected)
+    finally:
+        if before is None:
+            os.environ.pop("LOOKALIKE_JIT", None)
+        else:
+            os.environ["LOOKALIKE_JIT"] = before
 
 
 def test_tensor_queries_that_fall_back_or_outgrow_the_base_stay_exact():
