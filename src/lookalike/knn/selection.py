@@ -276,9 +276,63 @@ def _window_row(row, i, k, width, self_offset, slots, counts, thr):
     to +inf first, as `one_block`'s caller does; its k-th, threshold and pairs."""
     if self_offset >= 0:
         row[self_offset + i] = np.inf
+    if k > MAX_K:
+        _window_large(row, i, k, width, slots, counts, thr)
+        return
     t = _threshold(_kth(row, k), width[i])
     thr[i] = t
     counts[i] = _collect(row, t, slots, i)
+
+
+@jit.njit()
+def _window_large(row, i, k, width, slots, counts, thr):
+    """`_window_row` past `MAX_K`: `_kth_large`'s sample threshold t, then one pass that
+    gathers the scores at most t with their columns (up to `4k`, at least 1,024); their k-th
+    is the row's, and when the window's threshold (k-th + width) is at most t, as it is unless
+    the width is wide, the window's columns are among those gathered, ascending: no second
+    pass over the row. Otherwise (more gathered than kept, a wide window) the row is read
+    again as `_window_row` reads it. The pairs are the same either way."""
+    n = len(row)
+    step = SAMPLE
+    while k // step + 8 > MAX_K:
+        step *= 2
+    sample = row[::step].copy()
+    rank = min(len(sample), k // step + 8)
+    cap = max(4 * k, 1024)
+    vals = np.empty(cap, dtype=row.dtype)
+    cols = np.empty(cap, dtype=np.int64)
+    while rank < len(sample):
+        t = _kth_small(sample, rank) if rank <= MAX_K else np.partition(sample, rank - 1)[rank - 1]
+        m = 0
+        for j0 in range(0, n, CHUNK):
+            chunk = row[j0:j0 + CHUNK]
+            if _at_most(chunk, t) == 0:
+                continue
+            for j in range(len(chunk)):
+                if chunk[j] <= t:
+                    if m < cap:
+                        vals[m] = chunk[j]
+                        cols[m] = j0 + j
+                    m += 1
+        if m >= k:
+            kth = np.partition(vals[:m].copy(), k - 1)[k - 1] if m <= cap else _kth_large(row, k)
+            tt = _threshold(kth, width[i])
+            thr[i] = tt
+            if m <= cap and tt <= t:  # every score at most tt was gathered, in column order
+                room, c = slots.shape[1], 0
+                for p in range(m):
+                    if vals[p] <= tt:
+                        if c < room:
+                            slots[i, c] = cols[p]
+                        c += 1
+                counts[i] = c
+            else:
+                counts[i] = _collect(row, tt, slots, i)
+            return
+        rank *= 2
+    tt = _threshold(np.partition(row.copy(), k - 1)[k - 1], width[i])
+    thr[i] = tt
+    counts[i] = _collect(row, tt, slots, i)
 
 
 @jit.njit(parallel=True)
