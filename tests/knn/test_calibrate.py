@@ -274,10 +274,13 @@ def test_a_large_search_probes_the_screens_on_its_first_queries_and_keeps_the_ch
     D_ref, I_ref = reference_knn(Q, X, 5, "euclidean")
     np.testing.assert_array_equal(I, I_ref)
     np.testing.assert_allclose(D, D_ref, rtol=1e-5, atol=1e-6)
-    # each screen: a warm-up of 8 queries, then the 16 timed; then the other 44 on the choice
-    assert sorted(timed[:6]) == sorted((n, f"torch.{t}") for t in ("float32", "bfloat16", "int8") for n in (8, 16))
+    # each screen: a warm-up of 8 queries, then the 16 timed, in two rounds (a short probe);
+    # then the other 44 on the choice
+    screens = [f"torch.{t}" for t in ("float32", "bfloat16", "int8")]
+    assert sorted(timed[:3]) == sorted((8, t) for t in screens)
+    assert timed[3:6] == timed[6:9] and sorted(timed[3:6]) == sorted((16, t) for t in screens)
     choice = calibrate.calibration(CPU, L2, 48).probed(3000, 5)["choice"]
-    assert timed[6:] == [(44, str(calibrate.CANDIDATES[choice]))]
+    assert timed[9:] == [(44, str(calibrate.CANDIDATES[choice]))]
     assert nn.search_stats_.screen_choice.startswith(f"{choice} screen by probe (cpu/euclidean/d64, nb4096/k8")
     assert nn.search_stats_.screen_dtype == str(calibrate.CANDIDATES[choice]).removeprefix("torch.")
     assert set(nn._backend._recast) <= {calibrate.CANDIDATES[choice]}  # the screens not chosen are dropped
@@ -300,6 +303,19 @@ def test_a_large_search_probes_the_screens_on_its_first_queries_and_keeps_the_ch
     assert not calibrate.probe_wanted(cal, 3000, 100, 10, ("fp32", "int8"))
     assert calibrate.probe_wanted(cal, 3000, 100, 50, ("fp32", "int8"))
     assert not calibrate.probe_wanted(cal, 3000, 100, calibrate.K_MEASURED + 1, ("fp32", "int8"))  # fp32 there
+
+
+def test_a_long_probe_times_each_screen_once(cache, monkeypatch):
+    """A probe whose first round took longer than `PROBE_ROUNDS_S` does not repeat it."""
+    X, Q = probing(monkeypatch, (1.0, 2.0, 3.0), 3000, 48, seed=8)
+    monkeypatch.setattr(calibrate, "PROBE_ROUNDS_S", 0.0)
+    nn = NearestNeighbors(n_neighbors=5, device="cpu").fit(X)
+    timed = []
+    real_knn = __import__("lookalike.knn.backends", fromlist=["knn"]).knn
+    monkeypatch.setattr("lookalike.knn.backends.knn",
+                        lambda xq, base, k, **kw: timed.append(len(xq)) or real_knn(xq, base, k, **kw))
+    np.testing.assert_array_equal(nn.kneighbors(Q)[1], reference_knn(Q, X, 5, "euclidean")[1])
+    assert timed == [8, 8, 8, 16, 16, 16, 44]
 
 
 def test_a_damaged_probe_is_dropped_and_the_calibration_kept(cache, monkeypatch):

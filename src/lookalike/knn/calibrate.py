@@ -66,6 +66,10 @@ PROBE_MIN_S = 0.005  # nor are searches predicted (by the model's best) to take 
 # times each screen on 64 queries (past k = 16 on up to 256), one to three such searches, once per class and
 # machine, its choice kept (the demo's search of 200 queries, predicted at 15 ms, took bf16 by the model:
 # 6.8 ms, median of 20, where the probe takes int8: 5.7 ms; FAISS about 5.5)
+PROBE_ROUNDS = 2  # a probe times the screens in turn this many times, the best of each kept: one timing
+# of a short search is at the mercy of the moment (the demo's probe once timed int8 at 6.6 ms on 64 queries,
+# against 2.2 to 2.5 in other runs, and took bf16)
+PROBE_ROUNDS_S = 0.1  # but a probe whose first round took longer than this (seconds, all screens) stops there
 K_MEASURED = 10 * K  # past this k, a low-precision screen's windows were not measured (see `LookalikeBackend.base_for`)
 REPEATS = 2
 FILE = "calibration.json"
