@@ -36,7 +36,7 @@ def assert_same_pairs(s: torch.Tensor, k: int, width: torch.Tensor, self_offset:
 @pytest.mark.parametrize("kind", ["normal", "ties", "falling", "constant"])
 @pytest.mark.parametrize("k", [1, 3, 10, 16, 40, 333, 700, 1499])
 def test_window_pairs_equal_one_block(kind, k):
-    """Up to `MAX_K` by insertion top-k, past it by a sample's threshold (`_kth_large`, its
+    """Up to `MAX_K` by insertion top-k, past it by a sample's threshold (`_window_large`, its
     sample every 8th, 16th (k = 333) or 32nd (k = 700) score: with ties around it, rows whose
     scores fall, and k = nb - 1, where the sample cannot tell)."""
     g = torch.Generator().manual_seed(k)

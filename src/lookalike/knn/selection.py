@@ -9,7 +9,7 @@ it all while the row is in cache:
 1. (int8 screens) the GEMM's exact int32 sums become scores in place, each step rounded as
    `Screen.bound` counts (see `_select_int8_centred`), so that the bound holds unchanged;
 2. the k-th score: the minima of strided column groups, then an insertion top-k over the few
-   columns they leave (`_kth`);
+   columns they leave (`_kth_small`; past k = 32 a sample's threshold, `_window_large`);
 3. the threshold k-th + width, rounded up to float32 as `window._round_up` does;
 4. a second pass over the row collects the columns at most the threshold, ascending.
 
@@ -34,16 +34,16 @@ except ImportError:  # pragma: no cover - then `usable` is False and nothing her
 __all__ = ["MAX_K", "usable", "window_pairs"]
 
 # The top-k is an insertion into k sorted values, O(k) per value that enters: few do in most
-# rows, every one does in a row whose scores fall as it goes; the group minima of `_kth` cut
+# rows, every one does in a row whose scores fall as it goes; the group minima of `_kth_small` cut
 # those to an eighth. One CPU thread, against `one_block` (ms, 1,000 x 1,000 scores, then
 # 200 x 20,000): random scores, k = 10: 2.5 vs 4.2, 2.0 vs 3.5; k = 32: 6.4 vs 10.7, 3.6 vs
 # 6.1; falling rows, k = 10: 1.1 vs 2.1, 3.6 vs 5.0; k = 32: 3.4 vs 3.5, 9.1 vs 7.4. Larger k
-# take a selection by a sample's threshold instead (`_kth_large`).
+# take a selection by a sample's threshold instead (`_window_large`).
 MAX_K = 32
 CAP = 64    # columns a row writes into its own slots (2k for a larger k); a row holding more is collected again
 SLOTS_BYTES = 64 * 2**20  # the most the slots of one block of rows take
 CHUNK = 64  # scores a row is scanned by: a chunk with nothing below the k-th costs one vector pass
-GROUPS = 8  # strided column groups whose minima find a row's k-th (`_kth`)
+GROUPS = 8  # strided column groups whose minima find a row's k-th (`_kth_small`)
 
 
 def usable(device: torch.device, dtype: torch.dtype, k: int) -> bool:
@@ -166,66 +166,28 @@ def _top_k(chunk, best):
 @jit.njit()
 def _collect(row, t, slots, i):
     """Columns of `row` at most `t` into slots[i], as many as it holds; their count."""
-    n = 0
-    cap = slots.shape[1]
-    for j0 in range(0, len(row), CHUNK):
-        chunk = row[j0:j0 + CHUNK]
-        if _at_most(chunk, t) == 0:
-            continue
-        for j in range(len(chunk)):
-            if chunk[j] <= t:
-                if n < cap:
-                    slots[i, n] = j0 + j
-                n += 1
-    return n
+    return _gather_at_most(row, t, np.empty(slots.shape[1], dtype=row.dtype), slots[i])
 
 
-SAMPLE = 8  # `_kth_large` samples every SAMPLE-th score of a row at least (more for larger k)
+SAMPLE = 8  # `_window_large` samples every SAMPLE-th score of a row at least (more for larger k)
 
 
 @jit.njit()
-def _kth_large(row, k):
-    """The k-th smallest of `row` (with repeats) for a k past `MAX_K`, where an insertion top-k
-    costs O(k) a value: a threshold t from a strided sample of the row (every `step`-th score,
-    `step` at least SAMPLE and large enough that the rank wanted of the sample, about k / step
-    + 8, is at most `MAX_K`: the sample's k-th by `_kth_small`'s insertion, not by a partition, which
-    costs about 9 ns a value whatever the rank), then one vectorised pass counts the scores at
-    most t. When at least k are, the k-th smallest of the row is the k-th smallest of those
-    (all others are larger): they are gathered and partitioned. When fewer are, t rises (the
-    rank doubles, by partition past `MAX_K`) until the whole row is taken. A row of 20,000
-    scores, one thread: 52 to 24 us at k = 100, 80 to 31 us at k = 1,000 (a partition of the
-    whole row: about 200 us)."""
-    n = len(row)
+def _sample(row, k):
+    """For a k past `MAX_K`: every `step`-th score of `row` (`step` at least SAMPLE, and large
+    enough that the rank wanted of the sample, k / step + 8, is at most `MAX_K`), and that rank
+    (at most the sample's length)."""
     step = SAMPLE
     while k // step + 8 > MAX_K:
         step *= 2
     sample = row[::step].copy()
-    rank = min(len(sample), k // step + 8)
-    while rank < len(sample):
-        t = _kth_small(sample, rank) if rank <= MAX_K else np.partition(sample, rank - 1)[rank - 1]
-        m = 0
-        for j0 in range(0, n, CHUNK):
-            m += _at_most(row[j0:j0 + CHUNK], t)
-        if m >= k:
-            low = np.empty(m, dtype=row.dtype)
-            p = 0
-            for j0 in range(0, n, CHUNK):
-                chunk = row[j0:j0 + CHUNK]
-                if _at_most(chunk, t) == 0:
-                    continue
-                for j in range(len(chunk)):
-                    if chunk[j] <= t:
-                        low[p] = chunk[j]
-                        p += 1
-            return np.partition(low, k - 1)[k - 1]
-        rank *= 2
-    return np.partition(row.copy(), k - 1)[k - 1]
+    return sample, min(len(sample), k // step + 8)
 
 
 @jit.njit()
-def _kth(row, k):
-    """The k-th smallest of `row` (with repeats): `_kth_small` up to `MAX_K`, else `_kth_large`."""
-    return _kth_small(row, k) if k <= MAX_K else _kth_large(row, k)
+def _sample_kth(sample, rank):
+    """The rank-th smallest of a sample: by insertion up to `MAX_K`, else by partition."""
+    return _kth_small(sample, rank) if rank <= MAX_K else np.partition(sample, rank - 1)[rank - 1]
 
 
 @jit.njit()
@@ -279,46 +241,40 @@ def _window_row(row, i, k, width, self_offset, slots, counts, thr):
     if k > MAX_K:
         _window_large(row, i, k, width, slots, counts, thr)
         return
-    t = _threshold(_kth(row, k), width[i])
+    t = _threshold(_kth_small(row, k), width[i])
     thr[i] = t
     counts[i] = _collect(row, t, slots, i)
 
 
 @jit.njit()
 def _window_large(row, i, k, width, slots, counts, thr):
-    """`_window_row` past `MAX_K`: `_kth_large`'s sample threshold t, then one pass that
-    gathers the scores at most t with their columns (up to `4k`, at least 1,024); their k-th
-    is the row's, and when the window's threshold (k-th + width) is at most t, as it is unless
-    the width is wide, the window's columns are among those gathered, ascending: no second
-    pass over the row. Otherwise (more gathered than kept, a wide window) the row is read
-    again as `_window_row` reads it. The pairs are the same either way."""
-    n = len(row)
-    step = SAMPLE
-    while k // step + 8 > MAX_K:
-        step *= 2
-    sample = row[::step].copy()
-    rank = min(len(sample), k // step + 8)
+    """`_window_row` past `MAX_K`, where an insertion top-k costs O(k) a value: a threshold t
+    from a strided sample of the row (`_sample`: its k-th found by insertion, not by a
+    partition, which costs about 9 ns a value whatever the rank), then one pass that gathers
+    the scores at most t with their columns. When at least k are, the row's k-th is the k-th
+    of those (all others are larger); when fewer are, the sample's rank doubles until the
+    whole row is taken. When the window's threshold (k-th + width) is at most t, as it is
+    unless the width is wide, its columns are among those gathered, ascending: no second pass
+    over the row. One thread, a row of 20,000 scores, the k-th alone: 52 to 30 us at k = 100,
+    80 to 56 us at k = 1,000 against the sample's partition (a partition of the whole row:
+    about 200 us); with the window, 1,000 such rows, both threads: 18.8 to 15.2 ms at k = 100,
+    41.6 to 34.1 ms at k = 1,000 against a second pass."""
+    sample, rank = _sample(row, k)
     cap = max(4 * k, 1024)
     vals = np.empty(cap, dtype=row.dtype)
     cols = np.empty(cap, dtype=np.int64)
     while rank < len(sample):
-        t = _kth_small(sample, rank) if rank <= MAX_K else np.partition(sample, rank - 1)[rank - 1]
-        m = 0
-        for j0 in range(0, n, CHUNK):
-            chunk = row[j0:j0 + CHUNK]
-            if _at_most(chunk, t) == 0:
-                continue
-            for j in range(len(chunk)):
-                if chunk[j] <= t:
-                    if m < cap:
-                        vals[m] = chunk[j]
-                        cols[m] = j0 + j
-                    m += 1
+        t = _sample_kth(sample, rank)
+        m = _gather_at_most(row, t, vals, cols)
+        if m > cap:  # many ties at t: room for all of them, gathered again
+            cap = m
+            vals = np.empty(cap, dtype=row.dtype)
+            cols = np.empty(cap, dtype=np.int64)
+            m = _gather_at_most(row, t, vals, cols)
         if m >= k:
-            kth = np.partition(vals[:m].copy(), k - 1)[k - 1] if m <= cap else _kth_large(row, k)
-            tt = _threshold(kth, width[i])
+            tt = _threshold(np.partition(vals[:m].copy(), k - 1)[k - 1], width[i])
             thr[i] = tt
-            if m <= cap and tt <= t:  # every score at most tt was gathered, in column order
+            if tt <= t:  # every score at most tt was gathered, in column order
                 room, c = slots.shape[1], 0
                 for p in range(m):
                     if vals[p] <= tt:
@@ -333,6 +289,24 @@ def _window_large(row, i, k, width, slots, counts, thr):
     tt = _threshold(np.partition(row.copy(), k - 1)[k - 1], width[i])
     thr[i] = tt
     counts[i] = _collect(row, tt, slots, i)
+
+
+@jit.njit()
+def _gather_at_most(row, t, vals, cols):
+    """The scores of `row` at most `t` and their columns into vals and cols, as many as they
+    hold; how many there are."""
+    m, cap = 0, len(vals)
+    for j0 in range(0, len(row), CHUNK):
+        chunk = row[j0:j0 + CHUNK]
+        if _at_most(chunk, t) == 0:
+            continue
+        for j in range(len(chunk)):
+            if chunk[j] <= t:
+                if m < cap:
+                    vals[m] = chunk[j]
+                    cols[m] = j0 + j
+                m += 1
+    return m
 
 
 @jit.njit(parallel=True)
