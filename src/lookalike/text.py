@@ -1,4 +1,5 @@
-"""Text shown to people: names from the outside world made safe to print on one line."""
+"""Text shown to people: names from the outside world made safe to print on one line, and
+times written as people read them."""
 
 from __future__ import annotations
 
@@ -10,3 +11,8 @@ def printable(name: object) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def seconds(t: float) -> str:
+    """A time for people: milliseconds below 0.1 s ('12.3 ms'), else seconds ('1.23 s')."""
+    return f"{t * 1e3:.1f} ms" if t < 0.1 else f"{t:.2f} s"

@@ -35,6 +35,7 @@ from ..knn.backends import BACKENDS, available
 from ..knn.metrics import get_metric
 from ..knn.precision import PRECISIONS, SCREEN_PRECISIONS, screen_dtype
 from ..knn.verify import check, reference_knn
+from ..text import seconds
 from .process import FAISS_SETTINGS, WORKER_USER_ERROR, gemm_floor, worker
 from .provenance import finish, libraries, machine, provenance
 
@@ -269,11 +270,6 @@ def settings_text(r: dict, number=lambda t: f"{t:.3g}") -> str:
     if "blas_batch_s" in t:
         text += f"; on all queries BLAS {number(t['blas_batch_s'])} s, SIMD loop {number(t['simd_batch_s'])} s"
     return text + f"; kept {r['setting']}"
-
-
-def seconds(t: float) -> str:
-    """A time for people: milliseconds below 0.1 s ('12.3 ms'), else seconds ('1.23 s')."""
-    return f"{t * 1e3:.1f} ms" if t < 0.1 else f"{t:.2f} s"
 
 
 def table(result: dict) -> str:

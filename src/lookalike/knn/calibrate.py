@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .. import text
 from ..cache import cache_dir, calibration_files, read_calibrations, write_calibrations
 from ..hardware import machine_identity as machine
 from .metrics import Metric
@@ -127,12 +128,12 @@ class Calibration:
         and the predicted (or, for a probed class, measured) times that chose it."""
         p = self._probe_for(nb, nq, among, k)
         if p is not None:
-            parts = ", ".join(f"{n} {_ms(t)}" for n, t in sorted(p["times"].items(), key=lambda kv: kv[1]))
+            parts = ", ".join(f"{n} {text.seconds(t)}" for n, t in sorted(p["times"].items(), key=lambda kv: kv[1]))
             return (f"{p['choice']} screen by probe ({self.key}, {probe_key(nb, k)}; timed on the first "
                     f"{p.get('queries', PROBE_QUERIES)} queries of a search of {p['nq']:,} x {p['nb']:,} rows: "
                     f"{parts})")
         times = self.predicted(nb, nq)
-        parts = ", ".join(f"{n} {_ms(t)}" for n, t in sorted(times.items(), key=lambda kv: kv[1]))
+        parts = ", ".join(f"{n} {text.seconds(t)}" for n, t in sorted(times.items(), key=lambda kv: kv[1]))
         name = self.choice(nb, nq, among)
         limited = f" among {'/'.join(among)}" if among is not None and name != self.choice(nb, nq) else ""
         out = (f"{name} screen by calibration{limited} ({self.key}; predicted for {nq:,} "
@@ -204,10 +205,6 @@ def record_probe(device: torch.device, metric: Metric, d: int, nb: int, nq: int,
                 classes[key] = stored
                 _write(device, classes)
     return choice
-
-
-def _ms(t: float) -> str:
-    return f"{t * 1e3:.1f} ms" if t < 0.1 else f"{t:.2f} s"
 
 
 def shape_class(device: torch.device, metric: Metric, d: int) -> tuple[str, int]:

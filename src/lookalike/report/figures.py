@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..atomic import atomic_path, check_output_file
 from ..errors import InvalidParameter
+from ..text import seconds
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".pdf", ".svg")
 
@@ -73,8 +74,7 @@ def bench_chart(result: dict, out: str | os.PathLike) -> Path:
                  fontsize=9)
     for bar, r in zip(bars, recs):
         sp = r.get("speedup_vs_sklearn")
-        t = r["search_s"]  # milliseconds below 0.1 s, as `lookalike bench` prints them
-        label = f" {t * 1e3:.1f} ms" if t < 0.1 else f" {t:.2f} s"
+        label = f" {seconds(r['search_s'])}"  # milliseconds below 0.1 s, as `lookalike bench` prints them
         label += f"  ({sp:.1f}x scikit-learn's speed)" if sp else ""
         if not r.get("agree", True):
             label += "  WRONG: disagrees with float64"
