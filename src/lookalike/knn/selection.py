@@ -239,19 +239,21 @@ def _window_row(row, i, k, width, self_offset, slots, counts, thr):
     if self_offset >= 0:
         row[self_offset + i] = np.inf
     if k > MAX_K:
-        _window_large(row, i, k, width, slots, counts, thr)
-        return
-    t = _threshold(_kth_small(row, k), width[i])
+        t, n = _window_large(row, k, width[i], slots[i])
+    else:
+        t, n = _threshold(_kth_small(row, k), width[i]), -1
     thr[i] = t
-    counts[i] = _collect(row, t, slots, i)
+    counts[i] = n if n >= 0 else _collect(row, t, slots, i)
 
 
 @jit.njit()
-def _window_large(row, i, k, width, slots, counts, thr):
-    """`_window_row` past `MAX_K`, where an insertion top-k costs O(k) a value: a threshold t
-    from a strided sample of the row (`_sample`: its k-th found by insertion, not by a
-    partition, which costs about 9 ns a value whatever the rank), then one pass that gathers
-    the scores at most t with their columns. When at least k are, the row's k-th is the k-th
+def _window_large(row, k, width, out):
+    """Past `MAX_K`, where an insertion top-k costs O(k) a value: a row's window threshold,
+    and the count of its columns when they were written into `out` here (-1: they were not,
+    `_window_row` collects them). A threshold t from a strided sample of the row (`_sample`:
+    its k-th found by insertion, not by a partition, which costs about 9 ns a value whatever
+    the rank), then one pass that gathers the scores at most t with their columns. When at
+    least k are, the row's k-th is the k-th
     of those (all others are larger); when fewer are, the sample's rank doubles until the
     whole row is taken. When the window's threshold (k-th + width) is at most t, as it is
     unless the width is wide, its columns are among those gathered, ascending: no second pass
@@ -272,23 +274,18 @@ def _window_large(row, i, k, width, slots, counts, thr):
             cols = np.empty(cap, dtype=np.int64)
             m = _gather_at_most(row, t, vals, cols)
         if m >= k:
-            tt = _threshold(np.partition(vals[:m].copy(), k - 1)[k - 1], width[i])
-            thr[i] = tt
-            if tt <= t:  # every score at most tt was gathered, in column order
-                room, c = slots.shape[1], 0
-                for p in range(m):
-                    if vals[p] <= tt:
-                        if c < room:
-                            slots[i, c] = cols[p]
-                        c += 1
-                counts[i] = c
-            else:
-                counts[i] = _collect(row, tt, slots, i)
-            return
+            tt = _threshold(np.partition(vals[:m].copy(), k - 1)[k - 1], width)
+            if tt > t:  # a wide window: past what was gathered
+                return tt, -1
+            c = 0  # every score at most tt was gathered, in column order
+            for p in range(m):
+                if vals[p] <= tt:
+                    if c < len(out):
+                        out[c] = cols[p]
+                    c += 1
+            return tt, c
         rank *= 2
-    tt = _threshold(np.partition(row.copy(), k - 1)[k - 1], width[i])
-    thr[i] = tt
-    counts[i] = _collect(row, tt, slots, i)
+    return _threshold(np.partition(row.copy(), k - 1)[k - 1], width), -1
 
 
 @jit.njit()
