@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidParameter, SearchError
-from . import gemm
+from . import gemm, quantise
 from .blocks import MAX_VALUE, SCRATCH_MIB, as_tensor, budget_bytes, from_numpy, ranges
 from .scaling import COMFORT, RERANK_SCALE_EXP, pow2_of, pow2_scale
 from .metrics import Metric, get_metric
@@ -142,6 +142,8 @@ class Screen:
         if not self.metric.gemm:
             x = x.double()
             return Rows(x, self.norms(x))
+        if self.int8 and quantise.usable(x, self.metric.centred, self.metric.normalised):  # one compiled pass
+            return Rows(*quantise.int8_rows(x, self.scale, self.mean, self.gamma, UNIT_ROUNDOFF[torch.float32]))
         x = self.scaled(x)
         if self.metric.centred:
             x = x - self.mean
