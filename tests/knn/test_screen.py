@@ -156,27 +156,37 @@ def test_the_power_of_two_of_one_value_is_the_tensor_ones():
             assert pow2_of(v, limit) == float(pow2_scale(torch.tensor(v, dtype=torch.float64), limit)), (v, limit)
 
 
-@pytest.mark.parametrize("metric", [m for m in GEMM if not METRICS[m].normalised])
+@pytest.mark.parametrize("metric", GEMM)
 @pytest.mark.parametrize("kind", ["normal", "relu", "offset", "scales"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_compiled_int8_rows_are_the_torch_ones(metric, kind, dtype, monkeypatch):
     """`quantise.int8_rows` (one compiled pass a row) makes the rows of `Screen.prepare`'s
     torch operations: the same int8 values, steps and squared norms, float64 norms equal up
     to the order of their sums; zero rows, one dimension, and queries far smaller than the
-    base included."""
+    base included. Cosine rows, whose norm is summed in float64 there and in float32 by
+    torch, may differ by one step in a few values; every row's figures stay within the
+    bound (`test_bound_really_bounds_the_screen_error` runs on these rows)."""
     from lookalike.knn import quantise
 
+    cosine = METRICS[metric].normalised
     for d in (1, 48):
         xq, xb = data(kind, seed=3, d=d)
         xq = np.concatenate([xq, np.zeros((1, d), np.float32), xq[:2] * np.float32(1e-30)]).astype(dtype)
         base = PreparedBase(xb, metric, screen_dtype=torch.int8)
         x = torch.from_numpy(xq)
-        assert quantise.usable(x, base.metric.centred, base.metric.normalised)
+        assert quantise.usable(x)
         compiled = base.screen.prepare(x)
         monkeypatch.setenv("LOOKALIKE_JIT", "0")
-        assert not quantise.usable(x, base.metric.centred, base.metric.normalised)
+        assert not quantise.usable(x)
         plain = base.screen.prepare(x)
         monkeypatch.delenv("LOOKALIKE_JIT")
+        if cosine:
+            assert (compiled.data.int() - plain.data.int()).abs().max() <= 1
+            assert (compiled.data != plain.data).float().mean() < 0.01
+            torch.testing.assert_close(compiled.scale, plain.scale, rtol=1e-6, atol=0)
+            torch.testing.assert_close(compiled.l2, plain.l2, rtol=1e-6, atol=0)
+            torch.testing.assert_close(compiled.qerr, plain.qerr, rtol=0.05, atol=1e-9)
+            continue
         for name in ("data", "scale", "sq"):
             a, b = getattr(compiled, name), getattr(plain, name)
             assert (a is None) == (b is None) and (a is None or torch.equal(a, b)), name

@@ -129,19 +129,25 @@ def _distances(xq, xb, rows, cols, kind, scale, scale_rows, out):  # pragma: no 
         terms = np.empty(max(d, 1))
         na = np.empty(max(d, 1))
         nb = np.empty(max(d, 1))
+        last, sa, norm_a = -1, 1.0, 0.0  # the query row of the pair before (pairs come grouped by query)
         for p in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
             a = xq[rows[p]]
             b = xb[cols[p]]
             if kind == COSINE:
-                sa = _pow2(_amax(a)) if scale_rows else 1.0
+                if rows[p] != last:  # the query's scale and norm, once for its run of pairs
+                    last = rows[p]
+                    sa = _pow2(_amax(a)) if scale_rows else 1.0
+                    for t in range(d):
+                        x = np.float64(a[t]) * sa
+                        na[t] = x * x
+                    norm_a = math.sqrt(_tree_sum(na, d))
                 sb = _pow2(_amax(b)) if scale_rows else 1.0
                 for t in range(d):
                     x = np.float64(a[t]) * sa
                     y = np.float64(b[t]) * sb
                     terms[t] = x * y
-                    na[t] = x * x
                     nb[t] = y * y
-                norms = math.sqrt(_tree_sum(na, d)) * math.sqrt(_tree_sum(nb, d))
+                norms = norm_a * math.sqrt(_tree_sum(nb, d))
                 out[p] = 1.0 - (_tree_sum(terms, d) / norms if norms > 0 else 0.0)
             elif kind == LINF:  # a maximum: in any order the same
                 for t in range(d):

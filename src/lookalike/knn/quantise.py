@@ -10,7 +10,11 @@ is exact; the centring one rounding; the step `amax / 127`; `x / step` rounded h
 even and clamped to +-127; the error `x - q step` in two roundings), and the norms are sums
 of float64 squares: the rows and the figures `Screen.bound` reads are those of the torch
 path, up to the order of the norms' float64 sums (a relative difference of about 1e-16,
-which the bound's slack covers).
+which the bound's slack covers). Cosine rows are each scaled by their own power of two (in
+float64, then cast) and divided by their norm, summed in float64 and rounded to float32 in
+both (a sum in another order can round to another float32 norm: then a unit row differs
+from torch's in its last bit, within the normalisation error `Screen.bound` counts, and
+rarely an int8 value by one step; each row's quantisation error is measured from its row).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 import torch
 
 from . import jit
+from .pairs import _amax, _pow2
 
 try:  # pragma: no cover - whichever environment runs the tests
     from numba import prange
@@ -28,17 +33,17 @@ except ImportError:  # pragma: no cover - then `jit.enabled()` is False and noth
 __all__ = ["usable", "int8_rows"]
 
 
-def usable(x: torch.Tensor, centred: bool, normalised: bool) -> bool:
+def usable(x: torch.Tensor) -> bool:
     """Whether `int8_rows` prepares these rows: a CPU tensor of float32 or float64 with
-    rows of at least one value, a metric that is not cosine (whose rows are scaled one by
-    one and normalised), the compiled kernels on."""
-    return (not normalised and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-            and x.dim() == 2 and x.shape[1] > 0 and jit.enabled("cpu"))
+    rows of at least one value, the compiled kernels on."""
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.dim() == 2
+            and x.shape[1] > 0 and jit.enabled("cpu"))
 
 
-def int8_rows(x: torch.Tensor, scale: float, mean: torch.Tensor | None, gamma: float, u32: float
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
-    """Rows `x` times `scale`, minus `mean` (centred metrics), quantised: (int8 rows, float64
+def int8_rows(x: torch.Tensor, scale: float, mean: torch.Tensor | None, normalised: bool, gamma: float,
+              u32: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """Rows `x` times `scale`, minus `mean` (centred metrics), or (`normalised`: cosine) each
+    times its own power of two and made unit length, then quantised: (int8 rows, float64
     norms, float32 squared norms or None, float64 quantisation-error norms, float32 steps),
     as `Screen.prepare` and `Screen.cast` make them."""
     a = np.ascontiguousarray(x.detach().numpy())
@@ -51,27 +56,40 @@ def int8_rows(x: torch.Tensor, scale: float, mean: torch.Tensor | None, gamma: f
     centre = mean is not None
     m = mean.detach().numpy().astype(np.float32) if centre else np.zeros(d, np.float32)
     jit.threads()
-    _int8_rows(a, a.dtype == np.float64, np.float32(scale), np.float64(scale), m, centre, np.float64(gamma),
+    _int8_rows(a, a.dtype == np.float64, normalised, np.float32(scale), np.float64(scale), m, centre, np.float64(gamma),
                np.float64(u32), q, l2, sq, qerr, step)
     return (torch.from_numpy(q), torch.from_numpy(l2), torch.from_numpy(sq) if centre else None,
             torch.from_numpy(qerr), torch.from_numpy(step))
 
 
 @jit.njit(parallel=True)
-def _int8_rows(a, wide, scale32, scale64, mean, centre, gamma, u32, q, l2, sq, qerr, step):  # pragma: no cover
+def _int8_rows(a, wide, normalised, scale32, scale64, mean, centre, gamma, u32,  # pragma: no cover
+               q, l2, sq, qerr, step):
     n, d = a.shape
     for i in prange(n):
         row = np.empty(d, np.float32)
+        if normalised:  # each row times its own power of two, in float64, then cast; then unit length
+            s = _pow2(_amax(a[i]))
+            n2 = 0.0
+            for t in range(d):
+                v = np.float32(np.float64(a[i, t]) * s)
+                row[t] = v
+                n2 += np.float64(v) * np.float64(v)
+            norm32 = np.float32(np.sqrt(n2))
+            div = norm32 if norm32 > 0 else np.float32(1.0)
+            for t in range(d):
+                row[t] = row[t] / div
+        else:
+            for t in range(d):
+                if wide:  # float64 rows are scaled before they are cast, as `Screen.scaled` does
+                    v = np.float32(np.float64(a[i, t]) * scale64)
+                else:
+                    v = np.float32(a[i, t]) * scale32
+                row[t] = v - mean[t] if centre else v
         s2 = 0.0
         top = np.float32(0.0)
         for t in range(d):
-            if wide:  # float64 rows are scaled before they are cast, as `Screen.scaled` does
-                v = np.float32(np.float64(a[i, t]) * scale64)
-            else:
-                v = np.float32(a[i, t]) * scale32
-            if centre:
-                v = v - mean[t]
-            row[t] = v
+            v = row[t]
             s2 += np.float64(v) * np.float64(v)
             av = abs(v)
             top = av if av > top else top

@@ -142,13 +142,15 @@ class Screen:
         if not self.metric.gemm:
             x = x.double()
             return Rows(x, self.norms(x))
-        if self.int8 and quantise.usable(x, self.metric.centred, self.metric.normalised):  # one compiled pass
-            return Rows(*quantise.int8_rows(x, self.scale, self.mean, self.gamma, UNIT_ROUNDOFF[torch.float32]))
+        if self.int8 and quantise.usable(x):  # one compiled pass a row
+            return Rows(*quantise.int8_rows(x, self.scale, self.mean, self.metric.normalised, self.gamma,
+                                            UNIT_ROUNDOFF[torch.float32]))
         x = self.scaled(x)
         if self.metric.centred:
             x = x - self.mean
         elif self.metric.normalised:
-            norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+            # summed in float64, rounded once: the norm `quantise`'s compiled pass divides by
+            norms = torch.linalg.vector_norm(x, dim=1, keepdim=True, dtype=torch.float64).to(x.dtype)
             x = x / torch.where(norms > 0, norms, 1.0)
         # norms in float64: a row far smaller than the base's largest would square to zero in
         # float32, and a zero norm would zero its error bound
