@@ -154,13 +154,13 @@ def test_cpu_searches_run_the_kernels(monkeypatch):
     window unrefined (the rerank takes it whole); with LOOKALIKE_JIT=0 it never calls them,
     and refines the window in torch first."""
     calls = []
-    for name in ("distances", "pick_grouped"):
+    for name in ("distances", "pick_into"):
         fn = getattr(pairs, name)
         monkeypatch.setattr(pairs, name, lambda *a, _fn=fn, _name=name, **kw: calls.append(_name) or _fn(*a, **kw))
     xq, xb, _ = case("duplicates")
     stats = SearchStats()
     knn(xq, xb, 5, screen_dtype=torch.int8, stats=stats)
-    assert set(calls) == {"distances", "pick_grouped"}
+    assert set(calls) == {"distances", "pick_into"}
     assert stats.refine_s == 0 and stats.reranked == stats.candidates
     calls.clear()
     monkeypatch.setenv("LOOKALIKE_JIT", "0")
@@ -175,3 +175,20 @@ def test_pair_distances_of_rows_with_no_values(metric):
     xq, xb = np.zeros((3, 0), np.float32), np.zeros((4, 0), np.float32)
     dist = pair_distances(get_metric(metric), xq, xb, np.repeat(np.arange(3), 4), np.tile(np.arange(4), 3))
     np.testing.assert_array_equal(dist, np.full(12, 1.0 if METRICS[metric].normalised else 0.0))
+
+
+@pytest.mark.parametrize("n", [1, 5, pairs.RADIX_MIN - 1, pairs.RADIX_MIN, 1003, 5000])
+def test_the_radix_order_is_a_stable_sort(n):
+    """`_radix_order` (the pick's sort past k = 32) orders float64 keys as a stable
+    comparison sort does: negatives (inner products' keys), -0.0 equal to 0.0, ties,
+    subnormals, huge and tiny values, and keys that share all but their last bits."""
+    rng = np.random.default_rng(n)
+    pools = [rng.normal(size=n) * 10.0 ** rng.integers(-300, 300, n),
+             rng.integers(-3, 4, n).astype(np.float64),  # many ties
+             np.where(rng.random(n) < 0.5, -0.0, 0.0),
+             50.0 + rng.integers(0, 8, n) * np.finfo(np.float64).eps * 64,  # the last bits only
+             rng.choice([5e-324, 1e-310, -1e-310, 1e300, -1e300, 0.0], n)]
+    for keys in pools:
+        got = pairs._radix_order(keys)
+        want = np.argsort(keys, kind="stable")
+        np.testing.assert_array_equal(got, want)

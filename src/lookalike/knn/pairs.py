@@ -4,7 +4,8 @@ Each is one compiled pass over the (query, base row) pairs instead of many small
 operations (gathers, `unique`, sorts, chunk loops):
 
 - `distances`: each pair's exact float64 distance, every metric, the base row read in place.
-- `pick_grouped`: for pairs grouped by query, each query's k best by (distance, base index).
+- `pick_into`: for pairs grouped by query, each query's k best by (distance, base index),
+  written into the result arrays (past k = 32 sorted by a radix sort, `_radix_order`).
 
 The formulas are `metrics.exact_distances` and `refine.pick`'s, and the results are the same
 neighbours; `refine.py` calls these when `jit.enabled()` (the CPU, numba present,
@@ -35,7 +36,7 @@ try:  # pragma: no cover - exercised by whichever environment runs the tests
 except ImportError:  # pragma: no cover
     prange = range
 
-__all__ = ["usable", "as_array", "grouped", "distances", "pick_grouped"]
+__all__ = ["usable", "as_array", "grouped", "distances", "pick_into"]
 
 CHUNK = 64  # pairs (or queries) a parallel task takes at a time
 SMALL_K = 32  # up to this k, each query's k best are kept by insertion (no sort, no allocation a query)
@@ -172,31 +173,50 @@ def _distances(xq, xb, rows, cols, kind, scale, scale_rows, out):  # pragma: no 
 # ---------------------------------------------------------------- pick
 
 
-def pick_grouped(rows: np.ndarray, cols: np.ndarray, key: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """For pairs grouped by query (`grouped(rows)`): the first pair of each query, and for
-    each query holding at least k pairs the indices of its k best pairs by (key, col),
-    ascending (ties to the lower column), -1 for a query holding fewer (`short`)."""
+def pick_into(rows: np.ndarray, cols: np.ndarray, key: np.ndarray, dist: np.ndarray, k: int, unscale: float,
+              D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, float]:
+    """For pairs grouped by query (`grouped(rows)`): each query's k best pairs by (key, col),
+    ascending (ties to the lower column), written straight into D and I (rows of the
+    queries): D the distances times `unscale` (an exact power of two) cast to float32, I
+    their columns. Returns the queries holding fewer than k pairs (left untouched) and the
+    largest magnitude written to D (before the cast), for `refine.check_representable`. One
+    pass, where the selection's indices, two gathers of a million values, a scaling and two
+    scattered writes took 11 ms of a search at k = 1,000 in NumPy."""
     starts = group_starts(rows)
-    sel = np.empty((len(starts) - 1, k), np.int64)
+    ng = len(starts) - 1
+    short = np.zeros(ng, np.bool_)
+    tops = np.zeros(max(1, (ng + CHUNK - 1) // CHUNK))
     jit.threads()
-    _pick(starts, np.ascontiguousarray(cols, np.int64), np.ascontiguousarray(key, np.float64), k, sel)
-    return starts[:-1], sel
+    _pick_into(starts, np.ascontiguousarray(rows, np.int64), np.ascontiguousarray(cols, np.int64),
+               np.ascontiguousarray(key, np.float64), np.ascontiguousarray(dist, np.float64), k,
+               np.float64(unscale), D, I, short, tops)
+    return rows[starts[:-1][short]], float(tops.max())
 
 
 @jit.njit(parallel=True)
-def _pick(starts, cols, key, k, sel):  # pragma: no cover - compiled
+def _pick_into(starts, rows, cols, key, dist, k, unscale, D, I, short, tops):  # pragma: no cover - compiled
     ng = len(starts) - 1
     for ch in prange((ng + CHUNK - 1) // CHUNK):
         top_key = np.empty(k)
         top_col = np.empty(k, np.int64)
+        sel = np.empty(k, np.int64)
+        top = 0.0
         for g in range(ch * CHUNK, min(ng, (ch + 1) * CHUNK)):
             lo, hi = starts[g], starts[g + 1]
             if hi - lo < k:
-                sel[g, :] = -1
-            elif k <= SMALL_K:
-                _insertion_best(key, cols, lo, hi, k, top_key, top_col, sel[g])
+                short[g] = True
+                continue
+            if k <= SMALL_K:
+                _insertion_best(key, cols, lo, hi, k, top_key, top_col, sel)
             else:
-                _sorted_best(key, cols, lo, hi, k, sel[g])
+                _sorted_best(key, cols, lo, hi, k, sel)
+            q = rows[lo]
+            for j in range(k):
+                v = dist[sel[j]] * unscale
+                top = max(top, abs(v))
+                D[q, j] = np.float32(v)
+                I[q, j] = cols[sel[j]]
+        tops[ch] = top
 
 
 @jit.njit()
@@ -226,7 +246,7 @@ def _sorted_best(key, cols, lo, hi, k, out):  # pragma: no cover - compiled
         idx = np.flatnonzero(keys <= kth)
     else:  # a few more than k (an fp32 screen's window): a partition would cost a fifth of the sort
         idx = np.arange(hi - lo)
-    order = idx[np.argsort(keys[idx])]
+    order = idx[_radix_order(keys[idx])]
     i, m = 0, len(order)
     while i < k:  # runs of equal keys (-0.0 == 0.0) that reach into the k, by column
         j = i + 1
@@ -238,6 +258,54 @@ def _sorted_best(key, cols, lo, hi, k, out):  # pragma: no cover - compiled
         i = j
     for j in range(k):
         out[j] = lo + order[j]
+
+
+RADIX_MIN = 64  # fewer keys than this are ordered by a comparison sort (a radix pass costs 256 counts)
+
+
+@jit.njit()
+def _radix_order(keys):  # pragma: no cover - compiled
+    """The stable ascending order of float64 `keys` (no NaN; -0.0 equal to 0.0): a least
+    significant digit radix sort of their bits turned into unsigned integers that sort as
+    the floats do, 8 bits a pass, skipping the bytes every key shares (a query's distances
+    share their sign and most of their exponent). 1,000 lists of 1,003 distances, both
+    threads: 7.8 against 29 ms for numba's quicksort `argsort`, which was a third of a search
+    at k = 1,000. Equal keys keep their order, which `_sorted_best` relies on no more than a
+    comparison sort's (it orders runs of equal keys by column itself)."""
+    n = len(keys)
+    if n < RADIX_MIN:
+        return np.argsort(keys, kind="mergesort")
+    bits = np.empty(n, np.float64)
+    for i in range(n):
+        bits[i] = keys[i] + 0.0  # -0.0 + 0.0 is 0.0
+    u = bits.view(np.uint64)
+    top = np.uint64(1) << np.uint64(63)
+    for i in range(n):  # negative floats: all bits flipped; others: the sign bit set
+        u[i] = ~u[i] if u[i] & top else u[i] | top
+    differ = np.uint64(0)
+    for i in range(n):
+        differ |= u[i] ^ u[0]
+    order = np.arange(n)
+    key2, order2 = np.empty(n, np.uint64), np.empty(n, np.int64)
+    count = np.empty(257, np.int64)
+    mask = np.uint64(255)
+    for b in range(8):
+        shift = np.uint64(8 * b)
+        if (differ >> shift) & mask == 0:
+            continue
+        count[:] = 0
+        for i in range(n):
+            count[((u[i] >> shift) & mask) + 1] += 1
+        for j in range(256):
+            count[j + 1] += count[j]
+        for i in range(n):
+            digit = (u[i] >> shift) & mask
+            at = count[digit]
+            key2[at], order2[at] = u[i], order[i]
+            count[digit] = at + 1
+        u, key2 = key2, u
+        order, order2 = order2, order
+    return order
 
 
 # ---------------------------------------------------------------- shared

@@ -119,20 +119,21 @@ def pick(m: Metric, rows: np.ndarray, cols: np.ndarray, dist: np.ndarray, k: int
     """
     if not len(rows):
         return np.empty(0, dtype=np.int64)
-    if jit.enabled() and pairs.grouped(rows):  # the small-size path's pairs: a compiled selection per query
-        starts, sel = pairs.pick_grouped(rows, cols, m.sort_key(dist), k)
-        full = sel[:, 0] >= 0
-        short, q = rows[starts[~full]], rows[starts[full]]
-        take = sel[full].ravel()
-    else:
-        order = _order(rows, cols, m.sort_key(dist))
-        rs = rows[order]
-        starts = pairs.group_starts(rs)[:-1]
-        full = np.diff(np.r_[starts, len(rs)]) >= k
-        short = rs[starts[~full]]
-        starts = starts[full]
-        take = order[(starts[:, None] + np.arange(k)).ravel()]
-        q = rs[starts]
+    if (jit.enabled() and pairs.grouped(rows) and D.dtype == np.float32 and I.dtype == np.int64
+            and D.flags.c_contiguous and I.flags.c_contiguous):
+        # the small-size path's pairs: a compiled selection per query, written into D and I
+        unscale = 1.0 / scale**m.power if scale != 1.0 and m.power else 1.0  # a power of two: exact
+        short, top = pairs.pick_into(rows, cols, m.sort_key(dist), dist, k, unscale, D, I)
+        check_representable(m, np.array([top]))
+        return short
+    order = _order(rows, cols, m.sort_key(dist))
+    rs = rows[order]
+    starts = pairs.group_starts(rs)[:-1]
+    full = np.diff(np.r_[starts, len(rs)]) >= k
+    short = rs[starts[~full]]
+    starts = starts[full]
+    take = order[(starts[:, None] + np.arange(k)).ravel()]
+    q = rs[starts]
     best = dist[take]
     if scale != 1.0 and m.power:
         best = best / scale**m.power  # exact: a power of two (subnormal results aside)
