@@ -18,6 +18,12 @@ How each point is measured (`lookalike.bench.measure`, as `lookalike bench` does
 - every backend variant runs in a process of its own (no two OpenMP runtimes in one
   process), repeats interleaved (lookalike, faiss, lookalike, faiss, ...), the best
   search time of each kept; times are seconds of kneighbors only (fit reported apart);
+- each process searches all the queries twice and times both: the second is the search
+  time (a search repeated in a process, as a service or a batch job repeats it: buffers
+  grown, pages given, choices made), the first is kept beside it (`*_first_s`,
+  `first_vs_faiss`): it also pays what a process pays once for a search of that size
+  (lookalike's buffer of nq x nb scores growing from the warm-up's into fresh pages, a
+  probe; FAISS's first use of its blocks);
 - lookalike runs at its `auto` precision (each point records the screen it took, why, and
   whether the search took the small-size path: every score in one block); FAISS with
   OPENBLAS_CORETYPE=SkylakeX on AVX-512 CPUs (set before it loads), as many threads as
@@ -58,7 +64,7 @@ def point(param: str, value: int, backends: list[str], repeats: int, verify: int
         w, metric = {**BASE, param: value}, "euclidean"
     xb, xq = synthetic(w["nb"], w["nq"], w["d"], clusters=min(1000, w["nb"] // 10))
     records, _ = measure(xb, xq, w["k"], metric, backends, repeats=repeats, verify_queries=verify,
-                         progress=False, floors=False)
+                         progress=False, floors=False, steady=True)
     row = {"param": param, **w, "metric": metric}
     if param == "demo":
         row["demo"] = value
@@ -66,6 +72,8 @@ def point(param: str, value: int, backends: list[str], repeats: int, verify: int
         row[f"{b}_s"] = rec["search_s"]
         row[f"{b}_fit_s"] = rec["fit_s"]
         row[f"{b}_repeats_s"] = rec["repeat_search_s"]
+        row[f"{b}_first_s"] = rec["first_search_best_s"]  # the first search of the queries in its process
+        row[f"{b}_first_repeats_s"] = rec["repeat_first_search_s"]
         row[f"{b}_agree"] = rec["agree"]
         row[f"{b}_sets_differ"] = rec["frac_neighbor_sets_differ"]
         row[f"{b}_config"] = rec["config"]
@@ -82,6 +90,7 @@ def point(param: str, value: int, backends: list[str], repeats: int, verify: int
             row["lookalike_choice"] = st.get("screen_choice", "")
     if "faiss_s" in row:
         row["search_vs_faiss"] = row["lookalike_s"] / row["faiss_s"]
+        row["first_vs_faiss"] = row["lookalike_first_s"] / row["faiss_first_s"]
     return row
 
 
