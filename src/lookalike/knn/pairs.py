@@ -130,7 +130,9 @@ def _distances(xq, xb, rows, cols, kind, scale, scale_rows, out):  # pragma: no 
         terms = np.empty(max(d, 1))
         na = np.empty(max(d, 1))
         nb = np.empty(max(d, 1))
-        last, sa, norm_a = -1, 1.0, 0.0  # the query row of the pair before (pairs come grouped by query)
+        # the query row of the pair before: its scale and norm serve the pairs after it of the same
+        # query (the small-size path gives pairs grouped by query; otherwise they are recomputed)
+        last, sa, norm_a = -1, 1.0, 0.0
         for p in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
             a = xq[rows[p]]
             b = xb[cols[p]]
