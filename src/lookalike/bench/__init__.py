@@ -68,8 +68,11 @@ MAX_NB, MAX_NQ, MAX_D, MAX_REPEATS, MAX_VERIFY = 10**8, 10**7, 65_536, 100, 100_
 def run(*, nb: int = 90000, nq: int = 10000, d: int = 2048, k: int = 3, metric: str = "euclidean",
         backends: list[str] | None = None, features: str | None = None, repeats: int = 1,
         verify_queries: int = 1000, precision: str = "auto", out: str | os.PathLike = "bench-out",
-        seed: int = 0, progress: bool = True, command: list[str] | str | None = None) -> dict:
+        seed: int = 0, progress: bool = True, command: list[str] | str | None = None, steady: bool = False) -> dict:
     """Compare backends on one workload; write bench.json and bench.png into `out`.
+
+    `steady`: each backend searches all the queries twice in its process, the second timed
+    (a repeated search, as a service repeats one; see `measure`), the first kept beside it.
 
     Everything is checked before any data is made or any file written. Each result says
     whether the backend `agree`s with the float64 reference; `disagree` lists those that do
@@ -102,9 +105,9 @@ def run(*, nb: int = 90000, nq: int = 10000, d: int = 2048, k: int = 3, metric: 
         if precision == "auto" and _auto_is_not_fp32(m, xb.shape[1], len(xb), len(xq)):
             backends.insert(1, "lookalike@fp32")  # the fp32 engine too, as the floor's reference
     workload |= {"nb": len(xb), "nq": len(xq), "d": xb.shape[1], "k": k, "metric": m.name,
-                 "base_mb": xb.nbytes / 2**20, "repeats": repeats}
+                 "base_mb": xb.nbytes / 2**20, "repeats": repeats, "steady": bool(steady)}
     records, sample = measure(xb, xq, k, m.name, backends, precision=precision, repeats=repeats,
-                              verify_queries=verify_queries, seed=seed, progress=progress)
+                              verify_queries=verify_queries, seed=seed, progress=progress, steady=steady)
     result = {"workload": workload | {"verified_queries": int(len(sample))}, "machine": machine(),
               "libraries": libraries(), "provenance": finish(origin),
               "results": list(records.values()), "disagree": [b for b, r in records.items() if not r["agree"]]}
@@ -294,6 +297,10 @@ def table(result: dict) -> str:
                      f"{_ratio(r.get('search_vs_faiss')):>12} {_ratio(r.get('search_vs_sklearn')):>14} "
                      f"{r['peak_rss_mb']:>8.0f} {r['max_abs_dist_diff']:>9.2e} "
                      f"{r['frac_neighbor_sets_differ']:>11.2%}  {r['config']}")
+    firsts = [r for r in result["results"] if "first_search_best_s" in r]
+    if firsts:
+        lines.append("search: the second of two searches of all the queries in each process; the first took "
+                     + ", ".join(f"{r['backend']} {seconds(r['first_search_best_s'])}" for r in firsts))
     for r in result["results"]:
         if "settings" in r:
             lines.append(f"{r['backend']}: BLAS threshold chosen by timing both settings: " + settings_text(r))

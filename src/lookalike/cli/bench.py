@@ -27,6 +27,9 @@ def register(sub) -> None:
     p.add_argument("--verify-queries", type=BOUNDS["bench", "--verify-queries"], default=1000)
     p.add_argument("--precision", default="auto", choices=SCREEN_PRECISIONS,
                    help="screen precision of lookalike's engine (results are exact whatever it is)")
+    p.add_argument("--steady", action="store_true",
+                   help="time each backend's second search of the queries (a repeated search); the first is "
+                        "reported beside it")
     p.add_argument("--out", default="bench-out")
     p.set_defaults(run=bench)
 
@@ -38,7 +41,7 @@ def bench(args: argparse.Namespace) -> int:
     result = run(nb=args.nb, nq=args.nq, d=args.d, k=args.k, metric=args.metric, backends=backends,
                  features=args.features, repeats=args.repeats, verify_queries=args.verify_queries,
                  precision=args.precision, out=args.out, progress=not args.quiet,
-                 command=["lookalike", *sys.argv[1:]])
+                 command=["lookalike", *sys.argv[1:]], steady=args.steady)
     w = result["workload"]
     print(f"workload: {w['nq']} queries x {w['nb']} base x {w['d']}-d, k={w['k']}, {w['metric']}, "
           f"verified on {w['verified_queries']} queries against a float64 NumPy brute force")
