@@ -94,9 +94,9 @@ def worker(backend: str, data: Path, k: int, metric: str, precision: str) -> dic
               "fit_s": fit_s, "search_s": search_s, "total_s": fit_s + search_s,
               "peak_rss_mb": status_mb("VmHWM"), "baseline_rss_mb": baseline}
     if warmup_s is not None:
-        record["warmup_s"] = warmup_s
+        record["warmup_s"] = warmup_s  # a search of the first PROBE_QUERIES queries before the timed one
     if first_s is not None:  # with `steady`: the first search of all the queries (search_s: the same again)
-        record["first_search_s"] = first_s  # a search of the first PROBE_QUERIES queries before the timed one
+        record["first_search_s"] = first_s
     if settings is not None:
         record |= settings
     if nn.search_stats_ is not None:
