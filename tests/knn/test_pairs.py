@@ -92,7 +92,9 @@ def test_a_memory_mapped_base_is_read_in_place(monkeypatch, tmp_path, dtype):
             got, torch_path = both(monkeypatch, lambda: knn(xq, mm, 5, metric, screen_dtype=dtype, working_memory=wm))
             for D, I in (got, torch_path):
                 np.testing.assert_array_equal(I, want[1])
-                np.testing.assert_allclose(D, want[0], rtol=1e-6)
+                # atol: a duplicate's cosine distance, 1 - cos, is 0 or a few units of float64's
+                # rounding of 1, depending on the order the two paths sum in
+                np.testing.assert_allclose(D, want[0], rtol=1e-6, atol=1e-15)
 
 
 @pytest.mark.parametrize("metric", sorted(METRICS))
@@ -192,3 +194,24 @@ def test_the_radix_order_is_a_stable_sort(n):
         got = pairs._radix_order(keys)
         want = np.argsort(keys, kind="stable")
         np.testing.assert_array_equal(got, want)
+
+
+def test_float32_cosine_rows_need_no_scaling_of_their_own():
+    """float32 rows skip cosine's scaling by a power of two in the rerank: in float64 their
+    products are exact and normal and their sums cannot overflow, so the scaling changes no
+    bit. The same rows as float64 (which are scaled) give the very same distances, from
+    rows near float32's largest values down to its subnormals."""
+    rng = np.random.default_rng(9)
+    m = get_metric("cosine")
+    xb = rng.normal(size=(400, 45)).astype(np.float32)
+    xq = rng.normal(size=(20, 45)).astype(np.float32)
+    xb[::4] *= np.float32(1e37)
+    xb[1::4] *= np.float32(1e-40)  # subnormal float32 values
+    xq[::3] *= np.float32(1e-38)
+    xq[1::3] *= np.float32(3e37)
+    xb[2::9] = 0
+    rows, cols = np.repeat(np.arange(20), 400), np.tile(np.arange(400), 20)
+    d32 = pairs.distances(m, xq, xb, rows, cols)
+    d64 = pairs.distances(m, xq.astype(np.float64), xb.astype(np.float64), rows, cols)
+    assert np.isfinite(d32).all()
+    np.testing.assert_array_equal(d32, d64)
