@@ -207,7 +207,8 @@ def _lane_abs_diff(a, b, scale, acc):  # pragma: no cover - compiled
 
 @jit.njit()
 def _lane_amax(x, acc):  # pragma: no cover - compiled
-    """The largest |x[t]| (0 for none), in float64 (`_amax`, by lanes: 4x faster at d = 256)."""
+    """The largest |x[t]| (0 for none), in float64, by lanes (a loop that vectorises: a maximum
+    carried from one value to the next does not)."""
     acc[:] = 0.0
     d, t0 = len(x), 0
     while t0 + LANES <= d:
@@ -428,14 +429,6 @@ def _tree_max(x, n):  # pragma: no cover - compiled
     top = 0.0
     for t in range(n):
         top = max(top, x[t])
-    return top
-
-
-@jit.njit()
-def _amax(x):  # pragma: no cover - compiled
-    top = 0.0
-    for t in range(len(x)):
-        top = max(top, abs(np.float64(x[t])))
     return top
 
 

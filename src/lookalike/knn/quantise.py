@@ -8,13 +8,14 @@ of 6 (1,000 x 1,000 rows, k = 10). Here each row is read once, in cache, by one 
 The arithmetic is `Screen.prepare`'s, step by step in float32 (the scale, a power of two,
 is exact; the centring one rounding; the step `amax / 127`; `x / step` rounded half to
 even and clamped to +-127; the error `x - q step` in two roundings), and the norms are sums
-of float64 squares: the rows and the figures `Screen.bound` reads are those of the torch
-path, up to the order of the norms' float64 sums (a relative difference of about 1e-16,
-which the bound's slack covers). Cosine rows are each scaled by their own power of two (in
-float64, then cast) and divided by their norm, summed in float64 and rounded to float32 in
-both (a sum in another order can round to another float32 norm: then a unit row differs
-from torch's in its last bit, within the normalisation error `Screen.bound` counts, and
-rarely an int8 value by one step; each row's quantisation error is measured from its row).
+of float64 squares (by lanes, as the rerank sums: `pairs.LANES`): the rows and the figures
+`Screen.bound` reads are those of the torch path, up to the order of the norms' float64
+sums (a relative difference of about 1e-16, which the bound's slack covers). Cosine rows
+are each scaled by their own power of two (in float64, then cast) and divided by their
+norm, summed in float64 and rounded to float32 in both (a sum in another order can round
+to another float32 norm: then a unit row differs from torch's in its last bit, within the
+normalisation error `Screen.bound` counts, and rarely an int8 value by one step; each
+row's quantisation error is measured from its row).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from . import jit
-from .pairs import _amax, _pow2
+from .pairs import LANES, _lane_amax, _lane_dot, _pow2
 
 try:  # pragma: no cover - whichever environment runs the tests
     from numba import prange
@@ -68,14 +69,13 @@ def _int8_rows(a, wide, normalised, scale32, scale64, mean, centre, gamma, u32, 
     n, d = a.shape
     for i in prange(n):
         row = np.empty(d, np.float32)
+        err = np.empty(d, np.float32)
+        acc = np.empty(LANES)  # sums and maxima by lanes (`pairs.LANES`): loops that vectorise
         if normalised:  # each row times its own power of two, in float64, then cast; then unit length
-            s = _pow2(_amax(a[i]))
-            n2 = 0.0
+            s = _pow2(_lane_amax(a[i], acc))
             for t in range(d):
-                v = np.float32(np.float64(a[i, t]) * s)
-                row[t] = v
-                n2 += np.float64(v) * np.float64(v)
-            norm32 = np.float32(np.sqrt(n2))
+                row[t] = np.float32(np.float64(a[i, t]) * s)
+            norm32 = np.float32(np.sqrt(_lane_dot(row, row, 1.0, 1.0, acc)))
             div = norm32 if norm32 > 0 else np.float32(1.0)
             for t in range(d):
                 row[t] = row[t] / div
@@ -86,24 +86,16 @@ def _int8_rows(a, wide, normalised, scale32, scale64, mean, centre, gamma, u32, 
                 else:
                     v = np.float32(a[i, t]) * scale32
                 row[t] = v - mean[t] if centre else v
-        s2 = 0.0
-        top = np.float32(0.0)
-        for t in range(d):
-            v = row[t]
-            s2 += np.float64(v) * np.float64(v)
-            av = abs(v)
-            top = av if av > top else top
-        norm = np.sqrt(s2)
+        norm = np.sqrt(_lane_dot(row, row, 1.0, 1.0, acc))
+        top = np.float32(_lane_amax(row, acc))  # exact: the largest |value| of float32 values
         l2[i] = norm
         sq[i] = np.float32(norm * norm)
         st = top / np.float32(127.0)
         st = st if st > 0 else np.float32(1.0)
         step[i] = st
-        e2 = 0.0
         for t in range(d):
             r = np.float32(np.rint(row[t] / st))
             r = min(max(r, np.float32(-127.0)), np.float32(127.0))
             q[i, t] = np.int8(r)
-            e = row[t] - r * st
-            e2 += np.float64(e) * np.float64(e)
-        qerr[i] = np.sqrt(e2) * (1 + gamma) + 2 * u32 * norm
+            err[t] = row[t] - r * st
+        qerr[i] = np.sqrt(_lane_dot(err, err, 1.0, 1.0, acc)) * (1 + gamma) + 2 * u32 * norm
