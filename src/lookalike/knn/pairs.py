@@ -137,31 +137,40 @@ def _distances(xq, xb, rows, cols, kind, scale, scale_rows, out):  # pragma: no 
         acc = np.empty(LANES)
         acc2 = np.empty(LANES)
         terms = np.empty(max(d, 1) if kind == LINF else 1)  # chebyshev's (a maximum: by halves)
-        # the query row of the pair before: its scale and norm serve the pairs after it of the same
-        # query (the small-size path gives pairs grouped by query; otherwise they are recomputed)
-        last, sa, norm_a = -1, 1.0, 0.0
+        # the query row of the pair before, in float64 (times its scale for products), and for
+        # cosine its norm: they serve the pairs after it of the same query (the small-size path
+        # gives pairs grouped by query; otherwise they are made again)
+        a64 = np.empty(d)
+        last, norm_a = -1, 0.0
         for p in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
-            a = xq[rows[p]]
             b = xb[cols[p]]
-            if kind == COSINE:
-                if rows[p] != last:  # the query's scale and norm, once for its run of pairs
-                    last = rows[p]
+            if rows[p] != last:
+                last = rows[p]
+                a = xq[last]
+                sa = 1.0
+                if kind == COSINE:
                     sa = _pow2(_lane_amax(a, acc)) if scale_rows else 1.0
-                    norm_a = math.sqrt(_lane_dot(a, a, sa, sa, acc))
+                elif kind == INNER:
+                    sa = scale
+                for t in range(d):
+                    a64[t] = np.float64(a[t]) * sa
+                if kind == COSINE:
+                    norm_a = math.sqrt(_lane_dot(a64, a64, 1.0, acc))
+            if kind == COSINE:
                 sb = _pow2(_lane_amax(b, acc)) if scale_rows else 1.0
-                dot, bb = _lane_dot_and_norm(a, b, sa, sb, acc, acc2)
+                dot, bb = _lane_dot_and_norm(a64, b, sb, acc, acc2)
                 norms = norm_a * math.sqrt(bb)  # |a| |b|, as the float64 reference (`verify`) divides
                 out[p] = 1.0 - (dot / norms if norms > 0 else 0.0)
             elif kind == LINF:  # a maximum: in any order the same
                 for t in range(d):
-                    terms[t] = abs((np.float64(b[t]) - np.float64(a[t])) * scale)
+                    terms[t] = abs((np.float64(b[t]) - a64[t]) * scale)
                 out[p] = _tree_max(terms, d)
             elif kind == INNER:
-                out[p] = _lane_dot(a, b, scale, scale, acc)
+                out[p] = _lane_dot(a64, b, scale, acc)
             elif kind == L1:
-                out[p] = _lane_abs_diff(a, b, scale, acc)
+                out[p] = _lane_abs_diff(a64, b, scale, acc)
             else:  # p = 2
-                d2 = _lane_sq_diff(a, b, scale, acc)
+                d2 = _lane_sq_diff(a64, b, scale, acc)
                 out[p] = d2 if kind == L2_SQUARED else math.sqrt(d2)
 
 
@@ -175,33 +184,33 @@ LANES = 32
 
 @jit.njit()
 def _lane_sq_diff(a, b, scale, acc):  # pragma: no cover - compiled
-    """sum over t of ((b[t] - a[t]) scale)^2, in float64."""
+    """sum over t of ((b[t] - a[t]) scale)^2, in float64 (`a` float64)."""
     acc[:] = 0.0
     d, t0 = len(a), 0
     while t0 + LANES <= d:
         ac, bc = a[t0:t0 + LANES], b[t0:t0 + LANES]
         for lane in range(LANES):
-            e = (np.float64(bc[lane]) - np.float64(ac[lane])) * scale
+            e = (np.float64(bc[lane]) - ac[lane]) * scale
             acc[lane] += e * e
         t0 += LANES
     for lane in range(d - t0):
-        e = (np.float64(b[t0 + lane]) - np.float64(a[t0 + lane])) * scale
+        e = (np.float64(b[t0 + lane]) - a[t0 + lane]) * scale
         acc[lane] += e * e
     return _tree_sum(acc, LANES)
 
 
 @jit.njit()
 def _lane_abs_diff(a, b, scale, acc):  # pragma: no cover - compiled
-    """sum over t of |(b[t] - a[t]) scale|, in float64."""
+    """sum over t of |(b[t] - a[t]) scale|, in float64 (`a` float64)."""
     acc[:] = 0.0
     d, t0 = len(a), 0
     while t0 + LANES <= d:
         ac, bc = a[t0:t0 + LANES], b[t0:t0 + LANES]
         for lane in range(LANES):
-            acc[lane] += abs((np.float64(bc[lane]) - np.float64(ac[lane])) * scale)
+            acc[lane] += abs((np.float64(bc[lane]) - ac[lane]) * scale)
         t0 += LANES
     for lane in range(d - t0):
-        acc[lane] += abs((np.float64(b[t0 + lane]) - np.float64(a[t0 + lane])) * scale)
+        acc[lane] += abs((np.float64(b[t0 + lane]) - a[t0 + lane]) * scale)
     return _tree_sum(acc, LANES)
 
 
@@ -222,23 +231,23 @@ def _lane_amax(x, acc):  # pragma: no cover - compiled
 
 
 @jit.njit()
-def _lane_dot(a, b, sa, sb, acc):  # pragma: no cover - compiled
-    """sum over t of (a[t] sa)(b[t] sb), in float64."""
+def _lane_dot(a, b, sb, acc):  # pragma: no cover - compiled
+    """sum over t of a[t] (b[t] sb), in float64 (`a` float64, or float32 values widened)."""
     acc[:] = 0.0
     d, t0 = len(a), 0
     while t0 + LANES <= d:
         ac, bc = a[t0:t0 + LANES], b[t0:t0 + LANES]
         for lane in range(LANES):
-            acc[lane] += (np.float64(ac[lane]) * sa) * (np.float64(bc[lane]) * sb)
+            acc[lane] += np.float64(ac[lane]) * (np.float64(bc[lane]) * sb)
         t0 += LANES
     for lane in range(d - t0):
-        acc[lane] += (np.float64(a[t0 + lane]) * sa) * (np.float64(b[t0 + lane]) * sb)
+        acc[lane] += np.float64(a[t0 + lane]) * (np.float64(b[t0 + lane]) * sb)
     return _tree_sum(acc, LANES)
 
 
 @jit.njit()
-def _lane_dot_and_norm(a, b, sa, sb, acc, acc2):  # pragma: no cover - compiled
-    """`_lane_dot(a, b, sa, sb)` and the sum of (b[t] sb)^2, in one pass."""
+def _lane_dot_and_norm(a, b, sb, acc, acc2):  # pragma: no cover - compiled
+    """`_lane_dot(a, b, sb)` and the sum of (b[t] sb)^2, in one pass (`a` float64)."""
     acc[:] = 0.0
     acc2[:] = 0.0
     d, t0 = len(a), 0
@@ -246,12 +255,12 @@ def _lane_dot_and_norm(a, b, sa, sb, acc, acc2):  # pragma: no cover - compiled
         ac, bc = a[t0:t0 + LANES], b[t0:t0 + LANES]
         for lane in range(LANES):
             y = np.float64(bc[lane]) * sb
-            acc[lane] += (np.float64(ac[lane]) * sa) * y
+            acc[lane] += ac[lane] * y
             acc2[lane] += y * y
         t0 += LANES
     for lane in range(d - t0):
         y = np.float64(b[t0 + lane]) * sb
-        acc[lane] += (np.float64(a[t0 + lane]) * sa) * y
+        acc[lane] += a[t0 + lane] * y
         acc2[lane] += y * y
     return _tree_sum(acc, LANES), _tree_sum(acc2, LANES)
 

@@ -75,7 +75,7 @@ def _int8_rows(a, wide, normalised, scale32, scale64, mean, centre, gamma, u32, 
             s = _pow2(_lane_amax(a[i], acc))
             for t in range(d):
                 row[t] = np.float32(np.float64(a[i, t]) * s)
-            norm32 = np.float32(np.sqrt(_lane_dot(row, row, 1.0, 1.0, acc)))
+            norm32 = np.float32(np.sqrt(_lane_dot(row, row, 1.0, acc)))
             div = norm32 if norm32 > 0 else np.float32(1.0)
             for t in range(d):
                 row[t] = row[t] / div
@@ -86,7 +86,7 @@ def _int8_rows(a, wide, normalised, scale32, scale64, mean, centre, gamma, u32, 
                 else:
                     v = np.float32(a[i, t]) * scale32
                 row[t] = v - mean[t] if centre else v
-        norm = np.sqrt(_lane_dot(row, row, 1.0, 1.0, acc))
+        norm = np.sqrt(_lane_dot(row, row, 1.0, acc))
         top = np.float32(_lane_amax(row, acc))  # exact: the largest |value| of float32 values
         l2[i] = norm
         sq[i] = np.float32(norm * norm)
@@ -98,4 +98,4 @@ def _int8_rows(a, wide, normalised, scale32, scale64, mean, centre, gamma, u32, 
             r = min(max(r, np.float32(-127.0)), np.float32(127.0))
             q[i, t] = np.int8(r)
             err[t] = row[t] - r * st
-        qerr[i] = np.sqrt(_lane_dot(err, err, 1.0, 1.0, acc)) * (1 + gamma) + 2 * u32 * norm
+        qerr[i] = np.sqrt(_lane_dot(err, err, 1.0, acc)) * (1 + gamma) + 2 * u32 * norm
