@@ -18,9 +18,11 @@ How each point is measured (`lookalike.bench.measure`, as `lookalike bench` does
 - every backend variant runs in a process of its own (no two OpenMP runtimes in one
   process), repeats interleaved (lookalike, faiss, lookalike, faiss, ...), the best
   search time of each kept; times are seconds of kneighbors only (fit reported apart);
-- each process searches all the queries twice and times both: the second is the search
-  time (a search repeated in a process, as a service or a batch job repeats it: buffers
-  grown, pages given, choices made), the first is kept beside it (`*_first_s`,
+- each process searches all the queries once, then repeats the search for a quarter of a
+  second (at most 20 times) and times each: the best repeat is the search time (a search
+  repeated in a process, as a service or a batch job repeats it: buffers grown, pages
+  given, choices made; the best of several, because one timing of a search of a few
+  milliseconds is at the mercy of the moment), the first is kept beside it (`*_first_s`,
   `first_vs_faiss`): it also pays what a process pays once for a search of that size
   (lookalike's buffer of nq x nb scores growing from the warm-up's into fresh pages, a
   probe; FAISS's first use of its blocks);

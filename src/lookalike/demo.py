@@ -197,8 +197,9 @@ def _report(source, index_set, query_set, embedder, k, clock, check, result, qua
         f"| index | {clock['index']:.2f} |",
         f"| search, {len(query_set)} queries, k={k} | {clock['search']:.3f} |", "",
         "## Backends, same features, same run", "",
-        "Each backend ran in its own process and searched every query twice; the time is the second "
-        "search (a repeated search, as an index serves them), the first is on the line under the table. "
+        "Each backend ran in its own process and searched every query once, then again for a quarter of a "
+        "second; the time is the best of those repeats (a repeated search, as an index serves them), the "
+        "first search is on the line under the table. "
         "The speed-up is over scikit-learn's brute force. "
         "Verification is against an independent float64 brute force on every query.", "",
         "```", table(result), "```", "",

@@ -71,8 +71,9 @@ def run(*, nb: int = 90000, nq: int = 10000, d: int = 2048, k: int = 3, metric: 
         seed: int = 0, progress: bool = True, command: list[str] | str | None = None, steady: bool = False) -> dict:
     """Compare backends on one workload; write bench.json and bench.png into `out`.
 
-    `steady`: each backend searches all the queries twice in its process, the second timed
-    (a repeated search, as a service repeats one; see `measure`), the first kept beside it.
+    `steady`: each backend searches all the queries in its process once, then again, repeated
+    for a quarter of a second (at most 20 times), the best of those repeats timed (a repeated
+    search, as a service repeats one; see `measure`), the first kept beside it.
 
     Everything is checked before any data is made or any file written. Each result says
     whether the backend `agree`s with the float64 reference; `disagree` lists those that do
@@ -129,9 +130,13 @@ def measure(xb: np.ndarray, xq: np.ndarray, k: int, metric: str, backends: list[
     `verify_queries` queries. Returns {backend: record} (with `search_vs_faiss`,
     `total_vs_sklearn`, ... : this time over the peer's, below 1 is faster) and the sample.
     `floors`: also time the engine's bare GEMMs (the bench's floor; costs a search's time).
-    `steady`: every backend searches all the queries twice, the second timed as `search_s`
-    (what a search repeated in a process takes: buffers, pages and choices made) and the
-    first kept as `first_search_s` (best of the repeats in `first_search_best_s`)."""
+    `steady`: every backend searches all the queries once, kept as `first_search_s` (best of
+    the repeats in `first_search_best_s`), then repeats the search until a quarter of a second
+    went on the repeats (`process.STEADY_S`; at least once, at most `STEADY_MAX` times), the
+    best of them timed as `search_s` (what a search repeated in a process takes: buffers, pages
+    and choices made; the best of several because one timing of a search of a few
+    milliseconds is at the mercy of the moment), their count and median in `steady_searches`
+    and `steady_median_s`."""
     runs = list(backends)
     best: dict[str, dict] = {}
     times: dict[str, list[float]] = {}  # every repeat's search time, in order
@@ -299,7 +304,8 @@ def table(result: dict) -> str:
                      f"{r['frac_neighbor_sets_differ']:>11.2%}  {r['config']}")
     firsts = [r for r in result["results"] if "first_search_best_s" in r]
     if firsts:
-        lines.append("search: the second of two searches of all the queries in each process; the first took "
+        lines.append("search: the best of repeated searches of all the queries in each process (a quarter "
+                     "of a second of them, at most 20, after the first); the first took "
                      + ", ".join(f"{r['backend']} {seconds(r['first_search_best_s'])}" for r in firsts))
     for r in result["results"]:
         if "settings" in r:

@@ -28,8 +28,8 @@ def register(sub) -> None:
     p.add_argument("--precision", default="auto", choices=SCREEN_PRECISIONS,
                    help="screen precision of lookalike's engine (results are exact whatever it is)")
     p.add_argument("--steady", action="store_true",
-                   help="time each backend's second search of the queries (a repeated search); the first is "
-                        "reported beside it")
+                   help="time each backend's repeated searches of the queries, the best of those in a quarter "
+                        "of a second (at most 20); the first search is reported beside it")
     p.add_argument("--out", default="bench-out")
     p.set_defaults(run=bench)
 

@@ -68,7 +68,8 @@ def bench_chart(result: dict, out: str | os.PathLike) -> Path:
     bars = ax.barh(names, times, color=["tab:orange" if n == "lookalike" else "tab:gray" for n in names])
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(plt.NullFormatter())  # a narrow range labels its minor ticks over each other
-    repeated = "\nthe second of two searches of the queries in each process" if result["workload"].get("steady") else ""
+    steady = result["workload"].get("steady")
+    repeated = "\nrepeated searches of the queries in each process, after the first" if steady else ""
     ax.set_xlabel(f"search time, seconds (log scale; fit excluded, best of the repeats){repeated}")
     w = result["workload"]
     ax.set_title(f"kNN search: {w['nq']} queries x {w['nb']} base x {w['d']}-d, k={w['k']}, {w['metric']}",
