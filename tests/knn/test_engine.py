@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from scipy.spatial.distance import cdist
 
 from lookalike.knn import METRICS, PreparedBase, SearchStats, knn, reference_knn
+from lookalike.knn.screen import prepare_rows
 
 ALL = sorted(METRICS)
 
@@ -453,3 +454,59 @@ def test_searches_in_threads_keep_their_own_buffer_of_scores(dtype):
     with ThreadPoolExecutor(1) as pool:  # a thread of its own, with no buffer yet
         first, second = pool.submit(lambda: [scratch(n, cpu).data_ptr() for n in (100, cap)]).result()
     assert first == second  # made at its full size at once: a larger block later is no new buffer
+
+
+@pytest.fixture
+def narrow_every_window(monkeypatch):
+    """Every int8 window of more than k rows narrowed by each pair's own bound (`_narrow`),
+    not only the wide ones the engine narrows by default."""
+    from lookalike.knn import engine
+
+    monkeypatch.setattr(engine, "NARROW_FACTOR", 0)
+    monkeypatch.setattr(engine, "NARROW_MIN", 0)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(problems())
+def test_int8_windows_narrowed_pair_by_pair_stay_exact(narrow_every_window, problem):
+    """Each pair's own bound (`Screen.pair_bound`) in place of the row's largest: the same
+    exact answer on every kind of hard input (ties, duplicates, offsets, zero rows), every
+    metric, with and without the own rows (exclude_self)."""
+    xq, xb, k, metric = problem
+    assert_exact(xq, xb, k, metric, screen_dtype=torch.int8)
+    if k < len(xb):
+        D, I = knn(xb, xb, k, metric, screen_dtype=torch.int8, exclude_self=True)
+        D32, I32 = knn(xb, xb, k, metric, screen_dtype=torch.float32, exclude_self=True)  # no narrowing
+        np.testing.assert_array_equal(I, I32)
+        np.testing.assert_array_equal(D, D32)
+
+
+def test_a_pair_by_pair_window_holds_fewer_rows_and_the_same_neighbours(monkeypatch):
+    """Rows of very different norms (as CNN features have): the window by each pair's bound
+    holds far fewer rows than by the largest row's, with the same exact result; the pair
+    bound at the base's largest norm and error is `bound` itself, and no pair's exceeds it."""
+    from lookalike.knn import engine
+
+    rng = np.random.default_rng(12)
+    xb = np.abs(rng.normal(size=(3000, 64))).astype(np.float32) * rng.uniform(0.05, 1, (3000, 1)).astype(np.float32)
+    xq = xb[rng.integers(0, 3000, 200)] + rng.normal(size=(200, 64)).astype(np.float32) * 0.02
+    base = PreparedBase(xb, "euclidean", screen_dtype=torch.int8)
+    q = prepare_rows(base.screen, xq, base.device)
+    a, b, c, g = base.screen.pair_bound(q)
+    y, e = base.rows.l2.numpy(), base.rows.qerr.numpy()
+    whole = base.screen.bound(q, base.extent).numpy()
+    np.testing.assert_allclose(a * base.extent.l2 + b * base.extent.qerr + c + g * base.extent.l2**2, whole,
+                               rtol=1e-12)
+    assert (a[:, None] * y + b[:, None] * e + c[:, None] + g * y * y <= whole[:, None] * (1 + 1e-12)).all()
+    counts = {}
+    for factor in (0, 10**9):  # every window narrowed; none
+        monkeypatch.setattr(engine, "NARROW_FACTOR", factor)
+        monkeypatch.setattr(engine, "NARROW_MIN", 0 if factor == 0 else 10**9)
+        stats = SearchStats()
+        D, I = knn(xq, base, 5, stats=stats)
+        D_ref, I_ref = reference_knn(xq, xb, 5, "euclidean")
+        np.testing.assert_array_equal(I, I_ref)
+        np.testing.assert_allclose(D, D_ref, rtol=1e-5)
+        counts[factor] = stats.candidates
+    assert counts[0] < 0.7 * counts[10**9]

@@ -175,3 +175,40 @@ def test_the_kernels_serve_cpu_float32_and_int8_screens_at_any_k(monkeypatch):
     for k, offset in ((0, -1), (11, -1), (3, 7), (10, 0)):  # the kernels index without bounds checks
         with pytest.raises(ValueError, match="internal"):
             selection.window_pairs(torch.zeros(4, 10), k, width, self_offset=offset)
+
+
+@pytest.mark.parametrize("centred", [True, False])
+def test_a_window_narrowed_pair_by_pair_lies_within_the_rows_window(centred):
+    """`pair`: each pair's own bound, for rows holding more than k + excess columns: their
+    pairs are a subset of those by the row's width (the largest bound), the rows below the
+    excess keep theirs, and every column whose score plus its bound is among the k smallest
+    stays in (the k-th of those is the threshold)."""
+    g = torch.Generator().manual_seed(5)
+    nq, nb, d, k = 30, 900, 40, 4
+    a8 = torch.randint(-127, 128, (nq, d), generator=g).to(torch.int8)
+    b8 = torch.randint(-127, 128, (nb, d), generator=g).to(torch.int8)
+    sx, sb = torch.rand(nq, generator=g) / 127, torch.rand(nb, generator=g) / 127
+    sq = torch.rand(nb, generator=g) * d if centred else None
+    y = (torch.rand(nb, generator=g) * 3).double().numpy()
+    e = (torch.rand(nb, generator=g) * 0.1).double().numpy()
+    a, b, c = (torch.rand(nq, generator=g).double().numpy() * s for s in (0.5, 2.0, 1e-6))
+    gy2 = 1e-4 * y * y
+    width = torch.from_numpy(2 * (a * y.max() + b * e.max() + c + 1e-4 * y.max() ** 2))
+    wide = selection.window_pairs(int8_dots(a8, b8), k, width, int8=(sx, sb, sq))
+    for excess in (0, 10**9):
+        buf = int8_dots(a8, b8)
+        r, c_, count = selection.window_pairs(buf, k, width, int8=(sx, sb, sq),
+                                              pair=lambda: (a, b, c, gy2, y, e), excess=excess)
+        got, before = set(zip(r.tolist(), c_.tolist())), set(zip(wide[0].tolist(), wide[1].tolist()))
+        assert got <= before
+        if excess:
+            assert got == before
+        else:
+            assert len(got) < len(before)
+            scores = (sq + (-2 * sx)[:, None] * (int8_dots(a8, b8).float() * sb) if centred
+                      else -((int8_dots(a8, b8).float() * sb) * sx[:, None])).double().numpy()
+            bound = a[:, None] * y + b[:, None] * e + c[:, None] + gy2
+            kth = np.sort(scores + bound, axis=1)[:, k - 1]
+            for i in range(nq):
+                need = np.flatnonzero(scores[i] - bound[i] <= kth[i] - 1e-6 * abs(kth[i]) - 1e-9)
+                assert {(i, j) for j in need} <= got

@@ -27,8 +27,10 @@ import torch
 from . import jit
 
 try:  # pragma: no cover - whichever environment runs the tests
+    import numba
     from numba import prange
 except ImportError:  # pragma: no cover - then `usable` is False and nothing here runs
+    numba = None
     prange = range
 
 __all__ = ["MAX_K", "usable", "window_pairs"]
@@ -55,7 +57,7 @@ def usable(device: torch.device, dtype: torch.dtype, k: int) -> bool:
 
 def window_pairs(s: torch.Tensor, k: int, width: torch.Tensor, *, self_offset: int = -1,
                  int8: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None,
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 pair=None, excess: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The pairs of `window.one_block(s, k, width)`, and each row's count of them.
 
     Parameters
@@ -68,6 +70,13 @@ def window_pairs(s: torch.Tensor, k: int, width: torch.Tensor, *, self_offset: i
         is set to +inf, as `one_block`'s caller does; -1: none.
     int8 : (query steps (nq,), base steps (nb,), base squared norms (nb,) or None), float32:
         the scores are `sq - 2 sx (D sb)` (centred metrics) or `-((D sb) sx)`.
+    pair : with `int8` and k <= `MAX_K`, a function giving each pair's own error bound, for
+        the rows whose window by `width` holds more than k + `excess` columns: it returns
+        (a, b, c (nq,), g y^2 (nb,), y (nb,), e (nb,)), float64, the bound of pair (i, j) being
+        a[i] y[j] + b[i] e[j] + c[i] + g y[j]^2 (`Screen.pair_bound`). Such a row's window is
+        then every column whose score minus its bound is at most the k-th smallest score plus
+        bound (`_narrow`): within the window of the row's largest bound, which it replaces, and
+        holding every true neighbour all the same.
 
     Returns
     -------
@@ -92,6 +101,10 @@ def window_pairs(s: torch.Tensor, k: int, width: torch.Tensor, *, self_offset: i
             _select_int8_dots(s.numpy(), sc, sx, sb, k, w, self_offset, slots, counts, thr)
         else:
             _select_int8_centred(s.numpy(), sc, sx, sb, sq, k, w, self_offset, slots, counts, thr)
+        wide = np.flatnonzero(counts > k + excess) if pair is not None and k <= MAX_K else ()
+        if len(wide):  # rows whose window holds many more than k: again, each pair by its own bound
+            plus = np.empty((numba.get_num_threads(), nb), np.float32)  # a row for each thread
+            _narrow(sc, wide, k, *(_up32(v) for v in pair()), slots, counts, thr, plus)
     starts = np.zeros(nq + 1, dtype=np.int64)
     np.cumsum(counts, out=starts[1:])
     r = np.empty(int(starts[-1]), dtype=np.int64)
@@ -364,6 +377,50 @@ def _select_int8_dots(d, s, sx, sb, k, width, self_offset, slots, counts, thr):
             for j in range(len(dc)):
                 rc[j] = tmp[j]
         _window_row(row, i, k, width, self_offset, slots, counts, thr)
+
+
+def _up32(v):
+    """float64 figures of a pair's bound as float32 no smaller (scalars as 1-element arrays)."""
+    v = np.atleast_1d(np.asarray(v, np.float64))
+    f = v.astype(np.float32)
+    return np.where(f.astype(np.float64) < v, np.nextafter(f, np.float32(np.inf)), f)
+
+
+# `_narrow` sums a pair's bound and its score in float32: the bound's figures rounded up
+# (`_up32`) and its four roundings (nonnegative terms: at most 2^-22 relative together) covered
+# by BOUND_GROW, then score plus bound and score minus bound moved outward by OUT_GROW of their
+# magnitude and OUT_TINY (their own rounding, and the margin's, are at most 2^-23 of it):
+# no branch in the loop, and the window a few float32 units wider than the bound's
+BOUND_GROW = np.float32(1 + 2.0**-20)
+OUT_GROW = np.float32(2.0**-21)
+OUT_TINY = np.float32(2.0**-120)
+
+
+@jit.njit(parallel=True)
+def _narrow(s, rows, k, a, b, c, gy2, y, e, slots, counts, thr, plus_rows):
+    """Rows `rows` of float32 scores `s` (an int8 screen's, the own column already +inf)
+    windowed again with each pair's own bound E_ij = a_i y_j + b_i e_j + c_i + g y_j^2
+    (`Screen.pair_bound`): the threshold is the k-th smallest of score + E (at least the k-th
+    true score, every score being within its bound of the true one), and the window every
+    column whose score - E is at most it (written over the scores, which `_gather` reads)."""
+    nb = s.shape[1]
+    for t in prange(len(rows)):
+        i = rows[t]
+        row = s[i]
+        plus = plus_rows[numba.get_thread_id()]
+        ai, bi, ci = a[i], b[i], c[i]
+        for j0 in range(0, nb, CHUNK):
+            rc, pc = row[j0:j0 + CHUNK], plus[j0:j0 + CHUNK]
+            yc, ec, gc = y[j0:j0 + CHUNK], e[j0:j0 + CHUNK], gy2[j0:j0 + CHUNK]
+            for j in range(len(rc)):
+                err = (ai * yc[j] + bi * ec[j] + ci + gc[j]) * BOUND_GROW
+                hi = rc[j] + err
+                lo = rc[j] - err
+                pc[j] = hi + (abs(hi) * OUT_GROW + OUT_TINY)
+                rc[j] = lo - (abs(lo) * OUT_GROW + OUT_TINY)
+        th = _kth_small(plus, k)
+        thr[i] = th
+        counts[i] = _collect(row, th, slots, i)
 
 
 @jit.njit(parallel=True)
