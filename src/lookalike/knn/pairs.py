@@ -180,6 +180,9 @@ def _distances(xq, xb, rows, cols, kind, scale, scale_rows, out):  # pragma: no 
 # into a buffer first, took 1.3x to 1.4x as long (one thread: 81 against 64 ns a pair at
 # d = 256, 573 against 407 at d = 2,048).
 LANES = 32
+# (The lane loops below are written out one by one: a generic loop taking the term as a function
+# argument ran as fast, but numba cannot cache a kernel that takes functions as values, and every
+# process would compile `_distances` again on its first search.)
 
 
 @jit.njit()
