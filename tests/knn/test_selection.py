@@ -177,15 +177,14 @@ def test_the_kernels_serve_cpu_float32_and_int8_screens_at_any_k(monkeypatch):
             selection.window_pairs(torch.zeros(4, 10), k, width, self_offset=offset)
 
 
-@pytest.mark.parametrize("k", [4, selection.MAX_K + 8])  # the k-th by insertion; by a sample's threshold
 @pytest.mark.parametrize("centred", [True, False])
-def test_a_window_narrowed_pair_by_pair_lies_within_the_rows_window(centred, k):
+def test_a_window_narrowed_pair_by_pair_lies_within_the_rows_window(centred):
     """`pair`: each pair's own bound, for rows holding more than k + excess columns: their
     pairs are a subset of those by the row's width (the largest bound), the rows below the
     excess keep theirs, and every column whose score plus its bound is among the k smallest
     stays in (the k-th of those is the threshold)."""
     g = torch.Generator().manual_seed(5)
-    nq, nb, d = 30, 900, 40
+    nq, nb, d, k = 30, 900, 40, 4
     a8 = torch.randint(-127, 128, (nq, d), generator=g).to(torch.int8)
     b8 = torch.randint(-127, 128, (nb, d), generator=g).to(torch.int8)
     sx, sb = torch.rand(nq, generator=g) / 127, torch.rand(nb, generator=g) / 127

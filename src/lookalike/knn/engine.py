@@ -255,7 +255,7 @@ def _one_block(base: PreparedBase, q_rows: Rows, k: int, exclude_self: bool,
         self_offset = offset if exclude_self else -1
         if screen.int8:  # the int32 sums, turned into scores in place by the selection
             d = int8_dots(q_rows.data, base.rows.data, out=out.view(torch.int32))
-            # a window holding many more rows than k is narrowed by each
+            # a window holding many more rows than k (up to selection.MAX_K) is narrowed by each
             # pair's own bound: rows of smaller norm or quantisation error than the base's largest
             # get a narrower one. "Many": more than k + max(NARROW_MIN, NARROW_FACTOR nb / d), where the
             # float64 rerank of the rows it would drop costs more than the second pass over the

@@ -70,7 +70,7 @@ def window_pairs(s: torch.Tensor, k: int, width: torch.Tensor, *, self_offset: i
         is set to +inf, as `one_block`'s caller does; -1: none.
     int8 : (query steps (nq,), base steps (nb,), base squared norms (nb,) or None), float32:
         the scores are `sq - 2 sx (D sb)` (centred metrics) or `-((D sb) sx)`.
-    pair : with `int8`, a function giving each pair's own error bound, for
+    pair : with `int8` and k <= `MAX_K`, a function giving each pair's own error bound, for
         the rows whose window by `width` holds more than k + `excess` columns: it returns
         (a, b, c (nq,), g y^2 (nb,), y (nb,), e (nb,)), float64, the bound of pair (i, j) being
         a[i] y[j] + b[i] e[j] + c[i] + g y[j]^2 (`Screen.pair_bound`). Such a row's window is
@@ -101,7 +101,7 @@ def window_pairs(s: torch.Tensor, k: int, width: torch.Tensor, *, self_offset: i
             _select_int8_dots(s.numpy(), sc, sx, sb, k, w, self_offset, slots, counts, thr)
         else:
             _select_int8_centred(s.numpy(), sc, sx, sb, sq, k, w, self_offset, slots, counts, thr)
-        wide = np.flatnonzero(counts > k + excess) if pair is not None else ()
+        wide = np.flatnonzero(counts > k + excess) if pair is not None and k <= MAX_K else ()
         if len(wide):  # rows whose window holds many more than k: again, each pair by its own bound
             plus = np.empty((numba.get_num_threads(), nb), np.float32)  # a row for each thread
             _narrow(sc, wide, k, *(_up32(v) for v in pair()), slots, counts, thr, plus)
@@ -418,7 +418,7 @@ def _narrow(s, rows, k, a, b, c, gy2, y, e, slots, counts, thr, plus_rows):
                 lo = rc[j] - err
                 pc[j] = hi + (abs(hi) * OUT_GROW + OUT_TINY)
                 rc[j] = lo - (abs(lo) * OUT_GROW + OUT_TINY)
-        th = _kth_small(plus, k) if k <= MAX_K else _window_large(plus, k, 0.0, plus[:0].astype(np.int64))[0]
+        th = _kth_small(plus, k)
         thr[i] = th
         counts[i] = _collect(row, th, slots, i)
 
