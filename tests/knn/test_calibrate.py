@@ -351,3 +351,19 @@ def test_past_the_models_k_a_probe_also_times_screens_larger_than_the_fitted_one
     np.testing.assert_allclose(D, reference_knn(Q, X, 50, "euclidean")[0], rtol=1e-5, atol=1e-6)
     nn.kneighbors(Q, n_neighbors=10)  # within the model's k: among screens no larger than int8
     assert nn.search_stats_.screen_dtype == "int8" and "by calibration" in nn.search_stats_.screen_choice
+
+
+def test_past_the_models_k_a_probe_keeps_fp32_unless_a_smaller_screen_is_clearly_faster(cache):
+    """A probe times the search's first queries, where torch's fp32 GEMM is least efficient;
+    past the model's k a smaller screen's wide window grows with the queries: it is chosen
+    over fp32 only when `PAST_MODEL_MARGIN` times faster. Within the model's k the fastest wins."""
+    calibrate.calibration(CPU, L2, 24)  # a class to keep the probes with
+    near = {"fp32": 0.046, "int8": 0.043, "bf16": 0.066}
+    assert calibrate.record_probe(CPU, L2, 24, 20000, 256, 100, near, 256) == "fp32"
+    assert calibrate.record_probe(CPU, L2, 24, 20000, 256, 10, near, 256) == "int8"
+    assert calibrate.record_probe(CPU, L2, 24, 20000, 256, 100, {"int8": 0.05, "bf16": 0.04}, 256) == "bf16"
+    clear = {"fp32": 0.046, "int8": 0.030, "bf16": 0.066}
+    assert calibrate.record_probe(CPU, L2, 24, 20000, 256, 100, clear, 256) == "int8"
+    cal = calibrate.calibration(CPU, L2, 24)
+    assert "1.25x faster than fp32" in cal.explain(20000, 256, ("fp32", "int8", "bf16"), 100)
+    assert "faster than fp32" not in cal.explain(20000, 256, ("fp32", "int8", "bf16"), 10)

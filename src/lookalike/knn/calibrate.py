@@ -71,6 +71,13 @@ PROBE_ROUNDS = 2  # a probe times the screens in turn this many times, the best 
 # of a short search is at the mercy of the moment (the demo's probe once timed int8 at 6.6 ms on 64 queries,
 # against 2.2 to 2.5 in other runs, and took bf16)
 PROBE_ROUNDS_S = 0.1  # but a probe whose first round took longer than this (seconds, all screens) stops there
+# past the model's k a screen smaller than fp32 is chosen by a probe only when this much faster
+# than fp32 there: the probe times the first queries (256), and a search of more grows the
+# smaller screen's wide windows (their rerank) in proportion while torch's fp32 GEMM grows
+# less (it is more efficient on more rows). Measured at k = 100, 20,000 x 256-d: on 256 queries
+# int8 35.9 to 43.2 ms against fp32's 36.0 to 46.1 (probes chose int8 in two runs of three); on
+# 1,000 queries int8 141 to 185 ms against fp32's 86
+PAST_MODEL_MARGIN = 1.25
 K_MEASURED = 10 * K  # past this k, a low-precision screen's windows were not measured (see `LookalikeBackend.base_for`)
 REPEATS = 2
 FILE = "calibration.json"
@@ -129,9 +136,11 @@ class Calibration:
         p = self._probe_for(nb, nq, among, k)
         if p is not None:
             parts = ", ".join(f"{n} {text.seconds(t)}" for n, t in sorted(p["times"].items(), key=lambda kv: kv[1]))
+            margin = (f"; past k = {K}'s class a smaller screen must be {PAST_MODEL_MARGIN:g}x faster than fp32"
+                      if beyond_model(k) and "fp32" in p["times"] else "")
             return (f"{p['choice']} screen by probe ({self.key}, {probe_key(nb, k)}; timed on the first "
                     f"{p.get('queries', PROBE_QUERIES)} queries of a search of {p['nq']:,} x {p['nb']:,} rows: "
-                    f"{parts})")
+                    f"{parts}{margin})")
         times = self.predicted(nb, nq)
         parts = ", ".join(f"{n} {text.seconds(t)}" for n, t in sorted(times.items(), key=lambda kv: kv[1]))
         name = self.choice(nb, nq, among)
@@ -188,8 +197,10 @@ def record_probe(device: torch.device, metric: Metric, d: int, nb: int, nq: int,
                  times: dict[str, float], queries: int = PROBE_QUERIES) -> str:
     """Keep what a probe measured (seconds per screen on the search's first `queries` queries,
     of a search of `nq` x `nb` at `k`) with this class's calibration, in this process and the cache file;
-    returns the screen chosen (the fastest; ties: the earlier in `CANDIDATES`)."""
-    choice = min(times, key=lambda n: (times[n], list(CANDIDATES).index(n)))
+    returns the screen chosen (the fastest; ties: the earlier in `CANDIDATES`; past the
+    model's k, fp32 unless another is `PAST_MODEL_MARGIN` times faster)."""
+    handicap = PAST_MODEL_MARGIN if beyond_model(k) and "fp32" in times else 1.0
+    choice = min(times, key=lambda n: (times[n] * (1.0 if n == "fp32" else handicap), list(CANDIDATES).index(n)))
     key, _ = shape_class(device, metric, d)
     entry = {"choice": choice, "times": {n: float(t) for n, t in times.items()}, "nq": int(nq), "nb": int(nb),
              "queries": int(queries)}
