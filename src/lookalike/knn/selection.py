@@ -75,8 +75,8 @@ def window_pairs(s: torch.Tensor, k: int, width: torch.Tensor, *, self_offset: i
         (a, b, c (nq,), g y^2 (nb,), y (nb,), e (nb,)), float64, the bound of pair (i, j) being
         a[i] y[j] + b[i] e[j] + c[i] + g y[j]^2 (`Screen.pair_bound`). Such a row's window is
         then every column whose score minus its bound is at most the k-th smallest score plus
-        bound (`_narrow`): within the window of the row's largest bound, which it replaces, and
-        holding every true neighbour all the same.
+        bound (`_narrow`): within the window of the row's largest bound (up to a few float32
+        units of margin), which it replaces, and holding every true neighbour all the same.
 
     Returns
     -------
@@ -407,7 +407,10 @@ def _narrow(s, rows, k, a, b, c, gy2, y, e, slots, counts, thr, plus_rows):
     for t in prange(len(rows)):
         i = rows[t]
         row = s[i]
-        plus = plus_rows[numba.get_thread_id()]
+        # the thread's own row of `plus_rows` (made for numba's thread count, which OpenMP and TBB
+        # keep thread ids below); a row of its own should an id ever fall outside
+        tid = numba.get_thread_id()
+        plus = plus_rows[tid] if tid < plus_rows.shape[0] else np.empty(nb, dtype=np.float32)
         ai, bi, ci = a[i], b[i], c[i]
         for j0 in range(0, nb, CHUNK):
             rc, pc = row[j0:j0 + CHUNK], plus[j0:j0 + CHUNK]
@@ -417,7 +420,8 @@ def _narrow(s, rows, k, a, b, c, gy2, y, e, slots, counts, thr, plus_rows):
                 hi = rc[j] + err
                 lo = rc[j] - err
                 pc[j] = hi + (abs(hi) * OUT_GROW + OUT_TINY)
-                rc[j] = lo - (abs(lo) * OUT_GROW + OUT_TINY)
+                # an infinite score (the own column) stays infinite: inf - inf would be NaN
+                rc[j] = lo - (abs(lo) * OUT_GROW + OUT_TINY) if lo < np.inf else lo
         th = _kth_small(plus, k)
         thr[i] = th
         counts[i] = _collect(row, th, slots, i)
