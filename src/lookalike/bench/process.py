@@ -86,11 +86,11 @@ def worker(backend: str, data: Path, k: int, metric: str, precision: str) -> dic
         nn.kneighbors(xq[:PROBE_QUERIES])
         warmup_s = time.perf_counter() - t1
     first_s = None
-    if options.get("steady", False):  # the search run once first, timed apart: then what repeated searches take
+    steady = options.get("steady", False)
+    if steady:  # the search run once first, timed apart: then what repeated searches take
         t1 = time.perf_counter()
         nn.kneighbors(xq)
         first_s = time.perf_counter() - t1
-    steady = options.get("steady", False)
     times = []  # one timed search; with `steady`, repeats (STEADY_S, STEADY_MAX), the best kept
     while not times or (steady and sum(times) < STEADY_S and len(times) < STEADY_MAX):
         t1 = time.perf_counter()

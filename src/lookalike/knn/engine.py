@@ -61,14 +61,14 @@ __all__ = ["knn"]
 
 # Queries a block must hold for the small-size path: fewer would make each GEMM read the whole
 # base for too little arithmetic (a larger base then goes through base blocks and a `Window`).
-# an int8 window of more than k + max(NARROW_MIN, NARROW_FACTOR nb / d) rows is narrowed by each pair's
-# own bound (`selection._narrow`, a second pass over the row's scores): measured one process,
-# EfficientNet-Lite0 features, 1,000 x 9,000 x 1,472, k = 3: 218 -> 99 rows a query, search
-# 138 -> 83 ms; at nb = 1,000 x 256-d (27 rows a query, k = 10) a pass over every row cost
-# what the rerank saved, hence the factor; tests set both to 0 to narrow every window
+MIN_QUERY_BLOCK = 64
+# An int8 window of more than k + max(NARROW_MIN, NARROW_FACTOR nb / d) rows is narrowed by each
+# pair's own bound (`selection._narrow`, a second pass over the row's scores): measured one
+# process, EfficientNet-Lite0 features, 1,000 x 9,000 x 1,472, k = 3: 218 -> 99 rows a query,
+# search 138 -> 83 ms; at nb = 1,000 x 256-d (27 rows a query, k = 10) a pass over every row
+# cost what the rerank saved, hence the factor; tests set both to 0 to narrow every window
 NARROW_FACTOR = 12
 NARROW_MIN = 8
-MIN_QUERY_BLOCK = 64
 
 
 def knn(xq: np.ndarray, xb: np.ndarray | PreparedBase, k: int, metric: str = "euclidean", *,
@@ -255,11 +255,9 @@ def _one_block(base: PreparedBase, q_rows: Rows, k: int, exclude_self: bool,
         self_offset = offset if exclude_self else -1
         if screen.int8:  # the int32 sums, turned into scores in place by the selection
             d = int8_dots(q_rows.data, base.rows.data, out=out.view(torch.int32))
-            # a window holding many more rows than k (up to selection.MAX_K) is narrowed by each
-            # pair's own bound: rows of smaller norm or quantisation error than the base's largest
-            # get a narrower one. "Many": more than k + max(NARROW_MIN, NARROW_FACTOR nb / d), where the
-            # float64 rerank of the rows it would drop costs more than the second pass over the
-            # row's scores
+            # a window holding many more rows than k (NARROW_FACTOR; k up to selection.MAX_K) is
+            # narrowed by each pair's own bound: rows of smaller norm or quantisation error than
+            # the base's largest get a narrower one
 
             def pair():
                 a, b, c, g = screen.pair_bound(q_rows)
