@@ -168,9 +168,9 @@ def _distances(xq, xb, rows, cols, kind, scale, scale_rows, out):  # pragma: no 
             elif kind == INNER:
                 out[p] = _lane_dot(a64, b, scale, acc)
             elif kind == L1:
-                out[p] = _lane_abs_diff(a64, b, scale, acc)
+                out[p] = _lane_diff(a64, b, scale, False, acc)
             else:  # p = 2
-                d2 = _lane_sq_diff(a64, b, scale, acc)
+                d2 = _lane_diff(a64, b, scale, True, acc)
                 out[p] = d2 if kind == L2_SQUARED else math.sqrt(d2)
 
 
@@ -186,34 +186,20 @@ LANES = 32
 
 
 @jit.njit()
-def _lane_sq_diff(a, b, scale, acc):  # pragma: no cover - compiled
-    """sum over t of ((b[t] - a[t]) scale)^2, in float64 (`a` float64)."""
+def _lane_diff(a, b, scale, square, acc):  # pragma: no cover - compiled
+    """sum over t of |(b[t] - a[t]) scale|, squared if `square` (L2) or not (L1), in float64
+    (`a` float64; |e|^2 is e^2 to the bit)."""
     acc[:] = 0.0
     d, t0 = len(a), 0
     while t0 + LANES <= d:
         ac, bc = a[t0:t0 + LANES], b[t0:t0 + LANES]
         for lane in range(LANES):
-            e = (np.float64(bc[lane]) - ac[lane]) * scale
-            acc[lane] += e * e
+            e = abs((np.float64(bc[lane]) - ac[lane]) * scale)
+            acc[lane] += e * e if square else e
         t0 += LANES
     for lane in range(d - t0):
-        e = (np.float64(b[t0 + lane]) - a[t0 + lane]) * scale
-        acc[lane] += e * e
-    return _tree_sum(acc, LANES)
-
-
-@jit.njit()
-def _lane_abs_diff(a, b, scale, acc):  # pragma: no cover - compiled
-    """sum over t of |(b[t] - a[t]) scale|, in float64 (`a` float64)."""
-    acc[:] = 0.0
-    d, t0 = len(a), 0
-    while t0 + LANES <= d:
-        ac, bc = a[t0:t0 + LANES], b[t0:t0 + LANES]
-        for lane in range(LANES):
-            acc[lane] += abs((np.float64(bc[lane]) - ac[lane]) * scale)
-        t0 += LANES
-    for lane in range(d - t0):
-        acc[lane] += abs((np.float64(b[t0 + lane]) - a[t0 + lane]) * scale)
+        e = abs((np.float64(b[t0 + lane]) - a[t0 + lane]) * scale)
+        acc[lane] += e * e if square else e
     return _tree_sum(acc, LANES)
 
 
