@@ -510,3 +510,22 @@ def test_a_pair_by_pair_window_holds_fewer_rows_and_the_same_neighbours(monkeypa
         np.testing.assert_allclose(D, D_ref, rtol=1e-5)
         counts[factor] = stats.candidates
     assert counts[0] < 0.7 * counts[10**9]
+
+
+def test_narrowed_windows_searched_from_several_threads_at_once(narrow_every_window):
+    """The service searches from several threads: each narrowing call keeps its buffer of rows
+    for itself, so searches at once give what each gives alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(21)
+    xb = np.abs(rng.normal(size=(2000, 48))).astype(np.float32) * rng.uniform(0.05, 1, (2000, 1)).astype(np.float32)
+    base = PreparedBase(xb, "euclidean", screen_dtype=torch.int8)
+    queries = [xb[rng.integers(0, 2000, 150)] + rng.normal(size=(150, 48)).astype(np.float32) * 0.02
+               for _ in range(6)]
+    alone = [knn(q, base, 5) for q in queries]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(lambda q: knn(q, base, 5), queries))
+    for (D0, I0), (D1, I1) in zip(alone, together):
+        np.testing.assert_array_equal(I1, I0)
+        np.testing.assert_array_equal(D1, D0)
+    np.testing.assert_array_equal(alone[0][1], reference_knn(queries[0], xb, 5, "euclidean")[1])
