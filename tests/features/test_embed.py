@@ -27,7 +27,7 @@ def test_fast_paths_match_fp32(images):
     for mode in ("frozen", "optimized"):  # what the calibration may choose (traced on 8, run on 48)
         with torch.inference_mode():
             run = make_runner(e.net, mode, torch.float32, e.device, x)
-            fast = np.concatenate([run(e.preprocess(images[lo : lo + 20])).numpy() for lo in range(0, 48, 20)])
+            fast = np.concatenate([run(e.preprocess(images[lo : lo + 20])).cpu().numpy() for lo in range(0, 48, 20)])
         assert _cos(ref, fast).min() > 0.999, mode
 
 
@@ -64,7 +64,7 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch, imag
 
     e = Embedder(progress=False, batch_size=4)
     calls = []
-    original = e.embed_array
+    original = e._forward
 
     def flaky(x):
         calls.append(len(x))
@@ -72,7 +72,7 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch, imag
             raise KeyboardInterrupt
         return original(x)
 
-    e.embed_array = flaky
+    e._forward = flaky
     with pytest.raises(KeyboardInterrupt):
         e.embed(src, out)
     assert not out.exists()
@@ -81,8 +81,8 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch, imag
 
     e2 = Embedder(progress=False, batch_size=4)
     seen = []
-    original2 = e2.embed_array
-    e2.embed_array = lambda x: (seen.append(len(x)), original2(x))[1]
+    original2 = e2._forward
+    e2._forward = lambda x: (seen.append(len(x)), original2(x))[1]
     resumed = e2.embed(src, out)
     assert sum(seen) == 52 - 24  # the three finished chunks were not recomputed
     np.testing.assert_allclose(resumed, full, rtol=1e-5, atol=1e-5)
@@ -106,3 +106,36 @@ def test_cuda_asked_for_without_cuda():
         pytest.skip("a CUDA device is present")
     with pytest.raises(InvalidParameter, match="no CUDA device is available"):
         Embedder(device="cuda", progress=False)
+
+
+def test_read_ahead_keeps_order_raises_and_stops():
+    """The GPU's read-ahead thread: items in order, an error raised where they are consumed,
+    and a consumer that stops early stops the thread."""
+    import threading
+
+    assert list(embed_mod._read_ahead(iter(range(50)), depth=2)) == list(range(50))
+
+    def broken():
+        yield 1
+        raise OSError("disk gone")
+
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for item in embed_mod._read_ahead(broken()):
+            got.append(item)
+    assert got == [1]
+    before = threading.active_count()
+    ahead = embed_mod._read_ahead(iter(range(10**6)), depth=2)
+    assert next(ahead) == 0 and threading.active_count() == before + 1
+    ahead.close()
+    assert threading.active_count() == before  # the producer, blocked on a full queue, has ended
+
+
+def test_batches_are_digested_in_threads_as_one(images, monkeypatch):
+    from lookalike.features.files import image_digests
+    from lookalike.sources.base import Batch
+
+    monkeypatch.setattr(embed_mod, "DIGEST_THREADS", 3)
+    many = np.concatenate([images] * 5)  # 240 images: three threads of 80
+    [(batch, digests)] = list(embed_mod._digested([Batch(0, [], many, {})]))
+    assert digests == image_digests(many) and len(set(digests)) == len(images)

@@ -245,3 +245,30 @@ def test_openvino_streams_give_the_same_features_for_any_batch_and_thread(cache)
     with ThreadPoolExecutor(3) as pool:  # each thread its own infer requests
         outs = list(pool.map(lambda lo: run(x[lo : lo + 5]).numpy(), range(0, 15, 5)))
     assert C._least_cosine(np.concatenate(outs), ref[:15]) >= 0.99999
+
+
+def test_a_gpu_measures_its_own_batch_size_and_the_frozen_graph():
+    """On a GPU a pass of 8 images would time the host's kernel launches: the batch class is
+    the batch size itself (up to GPU_IMAGES), and the frozen channels-last graph is a candidate
+    (optimize_for_inference, oneDNN's, is not). The CPU keeps its classes and candidates."""
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert [C.batch_images(b, cuda) for b in (1, 200, 256, 5000)] == [1, 256, 256, C.GPU_IMAGES]
+    assert [C.batch_images(b, cpu) for b in (1, 3, 256)] == [1, 4, C.IMAGES]
+    assert C.shape_class(cuda, "resnet50", "w", "max", 96, 256).endswith("/s96/b256")
+    assert C.candidates(cuda, True, "fp32") == ["frozen-fp32", "eager-fp32"]
+    assert C.candidates(cuda, False, "fp32") == ["eager-fp32"]
+    assert C.candidates(cpu, True, "fp32") == ["optimized-fp32", "frozen-fp32", "eager-fp32"]
+
+
+def test_a_batch_larger_than_the_photos_is_timed_on_them_repeated():
+    seen = []
+
+    def build(variant, x):
+        net = Tiny().eval()
+        return lambda x: (seen.append((variant, len(x))), net(x))[1]
+
+    images = np.random.default_rng(0).integers(0, 256, (C.IMAGES, SIZE, SIZE, 3), dtype=np.uint8)
+    choice = C.calibrate(build, torch.device("cpu"), ["eager-fp32"], "k", _pre, images, batch=20)
+    assert choice.variant == "eager-fp32" and choice.seconds["eager-fp32"] > 0
+    timed = [n for v, n in seen if v == "eager-fp32"]
+    assert timed == [C.IMAGES, C.IMAGES] + [20] * C.REPEATS  # the reference and the warm-up on the photos

@@ -134,6 +134,8 @@ def test_batch_size_fits_in_memory_or_is_refused_up_front(monkeypatch):
 
     monkeypatch.setattr(models, "_free_bytes", lambda device: 2 * 2**30)  # 1 GiB usable
     assert models.fit_batch("resnet50", 96, None) == models.DEFAULT_BATCH  # small images: the default
+    # a GPU's default is larger (its free memory, 2 GiB here, asked of the device: no CUDA needed)
+    assert models.fit_batch("resnet50", 96, None, torch.device("cuda")) == models.GPU_BATCH
     fits = models.fit_batch("resnet50", 1024, None)
     assert 0 < fits < models.DEFAULT_BATCH  # large images: fewer at a time, on its own
     assert models.batch_bytes(models.get_spec("resnet50"), 1024, fits) <= 2**30

@@ -220,7 +220,7 @@ def test_demo_takes_its_own_folder_back(tmp_path):
 # -- resume is tied to the pixels read -----------------------------------------------------------
 def _interrupted(embed, after_calls: int):
     calls = []
-    original = embed.embed_array
+    original = embed._forward
 
     def dies(x):
         calls.append(len(x))
@@ -228,7 +228,7 @@ def _interrupted(embed, after_calls: int):
             raise KeyboardInterrupt
         return original(x)
 
-    embed.embed_array = dies
+    embed._forward = dies
     return embed
 
 
@@ -243,8 +243,8 @@ def test_resume_does_not_reuse_chunks_of_replaced_images(tmp_path, monkeypatch):
     np.save(tmp_path / "images.npy", np.concatenate([old[:4], new[4:]]))  # same shape, other pictures
     e = Embedder(progress=False, batch_size=4)
     seen = []
-    original = e.embed_array
-    e.embed_array = lambda x: (seen.append(len(x)), original(x))[1]
+    original = e._forward
+    e._forward = lambda x: (seen.append(len(x)), original(x))[1]
     resumed = e.embed(open_source(tmp_path / "images.npy"), tmp_path / "f.npy")
     assert sum(seen) == 8  # the first chunk is the same and kept; the second changed and was redone
     fresh = Embedder(progress=False, batch_size=4).embed_array(np.load(tmp_path / "images.npy"))

@@ -124,15 +124,15 @@ def test_a_resumed_run_still_lists_what_the_first_run_skipped(folder_with_late_f
     first = FolderSource(folder_with_late_failure, size=64, progress=False)
     e = Embedder(progress=False, batch_size=2)
     calls = []
-    original = e.embed_array
+    original = e._forward
 
     def dies_in_the_second_chunk(x):
         calls.append(len(x))
-        if len(calls) == 4:
+        if len(calls) == 3:  # the second chunk's first batch ([4] failed to decode: nothing to run)
             raise KeyboardInterrupt
         return original(x)
 
-    e.embed_array = dies_in_the_second_chunk
+    e._forward = dies_in_the_second_chunk
     with pytest.raises(KeyboardInterrupt):
         e.embed(first, tmp_path / "f.npy")
     work = tmp_path / ".f.npy.partial"
@@ -141,8 +141,8 @@ def test_a_resumed_run_still_lists_what_the_first_run_skipped(folder_with_late_f
     second = FolderSource(folder_with_late_failure, size=64, progress=False)
     e2 = Embedder(progress=False, batch_size=2)
     seen = []
-    original2 = e2.embed_array
-    e2.embed_array = lambda x: (seen.append(len(x)), original2(x))[1]
+    original2 = e2._forward
+    e2._forward = lambda x: (seen.append(len(x)), original2(x))[1]
     feats, kept = e2.embed(second, tmp_path / "f.npy", return_kept=True)
     assert sum(seen) == 2 and len(feats) == 6 and kept.tolist() == [0, 1, 2, 3, 5, 6]  # only chunk 2 was run
     assert [s.path.rsplit("/", 1)[-1] for s in second.skipped] == ["garbage.png", "img3b.jpg"]

@@ -186,7 +186,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto: bf16 where the hardware runs it fast and features stay within cosine 0.999")
     p.add_argument("--batch-size", type=whole_number(1, MAX_BATCH), default=None,
-                   help=f"images per forward pass, 1 to {MAX_BATCH} (default: 64, or what memory allows)")
+                   help=f"images per forward pass, 1 to {MAX_BATCH} (default: 64, on a GPU 256, or what memory allows)")
     p.add_argument("--gpu-memory", type=mib, default=None, metavar="MIB",
                    help="GPU memory budget for the CNN, so a kNN library can share the card")
     p.add_argument("--compile", action="store_const", const=True, default="auto",

@@ -6,8 +6,12 @@ import os
 import sys
 import threading
 import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from queue import Empty, Full, Queue
 
 import numpy as np
 import torch
@@ -23,7 +27,7 @@ from .files import (Chunk, check_features_out, clear_work, image_digests, load_d
 from . import calibrate, runtimes
 from .mid import NONE as NO_MID
 from .mid import mid_text
-from .models import DEFAULT_MODEL, build, get_spec, output_dim
+from .models import DEFAULT_BATCH, DEFAULT_MODEL, GPU_BATCH, build, get_spec, output_dim
 from .precision import check_precision
 from .views import SINGLE, aggregate, parse_views, render
 
@@ -36,6 +40,7 @@ CHUNK = 1024  # images per resumable piece of work
 # (by how much on this machine: docs/bench/embed.json, rendered in docs/benchmarks.md), so
 # it pays off on large jobs only.
 COMPILE_MIN_IMAGES = 20_000
+DIGEST_THREADS = max(1, min(4, os.cpu_count() or 1))  # threads that digest a batch's images
 
 
 class Embedder:
@@ -70,7 +75,8 @@ class Embedder:
     mid : mid-level features appended to the final vector, 'BLOCK:POOLING:WEIGHT' joined by
         '+' (see `features.mid`, e.g. '10:max:0.5'), or 'none'; by default the model's own
         (`ModelSpec.mid`), or 'none' with pooling 'none'. Computed in the same forward pass.
-    batch_size : images per forward pass; by default 64, or what `gpu_memory` allows.
+    batch_size : images per forward pass; by default 64 (on a GPU `GPU_BATCH`), or what
+        `gpu_memory` allows.
     gpu_memory : budget in MiB on a CUDA device, so that a kNN library can share the card.
     """
 
@@ -106,8 +112,9 @@ class Embedder:
             batch_size = min(batch_size or budget_batch, budget_batch)
             if self.device.type == "cuda":
                 total = torch.cuda.get_device_properties(self.device).total_memory
-                torch.cuda.set_per_process_memory_fraction(min(1.0, gpu_memory * 2**20 / total), self.device)
-        self.batch_size = batch_size or 64
+                index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+                torch.cuda.set_per_process_memory_fraction(min(1.0, gpu_memory * 2**20 / total), index)
+        self.batch_size = batch_size or (GPU_BATCH if self.device.type == "cuda" else DEFAULT_BATCH)
         if self.batch_size < 1:
             raise ModelError(f"batch size {self.batch_size} must be at least 1")
         self._runner = None
@@ -197,10 +204,14 @@ class Embedder:
         return self._normalise(render(self._pixels(images), view))
 
     def _pixels(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 (n, h, w, 3) -> float (n, 3, s, s) on the 0-255 scale, on the device."""
+        """uint8 (n, h, w, 3) -> float (n, 3, s, s) on the 0-255 scale, on the device (to a GPU
+        through page-locked memory: a copy from pageable memory would wait for the GPU's queue)."""
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ModelError(f"images must be uint8 of shape (n, h, w, 3), got {images.dtype} {images.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float()
+        x = torch.from_numpy(np.ascontiguousarray(images))
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).float()
         if x.shape[-2:] != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                               antialias=True, align_corners=False)
@@ -232,19 +243,51 @@ class Embedder:
         """Features of uint8 images (n, h, w, 3): float32 of shape (n, dim); with several
         views, the L2-normalised sum of each view's normalised features (`views.aggregate`)."""
         out = np.empty((len(images), self.dim), dtype=np.float32)
-        views = self.views.split("+")
         self._decide(len(images))
-        for lo in range(0, len(images), self.batch_size):
-            pixels = self._pixels(images[lo : lo + self.batch_size])
-            n = len(pixels)
-            parts = []
-            for view in views:
-                x = self._normalise(render(pixels, view))
-                if self._compile_now and n < self.batch_size:  # a compiled graph has one batch shape
-                    x = torch.cat([x, x.new_zeros((self.batch_size - n, *x.shape[1:]))])
-                parts.append(self._get_runner(x)(x)[:n].float())
-            out[lo : lo + n] = (parts[0] if len(parts) == 1 else aggregate(parts)).cpu().numpy()
+        starts = range(0, len(images), self.batch_size)
+        for lo, part in zip(starts, self._features_of(images[lo : lo + self.batch_size] for lo in starts)):
+            out[lo : lo + len(part)] = part
         return out
+
+    def _forward(self, images: np.ndarray) -> torch.Tensor:
+        """One batch (at most `batch_size` images) through the network: float32 features on the
+        device, queued there (nothing waits for them)."""
+        pixels = self._pixels(images)
+        n = len(pixels)
+        parts = []
+        for view in self.views.split("+"):
+            x = self._normalise(render(pixels, view))
+            if self._compile_now and n < self.batch_size:  # a compiled graph has one batch shape
+                x = torch.cat([x, x.new_zeros((self.batch_size - n, *x.shape[1:]))])
+            parts.append(self._get_runner(x)(x)[:n].float())
+        return parts[0] if len(parts) == 1 else aggregate(parts)
+
+    @torch.inference_mode()
+    def _features_of(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """The features of each batch of uint8 images, in order. On a GPU the host keeps one
+        batch ahead: batch i + 1 is copied in (from page-locked memory) and its kernels queued
+        while batch i runs, and batch i's features come back to page-locked memory without
+        stopping the stream, so the GPU never waits for the host between batches. On the CPU,
+        batch by batch."""
+        if self.device.type != "cuda":
+            for images in batches:
+                yield (self._forward(images).cpu().numpy() if len(images) else np.empty((0, self.dim), np.float32))
+            return
+        queued: deque[tuple[torch.Tensor | np.ndarray, torch.cuda.Event | None]] = deque()
+        for images in batches:
+            if len(images):
+                y = self._forward(images)
+                host = torch.empty(y.shape, dtype=torch.float32, pin_memory=True)
+                host.copy_(y, non_blocking=True)
+                done = torch.cuda.Event()
+                done.record()
+                queued.append((host, done))
+            else:
+                queued.append((np.empty((0, self.dim), np.float32), None))
+            while len(queued) > 1:
+                yield _ready(*queued.popleft())
+        while queued:
+            yield _ready(*queued.popleft())
 
     # -- a whole source, resumable -----------------------------------------------------------
     def embed(self, source: Source, out: str | os.PathLike | None = None, *, return_kept: bool = False):
@@ -323,12 +366,84 @@ class Embedder:
 
     def _embed_run(self, source: Source, lo: int, hi: int, bar) -> Chunk:
         parts, failed, digests = [], {}, []
-        for batch in source.batches(self.batch_size, lo, hi):
-            parts.append(self.embed_array(batch.images))
-            digests += image_digests(batch.images)
+        read: deque = deque()  # batches read whose features are not back yet
+        batches = _digested(source.batches(self.batch_size, lo, hi))
+        if self.device.type == "cuda":  # the host reads and digests the next batches while the GPU works
+            batches = _read_ahead(batches)
+
+        def images() -> Iterator[np.ndarray]:
+            for batch, batch_digests in batches:
+                read.append((batch, batch_digests))
+                yield batch.images
+
+        for features in self._features_of(images()):
+            batch, batch_digests = read.popleft()
+            parts.append(features)
+            digests += batch_digests
             failed |= batch.failed
             bar.update(batch.stop - batch.start)
         return Chunk(np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32), failed, digests)
+
+
+def _digested(batches: Iterable) -> Iterator[tuple]:
+    """Each batch with the digests of its images (in threads: BLAKE2b lets go of the GIL)."""
+    for batch in batches:
+        n = len(batch.images)
+        step = max(64, -(-n // DIGEST_THREADS))
+        if n <= step:
+            yield batch, image_digests(batch.images)
+            continue
+        with ThreadPoolExecutor(DIGEST_THREADS) as pool:
+            parts = pool.map(image_digests, [batch.images[i : i + step] for i in range(0, n, step)])
+            yield batch, [d for part in parts for d in part]
+
+
+def _read_ahead(items: Iterator, depth: int = 2) -> Iterator:
+    """`items`, produced by a thread of their own up to `depth` ahead of the consumer; an
+    exception there is raised here, and a consumer that stops early stops the thread."""
+    queue: Queue = Queue(depth)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        queue.put((item, None), timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put((end, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            queue.put((end, exc))
+
+    thread = threading.Thread(target=produce, name="lookalike-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = queue.get()
+            if exc is not None:
+                raise exc
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # let a producer blocked on a full queue see the stop
+            try:
+                queue.get(timeout=0.1)
+            except Empty:
+                pass
+
+
+def _ready(features: torch.Tensor | np.ndarray, done: torch.cuda.Event | None) -> np.ndarray:
+    """A batch's features once their copy to the host has finished."""
+    if done is not None:
+        done.synchronize()
+    return features if isinstance(features, np.ndarray) else features.numpy()
 
 
 @dataclass
