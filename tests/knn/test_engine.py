@@ -15,9 +15,14 @@ from lookalike.knn import METRICS, PreparedBase, SearchStats, knn, reference_knn
 from lookalike.knn.screen import prepare_rows
 
 ALL = sorted(METRICS)
+# LOOKALIKE_TEST_DEVICE=cuda runs the suites below through `assert_exact` on a GPU (the same
+# code with another torch device; CI has none, so there they run on the CPU)
+DEVICE = os.environ.get("LOOKALIKE_TEST_DEVICE", "cpu")
 
 
 def assert_exact(xq, xb, k, metric, **kw):
+    if not isinstance(xb, PreparedBase):
+        kw.setdefault("device", DEVICE)
     D, I = knn(xq, xb, k, metric, **kw)
     D_ref, I_ref = reference_knn(xq, xb, k, metric)
     np.testing.assert_array_equal(I, I_ref)

@@ -116,6 +116,12 @@ def test_int8_dots_are_exact_for_every_shape():
         b = torch.randint(-127, 128, (n, d), dtype=torch.int8, generator=g)
         for _ in range(3):
             assert torch.equal(int8_dots(a, b), a.int() @ b.int().T), (m, d, n)
+        # padded as on a GPU (cuBLASLt: m > 16, d and n multiples of 8): the same sums, into `out` too
+        assert torch.equal(int8_dots(a, b, pad=True), a.int() @ b.int().T), (m, d, n)
+        out = torch.full((m, n), -1, dtype=torch.int32)
+        assert int8_dots(a, b, out=out, pad=True) is out and torch.equal(out, a.int() @ b.int().T)
+        if torch.cuda.is_available():
+            assert torch.equal(int8_dots(a.cuda(), b.cuda()).cpu(), a.int() @ b.int().T), (m, d, n)
 
 
 @pytest.mark.parametrize("metric", GEMM)

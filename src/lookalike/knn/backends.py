@@ -204,8 +204,7 @@ class LookalikeBackend(Backend):
         from .calibrate import cached, probe_wanted
 
         fitted = self.prepared_base_
-        if self.precision != "auto" or not self.metric.gemm or fitted.rows is None or exclude_self \
-                or self.device.type != "cpu":
+        if self.precision != "auto" or not self.metric.gemm or fitted.rows is None or exclude_self:
             return ()
         cal = cached(self.device, self.metric, fitted.d)
         if cal is None:

@@ -27,6 +27,8 @@ from .metrics import Metric, exact_distances
 from .scaling import pow2_scale
 from .screen import UNIT_ROUNDOFF, PreparedBase, comfortable
 
+GPU_CHUNK_BYTES = 1 << 30  # the most bytes of gathered rows a chunk of pairs holds on a GPU (`device_chunk`)
+
 
 def pair_distances(m: Metric, xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, cols: np.ndarray,
                    chunk_bytes: int = 1 << 21, scale: float = 1.0, comfortable: bool = False) -> np.ndarray:
@@ -85,11 +87,21 @@ def device_pair_distances(base: PreparedBase, xq: np.ndarray | torch.Tensor, row
     b = base.raw_rows()
     rows, cols = rows.to(dev), cols.to(dev)
     out = torch.empty(len(rows), dtype=torch.float64, device=dev)
-    step = max(1, chunk_bytes // (16 * max(1, base.d)))
+    step = max(1, device_chunk(dev, chunk_bytes) // (16 * max(1, base.d)))
     for lo, hi in ranges(len(rows), step):
         out[lo:hi] = exact_distances(base.metric, q.index_select(0, rows[lo:hi]), b.index_select(0, cols[lo:hi]),
                                      scale, comfortable)
     return out
+
+
+def device_chunk(dev: torch.device, chunk_bytes: int) -> int:
+    """Bytes of gathered rows a chunk of pairs holds: `chunk_bytes` on the CPU (cache-sized);
+    on a GPU up to `GPU_CHUNK_BYTES` (an eighth of its free memory at most), since there
+    each chunk costs a few dozen kernel launches whatever its size (measured on an H200:
+    900,000 pairs of a bf16 window refined in chunks of 512 took 1.3 s, launch-bound)."""
+    if dev.type != "cuda":
+        return chunk_bytes
+    return max(chunk_bytes, min(GPU_CHUNK_BYTES, torch.cuda.mem_get_info(dev)[0] // 8))
 
 
 def rows_comfortable(base: PreparedBase, xq: np.ndarray | torch.Tensor) -> bool:
@@ -258,7 +270,7 @@ def _pair_scores(base: PreparedBase, xq: np.ndarray, rows: torch.Tensor, cols: t
     # cosine rows are scaled one by one only where some row's values could over- or underflow
     scale_b = not m.normalised or not base.rows_comfortable
     scale_a = not m.normalised or not comfortable(row_max(xq_t))
-    step = max(1, chunk_bytes // (4 * d))
+    step = max(1, device_chunk(dev, chunk_bytes) // (4 * d))
     buf = torch.empty((min(step, len(rows)), d), dtype=xb_t.dtype, device=dev)
     score = torch.empty(len(rows), dtype=torch.float64, device=dev)
     err = torch.empty(len(rows), dtype=torch.float64, device=dev)
@@ -266,9 +278,10 @@ def _pair_scores(base: PreparedBase, xq: np.ndarray, rows: torch.Tensor, cols: t
         c = cols[lo:hi]
         uq, qinv = torch.unique_consecutive(rows[lo:hi], return_inverse=True)
         uc, cinv = torch.unique(c, return_inverse=True)
-        if len(uq) * len(uc) <= 8 * (hi - lo):  # shared rows: each gathered once
+        shared = len(uq) * len(uc) <= 8 * (hi - lo)
+        if shared:  # shared rows: each gathered once, all met in one small GEMM
             which, at = uc, cinv
-        else:  # little sharing: one gathered row a pair
+        else:  # little sharing: one gathered row a pair, a dot product a pair
             which, at = c, torch.arange(hi - lo, device=dev)
         b = torch.index_select(xb_t, 0, which, out=buf[: len(which)]).to(wide)  # scratch: changed in place
         b = _scaled(m, b, base.scale) if scale_b else b
@@ -277,7 +290,10 @@ def _pair_scores(base: PreparedBase, xq: np.ndarray, rows: torch.Tensor, cols: t
         if mean is not None:
             b.sub_(mean)
             a -= mean
-        dots = (a @ b.T)[qinv, at].double()  # a @ b.T: 1.6x b @ a.T (measured)
+        if shared or len(uq) == 1:
+            dots = (a @ b.T)[qinv, at].double()  # a @ b.T: 1.6x b @ a.T (measured)
+        else:  # (a GEMM of every query against every row of the chunk would be len(uq) times the work)
+            dots = torch.linalg.vecdot(a[qinv], b).double()
         an = torch.linalg.vector_norm(a.double(), dim=1)[qinv]
         # |b| as the prepare computed it (fp32 sums); cosine needs none
         b_l2 = base.l2[c] if wide == torch.float32 and not m.normalised else None

@@ -66,14 +66,26 @@ def check_magnitude(amax: float, what: str = "the data") -> None:
             f"+-{MAX_VALUE:.3g} (float32's range): scale the data down first")
 
 
-def int8_dots(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def int8_dots(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None,
+              pad: bool | None = None) -> torch.Tensor:
     """Exact int32 dot products of int8 rows, a (m, d) against b (n, d) -> (m, n).
 
     torch._int_mm (VNNI/AMX on the CPU) returns garbage for d == 1 (torch 2.13, measured);
-    that case is a plain outer product.
+    that case is a plain outer product. On a GPU (or with `pad`) shapes that cuBLASLt's int8
+    GEMM refuses (m <= 16, d or n not a multiple of 8) are padded with zero rows and columns,
+    which add nothing to any dot product, and the (m, n) corner is kept.
     """
-    if a.shape[1] == 1:
+    m, d = a.shape
+    n = b.shape[0]
+    if d == 1:
         return torch.mul(a.int(), b.int().T, out=out)
+    if pad if pad is not None else a.device.type == "cuda":
+        pm, pd, pn = max(m, 17), -(-d // 8) * 8, -(-n // 8) * 8
+        if (pm, pd, pn) != (m, d, n):
+            a = torch.nn.functional.pad(a, (0, pd - d, 0, pm - m))
+            b = torch.nn.functional.pad(b, (0, pd - d, 0, pn - n))
+            dots = torch._int_mm(a, b.T)[:m, :n]
+            return dots if out is None else out.copy_(dots)
     return torch._int_mm(a, b.T, out=out) if out is not None else torch._int_mm(a, b.T)
 
 
