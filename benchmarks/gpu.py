@@ -13,14 +13,24 @@ Every row is timed twice, best of `--repeats` after one warm-up, the device sync
 The base is on the device before either clock starts (`fit_s`, reported apart).
 
 Rows: torch float32 written as a careful user would (|b|^2 - 2 q.b by addmm in query blocks,
-topk, the root of the k kept, inference_mode; TF32 off, as torch's default); lookalike at an
-fp32 screen and at its `auto` screen (bf16 on CUDA), whose whole search, the float64 rerank
-included, runs on the device; cuVS brute_force and cuML NearestNeighbors(algorithm='brute')
+topk, the root of the k kept, inference_mode; TF32 off, as torch's default); lookalike at each
+screen (fp32, bf16, int8; with its stage times) and at `auto` as a user's search takes it (the
+calibration, and a probe of the screens on a large search's first queries), whose whole search,
+the float64 rerank included, runs on the device; cuVS brute_force and cuML NearestNeighbors(algorithm='brute')
 where installed. Every result is verified on `--verify` queries against a float64 brute force
 in plain NumPy (`lookalike.knn.verify`): lookalike must return its very neighbour sets, the
 float32 libraries their sets within float32's error bound. A row that disagrees fails the
 script (exit 1, naming it). `--budget-s` stops taking repeats once spent, so that the script
 stays within its time (3 minutes on an H200 for the default shape).
+
+Feature extraction (`--embed-images`, 0 skips it): ResNet-50 (no top, max pooling, 2048-d,
+random weights: no download there; the speed is the same) on 96 x 96 x 3 uint8 images, as
+images/s host to host (uint8 NumPy in, float32 NumPy out: `Embedder.embed_array`), best of the
+repeats after a warm-up; the target is 20,000 images/s on an H200. Rows: lookalike's default
+(what its calibration chooses, said in `config`), each variant it can run (eager NCHW or the
+frozen channels-last graph, fp32 or bf16) at a few batch sizes, and the whole `embed` of an
+STL-10 file (read in place, digested for resuming, progress off). Each row gives its least
+cosine to eager fp32's features on the calibration photos (real pictures).
 """
 
 from __future__ import annotations
@@ -89,26 +99,40 @@ def rows_torch(xb_np, xq_np, xq_dev, k, dev, clock) -> list[dict]:
 
 
 def rows_lookalike(xb_np, xq_np, xq_dev, k, dev, clock) -> list[dict]:
-    from lookalike.knn import PreparedBase, SearchStats, get_metric, knn
-    from lookalike.knn.precision import screen_dtype
+    from lookalike.knn import PreparedBase, SearchStats, knn
+    from lookalike.knn.backends import LookalikeBackend
+    from lookalike.knn.precision import PRECISIONS
 
     rows = []
-    for precision in ("fp32", "auto"):
-        dtype = screen_dtype(precision, dev, get_metric("euclidean"), xb_np.shape[1], len(xb_np))
+    for precision in ("fp32", "bf16", "int8", "auto"):
         t0 = time.perf_counter()
-        base = PreparedBase(xb_np, "euclidean", device=dev, screen_dtype=dtype)
+        if precision == "auto":  # as a user's search runs: the calibration, and a probe of a large search
+            backend = LookalikeBackend("euclidean", device=dev, precision="auto").fit(xb_np)
+            base = backend.prepared_base_
+        else:
+            base = PreparedBase(xb_np, "euclidean", device=dev, screen_dtype=PRECISIONS[precision])
         base.raw_rows()  # the base as given, on the device, for the float64 rerank there
         clock.sync()
         fit_s = time.perf_counter() - t0
-        host_s, out, n = clock.best(lambda: knn(xq_np, base, k))
+
+        def search(q, stats=None):
+            if precision == "auto":
+                return backend.kneighbors(q, k, False, stats=stats)
+            return knn(q, base, k, stats=stats)
+
+        host_s, out, n = clock.best(lambda: search(xq_np))
         stats = SearchStats()
-        device_s, out_dev, m = clock.best(lambda: knn(xq_dev, base, k, stats=stats))
-        name = str(dtype).removeprefix("torch.")
+        device_s, out_dev, m = clock.best(lambda: search(xq_dev, stats))
+        name = str(base.screen.dtype).removeprefix("torch.")
         rows.append({"backend": f"lookalike@{precision}", "exact": True, "fit_s": fit_s, "host_s": host_s,
                      "device_s": device_s, "repeats": n, "result": out_dev, "result_host": out,
-                     "config": f"lookalike engine on {dev}, {name} screen"
-                               f"{' + fp32 refine' if dtype not in (torch.float32, torch.float64) else ''}"
-                               " + float64 rerank on the device",
+                     "config": (backend.config if precision == "auto" else
+                                f"lookalike engine on {dev}, {name} screen"
+                                f"{' + fp32 refine' if name in ('bfloat16', 'int8') else ''}"
+                                " + float64 rerank on the device"),
+                     "screen": stats.screen_dtype,
+                     "stages_s": {s: getattr(stats, f"{s}_s") / (m + 1) for s in ("prepare", "screen", "refine",
+                                                                                   "rerank")},
                      "candidates_per_query": stats.candidates / (m + 1) / len(xq_np),
                      "reranked_per_query": stats.reranked / (m + 1) / len(xq_np),
                      "fallbacks": stats.fallbacks // (m + 1)})
@@ -167,6 +191,51 @@ def rows_peers(xb_np, xq_np, xq_dev, k, dev, clock) -> list[dict]:
     return rows
 
 
+def embed_rows(dev: torch.device, n: int, repeats: int, budget_s: float, batches: list[int]) -> list[dict]:
+    """Images/s of ResNet-50 features (see the docstring), each row with its least cosine to
+    eager fp32's features on the calibration photos."""
+    import tempfile
+    from pathlib import Path
+
+    from lookalike.features import Embedder
+    from lookalike.features import calibrate as C
+    from lookalike.sources import open_source
+
+    images = np.random.default_rng(0).integers(0, 256, (n, 96, 96, 3), dtype=np.uint8)
+    photos = C.calibration_images(96)
+    clock = Clock(dev, repeats, budget_s)
+    made: dict[str, np.ndarray] = {}
+
+    def row(name: str, e: Embedder, config: str, fn=None) -> dict:
+        fn = fn or (lambda: e.embed_array(images))
+        seconds, _, done = clock.best(fn)
+        made[name] = e.embed_array(photos)
+        return {"backend": name, "images": n, "batch_size": e.batch_size, "seconds": seconds,
+                "images_per_s": n / seconds, "repeats": done, "variant": e.choice.variant, "config": config}
+
+    rows = []
+    default = Embedder("resnet50", weights="none", device=str(dev), progress=False)
+    default.calibrate()
+    rows.append(row("lookalike default", default, "Embedder('resnet50') as a user makes it: " + default.explain()))
+    for variant in ("eager-fp32", "eager-bf16", "frozen-fp32", "frozen-bf16"):
+        for b in batches if variant == "frozen-bf16" else batches[len(batches) // 2:][:1]:
+            e = Embedder("resnet50", weights="none", device=str(dev), progress=False, batch_size=b)
+            e.net.load_state_dict(default.net.state_dict())  # the same random weights as the reference
+            e._choice = C.Choice(variant, reason="set by benchmarks/gpu.py")
+            rows.append(row(f"{variant} b{b}", e, f"lookalike resnet50 run as {variant}, batches of {b}"))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "train_X.bin"
+        images.transpose(0, 3, 2, 1).tofile(path)  # STL-10's layout: channel planes, column-major
+        rows.append(row("embed STL-10 file", default, "Embedder.embed(open_source('stl10:...')): the file read in "
+                        "place, digests for resuming, the default variant",
+                        fn=lambda: default.embed(open_source(f"stl10:{path}", progress=False))))
+    made["lookalike default"] = default.embed_array(photos)
+    reference = made["eager-fp32 " + f"b{batches[len(batches) // 2]}"]
+    for r in rows:
+        r["least_cosine"] = C._least_cosine(made[r["backend"]], reference)
+    return rows
+
+
 def verify(rows: list[dict], xq_np, xb_np, k, sample: np.ndarray) -> None:
     """Each row's results (both timings') against the float64 NumPy reference, in place."""
     from lookalike.knn.verify import check, reference_knn
@@ -197,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--verify", type=int, default=1000, help="queries verified against float64")
     ap.add_argument("--budget-s", type=float, default=120, help="stop taking repeats after this many seconds")
+    ap.add_argument("--embed-images", type=int, default=20000, help="images for the feature rows (0: none)")
+    ap.add_argument("--embed-batches", default="64,256,1024", help="batch sizes of the frozen bf16 rows")
     ap.add_argument("--out", default="gpu-bench.json")
     args = ap.parse_args(argv)
     origin = provenance(["python", "benchmarks/gpu.py", *(argv if argv is not None else sys.argv[1:])])
@@ -216,16 +287,28 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     print(f"{args.nq} queries x {args.nb} base x {args.d}-d, k={args.k} on {name}; best of up to {args.repeats}; "
           f"verified on {len(sample)} queries against float64; tutorial: cuML on a V100 791 ms, target 20 ms")
-    print(f"{'backend':<18} {'fit s':>7} {'host->host ms':>14} {'device ms':>10} {'sets differ':>12} {'agree':>6}")
+    print(f"{'backend':<18} {'fit s':>7} {'host->host ms':>14} {'device ms':>10} {'sets differ':>12} {'agree':>6}"
+          "  screen, stages ms (prepare screen refine rerank), candidates a query")
     for r in rows:
+        stages = (f"  {r['screen']}, {' '.join(f'{t * 1000:.1f}' for t in r['stages_s'].values())}, "
+                  f"{r['candidates_per_query']:.1f}" if "screen" in r else "")
         print(f"{r['backend']:<18} {r['fit_s']:>7.2f} {r['host_s'] * 1000:>14.1f} {r['device_s'] * 1000:>10.1f} "
-              f"{r['frac_neighbor_sets_differ']:>12.2%} {'yes' if r['agree'] else 'NO':>6}")
+              f"{r['frac_neighbor_sets_differ']:>12.2%} {'yes' if r['agree'] else 'NO':>6}{stages}")
+    embed = []
+    if args.embed_images:
+        embed = embed_rows(dev, args.embed_images, args.repeats, args.budget_s,
+                           [int(b) for b in args.embed_batches.split(",")])
+        print(f"ResNet-50 features, {args.embed_images} images of 96x96x3, host to host; target 20,000 images/s")
+        print(f"{'row':<20} {'batch':>6} {'images/s':>10} {'cosine':>8}  variant")
+        for r in embed:
+            print(f"{r['backend']:<20} {r['batch_size']:>6} {r['images_per_s']:>10.0f} {r['least_cosine']:>8.5f}  "
+                  f"{r['variant']}")
     disagree = [r["backend"] for r in rows if not r["agree"]]
     with open(args.out, "w") as f:
         json.dump({"device": name, "machine": machine(), "libraries": libraries(), "provenance": finish(origin),
                    "workload": {"nb": args.nb, "nq": args.nq, "d": args.d, "k": args.k, "metric": "euclidean",
                                 "verified_queries": len(sample)},
-                   "results": rows, "disagree": disagree}, f, indent=1)
+                   "results": rows, "embed": embed, "disagree": disagree}, f, indent=1)
     if disagree:
         print(f"gpu.py: disagree with the float64 reference: {', '.join(disagree)}", file=sys.stderr)
         return 1
