@@ -223,7 +223,9 @@ def choose(build: Build, *, device: torch.device, fast: bool, precision: str, ke
             return unmeasured(allowed, images)
         if choice is None:
             images = calibration_images(input_size)
-            choice = calibrate(build, device, allowed, key, preprocess, images, batch_images(batch_size, device))
+            # a GPU times the batch size itself (its class, a power of two, could be twice what fits)
+            timed = min(int(batch_size), GPU_IMAGES) if device.type == "cuda" else batch_images(batch_size)
+            choice = calibrate(build, device, allowed, key, preprocess, images, timed)
             if calibration_files():
                 classes = _read(device)
                 classes[memo] = choice.as_dict()
@@ -291,6 +293,15 @@ def calibrate(build: Build, device: torch.device, allowed: list[str], key: str,
         if not cos >= COSINE:
             choice.excluded[name] = f"cosine {cos:.4f} to eager fp32 < {COSINE}"
             del runners[name]
+            continue
+        if timed is not x:  # warmed up at the timed shape too (a GPU's algorithms are chosen per shape)
+            try:
+                with torch.inference_mode():
+                    _features(runners[name], timed, batch)
+            except torch.OutOfMemoryError:
+                choice.excluded[name] = f"out of memory at {batch} images a pass"
+                del runners[name]
+                torch.cuda.empty_cache()
     best: dict[str, float] = {}
     for _ in range(REPEATS):
         for name, run in runners.items():

@@ -27,7 +27,7 @@ from .files import (Chunk, check_features_out, clear_work, image_digests, load_d
 from . import calibrate, runtimes
 from .mid import NONE as NO_MID
 from .mid import mid_text
-from .models import DEFAULT_BATCH, DEFAULT_MODEL, GPU_BATCH, build, get_spec, output_dim
+from .models import DEFAULT_BATCH, DEFAULT_MODEL, build, fit_batch, get_spec, output_dim
 from .precision import check_precision
 from .views import SINGLE, aggregate, parse_views, render
 
@@ -75,8 +75,8 @@ class Embedder:
     mid : mid-level features appended to the final vector, 'BLOCK:POOLING:WEIGHT' joined by
         '+' (see `features.mid`, e.g. '10:max:0.5'), or 'none'; by default the model's own
         (`ModelSpec.mid`), or 'none' with pooling 'none'. Computed in the same forward pass.
-    batch_size : images per forward pass; by default 64 (on a GPU `GPU_BATCH`), or what
-        `gpu_memory` allows.
+    batch_size : images per forward pass; by default 64 (on a GPU `models.GPU_BATCH`, or
+        fewer where half its free memory holds fewer), or what `gpu_memory` allows.
     gpu_memory : budget in MiB on a CUDA device, so that a kNN library can share the card.
     """
 
@@ -114,7 +114,9 @@ class Embedder:
                 total = torch.cuda.get_device_properties(self.device).total_memory
                 index = self.device.index if self.device.index is not None else torch.cuda.current_device()
                 torch.cuda.set_per_process_memory_fraction(min(1.0, gpu_memory * 2**20 / total), index)
-        self.batch_size = batch_size or (GPU_BATCH if self.device.type == "cuda" else DEFAULT_BATCH)
+        if batch_size is None and self.device.type == "cuda":  # GPU_BATCH, or fewer where large inputs need it
+            batch_size = fit_batch(model, self.input_size, None, self.device)
+        self.batch_size = batch_size or DEFAULT_BATCH
         if self.batch_size < 1:
             raise ModelError(f"batch size {self.batch_size} must be at least 1")
         self._runner = None
@@ -280,7 +282,7 @@ class Embedder:
                 host = torch.empty(y.shape, dtype=torch.float32, pin_memory=True)
                 host.copy_(y, non_blocking=True)
                 done = torch.cuda.Event()
-                done.record()
+                done.record(torch.cuda.current_stream(y.device))  # the copy's stream (cuda:1 is not the default)
                 queued.append((host, done))
             else:
                 queued.append((np.empty((0, self.dim), np.float32), None))
@@ -376,12 +378,17 @@ class Embedder:
                 read.append((batch, batch_digests))
                 yield batch.images
 
-        for features in self._features_of(images()):
-            batch, batch_digests = read.popleft()
-            parts.append(features)
-            digests += batch_digests
-            failed |= batch.failed
-            bar.update(batch.stop - batch.start)
+        features_of = self._features_of(images())
+        try:
+            for features in features_of:
+                batch, batch_digests = read.popleft()
+                parts.append(features)
+                digests += batch_digests
+                failed |= batch.failed
+                bar.update(batch.stop - batch.start)
+        finally:  # an interrupted run stops its reading thread now, not when its traceback is dropped
+            features_of.close()
+            batches.close()
         return Chunk(np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32), failed, digests)
 
 
@@ -432,7 +439,8 @@ def _read_ahead(items: Iterator, depth: int = 2) -> Iterator:
             yield item
     finally:
         stop.set()
-        while thread.is_alive():  # let a producer blocked on a full queue see the stop
+        deadline = time.monotonic() + 10  # a producer in the middle of a slow read is left to end on its own
+        while thread.is_alive() and time.monotonic() < deadline:  # one blocked on a full queue sees the stop
             try:
                 queue.get(timeout=0.1)
             except Empty:

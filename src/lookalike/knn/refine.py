@@ -96,12 +96,13 @@ def device_pair_distances(base: PreparedBase, xq: np.ndarray | torch.Tensor, row
 
 def device_chunk(dev: torch.device, chunk_bytes: int) -> int:
     """Bytes of gathered rows a chunk of pairs holds: `chunk_bytes` on the CPU (cache-sized);
-    on a GPU up to `GPU_CHUNK_BYTES` (an eighth of its free memory at most), since there
+    on a GPU up to `GPU_CHUNK_BYTES` (a 32nd of its free memory at most: a chunk's peak, its
+    rows widened, the query rows gathered and the products, is several times its size), since there
     each chunk costs a few dozen kernel launches whatever its size (measured on an H200:
     900,000 pairs of a bf16 window refined in chunks of 512 took 1.3 s, launch-bound)."""
     if dev.type != "cuda":
         return chunk_bytes
-    return max(chunk_bytes, min(GPU_CHUNK_BYTES, torch.cuda.mem_get_info(dev)[0] // 8))
+    return max(chunk_bytes, min(GPU_CHUNK_BYTES, torch.cuda.mem_get_info(dev)[0] // 32))
 
 
 def rows_comfortable(base: PreparedBase, xq: np.ndarray | torch.Tensor) -> bool:
