@@ -21,7 +21,10 @@ where installed. Every result is verified on `--verify` queries against a float6
 in plain NumPy (`lookalike.knn.verify`): lookalike must return its very neighbour sets, the
 float32 libraries their sets within float32's error bound. A row that disagrees fails the
 script (exit 1, naming it). `--budget-s` stops taking repeats once spent, so that the script
-stays within its time (3 minutes on an H200 for the default shape).
+stays within its time (3 minutes on an H200 for the default shape). Beside the rows, the
+floors of any exact search of the shape, each timed alone on the device (`ceilings`): the
+GEMM of all queries against the base in each precision a screen can take, and a top-k over
+one block of scores.
 
 Feature extraction (`--embed-images`, 0 skips it): ResNet-50 (no top, max pooling, 2048-d,
 random weights: no download there; the speed is the same) on 96 x 96 x 3 uint8 images, as
@@ -96,6 +99,36 @@ def rows_torch(xb_np, xq_np, xq_dev, k, dev, clock) -> list[dict]:
              "config": f"torch {torch.__version__} float32 on {dev}: |b|^2 - 2 q.b by addmm in blocks of 4096 "
                        f"queries, topk, root of the k kept, inference_mode, TF32 "
                        f"{'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}"}]
+
+
+def ceilings(xb_np, xq_np, dev, clock) -> dict[str, float]:
+    """Seconds of what any exact search of this shape must do at least once, each alone: the
+    GEMM of all queries against the base in each precision a screen can take (TF32 and fp16
+    on a GPU only; int8 on rows scaled to +-127), and a top-k of one whole block of scores of
+    4,096 queries (the peer's own block), on the device."""
+    a, b = torch.from_numpy(xq_np).to(dev), torch.from_numpy(xb_np).to(dev)
+    out = {}
+    kinds = {"fp32": (a, b), "bf16": (a.bfloat16(), b.bfloat16())}
+    if dev.type == "cuda":
+        kinds["fp16"] = (a.half(), b.half())
+    for name, (x, y) in kinds.items():
+        out[f"gemm_{name}_s"] = clock.best(lambda: x @ y.T)[0]
+    if dev.type == "cuda":
+        tf32 = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            out["gemm_tf32_s"] = clock.best(lambda: a @ b.T)[0]
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+    top = float(max(a.abs().max(), b.abs().max())) or 1.0
+    ai, bi = ((v * (127 / top)).round().to(torch.int8) for v in (a, b))
+    from lookalike.knn.screen import int8_dots
+
+    out["gemm_int8_s"] = clock.best(lambda: int8_dots(ai, bi))[0]
+    block = a[:4096] @ b.T
+    out["topk_block_s"] = clock.best(lambda: torch.topk(block, 3, dim=1, largest=False))[0]
+    out["topk_block_queries"] = len(block)
+    return out
 
 
 def rows_lookalike(xb_np, xq_np, xq_dev, k, dev, clock) -> list[dict]:
@@ -281,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = rows_torch(xb_np, xq_np, xq_dev, args.k, dev, clock)
     rows += rows_lookalike(xb_np, xq_np, xq_dev, args.k, dev, clock)
     rows += rows_peers(xb_np, xq_np, xq_dev, args.k, dev, clock)
+    floors = ceilings(xb_np, xq_np, dev, clock)
     sample = np.sort(np.random.default_rng(0).permutation(args.nq)[: args.verify])
     verify(rows, xq_np, xb_np, args.k, sample)
 
@@ -294,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['candidates_per_query']:.1f}" if "screen" in r else "")
         print(f"{r['backend']:<18} {r['fit_s']:>7.2f} {r['host_s'] * 1000:>14.1f} {r['device_s'] * 1000:>10.1f} "
               f"{r['frac_neighbor_sets_differ']:>12.2%} {'yes' if r['agree'] else 'NO':>6}{stages}")
+    w = 2 * args.nq * args.nb * args.d
+    print("alone, all queries against the base: " + ", ".join(
+        f"GEMM {n.split('_')[1]} {t * 1000:.1f} ms ({w / t / 1e12:.1f} T/s)" for n, t in floors.items()
+        if n.startswith("gemm_")) + f"; top-k of {floors['topk_block_queries']} queries' scores "
+        f"{floors['topk_block_s'] * 1000:.1f} ms")
     embed = []
     if args.embed_images:
         embed = embed_rows(dev, args.embed_images, args.repeats, args.budget_s,
@@ -308,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dump({"device": name, "machine": machine(), "libraries": libraries(), "provenance": finish(origin),
                    "workload": {"nb": args.nb, "nq": args.nq, "d": args.d, "k": args.k, "metric": "euclidean",
                                 "verified_queries": len(sample)},
-                   "results": rows, "embed": embed, "disagree": disagree}, f, indent=1)
+                   "results": rows, "ceilings": floors, "embed": embed, "disagree": disagree}, f, indent=1)
     if disagree:
         print(f"gpu.py: disagree with the float64 reference: {', '.join(disagree)}", file=sys.stderr)
         return 1

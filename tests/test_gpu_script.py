@@ -31,6 +31,9 @@ def test_gpu_benchmark_script_on_cpu(tmp_path):
             assert "float64 rerank" in r["config"]
     assert result["provenance"]["command"].startswith("python benchmarks/gpu.py")
     assert "host->host ms" in proc.stdout and "device ms" in proc.stdout
+    floors = result["ceilings"]  # each GEMM alone, and a top-k of one block: what any search must do
+    assert {"gemm_fp32_s", "gemm_bf16_s", "gemm_int8_s", "topk_block_s"} <= set(floors)
+    assert all(v > 0 for v in floors.values()) and floors["topk_block_queries"] == 200
     # ResNet-50 features: the default, each variant (frozen bf16 at every batch size), an STL-10 file
     rows = {r["backend"]: r for r in result["embed"]}
     assert list(rows) == ["lookalike default", "eager-fp32 b4", "eager-bf16 b4", "frozen-fp32 b4", "frozen-bf16 b2",
