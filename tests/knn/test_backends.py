@@ -76,6 +76,8 @@ def test_a_cpu_library_asked_for_a_gpu_is_refused_not_run_on_the_cpu(backend, mo
                                                r"use device='cpu'$"):
         select(backend, "euclidean", "cuda")
     assert backend not in available("cuda") and backend in available("cpu")
+    # 'auto' (NearestNeighbors' default) is the CPU for a library that runs only there, not a refusal
+    assert select(backend, "euclidean", "auto").device.type == "cpu"
     assert select("torch", "euclidean", "cuda").device.type == "cuda"  # torch runs on the GPU for real
     assert select("auto", "euclidean", "cuda").name == "lookalike"  # exactness first (documented in AUTO_ORDER)
 

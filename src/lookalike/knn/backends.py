@@ -552,8 +552,13 @@ AUTO_ORDER = ("lookalike", "cuvs", "cuml", "faiss", "torch", "sklearn")
 def select(name: str, metric: str | Metric, device: str | torch.device = "auto", *,
            working_memory: float | None = None, precision: str = "auto") -> Backend:
     """The backend `name` ('auto' for the best usable one), built for `metric` on `device`
-    with its options, not yet fitted."""
-    metric, dev = get_metric(metric), resolve_device(device)
+    with its options, not yet fitted. `device='auto'` is CUDA when present, except for a
+    library that runs on the CPU only (scikit-learn, faiss-cpu), which it runs there: only a
+    device asked for by name is refused."""
+    metric = get_metric(metric)
+    cls = BACKENDS.get(name)
+    cpu_only = cls is not None and cls.cpu_only
+    dev = resolve_device("cpu" if cpu_only and str(device) == "auto" else device)
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise InvalidParameter(f"no CUDA device {dev}: this machine has {torch.cuda.device_count()}")
     options = {"device": dev, "working_memory": working_memory, "precision": precision}
@@ -562,9 +567,8 @@ def select(name: str, metric: str | Metric, device: str | torch.device = "auto",
             if BACKENDS[candidate].is_usable_for(metric, dev):
                 return BACKENDS[candidate](metric, **options)
         raise RuntimeError(f"internal: no backend serves metric {metric.name!r} on {dev}")
-    if name not in BACKENDS:
+    if cls is None:
         raise InvalidParameter(f"unknown backend {name!r}; choose one of auto, {', '.join(BACKENDS)}")
-    cls = BACKENDS[name]
     if not cls.installed():
         raise InvalidParameter(f"backend {name!r} is not installed (pip install {cls.module})")
     if not cls.runs_on(dev):

@@ -59,7 +59,8 @@ class NearestNeighbors(BaseEstimator):
         MiB for blocks of scores and base rows, at least 1 (None: 1024). The full
         n_queries x n_samples matrix is never built.
     device : str, default='auto'
-        'cpu', 'cuda[:N]', or 'auto' (CUDA when present).
+        'cpu', 'cuda[:N]', or 'auto' (CUDA when present; the CPU for backends that run only
+        there, scikit-learn and faiss-cpu).
     precision : str, default='auto'
         Screen precision of the lookalike engine: 'fp32', 'bf16', 'int8', or 'auto' (the
         fastest of them measured on this device for this metric and dimension class, once per
