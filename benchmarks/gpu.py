@@ -163,7 +163,7 @@ def rows_lookalike(xb_np, xq_np, xq_dev, k, dev, clock) -> list[dict]:
                                 f"lookalike engine on {dev}, {name} screen"
                                 f"{' + fp32 refine' if name in ('bfloat16', 'int8') else ''}"
                                 " + float64 rerank on the device"),
-                     "screen": stats.screen_dtype,
+                     "screen": stats.screen_dtype, "screen_choice": stats.screen_choice,
                      "stages_s": {s: getattr(stats, f"{s}_s") / (m + 1) for s in ("prepare", "screen", "refine",
                                                                                    "rerank")},
                      "candidates_per_query": stats.candidates / (m + 1) / len(xq_np),

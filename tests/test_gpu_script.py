@@ -28,7 +28,7 @@ def test_gpu_benchmark_script_on_cpu(tmp_path):
         assert r["agree"] and r["frac_neighbor_sets_differ_beyond_ties"] == 0.0, r
         if r["exact"]:  # against float64: the very neighbour sets
             assert r["backend"].startswith("lookalike") and r["frac_neighbor_sets_differ"] == 0.0
-            assert "float64 rerank" in r["config"]
+            assert "float64 rerank" in r["config"] and isinstance(r["screen_choice"], str)
     assert result["provenance"]["command"].startswith("python benchmarks/gpu.py")
     assert "host->host ms" in proc.stdout and "device ms" in proc.stdout
     floors = result["ceilings"]  # each GEMM alone, and a top-k of one block: what any search must do
