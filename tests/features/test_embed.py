@@ -132,10 +132,13 @@ def test_read_ahead_keeps_order_raises_and_stops():
 
 
 def test_batches_are_digested_in_threads_as_one(images, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
     from lookalike.features.files import image_digests
     from lookalike.sources.base import Batch
 
     monkeypatch.setattr(embed_mod, "DIGEST_THREADS", 3)
     many = np.concatenate([images] * 5)  # 240 images: three threads of 80
-    [(batch, digests)] = list(embed_mod._digested([Batch(0, [], many, {})]))
+    with ThreadPoolExecutor(3) as pool:
+        [(batch, digests)] = list(embed_mod._digested([Batch(0, [], many, {})], pool))
     assert digests == image_digests(many) and len(set(digests)) == len(images)

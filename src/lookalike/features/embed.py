@@ -369,40 +369,41 @@ class Embedder:
     def _embed_run(self, source: Source, lo: int, hi: int, bar) -> Chunk:
         parts, failed, digests = [], {}, []
         read: deque = deque()  # batches read whose features are not back yet
-        batches = _digested(source.batches(self.batch_size, lo, hi))
-        if self.device.type == "cuda":  # the host reads and digests the next batches while the GPU works
-            batches = _read_ahead(batches)
+        with ThreadPoolExecutor(DIGEST_THREADS) as pool:  # one pool a run, not one a batch
+            batches = _digested(source.batches(self.batch_size, lo, hi), pool)
+            if self.device.type == "cuda":  # the host reads and digests the next batches while the GPU works
+                batches = _read_ahead(batches)
 
-        def images() -> Iterator[np.ndarray]:
-            for batch, batch_digests in batches:
-                read.append((batch, batch_digests))
-                yield batch.images
+            def images() -> Iterator[np.ndarray]:
+                for batch, batch_digests in batches:
+                    read.append((batch, batch_digests))
+                    yield batch.images
 
-        features_of = self._features_of(images())
-        try:
-            for features in features_of:
-                batch, batch_digests = read.popleft()
-                parts.append(features)
-                digests += batch_digests
-                failed |= batch.failed
-                bar.update(batch.stop - batch.start)
-        finally:  # an interrupted run stops its reading thread now, not when its traceback is dropped
-            features_of.close()
-            batches.close()
+            features_of = self._features_of(images())
+            try:
+                for features in features_of:
+                    batch, batch_digests = read.popleft()
+                    parts.append(features)
+                    digests += batch_digests
+                    failed |= batch.failed
+                    bar.update(batch.stop - batch.start)
+            finally:  # an interrupted run stops its reading thread now, not when its traceback is dropped
+                features_of.close()
+                batches.close()
         return Chunk(np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32), failed, digests)
 
 
-def _digested(batches: Iterable) -> Iterator[tuple]:
-    """Each batch with the digests of its images (in threads: BLAKE2b lets go of the GIL)."""
+def _digested(batches: Iterable, pool: ThreadPoolExecutor) -> Iterator[tuple]:
+    """Each batch with the digests of its images (by `pool`'s threads, `DIGEST_THREADS` of
+    them: BLAKE2b lets go of the GIL)."""
     for batch in batches:
         n = len(batch.images)
         step = max(64, -(-n // DIGEST_THREADS))
         if n <= step:
             yield batch, image_digests(batch.images)
             continue
-        with ThreadPoolExecutor(DIGEST_THREADS) as pool:
-            parts = pool.map(image_digests, [batch.images[i : i + step] for i in range(0, n, step)])
-            yield batch, [d for part in parts for d in part]
+        parts = pool.map(image_digests, [batch.images[i : i + step] for i in range(0, n, step)])
+        yield batch, [d for part in parts for d in part]
 
 
 def _read_ahead(items: Iterator, depth: int = 2) -> Iterator:
@@ -412,20 +413,24 @@ def _read_ahead(items: Iterator, depth: int = 2) -> Iterator:
     stop = threading.Event()
     end = object()
 
+    def put(item, exc=None) -> bool:
+        """Hand `item` over unless the consumer has stopped (then False)."""
+        while not stop.is_set():
+            try:
+                queue.put((item, exc), timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        queue.put((item, None), timeout=0.1)
-                        break
-                    except Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
-            queue.put((end, None))
+            put(end)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            queue.put((end, exc))
+            put(end, exc)
 
     thread = threading.Thread(target=produce, name="lookalike-read-ahead", daemon=True)
     thread.start()
