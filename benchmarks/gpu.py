@@ -262,7 +262,6 @@ def embed_rows(dev: torch.device, n: int, repeats: int, budget_s: float, batches
         rows.append(row("embed STL-10 file", default, "Embedder.embed(open_source('stl10:...')): the file read in "
                         "place, digests for resuming, the default variant",
                         fn=lambda: default.embed(open_source(f"stl10:{path}", progress=False))))
-    made["lookalike default"] = default.embed_array(photos)
     reference = made["eager-fp32 " + f"b{batches[len(batches) // 2]}"]
     for r in rows:
         r["least_cosine"] = C._least_cosine(made[r["backend"]], reference)
