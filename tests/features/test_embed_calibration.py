@@ -102,7 +102,8 @@ def test_the_real_default_model_keeps_fp32_where_bf16_drifts(cache):
     assert set(e.choice.excluded) == {"eager-bf16"} and e.choice.cosines["eager-bf16"] < C.COSINE
     assert e.config()["precision"] == "float32"
     line = e.explain()
-    assert line.startswith(f"{e.choice.variant} by calibration ({e.device.type}/efficientnet_lite0/") and "\n" not in line
+    assert line.startswith(f"{e.choice.variant} by calibration ({e.device.type}/efficientnet_lite0/")
+    assert "\n" not in line
 
 
 def test_the_cache_is_used_and_invalidated_by_another_cpu_or_torch(cache, measured, monkeypatch):
