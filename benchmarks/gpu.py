@@ -14,7 +14,7 @@ The base is on the device before either clock starts (`fit_s`, reported apart).
 
 Rows: torch float32 written as a careful user would (|b|^2 - 2 q.b by addmm in query blocks,
 topk, the root of the k kept, inference_mode; TF32 off, as torch's default); lookalike at each
-screen (fp32, bf16, int8; with its stage times) and at `auto` as a user's search takes it (the
+screen (fp32, bf16, fp16, int8; with its stage times) and at `auto` as a user's search takes it (the
 calibration, and a probe of the screens on a large search's first queries), whose whole search,
 the float64 rerank included, runs on the device; cuVS brute_force and cuML NearestNeighbors(algorithm='brute')
 where installed. Every result is verified on `--verify` queries against a float64 brute force
@@ -113,6 +113,10 @@ def ceilings(xb_np, xq_np, dev, clock) -> dict[str, float]:
         kinds["fp16"] = (a.half(), b.half())
     for name, (x, y) in kinds.items():
         out[f"gemm_{name}_s"] = clock.best(lambda: x @ y.T)[0]
+    if dev.type == "cuda":  # the fp16 screen's GEMM: float32 output (`half_dots`), no rounding to fp16
+        from lookalike.knn.screen import half_dots
+
+        out["gemm_fp16-out-fp32_s"] = clock.best(lambda: half_dots(*kinds["fp16"]))[0]
     if dev.type == "cuda":
         tf32 = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -137,7 +141,7 @@ def rows_lookalike(xb_np, xq_np, xq_dev, k, dev, clock) -> list[dict]:
     from lookalike.knn.precision import PRECISIONS
 
     rows = []
-    for precision in ("fp32", "bf16", "int8", "auto"):
+    for precision in ("fp32", "bf16", "fp16", "int8", "auto"):
         t0 = time.perf_counter()
         if precision == "auto":  # as a user's search runs: the calibration, and a probe of a large search
             backend = LookalikeBackend("euclidean", device=dev, precision="auto").fit(xb_np)
@@ -161,7 +165,7 @@ def rows_lookalike(xb_np, xq_np, xq_dev, k, dev, clock) -> list[dict]:
                      "device_s": device_s, "repeats": n, "result": out_dev, "result_host": out,
                      "config": (backend.config if precision == "auto" else
                                 f"lookalike engine on {dev}, {name} screen"
-                                f"{' + fp32 refine' if name in ('bfloat16', 'int8') else ''}"
+                                f"{' + fp32 refine' if name in ('bfloat16', 'float16', 'int8') else ''}"
                                 " + float64 rerank on the device"),
                      "screen": stats.screen_dtype, "screen_choice": stats.screen_choice,
                      "stages_s": {s: getattr(stats, f"{s}_s") / (m + 1) for s in ("prepare", "screen", "refine",

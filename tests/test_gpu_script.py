@@ -21,7 +21,7 @@ def test_gpu_benchmark_script_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     names = [r["backend"] for r in result["results"]]
-    assert names == ["torch", "lookalike@fp32", "lookalike@bf16", "lookalike@int8", "lookalike@auto"]
+    assert names == ["torch", "lookalike@fp32", "lookalike@bf16", "lookalike@fp16", "lookalike@int8", "lookalike@auto"]
     assert result["workload"]["verified_queries"] == 200 and result["disagree"] == []
     for r in result["results"]:
         assert r["host_s"] > 0 and r["device_s"] > 0 and r["fit_s"] >= 0  # both conditions, every row

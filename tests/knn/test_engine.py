@@ -87,7 +87,7 @@ def test_engine_is_exact_with_tiny_blocks_and_low_precision_screens(problem, wm)
     with a running window (a working memory of 1e-4 MiB holds a few rows at a time)."""
     xq, xb, k, metric = problem
     assert_exact(xq, xb, k, metric, working_memory=wm)
-    for dtype in (torch.bfloat16, torch.int8):
+    for dtype in (torch.bfloat16, torch.float16, torch.int8):
         stats = SearchStats()
         assert_exact(xq, xb, k, metric, screen_dtype=dtype, stats=stats)
         assert stats.path == "one block" or stats.fallbacks
@@ -95,7 +95,7 @@ def test_engine_is_exact_with_tiny_blocks_and_low_precision_screens(problem, wm)
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(problems(), st.sampled_from([torch.float32, torch.bfloat16, torch.int8]))
+@given(problems(), st.sampled_from([torch.float32, torch.bfloat16, torch.float16, torch.int8]))
 def test_engine_is_exact_on_the_torch_path(problem, dtype):
     """LOOKALIKE_JIT=0: the window, refine, rerank and pick take their torch code (the GPU's)
     instead of the compiled kernels that the tests around run; on both paths of the screen (a
@@ -229,7 +229,7 @@ def test_torch_device_parameter_runs_the_same_code():
         assert_exact(xq, xb, 3, "euclidean", device="cuda")
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.int8])
 def test_queries_over_the_candidate_limit_fall_back_and_stay_exact(dtype, kernels):
     """Many equidistant points put hundreds of candidates in every window; a limit of a few
     per query forces the queries holding most to fall back to the uncapped fp32 search."""
@@ -258,7 +258,7 @@ def _query_block_data(kind: str, seed: int = 11) -> tuple[np.ndarray, np.ndarray
     return xq, xb
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.int8], ids=str)
 @pytest.mark.parametrize("kind", ["small_ints", "duplicates"])
 def test_query_blocks_and_a_large_k_stay_exact(kind, dtype, kernels):
     """A working memory that holds the scores of 100 queries against the whole base: the
@@ -326,7 +326,7 @@ def test_query_blocks_cap_their_candidates_and_fall_back(kernels):
     np.testing.assert_array_equal(D, np.full((300, 3), 2.0, np.float32))
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.int8])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.int8])
 def test_streamed_base_with_a_low_precision_screen(tmp_path, dtype):
     """A memory map streams through small blocks; the bound grows with the rows seen so far
     (rows of very different norms come late) and the result stays exact."""
@@ -534,3 +534,26 @@ def test_narrowed_windows_searched_from_several_threads_at_once(narrow_every_win
         np.testing.assert_array_equal(I1, I0)
         np.testing.assert_array_equal(D1, D0)
     np.testing.assert_array_equal(alone[0][1], reference_knn(queries[0], xb, 5, "euclidean")[1])
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "inner_product"])
+def test_an_fp16_screen_keeps_values_beyond_its_range_exact(metric):
+    """fp16 holds values up to 65,504: a query that the base's scale would carry past
+    `SAFE_HALF` is screened in float64 (never an infinite fp16 score), one just within it
+    stays on the fp16 screen; values in fp16's subnormal range are within the bound."""
+    rng = np.random.default_rng(12)
+    xb = rng.normal(size=(400, 10)).astype(np.float32)
+    xq = rng.normal(size=(6, 10)).astype(np.float32)
+    xq[0] *= 1e6  # scaled past 2^14: float64
+    xq[1] *= 2e3  # within: fp16
+    xq[2] *= 1e-9  # subnormal in fp16 (scaled), as are parts of the base below
+    xb[:100] *= 10.0 ** rng.uniform(-12, -4, (100, 10))
+    base = PreparedBase(xb, metric, screen_dtype=torch.float16)
+    wide, _ = base.query_scales(xq)
+    assert wide.tolist() == [True] + [False] * 5
+    stats = SearchStats()
+    D, I = knn(xq, base, 5, metric, stats=stats)
+    D_ref, I_ref = reference_knn(xq, xb, 5, metric)
+    np.testing.assert_array_equal(I, I_ref)
+    np.testing.assert_allclose(D, D_ref, rtol=1e-4, atol=1e-5)
+    assert stats.screen_dtype == "float16" and stats.fallbacks == 1

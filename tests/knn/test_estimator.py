@@ -122,7 +122,7 @@ def test_numbers_held_as_objects_are_numbers():
         NearestNeighbors().fit(bad)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16", "int8"])
 @pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cosine", "inner_product", "manhattan"])
 def test_radius_neighbors_reuse_the_fitted_base_at_its_precision(monkeypatch, metric, precision):
     rng = np.random.default_rng(3)
@@ -144,7 +144,7 @@ def test_radius_neighbors_reuse_the_fitted_base_at_its_precision(monkeypatch, me
         np.testing.assert_allclose(D[q], exact[0][q][inside], rtol=1e-12)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16", "int8"])
 @pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "inner_product"])
 def test_a_point_exactly_at_the_radius_is_found_from_far_away(metric, precision):
     """Queries far from a tight base: the score at the radius, r^2 - |x - m|^2, carries the
@@ -264,12 +264,13 @@ def test_explicit_precisions_are_taken_as_given_and_cdist_metrics_screen_in_floa
     from lookalike.knn.precision import screen_choice, screen_dtype
 
     cpu, l2 = torch.device("cpu"), get_metric("euclidean")
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("int8", torch.int8)):
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16),
+                        ("int8", torch.int8)):
         assert screen_dtype(name, cpu, l2, 2048, 90_000) == dtype
     dtype, why = screen_choice("auto", cpu, get_metric("manhattan"), 2048, 90_000)
     assert dtype == torch.float32 and "cdist" in why
-    with pytest.raises(InvalidParameter, match="unknown precision 'fp16'"):
-        screen_dtype("fp16", cpu, l2, 64, 10)
+    with pytest.raises(InvalidParameter, match="unknown precision 'fp8'"):
+        screen_dtype("fp8", cpu, l2, 64, 10)
 
 
 def test_auto_int8_estimator_matches_sklearn(monkeypatch):

@@ -10,7 +10,7 @@ from lookalike.knn.screen import int8_dots, prepare_rows
 
 GEMM = sorted(m for m in METRICS if METRICS[m].gemm)
 CDIST = sorted(m for m in METRICS if not METRICS[m].gemm)
-DTYPES = [torch.float32, torch.bfloat16, torch.int8]
+DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.int8]
 
 
 def data(kind: str, seed: int = 0, nb: int = 300, nq: int = 20, d: int = 48):
@@ -23,6 +23,10 @@ def data(kind: str, seed: int = 0, nb: int = 300, nq: int = 20, d: int = 48):
     elif kind == "scales":  # rows of very different norms, a zero row
         xb *= rng.uniform(1e-3, 1e3, (nb, 1))
         xb[0] = 0
+    elif kind == "decades":  # elements over twelve decades: fp16's subnormals (below 2^-14) and zeros
+        xb *= 10.0 ** rng.uniform(-12, 0, xb.shape)
+        xq *= 10.0 ** rng.uniform(-12, 0, xq.shape)
+        xq[: nq // 2] = rng.normal(size=(nq // 2, d)) * 10.0 ** rng.uniform(-10, -5, (nq // 2, 1))  # whole rows
     return xq.astype(np.float32), xb.astype(np.float32)
 
 
@@ -40,7 +44,7 @@ def exact_scores(metric, xq, xb, mean, scale=1.0):
     return -q @ b.T
 
 
-@pytest.mark.parametrize("kind", ["normal", "relu", "offset", "scales"])
+@pytest.mark.parametrize("kind", ["normal", "relu", "offset", "scales", "decades"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("metric", GEMM)
 def test_bound_really_bounds_the_screen_error(metric, dtype, kind):
@@ -125,7 +129,7 @@ def test_int8_dots_are_exact_for_every_shape():
 
 
 @pytest.mark.parametrize("metric", GEMM)
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.int8])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.int8])
 def test_a_recast_base_holds_the_rows_a_fresh_one_would(metric, dtype):
     """Another screen's rows cast from the fp32 rows (what `auto` does per search) are those
     a base prepared at that precision holds; a head shares the rows of the first n."""
@@ -198,3 +202,20 @@ def test_the_compiled_int8_rows_are_the_torch_ones(metric, kind, dtype, monkeypa
             assert (a is None) == (b is None) and (a is None or torch.equal(a, b)), name
         for name in ("l2", "qerr"):
             torch.testing.assert_close(getattr(compiled, name), getattr(plain, name), rtol=1e-14, atol=0)
+
+
+def test_half_dots_sum_exact_products_in_float32():
+    """An fp16 screen's GEMM: each product of two fp16 values exact, summed in float32 and
+    written as float32 (no rounding to fp16 on the way out), within fp32's accumulation bound."""
+    rng = np.random.default_rng(3)
+    for dev in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):  # a GPU's tensor cores where there is one
+        a = torch.from_numpy(rng.normal(size=(7, 300)).astype(np.float16)).to(dev)
+        b = torch.from_numpy(rng.normal(size=(11, 300)).astype(np.float16)).to(dev)
+        got = screen_mod.half_dots(a, b)
+        assert got.dtype == torch.float32 and got.shape == (7, 11)
+        exact = a.double() @ b.double().T
+        u32 = screen_mod.UNIT_ROUNDOFF[torch.float32]
+        bound = 2 * 300 * u32 * (a.double().abs() @ b.double().abs().T)  # as `Screen`'s gamma for fp16
+        assert (torch.abs(got.double() - exact) <= bound).all()
+        out = torch.empty(7, 11, device=dev)
+        assert screen_mod.half_dots(a, b, out=out).data_ptr() == out.data_ptr() and torch.equal(out, got)

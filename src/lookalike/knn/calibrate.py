@@ -1,4 +1,4 @@
-"""`precision='auto'` decided by measuring: which screen (fp32, bf16, int8) is fastest here,
+"""`precision='auto'` decided by measuring: which screen (fp32, bf16, int8; on a GPU fp16 too) is fastest here,
 for a search of `nq` queries against `nb` rows.
 
 CPU flags do not say which screen is fastest: bf16 is several times fp32 on a CPU with AMX
@@ -56,7 +56,10 @@ from .metrics import Metric
 
 __all__ = ["Calibration", "CANDIDATES", "cache_path", "calibrate", "choose", "machine", "shape_class"]
 
-CANDIDATES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.int8}
+CANDIDATES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8}
+# screens a device measures: fp16 (float32 output of an fp16 GEMM) only where there is one, a GPU;
+# on the CPU it runs as an fp32 GEMM (`screen.half_dots`), never faster than fp32
+GPU_ONLY = ("fp16",)
 QUERY_COUNTS = (8, 64)  # the query counts measured; `PLAN_QUERIES` when a caller does not know
 PLAN_QUERIES = QUERY_COUNTS[-1]
 TERMS = ("fixed_s", "per_query_s", "per_row_s", "per_pair_s")  # the model's coefficients
@@ -81,9 +84,9 @@ PAST_MODEL_MARGIN = 1.25
 K_MEASURED = 10 * K  # past this k, a low-precision screen's windows were not measured (see `LookalikeBackend.base_for`)
 REPEATS = 2
 FILE = "calibration.json"
-VERSION = 5  # of the file: 1 held one line in nb per screen; 2 timed fp32 before it could use NumPy's BLAS;
+VERSION = 6  # of the file: 1 held one line in nb per screen; 2 timed fp32 before it could use NumPy's BLAS;
 # 3 timed the refine, rerank and window before they were compiled (`pairs`, `selection`); 4 timed
-# bf16 and int8 windows refined in fp32 before the CPU's rerank took them whole
+# bf16 and int8 windows refined in fp32 before the CPU's rerank took them whole; 5 had no fp16 screen
 _lock = threading.Lock()
 _memory: dict[str, Calibration] = {}  # this process's calibrations, by shape class
 
@@ -350,6 +353,9 @@ def calibrate(device: torch.device, metric: Metric, data: np.ndarray | int, key:
     for name, dtype in CANDIDATES.items():
         if name == "int8" and d >= 2**31 // 127**2:
             cal.excluded[name] = "dimension too large for int32 sums"
+            continue
+        if name in GPU_ONLY and device.type != "cuda":
+            cal.excluded[name] = f"no {name} GEMM with float32 output on the {device.type}"
             continue
         try:
             bases[name] = fp32 if dtype == torch.float32 else fp32.recast(dtype)

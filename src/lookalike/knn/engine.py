@@ -5,8 +5,9 @@
 1. Prepare: the base is centred (translation-invariant metrics) or normalised (cosine) and
    cast or quantised to the screen precision, once (`PreparedBase`, what `fit` keeps), or
    block by block while streaming a memory-mapped base.
-2. Screen: base blocks meet query blocks in one GEMM each (fp32, bf16, or int8 with exact
-   int32 sums; a float64 cdist for l1/chebyshev), written into one reused buffer. Nothing
+2. Screen: base blocks meet query blocks in one GEMM each (fp32, bf16, fp16 with float32
+   output, or int8 with exact int32 sums; a float64 cdist for l1/chebyshev), written into
+   one reused buffer. Nothing
    of size nq x nb is ever built.
 3. Window: screen scores carry rounding (and quantisation) error. For each query an explicit
    bound E (from the unit roundoff, the dimension, the vector norms and quantisation errors)

@@ -34,6 +34,9 @@ from .metrics import Metric, get_metric
 UNIT_ROUNDOFF = {torch.float64: 2.0**-53, torch.float32: 2.0**-24, torch.bfloat16: 2.0**-8,
                  torch.float16: 2.0**-11}
 SAFE_SCALED = 2.0**40  # scaled query elements up to this screen in fp32 without overflow (d < 2^31)
+# ... and in fp16, whose largest finite value is 65,504: a scaled row up to 2^14, centred on a
+# mean within 2, stays finite when cast (the base's own rows lie within 1, centred within 2)
+SAFE_HALF = 2.0**14
 SCALE_EXP = 125  # shared scales stay within 2^-125 .. 2^125, normal float32 numbers
 # Query blocks of rows this short (a GEMM of few terms a score) keep their scores within the
 # CPU's caches: written and read back there, not in memory, and no new pages of the kept buffer
@@ -89,6 +92,26 @@ def int8_dots(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None,
     return torch._int_mm(a, b.T, out=out) if out is not None else torch._int_mm(a, b.T)
 
 
+def half_dots(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """float32 dot products of float16 rows, a (m, d) against b (n, d) -> (m, n): each product
+    exact (11 by 11 bits), summed and written in float32. On a GPU one fp16 GEMM with float32
+    output (`torch.mm(..., out_dtype=torch.float32)`, tensor cores); elsewhere, or with a torch
+    that lacks it, an fp32 GEMM of the same rows widened (the same products; no faster than
+    fp32)."""
+    if a.device.type == "cuda":
+        for into in ((out, None) if out is not None else (None,)):
+            try:
+                if into is None:
+                    dots = torch.mm(a, b.T, out_dtype=torch.float32)
+                    return dots if out is None else out.copy_(dots)
+                return torch.mm(a, b.T, out_dtype=torch.float32, out=into)
+            except torch.OutOfMemoryError:
+                raise
+            except (TypeError, RuntimeError, NotImplementedError):
+                continue  # this torch lacks that form (with `out`, or at all): the next, or widened below
+    return torch.mm(a.float(), b.float().T, out=out)
+
+
 @dataclass
 class Rows:
     """Rows ready for the screen, with the per-row figures the error bound needs."""
@@ -119,7 +142,10 @@ class Extent:
 class Screen:
     """How one metric is screened at one precision: operands, scores, and their error bound.
 
-    Precisions: float32; bfloat16/float16 (fp32 accumulation, output rounded to the type);
+    Precisions: float32; bfloat16 (fp32 accumulation, output rounded to bf16); float16
+    (exact products, fp32 accumulation and output: `half_dots`; a GPU's tensor cores run it
+    at bf16's rate with 8x less input rounding and none on the output, so its windows are
+    far narrower; the CPU has no such GEMM and runs it as fp32 on the fp16-rounded rows);
     int8 (rows quantised with their own step, exact int32 accumulation: VNNI/AMX units run it
     about 3x faster than fp32 on the CPU).
     """
@@ -137,10 +163,14 @@ class Screen:
         self.mean = None if mean is None else mean.to(self.acc)  # the centre, in scaled units
         u = self.u = UNIT_ROUNDOFF[self.acc]
         u_in = UNIT_ROUNDOFF[dtype] if dtype in (torch.bfloat16, torch.float16) else 0.0
-        self.u_out = u_in  # a low-precision GEMM also rounds its output to its own type
+        # a bf16 GEMM also rounds its output to bf16; an fp16 screen's writes float32 (`half_dots`)
+        self.u_out = u_in if dtype == torch.bfloat16 else 0.0
         if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
             u_in = 2.0**-11  # CUDA may run fp32 GEMMs in TF32 (10-bit mantissa) when allowed
-        self.gamma = d * u / (1 - d * u)  # accumulation over d terms
+        # accumulation over d terms; fp16 products are summed by tensor cores, whose fp32
+        # accumulation need not round to nearest at every step: twice the unit roundoff
+        ua = 2 * u if dtype == torch.float16 else u
+        self.gamma = d * ua / (1 - d * ua)
         # relative error of each prepared element: the cast of float64 input, then centring or
         # normalising, then the cast to the screen's type
         u_prep = u + (u if metric.centred else (2 * u + self.gamma if metric.normalised else 0.0))
@@ -148,6 +178,11 @@ class Screen:
         # absolute error from underflow (scaled elements, products, sums and outputs that fall
         # below the smallest normal number): far above it, far below any relative error
         self.eta = 64 * torch.finfo(self.acc).tiny * (d + 16)
+        if dtype == torch.float16:
+            # fp16 elements below 2^-14 (in scaled units: 2^-14 of the base's largest) are
+            # subnormal, each off by up to 2^-25 absolutely, a row by 2^-25 sqrt(d): in the
+            # cross term at most 2^-24 sqrt(d) (1 + |x| + |y|)^2, which `absolute` covers
+            self.eta += 2.0**-24 * math.sqrt(d)
 
     def prepare(self, x: torch.Tensor) -> Rows:
         """Raw rows -> centred / normalised, then cast or quantised for the screen."""
@@ -219,7 +254,11 @@ class Screen:
             if m.centred:
                 return torch.addcmul(b.sq[None, :], q.scale[:, None], dots, value=-2.0, out=dots)
             return dots.mul_(q.scale[:, None]).neg_()
-        if q.data.dtype in (torch.bfloat16, torch.float16):  # fp32 accumulation, output in q's type
+        if q.data.dtype == torch.float16:  # fp32 accumulation and output
+            dots = half_dots(q.data, b.data, out=out)
+            # |y|^2 - 2 x.y in one pass: the doubling exact, one fp32 rounding (as addmm's)
+            return torch.add(b.sq, dots, alpha=-2.0, out=dots) if m.centred else dots.neg_()
+        if q.data.dtype == torch.bfloat16:  # fp32 accumulation, output in bf16
             dots = (q.data @ b.data.T).float()
             return b.sq - 2 * dots if m.centred else -dots
         blas = gemm.provider() if q.data.device.type == "cpu" and q.data.dtype == torch.float32 else "torch"
@@ -394,7 +433,8 @@ class PreparedBase:
 
     def query_scales(self, xq: np.ndarray) -> tuple[np.ndarray, float]:
         """For queries `xq`: which rows the base's scale would carry past `SAFE_SCALED` (an
-        fp32 screen could overflow on them; they are screened in float64), and the power of
+        fp32 screen could overflow on them; `SAFE_HALF` for an fp16 screen; they are screened
+        in float64), and the power of
         two their float64 rerank scales rows by (`exact_distances`), from the largest value
         of base and queries. Refuses values beyond float32's range."""
         m = self.metric
@@ -409,7 +449,7 @@ class PreparedBase:
             check_magnitude(float(amax.max(initial=0.0)), "the queries")
             qmax = max(qmax, float(amax.max(initial=0.0)))
             if m.gemm and not m.normalised:  # rows scaled by the base's scale
-                wide[lo:hi] = amax * self.scale > SAFE_SCALED
+                wide[lo:hi] = amax * self.scale > (SAFE_HALF if self.screen.dtype == torch.float16 else SAFE_SCALED)
         squares = m.p == 2 or (m.p is None and not m.normalised)  # only squares and products can underflow
         if not squares:
             return wide, 1.0
