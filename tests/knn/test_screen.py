@@ -98,6 +98,8 @@ def test_prepare_in_pieces_equals_prepare_at_once(monkeypatch):
     pieces = PreparedBase(xb, "euclidean", screen_dtype=torch.int8).rows
     for name in ("data", "l2", "sq", "qerr", "scale"):
         assert torch.equal(getattr(whole, name), getattr(pieces, name)), name
+    # a GPU prepares larger parts (each costs launches whatever its size); the CPU's stay cache-sized
+    assert screen_mod.part_rows(48, "cpu") == 7 and screen_mod.part_rows(2048, "cuda") == 2**28 // (4 * 2048)
 
 
 def test_streamed_base_prepares_the_same_rows(tmp_path):

@@ -336,20 +336,31 @@ class Screen:
 
 
 PREPARE_BYTES = 1 << 22  # fp32 rows centred or quantised at a time: their temporaries stay this small
+# ... on a GPU up to this many: there each part costs a few dozen kernel launches whatever its size
+# (10,000 queries of 2,048-d made 20 parts of 4 MiB, and as many copies back of their scales)
+GPU_PREPARE_BYTES = 1 << 28
+
+
+def part_rows(d: int, device: torch.device | str) -> int:
+    """Rows of `d` values a part holds when rows are prepared (or their scales read) a part at
+    a time on `device`: `PREPARE_BYTES` of fp32, `GPU_PREPARE_BYTES` on a GPU."""
+    size = GPU_PREPARE_BYTES if torch.device(device).type == "cuda" else PREPARE_BYTES
+    return max(1, size // (4 * max(1, d)))
 
 
 def prepare_rows(screen: Screen, x: np.ndarray, device: torch.device, extent: Extent | None = None) -> Rows:
     """`screen.prepare` of all rows of `x`, a few MiB at a time, into arrays allocated once:
     the temporaries of centring and quantising never grow with the number of rows."""
     return _by_parts(screen, len(x), lambda lo, hi: screen.prepare(as_tensor(x[lo:hi], device)), extent,
-                     lambda: screen.prepare(as_tensor(x, device)))
+                     lambda: screen.prepare(as_tensor(x, device)), device)
 
 
-def _by_parts(screen: Screen, n: int, part_of, extent: Extent | None, empty) -> Rows:
-    """Rows made `PREPARE_BYTES` of fp32 at a time by `part_of(lo, hi)`, into arrays allocated
-    once; `empty()` when there are no rows."""
+def _by_parts(screen: Screen, n: int, part_of, extent: Extent | None, empty,
+              device: torch.device | str = "cpu") -> Rows:
+    """Rows made a part at a time (`part_rows` on `device`) by `part_of(lo, hi)`, into arrays
+    allocated once; `empty()` when there are no rows."""
     out: Rows | None = None
-    for lo, hi in ranges(n, max(1, PREPARE_BYTES // (4 * max(1, screen.d)))):
+    for lo, hi in ranges(n, part_rows(screen.d, device)):
         part = part_of(lo, hi)
         if extent is not None:
             extent.update(part)
@@ -440,7 +451,8 @@ class PreparedBase:
         m = self.metric
         wide = np.zeros(len(xq), dtype=bool)
         qmax = 0.0
-        for lo, hi in ranges(len(xq), max(1, PREPARE_BYTES // (4 * max(1, self.d)))):
+        on = xq.device if isinstance(xq, torch.Tensor) else "cpu"  # NumPy queries: read on the host
+        for lo, hi in ranges(len(xq), part_rows(self.d, on)):
             if isinstance(xq, torch.Tensor):  # queries already on a device: only their row maxima come back
                 part = xq[lo:hi]
                 amax = (part.abs().amax(1) if part.shape[1] else part.new_zeros(len(part))).double().cpu().numpy()
@@ -481,7 +493,7 @@ class PreparedBase:
         out.rows = _by_parts(out.screen, self.nb,
                              lambda lo, hi: out.screen.cast(rows.data[lo:hi], rows.l2[lo:hi],
                                                             None if rows.sq is None else rows.sq[lo:hi]),
-                             out.extent, lambda: out.screen.cast(rows.data, rows.l2, rows.sq))
+                             out.extent, lambda: out.screen.cast(rows.data, rows.l2, rows.sq), self.device)
         out.l2 = out.rows.l2
         return out
 
@@ -508,12 +520,13 @@ class PreparedBase:
     def query_block(self, nq: int, least: int = 64) -> int:
         """Queries whose scores against the whole base, with their top-k workspace (12 bytes
         a score in all), fit in half the working memory: at most 2048 (and `nq`), and no more
-        than fill a thread's kept buffer of scores (`blocks.SCRATCH_MIB`) unless fewer than
+        than fill a thread's kept buffer of scores (`blocks.SCRATCH_MIB`; on the CPU: a GPU
+        keeps none, and each of its blocks costs launches of its own) unless fewer than
         `least` would. An int8 screen on the CPU of rows of at most `CACHE_BLOCK_D` dimensions
         takes blocks of `CACHE_BLOCK_BYTES` of scores (at least `CACHE_BLOCK_ROWS` queries)
         where at least `least` queries fit in them."""
         fits = int(self.budget / 2 // (max(1, self.nb) * 4 * 3))
-        kept = max(min(nq, least), SCRATCH_MIB * 2**20 // (max(1, self.nb) * 4))
+        kept = max(min(nq, least), SCRATCH_MIB * 2**20 // (max(1, self.nb) * 4)) if self.device.type == "cpu" else nq
         rows = min(nq, 2048, fits, kept)
         cached = CACHE_BLOCK_BYTES // (max(1, self.nb) * 4)
         if self.screen.int8 and self.device.type == "cpu" and self.d <= CACHE_BLOCK_D and cached >= least:
