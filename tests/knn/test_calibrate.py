@@ -368,3 +368,10 @@ def test_past_the_models_k_a_probe_keeps_fp32_unless_a_smaller_screen_is_clearly
     cal = calibrate.calibration(CPU, L2, 24)
     assert "1.25x faster than fp32" in cal.explain(20000, 256, ("fp32", "int8", "bf16"), 100)
     assert "faster than fp32" not in cal.explain(20000, 256, ("fp32", "int8", "bf16"), 10)
+
+
+def test_a_probe_on_a_gpu_times_more_queries():
+    """On a GPU a probe of 64 queries would time kernel launches, not the screens."""
+    assert calibrate.probe_queries(10_000, 3) == calibrate.PROBE_QUERIES
+    assert calibrate.probe_queries(10_000, 3, torch.device("cuda")) == calibrate.GPU_PROBE_QUERIES
+    assert calibrate.probe_queries(300, 3, "cuda") == 300

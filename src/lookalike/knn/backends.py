@@ -236,7 +236,7 @@ class LookalikeBackend(Backend):
         from .calibrate import CANDIDATES, PROBE_ROUNDS, PROBE_ROUNDS_S, cached, probe_queries, record_probe
 
         fitted = self.prepared_base_
-        head = Xq[:probe_queries(len(Xq), k)]
+        head = Xq[:probe_queries(len(Xq), k, self.device)]
         times, found = {}, {}
         with self._probe_lock:
             bases = {name: self._prepared(CANDIDATES[name]) for name in among}

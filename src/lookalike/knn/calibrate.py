@@ -66,6 +66,7 @@ TERMS = ("fixed_s", "per_query_s", "per_row_s", "per_pair_s")  # the model's coe
 K = 10  # neighbours per query in the calibration's searches
 PROBE_QUERIES = 64  # queries a probe times each screen on (the winner's results are kept)
 PROBE_MIN_QUERIES = 2 * PROBE_QUERIES  # smaller searches take the model's choice
+GPU_PROBE_QUERIES = 1024  # a probe's queries on a GPU (`probe_queries`), a few milliseconds a screen there
 PROBE_MIN_S = 0.005  # nor are searches predicted (by the model's best) to take less than this probed: a probe
 # times each screen on 64 queries (past k = 16 on up to 256), one to three such searches, once per class and
 # machine, its choice kept (the demo's search of 200 queries, predicted at 15 ms, took bf16 by the model:
@@ -176,11 +177,16 @@ def beyond_model(k: int) -> bool:
     return _bucket(k) > _bucket(K)
 
 
-def probe_queries(nq: int, k: int) -> int:
+def probe_queries(nq: int, k: int, device: torch.device | str = "cpu") -> int:
     """Queries a probe of a search of `nq` times each screen on: `PROBE_QUERIES`; past the
     model's k up to 4x that, because there the screens differ most in what grows with the
     queries (measured at k = 100, 20,000 rows of 256-d: on 64 queries int8, fp32 and bf16 tied
-    within 5%, on 1,000 queries int8 took 1.6x fp32's time: fp32's GEMM is slow on few rows)."""
+    within 5%, on 1,000 queries int8 took 1.6x fp32's time: fp32's GEMM is slow on few rows).
+    On a GPU up to `GPU_PROBE_QUERIES`: there a search of 64 queries times kernel launches,
+    not the screens (on an H200 such a probe kept fp32, whose GEMM alone took 16x bf16's on
+    the whole search)."""
+    if torch.device(device).type == "cuda":
+        return min(nq, GPU_PROBE_QUERIES)
     return min(nq, 4 * PROBE_QUERIES) if beyond_model(k) else PROBE_QUERIES
 
 
