@@ -541,19 +541,26 @@ def test_an_fp16_screen_keeps_values_beyond_its_range_exact(metric):
     """fp16 holds values up to 65,504: a query that the base's scale would carry past
     `SAFE_HALF` is screened in float64 (never an infinite fp16 score), one just within it
     stays on the fp16 screen; values in fp16's subnormal range are within the bound."""
+    from lookalike.knn.screen import SAFE_HALF
+
     rng = np.random.default_rng(12)
     xb = rng.normal(size=(400, 10)).astype(np.float32)
-    xq = rng.normal(size=(6, 10)).astype(np.float32)
-    xq[0] *= 1e6  # scaled past 2^14: float64
-    xq[1] *= 2e3  # within: fp16
-    xq[2] *= 1e-9  # subnormal in fp16 (scaled), as are parts of the base below
-    xb[:100] *= 10.0 ** rng.uniform(-12, -4, (100, 10))
+    xb[:, 0] = np.abs(xb[:, 0]) + 1  # a positive mean there: centring carries a negative query further out
+    xq = rng.normal(size=(7, 10)).astype(np.float32)
     base = PreparedBase(xb, metric, screen_dtype=torch.float16)
+    edge = SAFE_HALF / base.scale  # the largest query value the fp16 screen takes (a power of two)
+    xq[0] *= 1e6  # scaled far past 2^14: float64
+    xq[1, 0] = -edge  # at the limit: fp16, its centred value past 2^14 and still finite
+    xq[3, 0] = -np.nextafter(np.float32(edge), np.float32(np.inf))  # just past it: float64
+    xq[2] *= 1e-9  # subnormal in fp16 (scaled), as are parts of the base below
+    xb[100:200] *= 10.0 ** rng.uniform(-12, -4, (100, 10))
+    base = PreparedBase(xb, metric, screen_dtype=torch.float16)
+    assert SAFE_HALF / base.scale == edge
     wide, _ = base.query_scales(xq)
-    assert wide.tolist() == [True] + [False] * 5
+    assert wide.tolist() == [True, False, False, True, False, False, False]
     stats = SearchStats()
     D, I = knn(xq, base, 5, metric, stats=stats)
     D_ref, I_ref = reference_knn(xq, xb, 5, metric)
     np.testing.assert_array_equal(I, I_ref)
     np.testing.assert_allclose(D, D_ref, rtol=1e-4, atol=1e-5)
-    assert stats.screen_dtype == "float16" and stats.fallbacks == 1
+    assert stats.screen_dtype == "float16" and stats.fallbacks == 2

@@ -221,3 +221,27 @@ def test_half_dots_sum_exact_products_in_float32():
         assert (torch.abs(got.double() - exact) <= bound).all()
         out = torch.empty(7, 11, device=dev)
         assert screen_mod.half_dots(a, b, out=out).data_ptr() == out.data_ptr() and torch.equal(out, got)
+        if dev == "cuda":  # the tensor cores' form itself, not the widened one
+            assert torch.equal(torch.mm(a, b.T, out_dtype=torch.float32), got)
+
+
+@pytest.mark.parametrize("metric", GEMM)
+def test_an_fp32_bound_widens_where_torch_may_round_gemm_inputs(metric):
+    """`torch.set_float32_matmul_precision('high')` lets CUDA run fp32 GEMMs in TF32 and
+    'medium' in bf16: the fp32 screen's bound (and the refinement's) counts that rounding."""
+    xq, xb = data("relu")
+    bounds = {}
+    try:
+        for p in ("highest", "high", "medium"):
+            torch.set_float32_matmul_precision(p)
+            base = PreparedBase(xb, metric)
+            bounds[p] = float(base.screen.bound(prepare_rows(base.screen, xq, base.device), base.extent).max())
+            # the bound holds whatever torch did
+            q = prepare_rows(base.screen, xq, base.device)
+            err = np.abs(base.screen.scores(q, base.rows).double().numpy()
+                         - exact_scores(metric, xq, xb, base.screen.mean, base.screen.scale))
+            assert (err <= base.screen.bound(q, base.extent).numpy()[:, None]).all()
+    finally:
+        torch.set_float32_matmul_precision("highest")
+    assert bounds["highest"] < bounds["high"] < bounds["medium"]
+    assert screen_mod.fp32_gemm_roundoff() == 0.0

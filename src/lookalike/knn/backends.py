@@ -214,7 +214,8 @@ class LookalikeBackend(Backend):
 
     def _among(self, cal, k: int) -> tuple[str, ...]:
         """The screens a search at `k` chooses among: those whose rows are no larger than the
-        fitted one's (a search adds at most smaller copies of the base); every calibrated screen
+        fitted one's (a search adds copies of the base no larger than the fitted one: bf16's
+        and fp16's are the same size); every calibrated screen
         past the k the model measured (`calibrate.beyond_model`), where a low-precision fit can
         be many times slower than fp32 and only a probe tells (the copy it chooses is kept)."""
         from .calibrate import CANDIDATES, beyond_model

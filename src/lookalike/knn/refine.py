@@ -25,7 +25,7 @@ from . import jit, pairs
 from .blocks import MAX_VALUE, as_tensor, from_numpy, ranges
 from .metrics import Metric, exact_distances
 from .scaling import pow2_scale
-from .screen import UNIT_ROUNDOFF, PreparedBase, comfortable
+from .screen import UNIT_ROUNDOFF, PreparedBase, comfortable, fp32_gemm_roundoff
 
 GPU_CHUNK_BYTES = 1 << 30  # the most bytes of gathered rows a chunk of pairs holds on a GPU (`device_chunk`)
 
@@ -243,6 +243,9 @@ def _precision(base: PreparedBase, xq: np.ndarray | torch.Tensor) -> tuple[torch
     wide = torch.float64 if float64 else torch.float32
     u, d = UNIT_ROUNDOFF[wide], base.d
     gamma = d * u / (1 - d * u) + 3 * u  # the sums, and the centring or cast of each element
+    if wide == torch.float32:  # the GEMM of shared rows may round its inputs (TF32 where allowed)
+        r = fp32_gemm_roundoff()
+        gamma += 2 * r + r * r
     eta = 64 * torch.finfo(wide).tiny * (d + 16)  # underflow, as an absolute error (see `Screen`)
     return wide, gamma, eta
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -35,7 +36,8 @@ UNIT_ROUNDOFF = {torch.float64: 2.0**-53, torch.float32: 2.0**-24, torch.bfloat1
                  torch.float16: 2.0**-11}
 SAFE_SCALED = 2.0**40  # scaled query elements up to this screen in fp32 without overflow (d < 2^31)
 # ... and in fp16, whose largest finite value is 65,504: a scaled row up to 2^14, centred on a
-# mean within 2, stays finite when cast (the base's own rows lie within 1, centred within 2)
+# mean within 8, stays finite when cast (the base's own rows lie within 1, or within 8 for a base
+# whose scale is clamped at 2^-125; centred, within twice that)
 SAFE_HALF = 2.0**14
 SCALE_EXP = 125  # shared scales stay within 2^-125 .. 2^125, normal float32 numbers
 # Query blocks of rows this short (a GEMM of few terms a score) keep their scores within the
@@ -92,24 +94,46 @@ def int8_dots(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None,
     return torch._int_mm(a, b.T, out=out) if out is not None else torch._int_mm(a, b.T)
 
 
+_half_forms: dict[torch.device, str] = {}  # per GPU, the form of `half_dots` that ran there first
+
+
 def half_dots(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """float32 dot products of float16 rows, a (m, d) against b (n, d) -> (m, n): each product
     exact (11 by 11 bits), summed and written in float32. On a GPU one fp16 GEMM with float32
-    output (`torch.mm(..., out_dtype=torch.float32)`, tensor cores); elsewhere, or with a torch
-    that lacks it, an fp32 GEMM of the same rows widened (the same products; no faster than
-    fp32)."""
-    if a.device.type == "cuda":
-        for into in ((out, None) if out is not None else (None,)):
-            try:
-                if into is None:
-                    dots = torch.mm(a, b.T, out_dtype=torch.float32)
-                    return dots if out is None else out.copy_(dots)
-                return torch.mm(a, b.T, out_dtype=torch.float32, out=into)
-            except torch.OutOfMemoryError:
-                raise
-            except (TypeError, RuntimeError, NotImplementedError):
-                continue  # this torch lacks that form (with `out`, or at all): the next, or widened below
+    output (`torch.mm(..., out_dtype=torch.float32)`, tensor cores), into `out` where torch
+    takes it; elsewhere, or where a GPU's torch refuses both forms (found once per device,
+    with a warning), an fp32 GEMM of the same rows widened (the same products; no faster
+    than fp32)."""
+    form = _half_forms.get(a.device, "out") if a.device.type == "cuda" else "widened"
+    if form == "out" and out is not None:
+        try:
+            return torch.mm(a, b.T, out_dtype=torch.float32, out=out)
+        except torch.OutOfMemoryError:
+            raise
+        except (TypeError, RuntimeError, NotImplementedError):
+            form = _half_forms[a.device] = "plain"  # no `out` for it in this torch
+    if form in ("out", "plain"):
+        try:
+            dots = torch.mm(a, b.T, out_dtype=torch.float32)
+            return dots if out is None else out.copy_(dots)
+        except torch.OutOfMemoryError:
+            raise
+        except (TypeError, RuntimeError, NotImplementedError) as exc:
+            _half_forms[a.device] = "widened"
+            warnings.warn(f"the fp16 screen runs as fp32 on {a.device}: torch {torch.__version__} has no fp16 GEMM "
+                          f"with float32 output there ({type(exc).__name__}); precision 'bf16' or 'int8' may be "
+                          "faster", RuntimeWarning, stacklevel=2)
     return torch.mm(a.float(), b.float().T, out=out)
+
+
+def fp32_gemm_roundoff() -> float:
+    """The relative rounding of each input of a float32 GEMM, as torch may run it: 0 by
+    default; TF32's 2^-11 where `torch.backends.cuda.matmul.allow_tf32` or
+    `torch.set_float32_matmul_precision('high')` allows it; bf16's 2^-8 with 'medium'."""
+    precision = torch.get_float32_matmul_precision()
+    if precision == "medium":
+        return UNIT_ROUNDOFF[torch.bfloat16]
+    return 2.0**-11 if precision == "high" or torch.backends.cuda.matmul.allow_tf32 else 0.0
 
 
 @dataclass
@@ -165,11 +189,12 @@ class Screen:
         u_in = UNIT_ROUNDOFF[dtype] if dtype in (torch.bfloat16, torch.float16) else 0.0
         # a bf16 GEMM also rounds its output to bf16; an fp16 screen's writes float32 (`half_dots`)
         self.u_out = u_in if dtype == torch.bfloat16 else 0.0
-        if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
-            u_in = 2.0**-11  # CUDA may run fp32 GEMMs in TF32 (10-bit mantissa) when allowed
-        # accumulation over d terms; fp16 products are summed by tensor cores, whose fp32
-        # accumulation need not round to nearest at every step: twice the unit roundoff
-        ua = 2 * u if dtype == torch.float16 else u
+        if dtype == torch.float32:
+            u_in = fp32_gemm_roundoff()  # CUDA may run fp32 GEMMs in TF32 (10-bit mantissa) when allowed
+        # accumulation over d terms; fp16 products are summed by tensor cores, which add blocks
+        # of products aligned to the largest by truncation, not rounded at every step: about
+        # 2u d (1 + 1/block) at most; three times the unit roundoff covers it
+        ua = 3 * u if dtype == torch.float16 else u
         self.gamma = d * ua / (1 - d * ua)
         # relative error of each prepared element: the cast of float64 input, then centring or
         # normalising, then the cast to the screen's type
