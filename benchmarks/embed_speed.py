@@ -90,6 +90,7 @@ def measure(variant: str, n: int) -> dict:
                   f"jit_compile={model.jit_compile}")
     else:
         from lookalike.features import Embedder
+        from lookalike.features.calibrate import least_cosine
 
         kind, model_name, *mode = variant.split("-")
         mode = "-".join(mode)
@@ -112,8 +113,7 @@ def measure(variant: str, n: int) -> dict:
     cosine = None
     if not variant.startswith("keras"):  # not timed: eager fp32's features of the first images
         ref = Embedder(model_name, weights=weights, progress=False, fast=False, precision="fp32", runtime="torch")
-        a, b = np.asarray(out[:COSINE_IMAGES], np.float64), ref.embed_array(images[:COSINE_IMAGES]).astype(np.float64)
-        cosine = float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min())
+        cosine = least_cosine(np.asarray(out[:COSINE_IMAGES]), ref.embed_array(images[:COSINE_IMAGES]))
     return {"variant": variant, "images": n, "seconds": seconds, "images_per_s": n / seconds,
             "dim": int(np.asarray(out).shape[1]), "config": config, "cosine_to_fp32": cosine}
 

@@ -160,7 +160,7 @@ def test_the_chosen_runner_gives_the_reference_features(cache):
     with torch.inference_mode():
         ref = Tiny().eval()(x).numpy()
         got = choice.runner(x).float().numpy()
-    assert C._least_cosine(got, ref) >= C.COSINE
+    assert C.least_cosine(got, ref) >= C.COSINE
     assert np.isfinite(got).all()
 
 
@@ -212,7 +212,7 @@ def test_auto_chooses_only_among_runtimes_within_cosine_0999(cache, measured):
         assert choice.variant in choice.seconds and choice.runner is not None
         x = _pre(C.calibration_images(SIZE))
         with torch.inference_mode():
-            assert C._least_cosine(choice.runner(x).float().numpy(), net(x).numpy()) >= C.COSINE
+            assert C.least_cosine(choice.runner(x).float().numpy(), net(x).numpy()) >= C.COSINE
     assert len(measured) == 2 and cache.is_file()
 
 
@@ -242,10 +242,10 @@ def test_openvino_streams_give_the_same_features_for_any_batch_and_thread(cache)
         ref = net(x).numpy()
     for n in (1, 2, 3, 17):  # fewer images than streams, an odd split, a batch
         got = run(x[:n]).numpy()
-        assert got.shape == ref[:n].shape and C._least_cosine(got, ref[:n]) >= 0.99999
+        assert got.shape == ref[:n].shape and C.least_cosine(got, ref[:n]) >= 0.99999
     with ThreadPoolExecutor(3) as pool:  # each thread its own infer requests
         outs = list(pool.map(lambda lo: run(x[lo : lo + 5]).numpy(), range(0, 15, 5)))
-    assert C._least_cosine(np.concatenate(outs), ref[:15]) >= 0.99999
+    assert C.least_cosine(np.concatenate(outs), ref[:15]) >= 0.99999
 
 
 def test_a_gpu_measures_its_own_batch_size_and_the_frozen_graph():

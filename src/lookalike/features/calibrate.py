@@ -65,8 +65,8 @@ from ..cache import cache_dir, calibration_files, read_calibrations, write_calib
 from ..hardware import machine_identity as machine
 from . import runtimes
 
-__all__ = ["COSINE", "Choice", "DTYPES", "MODES", "TORCH_MODES", "cache_path", "choose", "forget", "machine",
-           "make_runner"]
+__all__ = ["COSINE", "Choice", "DTYPES", "MODES", "TORCH_MODES", "cache_path", "choose", "forget", "least_cosine",
+           "machine", "make_runner"]
 
 TORCH_MODES = ("eager", "frozen", "optimized")
 MODES = (*TORCH_MODES, "onnxruntime", "openvino")
@@ -289,7 +289,7 @@ def calibrate(build: Build, device: torch.device, allowed: list[str], key: str,
             choice.excluded[name] = f"{type(exc).__name__}"
             runners.pop(name, None)
             continue
-        choice.cosines[name] = cos = _least_cosine(got, reference)
+        choice.cosines[name] = cos = least_cosine(got, reference)
         if not cos >= COSINE:
             choice.excluded[name] = f"cosine {cos:.4f} to eager fp32 < {COSINE}"
             del runners[name]
@@ -325,7 +325,9 @@ def _features(run: Runner, x: torch.Tensor, batch: int = IMAGES) -> np.ndarray:
                            for lo in range(0, len(x), batch)])
 
 
-def _least_cosine(a: np.ndarray, b: np.ndarray) -> float:
+def least_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """The least cosine between rows of `a` and the same rows of `b` (float64; two all-zero
+    rows are the same vector, cosine 1; a zero row against another, 0)."""
     a, b = a.astype(np.float64), b.astype(np.float64)
     num = (a * b).sum(1)
     den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
