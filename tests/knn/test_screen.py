@@ -98,8 +98,15 @@ def test_prepare_in_pieces_equals_prepare_at_once(monkeypatch):
     pieces = PreparedBase(xb, "euclidean", screen_dtype=torch.int8).rows
     for name in ("data", "l2", "sq", "qerr", "scale"):
         assert torch.equal(getattr(whole, name), getattr(pieces, name)), name
-    # a GPU prepares larger parts (each costs launches whatever its size); the CPU's stay cache-sized
-    assert screen_mod.part_rows(48, "cpu") == 7 and screen_mod.part_rows(2048, "cuda") == 2**28 // (4 * 2048)
+
+
+def test_a_gpu_prepares_larger_parts_within_the_working_memory():
+    """Each part costs kernel launches on a GPU whatever its size; the CPU's stay cache-sized."""
+    cpu = screen_mod.PREPARE_BYTES // (4 * 2048)
+    assert screen_mod.part_rows(2048, "cpu", 4096) == cpu
+    assert screen_mod.part_rows(2048, "cuda", 4096) == screen_mod.GPU_PREPARE_BYTES // (4 * 2048)
+    assert screen_mod.part_rows(2048, "cuda") == 2**30 // 8 // (4 * 2048)  # an eighth of the default 1 GiB
+    assert screen_mod.part_rows(2048, "cuda", 1.0) == cpu  # never smaller than the CPU's
 
 
 def test_streamed_base_prepares_the_same_rows(tmp_path):

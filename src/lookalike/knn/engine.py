@@ -146,7 +146,7 @@ def _search(base: PreparedBase, xq: np.ndarray, k: int, D: np.ndarray, I: np.nda
     """Stages 2-6 for queries within the base's scale, into D and I; `scale`: the rerank's."""
     t0 = time.perf_counter()
     nq = len(xq)
-    q_rows = prepare_rows(base.screen, xq, base.device)
+    q_rows = prepare_rows(base.screen, xq, base.device, working_memory=base.working_memory)
     qw = base.query_block(nq, MIN_QUERY_BLOCK) if base.rows is not None and limit is None else 0
     st.prepare_s += time.perf_counter() - t0
 

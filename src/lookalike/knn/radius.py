@@ -70,7 +70,7 @@ def _candidates(base: PreparedBase, screen: Screen, xq: np.ndarray, which: np.nd
     as they go by (a screen other than the base's own)."""
     if not len(which):
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-    q = prepare_rows(screen, xq[which], base.device)
+    q = prepare_rows(screen, xq[which], base.device, working_memory=base.working_memory)
     limit = screen.limit(radius, q) + screen.limit_error(radius, q)
     qb, bb = base.block_sizes(len(which))
     if streamed:

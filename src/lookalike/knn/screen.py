@@ -361,31 +361,37 @@ class Screen:
 
 
 PREPARE_BYTES = 1 << 22  # fp32 rows centred or quantised at a time: their temporaries stay this small
-# ... on a GPU up to this many: there each part costs a few dozen kernel launches whatever its size
-# (10,000 queries of 2,048-d made 20 parts of 4 MiB, and as many copies back of their scales)
+# ... on a GPU up to this many, and an eighth of the working memory (a part's temporaries, a few
+# copies of it, stay within the working memory): there each part costs a few dozen kernel launches
+# whatever its size (10,000 queries of 2,048-d made 20 parts of 4 MiB, and as many copies back of
+# their scales)
 GPU_PREPARE_BYTES = 1 << 28
 
 
-def part_rows(d: int, device: torch.device | str) -> int:
+def part_rows(d: int, device: torch.device | str, working_memory: float | None = None) -> int:
     """Rows of `d` values a part holds when rows are prepared (or their scales read) a part at
-    a time on `device`: `PREPARE_BYTES` of fp32, `GPU_PREPARE_BYTES` on a GPU."""
-    size = GPU_PREPARE_BYTES if torch.device(device).type == "cuda" else PREPARE_BYTES
+    a time on `device`: `PREPARE_BYTES` of fp32; on a GPU `GPU_PREPARE_BYTES`, at most an
+    eighth of `working_memory` (MiB; None: the default)."""
+    size = PREPARE_BYTES
+    if torch.device(device).type == "cuda":
+        size = max(PREPARE_BYTES, min(GPU_PREPARE_BYTES, int(budget_bytes(working_memory) / 8)))
     return max(1, size // (4 * max(1, d)))
 
 
-def prepare_rows(screen: Screen, x: np.ndarray, device: torch.device, extent: Extent | None = None) -> Rows:
-    """`screen.prepare` of all rows of `x`, a few MiB at a time, into arrays allocated once:
-    the temporaries of centring and quantising never grow with the number of rows."""
+def prepare_rows(screen: Screen, x: np.ndarray, device: torch.device, extent: Extent | None = None,
+                 working_memory: float | None = None) -> Rows:
+    """`screen.prepare` of all rows of `x`, a part at a time (`part_rows`), into arrays
+    allocated once: the temporaries of centring and quantising never grow with the number of
+    rows."""
     return _by_parts(screen, len(x), lambda lo, hi: screen.prepare(as_tensor(x[lo:hi], device)), extent,
-                     lambda: screen.prepare(as_tensor(x, device)), device)
+                     lambda: screen.prepare(as_tensor(x, device)), part_rows(screen.d, device, working_memory))
 
 
-def _by_parts(screen: Screen, n: int, part_of, extent: Extent | None, empty,
-              device: torch.device | str = "cpu") -> Rows:
-    """Rows made a part at a time (`part_rows` on `device`) by `part_of(lo, hi)`, into arrays
-    allocated once; `empty()` when there are no rows."""
+def _by_parts(screen: Screen, n: int, part_of, extent: Extent | None, empty, step: int) -> Rows:
+    """Rows made `step` at a time by `part_of(lo, hi)`, into arrays allocated once; `empty()`
+    when there are no rows."""
     out: Rows | None = None
-    for lo, hi in ranges(n, part_rows(screen.d, device)):
+    for lo, hi in ranges(n, step):
         part = part_of(lo, hi)
         if extent is not None:
             extent.update(part)
@@ -433,7 +439,7 @@ class PreparedBase:
         self.extent = Extent()
         self._raw: torch.Tensor | None = None
         if materialise:
-            self.rows = prepare_rows(self.screen, xb, self.device, self.extent)
+            self.rows = prepare_rows(self.screen, xb, self.device, self.extent, working_memory)
         # |prepared row| for every row; a streamed base fills it in as its blocks go by
         self.l2 = self.rows.l2 if self.rows is not None else torch.zeros(self.nb, dtype=torch.float64,
                                                                            device=self.device)
@@ -477,7 +483,7 @@ class PreparedBase:
         wide = np.zeros(len(xq), dtype=bool)
         qmax = 0.0
         on = xq.device if isinstance(xq, torch.Tensor) else "cpu"  # NumPy queries: read on the host
-        for lo, hi in ranges(len(xq), part_rows(self.d, on)):
+        for lo, hi in ranges(len(xq), part_rows(self.d, on, self.working_memory)):
             if isinstance(xq, torch.Tensor):  # queries already on a device: only their row maxima come back
                 part = xq[lo:hi]
                 amax = (part.abs().amax(1) if part.shape[1] else part.new_zeros(len(part))).double().cpu().numpy()
@@ -518,7 +524,8 @@ class PreparedBase:
         out.rows = _by_parts(out.screen, self.nb,
                              lambda lo, hi: out.screen.cast(rows.data[lo:hi], rows.l2[lo:hi],
                                                             None if rows.sq is None else rows.sq[lo:hi]),
-                             out.extent, lambda: out.screen.cast(rows.data, rows.l2, rows.sq), self.device)
+                             out.extent, lambda: out.screen.cast(rows.data, rows.l2, rows.sq),
+                             part_rows(self.d, self.device, self.working_memory))
         out.l2 = out.rows.l2
         return out
 
