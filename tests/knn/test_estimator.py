@@ -269,6 +269,8 @@ def test_explicit_precisions_are_taken_as_given_and_cdist_metrics_screen_in_floa
         assert screen_dtype(name, cpu, l2, 2048, 90_000) == dtype
     dtype, why = screen_choice("auto", cpu, get_metric("manhattan"), 2048, 90_000)
     assert dtype == torch.float32 and "cdist" in why
+    assert "no faster than fp32" in screen_choice("fp16", cpu, l2, 64, 10)[1]  # a GPU's screen, said so on the CPU
+    assert screen_choice("fp16", torch.device("cuda"), l2, 64, 10)[1] == "fp16 screen as asked"
     with pytest.raises(InvalidParameter, match="unknown precision 'fp8'"):
         screen_dtype("fp8", cpu, l2, 64, 10)
 

@@ -32,7 +32,10 @@ def screen_choice(precision: str, device: torch.device, metric: Metric, d: int, 
     if not metric.gemm:
         return torch.float32, f"{metric.name} is screened by cdist in float64 (no GEMM screen)"
     if precision != "auto":
-        return PRECISIONS[precision], f"{precision} screen as asked"
+        why = f"{precision} screen as asked"
+        if precision == "fp16" and torch.device(device).type != "cuda":
+            why += f" (on the {torch.device(device).type} an fp32 GEMM of fp16-rounded rows: no faster than fp32)"
+        return PRECISIONS[precision], why
     from .calibrate import PLAN_QUERIES, choose
 
     return choose(torch.device(device), metric, int(d), int(nb), sample, PLAN_QUERIES if nq is None else int(nq))
