@@ -203,6 +203,8 @@ class Screen:
         # absolute error from underflow (scaled elements, products, sums and outputs that fall
         # below the smallest normal number): far above it, far below any relative error
         self.eta = 64 * torch.finfo(self.acc).tiny * (d + 16)
+        # scaled query values past this are screened in float64 (`PreparedBase.query_scales`)
+        self.safe_scaled = SAFE_HALF if dtype == torch.float16 else SAFE_SCALED
         if dtype == torch.float16:
             # fp16 elements below 2^-14 (in scaled units: 2^-14 of the base's largest) are
             # subnormal, each off by up to 2^-25 absolutely, a row by 2^-25 sqrt(d): in the
@@ -492,7 +494,7 @@ class PreparedBase:
             check_magnitude(float(amax.max(initial=0.0)), "the queries")
             qmax = max(qmax, float(amax.max(initial=0.0)))
             if m.gemm and not m.normalised:  # rows scaled by the base's scale
-                wide[lo:hi] = amax * self.scale > (SAFE_HALF if self.screen.dtype == torch.float16 else SAFE_SCALED)
+                wide[lo:hi] = amax * self.scale > self.screen.safe_scaled
         squares = m.p == 2 or (m.p is None and not m.normalised)  # only squares and products can underflow
         if not squares:
             return wide, 1.0
