@@ -87,7 +87,7 @@ def test_engine_is_exact_with_tiny_blocks_and_low_precision_screens(problem, wm)
     with a running window (a working memory of 1e-4 MiB holds a few rows at a time)."""
     xq, xb, k, metric = problem
     assert_exact(xq, xb, k, metric, working_memory=wm)
-    for dtype in (torch.bfloat16, torch.float16, torch.int8):
+    for dtype in (torch.bfloat16, torch.float16, torch.int8, torch.int16):
         stats = SearchStats()
         assert_exact(xq, xb, k, metric, screen_dtype=dtype, stats=stats)
         assert stats.path == "one block" or stats.fallbacks
@@ -95,7 +95,7 @@ def test_engine_is_exact_with_tiny_blocks_and_low_precision_screens(problem, wm)
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(problems(), st.sampled_from([torch.float32, torch.bfloat16, torch.float16, torch.int8]))
+@given(problems(), st.sampled_from([torch.float32, torch.bfloat16, torch.float16, torch.int8, torch.int16]))
 def test_engine_is_exact_on_the_torch_path(problem, dtype):
     """LOOKALIKE_JIT=0: the window, refine, rerank and pick take their torch code (the GPU's)
     instead of the compiled kernels that the tests around run; on both paths of the screen (a
@@ -107,7 +107,7 @@ def test_engine_is_exact_on_the_torch_path(problem, dtype):
         assert_exact(xq, xb, k, metric, screen_dtype=dtype, working_memory=1e-4)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8, torch.int16])
 def test_small_searches_take_one_block_and_large_ones_blocks(dtype, kernels):
     rng = np.random.default_rng(4)
     xb = rng.normal(size=(3000, 24)).astype(np.float32)
@@ -147,7 +147,7 @@ def test_near_ties_at_the_bound(metric):
     assert_exact(xq, xb, 3, metric, stats=stats)
     if metric in ("euclidean", "sqeuclidean", "cosine"):
         assert stats.fallbacks + stats.candidates > 3  # the screen alone could not decide
-    for dtype in (torch.bfloat16, torch.int8):
+    for dtype in (torch.bfloat16, torch.int8, torch.int16):
         assert_exact(xq, xb, 3, metric, screen_dtype=dtype)
 
 
@@ -229,7 +229,7 @@ def test_torch_device_parameter_runs_the_same_code():
         assert_exact(xq, xb, 3, "euclidean", device="cuda")
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.int8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.int8, torch.int16])
 def test_queries_over_the_candidate_limit_fall_back_and_stay_exact(dtype, kernels):
     """Many equidistant points put hundreds of candidates in every window; a limit of a few
     per query forces the queries holding most to fall back to the uncapped fp32 search."""
@@ -258,7 +258,7 @@ def _query_block_data(kind: str, seed: int = 11) -> tuple[np.ndarray, np.ndarray
     return xq, xb
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.int8], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.int8, torch.int16], ids=str)
 @pytest.mark.parametrize("kind", ["small_ints", "duplicates"])
 def test_query_blocks_and_a_large_k_stay_exact(kind, dtype, kernels):
     """A working memory that holds the scores of 100 queries against the whole base: the
@@ -268,7 +268,9 @@ def test_query_blocks_and_a_large_k_stay_exact(kind, dtype, kernels):
     for metric, k in (("euclidean", 700), ("cosine", 300), ("inner_product", 5), ("manhattan", 40)):
         stats = SearchStats()
         assert_exact(xq, xb, k, metric, screen_dtype=dtype, working_memory=4.6, stats=stats)
-        assert stats.path == "query blocks" and stats.blocks == [100, 2000] and not stats.fallbacks, metric
+        # an int16 screen's two blocks of sums take 8 bytes a score (`PreparedBase.query_block`)
+        rows = 75 if dtype == torch.int16 and METRICS[metric].gemm else 100
+        assert stats.path == "query blocks" and stats.blocks == [rows, 2000] and not stats.fallbacks, metric
     D, I = knn(xb[:300], PreparedBase(xb[:300] * 1.0, screen_dtype=dtype, working_memory=0.5), 9, exclude_self=True)
     assert not (I == np.arange(300)[:, None]).any()  # each query block skips its own rows, not the first block's
     np.testing.assert_array_equal(np.sort(D, 1), D)
@@ -326,7 +328,7 @@ def test_query_blocks_cap_their_candidates_and_fall_back(kernels):
     np.testing.assert_array_equal(D, np.full((300, 3), 2.0, np.float32))
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.int8])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.int8, torch.int16])
 def test_streamed_base_with_a_low_precision_screen(tmp_path, dtype):
     """A memory map streams through small blocks; the bound grows with the rows seen so far
     (rows of very different norms come late) and the result stays exact."""
@@ -392,7 +394,7 @@ def test_the_engine_checks_k_and_the_query_shape():
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(problems(), st.sampled_from([torch.float32, torch.bfloat16, torch.int8]))
+@given(problems(), st.sampled_from([torch.float32, torch.bfloat16, torch.int8, torch.int16]))
 def test_queries_given_as_a_tensor_search_the_same(problem, dtype):
     """Queries already on the search's device (a GPU in benchmarks/gpu.py; the CPU here, whose
     float32 tensors the compiled rerank reads in place, and torch's `device_pair_distances`
@@ -432,7 +434,7 @@ def test_tensor_queries_that_fall_back_or_outgrow_the_base_stay_exact():
     np.testing.assert_array_equal((D, I), knn(big, xb, 3, "euclidean"))  # the NumPy queries' path
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.int8], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int8, torch.int16], ids=str)
 def test_searches_in_threads_keep_their_own_buffer_of_scores(dtype):
     """Each thread's kept buffer of scores (`blocks.scratch`) is its own, and the compiled
     kernels release the GIL and keep nothing between calls: searches of one prepared base

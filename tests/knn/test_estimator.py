@@ -122,7 +122,7 @@ def test_numbers_held_as_objects_are_numbers():
         NearestNeighbors().fit(bad)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16", "int8", "int16"])
 @pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cosine", "inner_product", "manhattan"])
 def test_radius_neighbors_reuse_the_fitted_base_at_its_precision(monkeypatch, metric, precision):
     rng = np.random.default_rng(3)
@@ -144,7 +144,7 @@ def test_radius_neighbors_reuse_the_fitted_base_at_its_precision(monkeypatch, me
         np.testing.assert_allclose(D[q], exact[0][q][inside], rtol=1e-12)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16", "int8", "int16"])
 @pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "inner_product"])
 def test_a_point_exactly_at_the_radius_is_found_from_far_away(metric, precision):
     """Queries far from a tight base: the score at the radius, r^2 - |x - m|^2, carries the

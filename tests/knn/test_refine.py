@@ -25,7 +25,7 @@ def data(kind: str, dtype=np.float32, nb: int = 400, nq: int = 15, d: int = 40, 
 
 @pytest.mark.parametrize("kind", ["normal", "near_ties", "duplicates"])
 @pytest.mark.parametrize("input_dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("screen_dtype", [torch.bfloat16, torch.float16, torch.int8], ids=str)
+@pytest.mark.parametrize("screen_dtype", [torch.bfloat16, torch.float16, torch.int8, torch.int16], ids=str)
 @pytest.mark.parametrize("metric", GEMM)
 def test_refine_keeps_the_true_k_among_its_pairs(metric, screen_dtype, input_dtype, kind):
     k = 5

@@ -10,7 +10,7 @@ from lookalike.knn.screen import int8_dots, prepare_rows
 
 GEMM = sorted(m for m in METRICS if METRICS[m].gemm)
 CDIST = sorted(m for m in METRICS if not METRICS[m].gemm)
-DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.int8]
+DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.int8, torch.int16]
 
 
 def data(kind: str, seed: int = 0, nb: int = 300, nq: int = 20, d: int = 48):
@@ -27,6 +27,14 @@ def data(kind: str, seed: int = 0, nb: int = 300, nq: int = 20, d: int = 48):
         xb *= 10.0 ** rng.uniform(-12, 0, xb.shape)
         xq *= 10.0 ** rng.uniform(-12, 0, xq.shape)
         xq[: nq // 2] = rng.normal(size=(nq // 2, d)) * 10.0 ** rng.uniform(-10, -5, (nq // 2, 1))  # whole rows
+    elif kind == "halfsteps":  # just under half an int8 step above a step: an int16 screen's second
+        # levels all +127, whose product (left out of its GEMMs) its bound must count; the
+        # base's rows and their negatives, so that its mean (the centre) is exactly zero
+        half = rng.integers(-126, 126, (nb // 2, d)) + 0.496
+        xq = rng.integers(-126, 126, (nq, d)) + 0.496
+        xb = np.concatenate([half, -half])
+        xb[:, 0], xq[:, 0] = 127.0, 127.0  # each row's step 1/127 exactly of its largest
+        xb, xq = xb / 127, xq / 127
     return xq.astype(np.float32), xb.astype(np.float32)
 
 
@@ -44,7 +52,7 @@ def exact_scores(metric, xq, xb, mean, scale=1.0):
     return -q @ b.T
 
 
-@pytest.mark.parametrize("kind", ["normal", "relu", "offset", "scales", "decades"])
+@pytest.mark.parametrize("kind", ["normal", "relu", "offset", "scales", "decades", "halfsteps"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("metric", GEMM)
 def test_bound_really_bounds_the_screen_error(metric, dtype, kind):
@@ -91,13 +99,15 @@ def test_limit_is_the_score_at_the_radius(metric, dtype):
             assert abs(limit - s[i, j]) <= 2 * bound[i] + 1e-9 * max(1.0, abs(limit))
 
 
-def test_prepare_in_pieces_equals_prepare_at_once(monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int16], ids=str)
+def test_prepare_in_pieces_equals_prepare_at_once(monkeypatch, dtype):
     xq, xb = data("offset", nb=500)
-    whole = PreparedBase(xb, "euclidean", screen_dtype=torch.int8).rows
+    whole = PreparedBase(xb, "euclidean", screen_dtype=dtype).rows
     monkeypatch.setattr(screen_mod, "PREPARE_BYTES", 4 * 48 * 7)  # seven rows at a time
-    pieces = PreparedBase(xb, "euclidean", screen_dtype=torch.int8).rows
-    for name in ("data", "l2", "sq", "qerr", "scale"):
-        assert torch.equal(getattr(whole, name), getattr(pieces, name)), name
+    pieces = PreparedBase(xb, "euclidean", screen_dtype=dtype).rows
+    for name in ("data", "l2", "sq", "qerr", "scale", "rerr"):
+        a, b = getattr(whole, name), getattr(pieces, name)
+        assert (a is None) == (dtype == torch.int8 and name == "rerr") and (a is None or torch.equal(a, b)), name
 
 
 def test_a_gpu_prepares_larger_parts_within_the_working_memory():
@@ -138,7 +148,7 @@ def test_int8_dots_are_exact_for_every_shape():
 
 
 @pytest.mark.parametrize("metric", GEMM)
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.int8])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.int8, torch.int16])
 def test_a_recast_base_holds_the_rows_a_fresh_one_would(metric, dtype):
     """Another screen's rows cast from the fp32 rows (what `auto` does per search) are those
     a base prepared at that precision holds; a head shares the rows of the first n."""
@@ -146,10 +156,10 @@ def test_a_recast_base_holds_the_rows_a_fresh_one_would(metric, dtype):
     fp32 = PreparedBase(xb, metric)
     fresh, cast = PreparedBase(xb, metric, screen_dtype=dtype), fp32.recast(dtype)
     assert cast.screen.dtype == dtype and cast.xb is fp32.xb
-    for name in ("data", "l2", "sq", "qerr", "scale"):
+    for name in ("data", "l2", "sq", "qerr", "scale", "rerr"):
         a, b = getattr(fresh.rows, name), getattr(cast.rows, name)
         assert (a is None) == (b is None)
-        if a is not None and a.dtype == torch.float64 and dtype == torch.int8:
+        if a is not None and a.dtype == torch.float64 and dtype in (torch.int8, torch.int16):
             # a fresh int8 base is prepared by the compiled pass, whose float64 norms sum in
             # another order than torch's (`quantise`): equal up to their last bits
             torch.testing.assert_close(a, b, rtol=1e-14, atol=0)
@@ -178,7 +188,8 @@ def test_the_power_of_two_of_one_value_is_the_tensor_ones():
 @pytest.mark.parametrize("metric", GEMM)
 @pytest.mark.parametrize("kind", ["normal", "relu", "offset", "scales"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_the_compiled_int8_rows_are_the_torch_ones(metric, kind, dtype, monkeypatch):
+@pytest.mark.parametrize("screen", [torch.int8, torch.int16], ids=str)
+def test_the_compiled_int8_rows_are_the_torch_ones(metric, kind, dtype, screen, monkeypatch):
     """`quantise.int8_rows` (one compiled pass a row) makes the rows of `Screen.prepare`'s
     torch operations: the same int8 values, steps and squared norms, float64 norms equal up
     to the order of their sums; zero rows, one dimension, and queries far smaller than the
@@ -191,7 +202,7 @@ def test_the_compiled_int8_rows_are_the_torch_ones(metric, kind, dtype, monkeypa
     for d in (1, 48):
         xq, xb = data(kind, seed=3, d=d)
         xq = np.concatenate([xq, np.zeros((1, d), np.float32), xq[:2] * np.float32(1e-30)]).astype(dtype)
-        base = PreparedBase(xb, metric, screen_dtype=torch.int8)
+        base = PreparedBase(xb, metric, screen_dtype=screen)
         x = torch.from_numpy(xq)
         assert quantise.usable(x)
         compiled = base.screen.prepare(x)
@@ -205,12 +216,17 @@ def test_the_compiled_int8_rows_are_the_torch_ones(metric, kind, dtype, monkeypa
             torch.testing.assert_close(compiled.scale, plain.scale, rtol=1e-6, atol=0)
             torch.testing.assert_close(compiled.l2, plain.l2, rtol=1e-6, atol=0)
             torch.testing.assert_close(compiled.qerr, plain.qerr, rtol=0.05, atol=1e-9)
+            if screen == torch.int16:
+                torch.testing.assert_close(compiled.rerr, plain.rerr, rtol=0.05, atol=1e-9)
             continue
         for name in ("data", "scale", "sq"):
             a, b = getattr(compiled, name), getattr(plain, name)
             assert (a is None) == (b is None) and (a is None or torch.equal(a, b)), name
-        for name in ("l2", "qerr"):
-            torch.testing.assert_close(getattr(compiled, name), getattr(plain, name), rtol=1e-14, atol=0)
+        for name in ("l2", "qerr", "rerr"):
+            a, b = getattr(compiled, name), getattr(plain, name)
+            assert (a is None) == (b is None) == (name == "rerr" and screen == torch.int8), name
+            if a is not None:
+                torch.testing.assert_close(a, b, rtol=1e-14, atol=0)
 
 
 def test_half_dots_sum_exact_products_in_float32():

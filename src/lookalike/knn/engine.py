@@ -254,6 +254,13 @@ def _one_block(base: PreparedBase, q_rows: Rows, k: int, exclude_self: bool,
     if base.metric.gemm and selection.usable(base.device, screen.dtype, k):  # compiled selection
         width = 2 * screen.bound(q_rows, base.extent)
         self_offset = offset if exclude_self else -1
+        if screen.split:  # int16: both blocks of int32 sums in one buffer, turned into scores by the selection
+            n, dd = nq * base.nb, base.d
+            buf = scratch(2 * n, base.device).view(torch.int32)
+            d1 = int8_dots(q_rows.data[:, :dd], base.rows.data[:, :dd], out=buf[:n].view(nq, base.nb))
+            d23 = int8_dots(q_rows.data[:, :2 * dd], base.rows.data[:, dd:], out=buf[n:].view(nq, base.nb))
+            return selection.window_pairs(d1, k, width, self_offset=self_offset, fine=d23,
+                                          int8=(q_rows.scale, base.rows.scale, base.rows.sq))
         if screen.int8:  # the int32 sums, turned into scores in place by the selection
             d = int8_dots(q_rows.data, base.rows.data, out=out.view(torch.int32))
             # a window holding many more rows than k (NARROW_FACTOR; k up to selection.MAX_K) is

@@ -10,7 +10,9 @@ from ..errors import InvalidParameter
 from .metrics import Metric
 
 # fp16: fp32 output of an fp16 GEMM, for GPUs (on the CPU it runs as fp32; `screen.half_dots`)
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8}
+# int16: rows in two int8 levels, multiplied on the int8 units (`screen.Screen`)
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8,
+              "int16": torch.int16}
 # What `precision=` (and `--precision` of the kNN commands) may say.
 SCREEN_PRECISIONS = ("auto", *PRECISIONS)
 
@@ -20,7 +22,7 @@ def screen_choice(precision: str, device: torch.device, metric: Metric, d: int, 
     """The screen's dtype for `nq` queries against a base of `nb` rows of `d` dimensions,
     and why, in words.
 
-    'fp32', 'bf16', 'fp16', 'int8' are taken as given; 'auto' is the fastest screen measured on this
+    'fp32', 'bf16', 'fp16', 'int8', 'int16' are taken as given; 'auto' is the fastest screen measured on this
     device for this metric and dimension class (`calibrate.choose`, cached per machine; it
     measures on `sample`, rows of the base, when the class has no calibration yet) for `nq`
     queries (None: the calibration's `PLAN_QUERIES`, for a base prepared before its queries

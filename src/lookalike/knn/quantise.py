@@ -42,14 +42,17 @@ def usable(x: torch.Tensor) -> bool:
 
 
 def int8_rows(x: torch.Tensor, scale: float, mean: torch.Tensor | None, normalised: bool, gamma: float,
-              u32: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+              u32: float, split: bool = False) -> tuple:
     """Rows `x` times `scale`, minus `mean` (centred metrics), or (`normalised`: cosine) each
     times its own power of two and made unit length, then quantised: (int8 rows, float64
     norms, float32 squared norms or None, float64 quantisation-error norms, float32 steps),
-    as `Screen.prepare` and `Screen.cast` make them."""
+    as `Screen.prepare` and `Screen.cast` make them. `split` (an int16 screen): two levels,
+    rows [q1 q2 q1] of 3d values, the error that of both, and a sixth array, the float64
+    norms of the second levels (`Rows.rerr`)."""
     a = np.ascontiguousarray(x.detach().numpy())
     n, d = a.shape
-    q = np.empty((n, d), np.int8)
+    q = np.empty((n, 3 * d if split else d), np.int8)
+    rerr = np.empty(n, np.float64)
     l2 = np.empty(n, np.float64)
     sq = np.empty(n, np.float32)
     qerr = np.empty(n, np.float64)
@@ -58,14 +61,15 @@ def int8_rows(x: torch.Tensor, scale: float, mean: torch.Tensor | None, normalis
     m = mean.detach().numpy().astype(np.float32) if centre else np.zeros(d, np.float32)
     jit.threads()
     _int8_rows(a, a.dtype == np.float64, normalised, np.float32(scale), np.float64(scale), m, centre, np.float64(gamma),
-               np.float64(u32), q, l2, sq, qerr, step)
-    return (torch.from_numpy(q), torch.from_numpy(l2), torch.from_numpy(sq) if centre else None,
-            torch.from_numpy(qerr), torch.from_numpy(step))
+               np.float64(u32), split, q, l2, sq, qerr, step, rerr)
+    out = (torch.from_numpy(q), torch.from_numpy(l2), torch.from_numpy(sq) if centre else None,
+           torch.from_numpy(qerr), torch.from_numpy(step))
+    return (*out, torch.from_numpy(rerr)) if split else out
 
 
 @jit.njit(parallel=True)
-def _int8_rows(a, wide, normalised, scale32, scale64, mean, centre, gamma, u32,  # pragma: no cover
-               q, l2, sq, qerr, step):
+def _int8_rows(a, wide, normalised, scale32, scale64, mean, centre, gamma, u32, split,  # pragma: no cover
+               q, l2, sq, qerr, step, rerr):
     n, d = a.shape
     for i in prange(n):
         row = np.empty(d, np.float32)
@@ -98,4 +102,19 @@ def _int8_rows(a, wide, normalised, scale32, scale64, mean, centre, gamma, u32, 
             r = min(max(r, np.float32(-127.0)), np.float32(127.0))
             q[i, t] = np.int8(r)
             err[t] = row[t] - r * st
-        qerr[i] = np.sqrt(_lane_dot(err, err, 1.0, acc)) * (1 + gamma) + 2 * u32 * norm
+        if split:  # `Screen.cast`'s second level: the residual (err, as torch rounds it) in
+            # steps of st / 256, its error in float64 (exact products), the level's norm
+            fine = st * np.float32(2.0**-8)
+            e64 = np.empty(d)
+            r2 = np.empty(d, np.float32)
+            for t in range(d):
+                v = np.float32(np.rint(err[t] / fine))
+                v = min(max(v, np.float32(-127.0)), np.float32(127.0))
+                q[i, d + t] = np.int8(v)
+                q[i, 2 * d + t] = q[i, t]
+                r2[t] = v
+                e64[t] = (np.float64(row[t]) - np.float64(q[i, t]) * np.float64(st)) - np.float64(v) * np.float64(fine)
+            qerr[i] = np.sqrt(np.sum(e64 * e64)) * (1 + gamma) + 2 * u32 * norm
+            rerr[i] = np.sqrt(_lane_dot(r2, r2, 1.0, acc)) * np.float64(fine) * (1 + gamma)
+        else:
+            qerr[i] = np.sqrt(_lane_dot(err, err, 1.0, acc)) * (1 + gamma) + 2 * u32 * norm

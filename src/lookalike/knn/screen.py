@@ -143,11 +143,13 @@ class Rows:
     data: torch.Tensor                 # screen operand: float32/bf16/fp16, int8, or float64 (cdist)
     l2: torch.Tensor                   # float64 L2 norm of the prepared rows (L1 where p == 1)
     sq: torch.Tensor | None = None     # float32 squared L2 norm (centred metrics)
-    qerr: torch.Tensor | None = None   # float64 L2 norm of the quantisation error (int8 screens)
-    scale: torch.Tensor | None = None  # float32 quantisation step (int8 screens)
+    qerr: torch.Tensor | None = None   # float64 L2 norm of the quantisation error (int8 and int16 screens)
+    scale: torch.Tensor | None = None  # float32 quantisation step (int8 and int16 screens)
+    rerr: torch.Tensor | None = None   # float64 L2 norm of the second level, step/256 q2 (int16 screens)
 
     def __getitem__(self, sl: slice) -> Rows:
-        return Rows(*(None if v is None else v[sl] for v in (self.data, self.l2, self.sq, self.qerr, self.scale)))
+        return Rows(*(None if v is None else v[sl]
+                      for v in (self.data, self.l2, self.sq, self.qerr, self.scale, self.rerr)))
 
 
 @dataclass
@@ -156,11 +158,14 @@ class Extent:
 
     l2: float = 0.0
     qerr: float = 0.0
+    rerr: float = 0.0
 
     def update(self, rows: Rows) -> None:
         self.l2 = max(self.l2, float(rows.l2.max()))
         if rows.qerr is not None:
             self.qerr = max(self.qerr, float(rows.qerr.max()))
+        if rows.rerr is not None:
+            self.rerr = max(self.rerr, float(rows.rerr.max()))
 
 
 class Screen:
@@ -171,17 +176,26 @@ class Screen:
     at bf16's rate with 8x less input rounding and none on the output, so its windows are
     far narrower; the CPU has no such GEMM and runs it as fp32 on the fp16-rounded rows);
     int8 (rows quantised with their own step, exact int32 accumulation: VNNI/AMX units run it
-    about 3x faster than fp32 on the CPU).
+    about 3x faster than fp32 on the CPU); int16 (`torch.int16` names it: each row quantised to
+    two int8 levels, x = step (q1 + q2 / 256) + e, about 15 bits, and multiplied on the int8
+    units as three int8 GEMMs, q1.q1' and [q1 q2].[q2' q1'] of twice the terms: about 2.5x an
+    int8 screen's GEMM, 0.7x fp32's on the CPU, with windows as narrow as fp32's where
+    int8's are wide, at a large k: 1,000 x 20,000 x 256, k = 100: 103 rows a query against
+    1,178 for int8 and 100 for fp32). Its rows hold [q1 q2 q1] (3d int8 values), so that
+    both GEMMs read views of them.
     """
 
     def __init__(self, metric: Metric, d: int, dtype: torch.dtype, mean: torch.Tensor | None,
                  scale: float = 1.0):
         self.metric, self.d, self.scale = metric, d, scale
         self.dtype = dtype if metric.gemm else torch.float64
-        self.int8 = self.dtype == torch.int8
-        if self.int8 and d * 127 * 127 >= 2**31:
-            raise SearchError(f"an int8 screen needs d <= {(2**31 - 1) // 127**2} (int32 sums); d is {d}: "
-                              "use fp32 or bf16")
+        self.split = self.dtype == torch.int16  # two int8 levels (see above)
+        self.int8 = self.dtype in (torch.int8, torch.int16)  # int8 GEMMs with exact int32 sums
+        terms = 2 * d if self.split else d  # the longest int32 sum: [q1 q2].[q2' q1']
+        if self.int8 and terms * 127 * 127 >= 2**31:
+            most = (2**31 - 1) // 127**2 // (2 if self.split else 1)
+            raise SearchError(f"an {'int16' if self.split else 'int8'} screen needs d <= {most} (int32 sums); "
+                              f"d is {d}: use fp32 or bf16")
         # rows are prepared, and sums accumulate, in float32; in float64 for a float64 screen
         self.acc = torch.float64 if self.dtype == torch.float64 else torch.float32
         self.mean = None if mean is None else mean.to(self.acc)  # the centre, in scaled units
@@ -218,7 +232,7 @@ class Screen:
             return Rows(x, self.norms(x))
         if self.int8 and quantise.usable(x):  # one compiled pass a row
             return Rows(*quantise.int8_rows(x, self.scale, self.mean, self.metric.normalised, self.gamma,
-                                            UNIT_ROUNDOFF[torch.float32]))
+                                            UNIT_ROUNDOFF[torch.float32], self.split))
         x = self.scaled(x)
         if self.metric.centred:
             x = x - self.mean
@@ -243,6 +257,17 @@ class Screen:
         q = torch.round(x / scale[:, None]).clamp_(-127, 127)
         # |x - s q|, exactly known here; fp32 rounding of s q and of the difference: 2u |x|
         u32 = UNIT_ROUNDOFF[torch.float32]
+        if self.split:  # the residual quantised again with a step 256 times finer; its error
+            # x - s q - (s / 256) q2 in float64, where each product is exact and the rest rounds
+            # far below the 2u |x| counted
+            r = x - q * scale[:, None]
+            fine = scale[:, None] * 2.0**-8
+            q2 = torch.round(r / fine).clamp_(-127, 127)
+            err = x.double() - q.double() * scale[:, None].double() - q2.double() * fine.double()
+            qerr = torch.linalg.vector_norm(err, dim=1) * (1 + self.gamma) + 2 * u32 * l2
+            rerr = torch.linalg.vector_norm(q2.double(), dim=1) * fine[:, 0].double() * (1 + self.gamma)
+            q8, q28 = q.to(torch.int8), q2.to(torch.int8)
+            return Rows(torch.cat([q8, q28, q8], dim=1), l2, sq, qerr, scale, rerr)
         qerr = torch.linalg.vector_norm(x - q * scale[:, None], dim=1, dtype=torch.float64) * (1 + self.gamma)
         qerr += 2 * u32 * l2
         return Rows(q.to(torch.int8), l2, sq, qerr, scale)
@@ -275,8 +300,11 @@ class Screen:
         if self.int8:  # exact int32 dot products, then dots = sx * sy * D
             # the int32 sums land in the float buffer's own memory and are converted in place
             # (each element from itself), then scaled: 2.4x faster than one mixed-type torch.mul
-            dots = int8_dots(q.data, b.data, out=None if out is None else out.view(torch.int32))
+            d = self.d
+            dots = int8_dots(q.data[:, :d], b.data[:, :d], out=None if out is None else out.view(torch.int32))
             dots = out.copy_(dots) if out is not None else dots.float()
+            if self.split:  # D = D1 + D23 / 256: one rounding to float32 each, one for the sum
+                dots.add_(int8_dots(q.data[:, :2 * d], b.data[:, d:]).float().mul_(2.0**-8))
             dots.mul_(b.scale[None, :])
             if m.centred:
                 return torch.addcmul(b.sq[None, :], q.scale[:, None], dots, value=-2.0, out=dots)
@@ -310,6 +338,11 @@ class Screen:
             # |x.y - x^.y^| = |ex.y + x.ey - ex.ey| <= |ex||y| + |x||ey| + |ex||ey|; x^.y^ =
             # sx sy D with D exact in int32, then fp32 rounding of the scaling
             quant = q.qerr * ymax + qn * base.qerr + q.qerr * base.qerr
+            if self.split:  # x^ = sx (q1 + q2/256): the screen leaves out sx sy q2.q2' / 2^16,
+                # at most |rx||ry| (the second levels' norms); and two more float32 roundings
+                # (D23 / 256 and the sum), each within u32 |x^||y^|
+                quant = quant + q.rerr * base.rerr
+                cross = cross + 2 * u32 * qn * ymax
             cross = cross + quant * (1 + 4 * u32)
         if m.centred:  # |y|^2 - 2 x.y: the cross term twice, the squared norm (fp32 sum) once
             return slack * (2 * cross + (2 * self.u_c + self.gamma + 2 * u32) * ymax**2)
@@ -324,7 +357,7 @@ class Screen:
         differ in norm or in error it holds far fewer (real CNN features, k = 3: 96 against
         219 rows a query). Returns float64 arrays a, b, c of shape (nq,) and g."""
         m, u32 = self.metric, self.u
-        if not self.int8 or not m.gemm:
+        if not self.int8 or self.split or not m.gemm:
             raise ValueError("internal: pair bounds are an int8 screen's")
         slack, f = 1.5, (2.0 if m.centred else 1.0)
         qn, qe = q.l2.double().cpu().numpy(), q.qerr.double().cpu().numpy()
@@ -410,8 +443,13 @@ def _by_parts(screen: Screen, n: int, part_of, extent: Extent | None, empty, ste
 def base_block(d: int, dtype: torch.dtype, budget: float) -> int:
     """Base rows per block of a screen at `dtype`: at most 8192, and their raw and screen
     copies in half the working memory (`budget`, bytes)."""
-    elem = 1 if dtype == torch.int8 else torch.finfo(dtype).bits // 8
-    return max(1, min(8192, int(budget / 2 // max(1, d * (4 + elem)))))
+    return max(1, min(8192, int(budget / 2 // max(1, d * (4 + row_bytes(dtype))))))
+
+
+def row_bytes(dtype: torch.dtype) -> int:
+    """Bytes a prepared row holds per dimension at a screen of `dtype`: an int16 screen's rows
+    are three int8 values a dimension ([q1 q2 q1], see `Screen`)."""
+    return 3 if dtype == torch.int16 else torch.empty((), dtype=dtype).element_size()
 
 
 class PreparedBase:
@@ -435,8 +473,7 @@ class PreparedBase:
         self.scale, self.mean64 = self._scale_and_mean()
         self.screen = Screen(self.metric, self.d, screen_dtype, self.mean64, self.scale)
         if materialise is None:
-            itemsize = torch.empty((), dtype=screen_dtype).element_size()
-            materialise = not isinstance(xb, np.memmap) or self.nb * self.d * itemsize <= self.budget
+            materialise = not isinstance(xb, np.memmap) or self.nb * self.d * row_bytes(screen_dtype) <= self.budget
         self.rows: Rows | None = None
         self.extent = Extent()
         self._raw: torch.Tensor | None = None
@@ -558,11 +595,13 @@ class PreparedBase:
         keeps none, and each of its blocks costs launches of its own) unless fewer than
         `least` would. An int8 screen on the CPU of rows of at most `CACHE_BLOCK_D` dimensions
         takes blocks of `CACHE_BLOCK_BYTES` of scores (at least `CACHE_BLOCK_ROWS` queries)
-        where at least `least` queries fit in them."""
-        fits = int(self.budget / 2 // (max(1, self.nb) * 4 * 3))
-        kept = max(min(nq, least), SCRATCH_MIB * 2**20 // (max(1, self.nb) * 4)) if self.device.type == "cpu" else nq
+        where at least `least` queries fit in them. An int16 screen's two blocks of int32 sums
+        (`engine._one_block`) count as 8 bytes a score."""
+        per = 8 if self.screen.split else 4  # bytes of sums a score
+        fits = int(self.budget / 2 // (max(1, self.nb) * (per + 8)))
+        kept = max(min(nq, least), SCRATCH_MIB * 2**20 // (max(1, self.nb) * per)) if self.device.type == "cpu" else nq
         rows = min(nq, 2048, fits, kept)
-        cached = CACHE_BLOCK_BYTES // (max(1, self.nb) * 4)
+        cached = CACHE_BLOCK_BYTES // (max(1, self.nb) * per)
         if self.screen.int8 and self.device.type == "cpu" and self.d <= CACHE_BLOCK_D and cached >= least:
             rows = min(rows, max(cached, CACHE_BLOCK_ROWS))
         return max(0, rows)

@@ -51,13 +51,14 @@ GROUPS = 8  # strided column groups whose minima find a row's k-th (`_kth_small`
 def usable(device: torch.device, dtype: torch.dtype, k: int) -> bool:
     """Whether `window_pairs` serves scores of a screen of `dtype` on `device` (any k): the
     CPU with the compiled kernels on, float32 scores (fp32, bf16 and fp16 screens) or an int8
-    screen's int32 sums."""
-    return dtype in (torch.float32, torch.bfloat16, torch.float16, torch.int8) and jit.enabled(device)
+    screen's int32 sums (an int16 screen's two blocks of them)."""
+    return dtype in (torch.float32, torch.bfloat16, torch.float16, torch.int8, torch.int16) and jit.enabled(device)
 
 
 def window_pairs(s: torch.Tensor, k: int, width: torch.Tensor, *, self_offset: int = -1,
                  int8: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None,
-                 pair=None, excess: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 pair=None, excess: int = 8, fine: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The pairs of `window.one_block(s, k, width)`, and each row's count of them.
 
     Parameters
@@ -77,6 +78,8 @@ def window_pairs(s: torch.Tensor, k: int, width: torch.Tensor, *, self_offset: i
         then every column whose score minus its bound is at most the k-th smallest score plus
         bound (`_narrow`): within the window of the row's largest bound (up to a few float32
         units of margin), which it replaces, and holding every true neighbour all the same.
+    fine : with `int8`, an int16 screen's second int32 sums D23 (nq, nb): the scores are
+        then those of D = D1 + D23 / 256 (`Screen.scores`); no `pair`.
 
     Returns
     -------
@@ -97,7 +100,12 @@ def window_pairs(s: torch.Tensor, k: int, width: torch.Tensor, *, self_offset: i
     else:
         sx, sb, sq = (None if v is None else v.numpy() for v in int8)
         sc = s.numpy().view(np.float32)
-        if sq is None:
+        if fine is not None:
+            if pair is not None:
+                raise ValueError("internal: an int16 screen's windows have no pair bounds")
+            _select_int16(s.numpy(), fine.numpy(), sc, sx, sb, sq if sq is not None else sb[:0], sq is not None,
+                          k, w, self_offset, slots, counts, thr)
+        elif sq is None:
             _select_int8_dots(s.numpy(), sc, sx, sb, k, w, self_offset, slots, counts, thr)
         else:
             _select_int8_centred(s.numpy(), sc, sx, sb, sq, k, w, self_offset, slots, counts, thr)
@@ -374,6 +382,30 @@ def _select_int8_dots(d, s, sx, sb, k, width, self_offset, slots, counts, thr):
             dc, bc, rc = di[j0:j0 + CHUNK], sb[j0:j0 + CHUNK], row[j0:j0 + CHUNK]
             for j in range(len(dc)):
                 tmp[j] = -((np.float32(dc[j]) * bc[j]) * c)
+            for j in range(len(dc)):
+                rc[j] = tmp[j]
+        _window_row(row, i, k, width, self_offset, slots, counts, thr)
+
+
+@jit.njit(parallel=True)
+def _select_int16(d, d2, s, sx, sb, sq, centred, k, width, self_offset, slots, counts, thr):
+    """`_select_int8_centred` (or, not `centred`, `_select_int8_dots`) of an int16 screen's
+    sums: D = D1 + D23 / 256, the roundings of `Screen.scores` (each sum to float32, the
+    scaling by 2^-8 exact, their sum), then as the int8 screen's."""
+    quarter = np.float32(2.0**-8)
+    for i in prange(d.shape[0]):
+        di, fi, row = d[i], d2[i], s[i]
+        c = np.float32(-2.0) * sx[i] if centred else sx[i]
+        tmp = np.empty(CHUNK, dtype=np.float32)
+        for j0 in range(0, len(di), CHUNK):
+            dc, fc, bc, rc = di[j0:j0 + CHUNK], fi[j0:j0 + CHUNK], sb[j0:j0 + CHUNK], row[j0:j0 + CHUNK]
+            if centred:
+                qc = sq[j0:j0 + CHUNK]
+                for j in range(len(dc)):
+                    tmp[j] = qc[j] + c * ((np.float32(dc[j]) + np.float32(fc[j]) * quarter) * bc[j])
+            else:
+                for j in range(len(dc)):
+                    tmp[j] = -(((np.float32(dc[j]) + np.float32(fc[j]) * quarter) * bc[j]) * c)
             for j in range(len(dc)):
                 rc[j] = tmp[j]
         _window_row(row, i, k, width, self_offset, slots, counts, thr)
