@@ -368,6 +368,12 @@ def test_past_the_models_k_a_probe_keeps_fp32_unless_a_smaller_screen_is_clearly
     cal = calibrate.calibration(CPU, L2, 24)
     assert "1.25x faster than fp32" in cal.explain(20000, 256, ("fp32", "int8", "bf16"), 100)
     assert "faster than fp32" not in cal.explain(20000, 256, ("fp32", "int8", "bf16"), 10)
+    # a screen whose windows held about fp32's rows (int16's) needs no margin; a wide one still does
+    int16 = {"fp32": 0.028, "int16": 0.024, "int8": 0.023}
+    rows = {"fp32": 25_600, "int16": 26_300, "int8": 301_000}
+    assert calibrate.record_probe(CPU, L2, 24, 20000, 256, 100, int16, 256, rows) == "int16"
+    assert calibrate.record_probe(CPU, L2, 24, 20000, 256, 100, int16, 256, rows | {"int16": 40_000}) == "fp32"
+    assert calibrate.record_probe(CPU, L2, 24, 20000, 256, 100, int16, 256) == "fp32"  # windows not known
 
 
 def test_a_probe_on_a_gpu_times_more_queries():

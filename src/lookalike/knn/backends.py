@@ -219,10 +219,11 @@ class LookalikeBackend(Backend):
         past the k the model measured (`calibrate.beyond_model`), where a low-precision fit can
         be many times slower than fp32 and only a probe tells (the copy it chooses is kept)."""
         from .calibrate import CANDIDATES, beyond_model
+        from .screen import row_bytes
 
-        size = self.prepared_base_.screen.dtype.itemsize
+        size = row_bytes(self.prepared_base_.screen.dtype)
         return tuple(n for n, dt in CANDIDATES.items()
-                     if n in cal.lines and (dt.itemsize <= size or beyond_model(k)))
+                     if n in cal.lines and (row_bytes(dt) <= size or beyond_model(k)))
 
     def _probed(self, Xq, k: int, among: tuple[str, ...], stats: SearchStats | None):
         """A large `auto` search that times each screen `among` on its first
@@ -253,7 +254,8 @@ class LookalikeBackend(Backend):
                         times[name], found[name] = t, (*out, st)
                 if sum(times.values()) > PROBE_ROUNDS_S:  # a long probe is measured once
                     break
-            choice = record_probe(self.device, self.metric, fitted.d, fitted.nb, len(Xq), k, times, len(head))
+            choice = record_probe(self.device, self.metric, fitted.d, fitted.nb, len(Xq), k, times, len(head),
+                                  {name: found[name][2].candidates for name in times})
             for name in among:
                 if name != choice:
                     with self._recast_lock:

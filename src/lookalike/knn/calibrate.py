@@ -56,7 +56,8 @@ from .metrics import Metric
 
 __all__ = ["Calibration", "CANDIDATES", "cache_path", "calibrate", "choose", "machine", "shape_class"]
 
-CANDIDATES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8}
+CANDIDATES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8,
+              "int16": torch.int16}
 # screens a device measures: fp16 (float32 output of an fp16 GEMM) only where there is one, a GPU;
 # on the CPU it runs as an fp32 GEMM (`screen.half_dots`), never faster than fp32
 GPU_ONLY = ("fp16",)
@@ -80,14 +81,19 @@ PROBE_ROUNDS_S = 0.1  # but a probe whose first round took longer than this (sec
 # smaller screen's wide windows (their rerank) in proportion while torch's fp32 GEMM grows
 # less (it is more efficient on more rows). Measured at k = 100, 20,000 x 256-d: on 256 queries
 # int8 35.9 to 43.2 ms against fp32's 36.0 to 46.1 (probes chose int8 in two runs of three); on
-# 1,000 queries int8 141 to 185 ms against fp32's 86
+# 1,000 queries int8 141 to 185 ms against fp32's 86. A screen whose windows held no more than
+# `NARROW_WINDOW` times fp32's rows in the probe (int16: 103 against 100 a query) is exempt: its
+# rerank does not grow faster than fp32's (measured: int16 23.7 against fp32's 28.4 ms on 256 queries,
+# 67 against 83 on 1,000)
 PAST_MODEL_MARGIN = 1.25
+NARROW_WINDOW = 1.5
 K_MEASURED = 10 * K  # past this k, a low-precision screen's windows were not measured (see `LookalikeBackend.base_for`)
 REPEATS = 2
 FILE = "calibration.json"
-VERSION = 6  # of the file: 1 held one line in nb per screen; 2 timed fp32 before it could use NumPy's BLAS;
+VERSION = 7  # of the file: 1 held one line in nb per screen; 2 timed fp32 before it could use NumPy's BLAS;
 # 3 timed the refine, rerank and window before they were compiled (`pairs`, `selection`); 4 timed
-# bf16 and int8 windows refined in fp32 before the CPU's rerank took them whole; 5 had no fp16 screen
+# bf16 and int8 windows refined in fp32 before the CPU's rerank took them whole; 5 had no fp16 screen;
+# 6 no int16 screen
 _lock = threading.Lock()
 _memory: dict[str, Calibration] = {}  # this process's calibrations, by shape class
 
@@ -140,7 +146,8 @@ class Calibration:
         p = self._probe_for(nb, nq, among, k)
         if p is not None:
             parts = ", ".join(f"{n} {text.seconds(t)}" for n, t in sorted(p["times"].items(), key=lambda kv: kv[1]))
-            margin = (f"; past k = {K}'s class a smaller screen must be {PAST_MODEL_MARGIN:g}x faster than fp32"
+            margin = (f"; past k = {K}'s class a smaller screen whose windows hold more than {NARROW_WINDOW:g}x "
+                      f"fp32's rows must be {PAST_MODEL_MARGIN:g}x faster than fp32"
                       if beyond_model(k) and "fp32" in p["times"] else "")
             return (f"{p['choice']} screen by probe ({self.key}, {probe_key(nb, k)}; timed on the first "
                     f"{p.get('queries', PROBE_QUERIES)} queries of a search of {p['nq']:,} x {p['nb']:,} rows: "
@@ -203,13 +210,25 @@ def probe_wanted(cal: Calibration, nb: int, nq: int, k: int, among: tuple[str, .
 
 
 def record_probe(device: torch.device, metric: Metric, d: int, nb: int, nq: int, k: int,
-                 times: dict[str, float], queries: int = PROBE_QUERIES) -> str:
+                 times: dict[str, float], queries: int = PROBE_QUERIES,
+                 candidates: dict[str, int] | None = None) -> str:
     """Keep what a probe measured (seconds per screen on the search's first `queries` queries,
     of a search of `nq` x `nb` at `k`) with this class's calibration, in this process and the cache file;
     returns the screen chosen (the fastest; ties: the earlier in `CANDIDATES`; past the
-    model's k, fp32 unless another is `PAST_MODEL_MARGIN` times faster)."""
-    handicap = PAST_MODEL_MARGIN if beyond_model(k) and "fp32" in times else 1.0
-    choice = min(times, key=lambda n: (times[n] * (1.0 if n == "fp32" else handicap), list(CANDIDATES).index(n)))
+    model's k, fp32 unless another is `PAST_MODEL_MARGIN` times faster, or its windows held
+    (`candidates`: rows in each screen's windows in the probe) at most `NARROW_WINDOW` times
+    fp32's)."""
+    past = beyond_model(k) and "fp32" in times
+
+    def handicap(n: str) -> float:
+        if not past or n == "fp32":
+            return 1.0
+        if candidates is not None and n in candidates and "fp32" in candidates and \
+                candidates[n] <= NARROW_WINDOW * max(1, candidates["fp32"]):
+            return 1.0  # windows as narrow as fp32's: nothing grows faster with the queries
+        return PAST_MODEL_MARGIN
+
+    choice = min(times, key=lambda n: (times[n] * handicap(n), list(CANDIDATES).index(n)))
     key, _ = shape_class(device, metric, d)
     entry = {"choice": choice, "times": {n: float(t) for n, t in times.items()}, "nq": int(nq), "nb": int(nb),
              "queries": int(queries)}
@@ -357,7 +376,7 @@ def calibrate(device: torch.device, metric: Metric, data: np.ndarray | int, key:
     bases: dict[str, PreparedBase] = {}
     fp32 = PreparedBase(xb, metric, device=device, materialise=True)  # the others are cast from its rows
     for name, dtype in CANDIDATES.items():
-        if name == "int8" and d >= 2**31 // 127**2:
+        if (name == "int8" and d >= 2**31 // 127**2) or (name == "int16" and 2 * d >= 2**31 // 127**2):
             cal.excluded[name] = "dimension too large for int32 sums"
             continue
         if name in GPU_ONLY and device.type != "cuda":
