@@ -145,6 +145,10 @@ def test_int8_dots_are_exact_for_every_shape():
         assert int8_dots(a, b, out=out, pad=True) is out and torch.equal(out, a.int() @ b.int().T)
         if torch.cuda.is_available():
             assert torch.equal(int8_dots(a.cuda(), b.cuda()).cpu(), a.int() @ b.int().T), (m, d, n)
+        # column views of wider rows, as an int16 screen's GEMMs read them
+        wa, wb = torch.cat([a, a, a], 1), torch.cat([b, b, b], 1)
+        for pad in (False, True):
+            assert torch.equal(int8_dots(wa[:, d:], wb[:, :2 * d], pad=pad), 2 * (a.int() @ b.int().T)), (m, d, n)
 
 
 @pytest.mark.parametrize("metric", GEMM)

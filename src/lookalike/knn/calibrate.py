@@ -1,4 +1,4 @@
-"""`precision='auto'` decided by measuring: which screen (fp32, bf16, int8; on a GPU fp16 too) is fastest here,
+"""`precision='auto'` decided by measuring: which screen (fp32, bf16, int8, int16; on a GPU fp16 too) is fastest here,
 for a search of `nq` queries against `nb` rows.
 
 CPU flags do not say which screen is fastest: bf16 is several times fp32 on a CPU with AMX

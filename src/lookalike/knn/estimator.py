@@ -63,7 +63,8 @@ class NearestNeighbors(BaseEstimator):
         there, scikit-learn and faiss-cpu).
     precision : str, default='auto'
         Screen precision of the lookalike engine: 'fp32', 'bf16', 'fp16' (float32 output of
-        an fp16 GEMM: a GPU's; on the CPU no faster than fp32), 'int8', or 'auto' (the
+        an fp16 GEMM: a GPU's; on the CPU no faster than fp32), 'int8', 'int16' (rows in two
+        int8 levels: windows about as narrow as fp32's, on the int8 units), or 'auto' (the
         fastest of them measured on this device for this metric and dimension class, once per
         machine and cached: see `lookalike.knn.calibrate`; `screen_choice_` says why). With
         'auto', each search takes the screen predicted fastest for its own number of queries
@@ -91,7 +92,8 @@ class NearestNeighbors(BaseEstimator):
         How that backend runs, in words (screen precision, library settings).
     screen_dtype_ : str or None
         The lookalike engine's screen precision as fitted, for the calibration's
-        `PLAN_QUERIES` (64) queries ('float32', 'bfloat16', 'float16', 'int8'); None for other backends.
+        `PLAN_QUERIES` (64) queries ('float32', 'bfloat16', 'float16', 'int8', 'int16'); None for other
+        backends.
     screen_choice_ : str or None
         Why the engine screens in that precision, in words (with `precision='auto'`: the
         calibration's predicted times); None for other backends.

@@ -203,7 +203,8 @@ def check_representable(m: Metric, dist: np.ndarray) -> None:
 
 
 def refines(screen_dtype: torch.dtype, device: torch.device | str, xq, xb) -> bool:
-    """Whether a screen at this precision has its windows refined in fp32 (bf16, fp16, int8)
+    """Whether a screen at this precision has its windows refined in fp32 (bf16, fp16, int8;
+    not fp32's, nor int16's, which hold about as many rows as fp32's would)
     on `device`, for queries `xq` against base rows `xb`. Not where the compiled kernels
     rerank them (`pairs.usable`, on the CPU): their float64 distance of a pair costs about what
     the fp32 refinement's score and bound of it cost, so refining the window first only adds
@@ -211,7 +212,7 @@ def refines(screen_dtype: torch.dtype, device: torch.device | str, xq, xb) -> bo
     1,000 queries 32.0 against 30.2; k = 100 148 against 143; 500 x 30,000 x 2,048, k = 3: 99.9
     against 99.1; the same neighbours and distances). Torch's float64 rerank (a GPU,
     `LOOKALIKE_JIT=0`) keeps the refinement."""
-    if screen_dtype in (torch.float32, torch.float64):
+    if screen_dtype in (torch.float32, torch.float64, torch.int16):
         return False
     return not (jit.enabled(device) and pairs.usable(xq, xb))
 

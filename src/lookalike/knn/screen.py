@@ -85,6 +85,8 @@ def int8_dots(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None,
     if d == 1:
         return torch.mul(a.int(), b.int().T, out=out)
     if pad if pad is not None else a.device.type == "cuda":
+        # an int16 screen's operands are column views of its rows: dense copies for cuBLASLt
+        a, b = a.contiguous(), b.contiguous()
         pm, pd, pn = max(m, 17), -(-d // 8) * 8, -(-n // 8) * 8
         if (pm, pd, pn) != (m, d, n):
             a = torch.nn.functional.pad(a, (0, pd - d, 0, pm - m))
