@@ -32,7 +32,8 @@ small searches of that class, and the result is kept in lookalike's cache folder
   runs the rest on the fastest (`LookalikeBackend`; the probe's results are kept, so only the
   other screens' time is extra). What a probe found is kept with the calibration for the
   class of base size and k (`probe_key`), and later large searches of that class take it
-  without probing.
+  without probing. int16 is chosen by a probe only (`PROBE_ONLY`): it is int8 with narrower
+  windows, which pay only where int8's are wide on the base itself.
 - the cache file `calibration.json` has a format `VERSION` and records the machine (CPU model,
   cores, threads, torch version, CUDA device); another version, a different machine, or a
   file that cannot be read, is measured anew and the file rewritten. `LOOKALIKE_CALIBRATION=0`
@@ -61,6 +62,11 @@ CANDIDATES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 # screens a device measures: fp16 (float32 output of an fp16 GEMM) only where there is one, a GPU;
 # on the CPU it runs as an fp32 GEMM (`screen.half_dots`), never faster than fp32
 GPU_ONLY = ("fp16",)
+# screens only a probe chooses, never the model: int16 is int8 with narrower windows at 2.5x the GEMM,
+# so it pays only where int8's windows on the user's base are wide, which the model's small samples
+# do not show (they widen int8's: at d = 256 the model put int8 at 9.0 ms for 1,000 x 1,000 rows and
+# int16 at 3.2, and chose int16, which took 5.7 ms where int8 takes about 4.5 and FAISS 3.8)
+PROBE_ONLY = ("int16",)
 QUERY_COUNTS = (8, 64)  # the query counts measured; `PLAN_QUERIES` when a caller does not know
 PLAN_QUERIES = QUERY_COUNTS[-1]
 TERMS = ("fixed_s", "per_query_s", "per_row_s", "per_pair_s")  # the model's coefficients
@@ -135,9 +141,14 @@ class Calibration:
         p = self._probe_for(nb, nq, among, k)
         if p is not None:
             return p["choice"]
-        times = {n: t for n, t in self.predicted(nb, nq).items() if among is None or n in among}
-        times = times or self.predicted(nb, nq)
+        times = self.modelled(nb, nq, among)
         return min(times, key=lambda n: (times[n], list(CANDIDATES).index(n)))
+
+    def modelled(self, nb: int, nq: int, among: tuple[str, ...] | None = None) -> dict[str, float]:
+        """`predicted` of the screens the model chooses among: `among` (all where none of
+        them was measured), never the `PROBE_ONLY` ones."""
+        model = {n: t for n, t in self.predicted(nb, nq).items() if n not in PROBE_ONLY} or self.predicted(nb, nq)
+        return {n: t for n, t in model.items() if among is None or n in among} or model
 
     def explain(self, nb: int, nq: int = PLAN_QUERIES, among: tuple[str, ...] | None = None,
                 k: int | None = None) -> str:
@@ -153,7 +164,8 @@ class Calibration:
                     f"{p.get('queries', PROBE_QUERIES)} queries of a search of {p['nq']:,} x {p['nb']:,} rows: "
                     f"{parts}{margin})")
         times = self.predicted(nb, nq)
-        parts = ", ".join(f"{n} {text.seconds(t)}" for n, t in sorted(times.items(), key=lambda kv: kv[1]))
+        parts = ", ".join(f"{n} {text.seconds(t)}{' (chosen by a probe only)' if n in PROBE_ONLY else ''}"
+                          for n, t in sorted(times.items(), key=lambda kv: kv[1]))
         name = self.choice(nb, nq, among)
         limited = f" among {'/'.join(among)}" if among is not None and name != self.choice(nb, nq) else ""
         out = (f"{name} screen by calibration{limited} ({self.key}; predicted for {nq:,} "
@@ -205,8 +217,7 @@ def probe_wanted(cal: Calibration, nb: int, nq: int, k: int, among: tuple[str, .
         return False
     if beyond_model(k):
         return True
-    times = cal.predicted(nb, nq)
-    return min(times.get(n, np.inf) for n in among) >= PROBE_MIN_S
+    return min(cal.modelled(nb, nq, among).values()) >= PROBE_MIN_S
 
 
 def record_probe(device: torch.device, metric: Metric, d: int, nb: int, nq: int, k: int,
