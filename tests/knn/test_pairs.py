@@ -70,7 +70,8 @@ def test_kernels_and_torch_give_the_same_neighbours(monkeypatch, kind):
     two paths sum in different orders), and the reference's neighbours."""
     xq, xb, metrics = case(kind)
     for metric in metrics:
-        for dtype in ([torch.float32, torch.bfloat16, torch.int8, torch.int16] if METRICS[metric].gemm else [torch.float64]):
+        gemm = [torch.float32, torch.bfloat16, torch.int8, torch.int16]
+        for dtype in (gemm if METRICS[metric].gemm else [torch.float64]):
             (D1, I1), (D0, I0) = both(monkeypatch, lambda: knn(xq, xb, 7, metric, screen_dtype=dtype))
             np.testing.assert_array_equal(I1, I0, err_msg=f"{metric} {dtype}")
             np.testing.assert_allclose(D1, D0, rtol=1e-6, atol=1e-35, err_msg=f"{metric} {dtype}")
