@@ -272,3 +272,17 @@ def test_an_fp32_bound_widens_where_torch_may_round_gemm_inputs(metric):
         torch.set_float32_matmul_precision("highest")
     assert bounds["highest"] < bounds["high"] < bounds["medium"]
     assert screen_mod.fp32_gemm_roundoff() == 0.0
+
+
+def test_integer_screens_refuse_dimensions_their_int32_sums_cannot_hold():
+    """int8: d products of at most 127^2 in an int32 sum; int16: twice as many terms."""
+    from lookalike.errors import SearchError
+    from lookalike.knn.screen import Screen, int_sum_limit
+
+    m = get_metric("euclidean")
+    for dtype, most in ((torch.int8, 133_144), (torch.int16, 66_572)):
+        assert int_sum_limit(dtype) == most and most * 127**2 * (2 if dtype == torch.int16 else 1) < 2**31
+        Screen(m, most, dtype, None)
+        with pytest.raises(SearchError, match=f"needs d <= {most} \\(int32 sums\\); d is {most + 1}"):
+            Screen(m, most + 1, dtype, None)
+    assert int_sum_limit(torch.float32) is None and int_sum_limit(torch.bfloat16) is None

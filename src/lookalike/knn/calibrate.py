@@ -364,7 +364,7 @@ def calibrate(device: torch.device, metric: Metric, data: np.ndarray | int, key:
     (spread over it: queries and base are taken from them), or a dimension for stand-in rows."""
     from .blocks import SearchStats
     from .engine import knn
-    from .screen import PreparedBase
+    from .screen import PreparedBase, int_sum_limit
 
     started = time.perf_counter()
     counts = QUERY_COUNTS
@@ -387,7 +387,7 @@ def calibrate(device: torch.device, metric: Metric, data: np.ndarray | int, key:
     bases: dict[str, PreparedBase] = {}
     fp32 = PreparedBase(xb, metric, device=device, materialise=True)  # the others are cast from its rows
     for name, dtype in CANDIDATES.items():
-        if (name == "int8" and d >= 2**31 // 127**2) or (name == "int16" and 2 * d >= 2**31 // 127**2):
+        if (most := int_sum_limit(dtype)) is not None and d > most:
             cal.excluded[name] = "dimension too large for int32 sums"
             continue
         if name in GPU_ONLY and device.type != "cuda":

@@ -248,17 +248,19 @@ def _one_block(base: PreparedBase, q_rows: Rows, k: int, exclude_self: bool,
     each query's k-th score, and the pairs inside its window (k-th + 2E), with no base
     blocks to merge and no running window. Rows of the pairs count from the block's first
     query; the pairs per query come too when the compiled selection (`selection`) counted them."""
-    nq = len(q_rows.l2)
-    out = scratch(nq * base.nb, base.device).view(nq, base.nb) if base.metric.gemm else None
+    nq, n = len(q_rows.l2), len(q_rows.l2) * base.nb
     screen = base.screen
+    # an int16 screen's two blocks of int32 sums share one buffer: its first half is the scores'
+    buf = scratch(2 * n if screen.split else n, base.device) if base.metric.gemm else None
+    out = None if buf is None else buf[:n].view(nq, base.nb)
     if base.metric.gemm and selection.usable(base.device, screen.dtype, k):  # compiled selection
         width = 2 * screen.bound(q_rows, base.extent)
         self_offset = offset if exclude_self else -1
-        if screen.split:  # int16: both blocks of int32 sums in one buffer, turned into scores by the selection
-            n, dd = nq * base.nb, base.d
-            buf = scratch(2 * n, base.device).view(torch.int32)
-            d1 = int8_dots(q_rows.data[:, :dd], base.rows.data[:, :dd], out=buf[:n].view(nq, base.nb))
-            d23 = int8_dots(q_rows.data[:, :2 * dd], base.rows.data[:, dd:], out=buf[n:].view(nq, base.nb))
+        if screen.split:  # int16: both blocks of sums, turned into scores by the selection
+            dd = base.d
+            d1 = int8_dots(q_rows.data[:, :dd], base.rows.data[:, :dd], out=out.view(torch.int32))
+            d23 = int8_dots(q_rows.data[:, :2 * dd], base.rows.data[:, dd:],
+                            out=buf[n:].view(torch.int32).view(nq, base.nb))
             return selection.window_pairs(d1, k, width, self_offset=self_offset, fine=d23,
                                           int8=(q_rows.scale, base.rows.scale, base.rows.sq))
         if screen.int8:  # the int32 sums, turned into scores in place by the selection

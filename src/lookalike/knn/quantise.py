@@ -114,7 +114,7 @@ def _int8_rows(a, wide, normalised, scale32, scale64, mean, centre, gamma, u32, 
                 q[i, 2 * d + t] = q[i, t]
                 r2[t] = v
                 e64[t] = (np.float64(row[t]) - np.float64(q[i, t]) * np.float64(st)) - np.float64(v) * np.float64(fine)
-            qerr[i] = np.sqrt(np.sum(e64 * e64)) * (1 + gamma) + 2 * u32 * norm
+            qerr[i] = np.sqrt(_lane_dot(e64, e64, 1.0, acc)) * (1 + gamma) + 2 * u32 * norm
             rerr[i] = np.sqrt(_lane_dot(r2, r2, 1.0, acc)) * np.float64(fine) * (1 + gamma)
         else:
             qerr[i] = np.sqrt(_lane_dot(err, err, 1.0, acc)) * (1 + gamma) + 2 * u32 * norm

@@ -193,9 +193,8 @@ class Screen:
         self.dtype = dtype if metric.gemm else torch.float64
         self.split = self.dtype == torch.int16  # two int8 levels (see above)
         self.int8 = self.dtype in (torch.int8, torch.int16)  # int8 GEMMs with exact int32 sums
-        terms = 2 * d if self.split else d  # the longest int32 sum: [q1 q2].[q2' q1']
-        if self.int8 and terms * 127 * 127 >= 2**31:
-            most = (2**31 - 1) // 127**2 // (2 if self.split else 1)
+        most = int_sum_limit(self.dtype)
+        if most is not None and d > most:
             raise SearchError(f"an {'int16' if self.split else 'int8'} screen needs d <= {most} (int32 sums); "
                               f"d is {d}: use fp32 or bf16")
         # rows are prepared, and sums accumulate, in float32; in float64 for a float64 screen
@@ -451,7 +450,15 @@ def base_block(d: int, dtype: torch.dtype, budget: float) -> int:
 def row_bytes(dtype: torch.dtype) -> int:
     """Bytes a prepared row holds per dimension at a screen of `dtype`: an int16 screen's rows
     are three int8 values a dimension ([q1 q2 q1], see `Screen`)."""
-    return 3 if dtype == torch.int16 else torch.empty((), dtype=dtype).element_size()
+    return 3 if dtype == torch.int16 else dtype.itemsize
+
+
+def int_sum_limit(dtype: torch.dtype) -> int | None:
+    """The largest d a screen of `dtype` takes when its sums are int32 (None: any d): int8's
+    d products of at most 127^2; int16's longest sum, [q1 q2].[q2' q1'], twice as many."""
+    if dtype not in (torch.int8, torch.int16):
+        return None
+    return (2**31 - 1) // 127**2 // (2 if dtype == torch.int16 else 1)
 
 
 class PreparedBase:
