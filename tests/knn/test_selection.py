@@ -33,12 +33,14 @@ def assert_same_pairs(s: torch.Tensor, k: int, width: torch.Tensor, self_offset:
     return count
 
 
-@pytest.mark.parametrize("kind", ["normal", "ties", "falling", "constant"])
-@pytest.mark.parametrize("k", [1, 3, 10, 16, 40, 333, 700, 1499])
+@pytest.mark.parametrize("kind", ["normal", "ties", "falling", "constant", "one lane", "wide"])
+@pytest.mark.parametrize("k", [1, 3, 8, 10, 16, 32, 40, 333, 700, 1499])
 def test_window_pairs_equal_one_block(kind, k):
-    """Up to `MAX_K` by insertion top-k, past it by a sample's threshold (`_window_large`, its
-    sample every 8th, 16th (k = 333) or 32nd (k = 700) score: with ties around it, rows whose
-    scores fall, and k = nb - 1, where the sample cannot tell)."""
+    """Up to `MAX_K` by insertion top-k (from `LANES_FROM_K` by lane minima, `_window_lanes`:
+    with the row's smallest scores all in one lane, and more scores under the lanes' bound than
+    their buffer holds), past it by a sample's threshold (`_window_large`, its sample every 8th,
+    16th (k = 333) or 32nd (k = 700) score: with ties around it, rows whose scores fall, and
+    k = nb - 1, where the sample cannot tell)."""
     g = torch.Generator().manual_seed(k)
     nq, nb = 23, 1500
     if kind == "ties":
@@ -49,6 +51,10 @@ def test_window_pairs_equal_one_block(kind, k):
         s = torch.randn(nq, nb, generator=g)
     if kind == "falling":  # each score better than the last: every one enters the top-k
         s = s.sort(1, descending=True).values
+    if kind == "one lane":  # the smallest scores in every 64th column, one lane of `_window_lanes`:
+        s[:, ::64] -= 10    # the k-th of the lane minima is far above the row's k-th
+    if kind == "wide":  # a width that puts more scores under the lanes' bound than their buffer holds
+        s = s * 0.01
     width = torch.rand(nq, generator=g, dtype=torch.float64) * 0.3
     width[0] = 0.0
     count = assert_same_pairs(s, k, width)
@@ -212,3 +218,22 @@ def test_a_window_narrowed_pair_by_pair_lies_within_the_rows_window(centred):
             for i in range(nq):
                 need = np.flatnonzero(scores[i] - bound[i] <= kth[i] - 1e-6 * abs(kth[i]) - 1e-9)
                 assert {(i, j) for j in need} <= got
+
+
+def test_lanes_take_a_row_whose_smallest_scores_share_a_lane_and_hand_back_one_too_wide():
+    """`_window_lanes` directly: a row whose 40 smallest scores all lie in one lane (its bound far
+    above the k-th, still a bound) gives one_block's window; a window wider than its buffer is
+    handed back (-1) to `_kth_small`."""
+    k, nb = 10, 2048
+    rng = np.random.default_rng(5)
+    row = rng.standard_normal(nb).astype(np.float32)
+    row[::64] -= 10
+    width = 0.05
+    out = np.empty(64, np.int64)
+    t, n = selection._window_lanes(row.copy(), k, width, out)
+    r0, c0 = one_block(torch.from_numpy(row)[None], k, torch.tensor([width], dtype=torch.float64))
+    assert n == len(c0) and sorted(out[:n].tolist()) == out[:n].tolist() == sorted(c0.tolist())
+    assert (c0 % 64 == 0).all()
+    t, n = selection._window_lanes(row * np.float32(1e-3), k, width, out)
+    assert n == -1
+    assert_same_pairs(torch.from_numpy(row * np.float32(1e-3))[None], k, torch.tensor([width], dtype=torch.float64))
