@@ -100,13 +100,15 @@ def test_the_threshold_is_rounded_up_to_float32():
     assert_same_pairs(s, 1, width)
 
 
+@pytest.mark.parametrize("k", [5, 10])
 @pytest.mark.parametrize("centred", [True, False])
 @pytest.mark.parametrize("d", [1, 5, 300])
-def test_int8_scores_in_place_round_as_the_bound_counts(centred, d):
+def test_int8_scores_in_place_round_as_the_bound_counts(centred, d, k):
     """The scores written over the int32 sums are those of separate float32 products and
-    sums (`Screen.bound`'s roundings), and the pairs are one_block's on them."""
+    sums (`Screen.bound`'s roundings), and the pairs are one_block's on them (k = 10: by lane
+    minima, `_window_lanes`)."""
     g = torch.Generator().manual_seed(d)
-    nq, nb, k = 40, 700, 5
+    nq, nb = 40, 700
     a = torch.randint(-127, 128, (nq, d), generator=g).to(torch.int8)
     b = torch.randint(-127, 128, (nb, d), generator=g).to(torch.int8)
     sx, sb = torch.rand(nq, generator=g) / 127, torch.rand(nb, generator=g) / 127
@@ -183,14 +185,15 @@ def test_the_kernels_serve_cpu_float32_and_int8_screens_at_any_k(monkeypatch):
             selection.window_pairs(torch.zeros(4, 10), k, width, self_offset=offset)
 
 
+@pytest.mark.parametrize("k", [4, 10])
 @pytest.mark.parametrize("centred", [True, False])
-def test_a_window_narrowed_pair_by_pair_lies_within_the_rows_window(centred):
+def test_a_window_narrowed_pair_by_pair_lies_within_the_rows_window(centred, k):
     """`pair`: each pair's own bound, for rows holding more than k + excess columns: their
     pairs are a subset of those by the row's width (the largest bound), the rows below the
     excess keep theirs, and every column whose score plus its bound is among the k smallest
     stays in (the k-th of those is the threshold)."""
     g = torch.Generator().manual_seed(5)
-    nq, nb, d, k = 30, 900, 40, 4
+    nq, nb, d = 30, 900, 40
     a8 = torch.randint(-127, 128, (nq, d), generator=g).to(torch.int8)
     b8 = torch.randint(-127, 128, (nb, d), generator=g).to(torch.int8)
     sx, sb = torch.rand(nq, generator=g) / 127, torch.rand(nb, generator=g) / 127
@@ -237,3 +240,19 @@ def test_lanes_take_a_row_whose_smallest_scores_share_a_lane_and_hand_back_one_t
     t, n = selection._window_lanes(row * np.float32(1e-3), k, width, out)
     assert n == -1
     assert_same_pairs(torch.from_numpy(row * np.float32(1e-3))[None], k, torch.tensor([width], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("k", [1, 7, 8, 10, 31, 32])
+def test_the_kth_by_lanes_is_the_kth(k):
+    """`_kth` (`_narrow`'s): the k-th smallest with repeats, by lanes from `LANES_FROM_K` (rows
+    with ties, one lane holding the smallest, more under the lanes' bound than their buffer, and
+    rows too short for lanes), else by insertion."""
+    rng = np.random.default_rng(k)
+    rows = [rng.standard_normal(1000), rng.integers(0, 5, 1000), rng.standard_normal(70), np.zeros(3000)]
+    one_lane = rng.standard_normal(1000)
+    one_lane[::64] -= 10
+    rows.append(one_lane)
+    for row in rows:
+        row = np.asarray(row, np.float32)
+        if k <= len(row):
+            assert selection._kth(row.copy(), k) == np.sort(row)[k - 1]

@@ -327,6 +327,40 @@ def _kth_of_few(m, k):
 
 
 @jit.njit()
+def _lane_bound(row, k):
+    """At least the k-th smallest of `row` (k <= MAX_K, a row of at least 2 `_lanes(k)`): the
+    k-th smallest of the minima of its `_lanes(k)` strided lanes (k scores of the row), the row
+    folded eight at a time, then into the lanes."""
+    m = row
+    lanes = _lanes(k)
+    while len(m) >= 16 * lanes:
+        m = _fold(m, len(m) // 8)
+    if len(m) > lanes:
+        m = _fold(m, lanes)
+    return _kth_of_few(m, k)
+
+
+@jit.njit()
+def _kth(row, k):
+    """The k-th smallest of `row` (with repeats), k at most `MAX_K`: from `LANES_FROM_K` the
+    k smallest of the scores under the lanes' bound (`_lane_bound`) when the buffer holds them,
+    else `_kth_small`."""
+    if k >= LANES_FROM_K and len(row) >= 2 * _lanes(k):
+        b = _lane_bound(row, k)
+        cols = np.empty(LANE_BUFFER, dtype=np.int64)
+        n = _columns_at_most(row, b, cols)
+        if n <= LANE_BUFFER:
+            best = np.full(k, np.inf, dtype=np.float32)
+            last = best[k - 1]
+            for p in range(n):
+                v = row[cols[p]]
+                if v < last:
+                    last = _insert(best, v)
+            return last
+    return _kth_small(row, k)
+
+
+@jit.njit()
 def _window_lanes(row, k, width, out):
     """For k from `LANES_FROM_K` to `MAX_K`: a row's window threshold and the count of its
     columns, written into `out` as far as it holds them (-1: more than `LANE_BUFFER` scores
@@ -337,28 +371,21 @@ def _window_lanes(row, k, width, out):
     minima are k scores of the row). One pass gathers every score at most b + width (rounded up
     as the threshold is), in column order: the row's k smallest among them (all scores at most b
     are), hence its k-th, its threshold k-th + width (at most b + width's), and its window."""
-    m = row
-    lanes = _lanes(k)
-    while len(m) >= 16 * lanes:
-        m = _fold(m, len(m) // 8)
-    if len(m) > lanes:
-        m = _fold(m, lanes)
-    b = _kth_of_few(m, k)
-    vals = np.empty(LANE_BUFFER, dtype=row.dtype)
+    b = _lane_bound(row, k)
     cols = np.empty(LANE_BUFFER, dtype=np.int64)
-    n = _gather_at_most(row, _threshold(b, width), vals, cols)
+    n = _columns_at_most(row, _threshold(b, width), cols)
     if n > LANE_BUFFER:
         return np.float32(0), -1
     best = np.full(k, np.inf, dtype=np.float32)
     last = best[k - 1]
     for p in range(n):
-        v = vals[p]
+        v = row[cols[p]]
         if v < last and v <= b:
             last = _insert(best, v)
     t = _threshold(last, width)
     c = 0
     for p in range(n):
-        if vals[p] <= t:
+        if row[cols[p]] <= t:
             if c < len(out):
                 out[c] = cols[p]
             c += 1
@@ -430,6 +457,29 @@ def _gather_at_most(row, t, vals, cols):
             if chunk[j] <= t:
                 if m < cap:
                     vals[m] = chunk[j]
+                    cols[m] = j0 + j
+                m += 1
+    return m
+
+
+@jit.njit()
+def _columns_at_most(row, t, cols):
+    """`_gather_at_most` of the columns alone (their scores are read from the row, which is in
+    cache): one store a score, not two, in the branchless chunks (a row of 1,000 scores, 4% of
+    them at most `t`: 0.89 against 0.67 us)."""
+    m, cap = 0, len(cols)
+    for j0 in range(0, len(row), CHUNK):
+        chunk = row[j0:j0 + CHUNK]
+        if _at_most(chunk, t) == 0:
+            continue
+        if m + len(chunk) <= cap:  # room for the whole chunk: written without a branch
+            for j in range(len(chunk)):
+                cols[m] = j0 + j
+                m += np.int64(chunk[j] <= t)
+            continue
+        for j in range(len(chunk)):
+            if chunk[j] <= t:
+                if m < cap:
                     cols[m] = j0 + j
                 m += 1
     return m
@@ -552,7 +602,7 @@ def _narrow(s, rows, k, a, b, c, gy2, y, e, slots, counts, thr, plus_rows):
                 pc[j] = hi + (abs(hi) * OUT_GROW + OUT_TINY)
                 # an infinite score (the own column) stays infinite: inf - inf would be NaN
                 rc[j] = lo - (abs(lo) * OUT_GROW + OUT_TINY) if lo < np.inf else lo
-        th = _kth_small(plus, k)
+        th = _kth(plus, k)
         thr[i] = th
         counts[i] = _collect(row, th, slots, i)
 
