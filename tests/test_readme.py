@@ -78,7 +78,7 @@ def test_readme_examples_run(workdir):
                 assert proc.returncode == 0, f"{text}\n{proc.stderr}"
         ran.append(text.split("\n")[0])
     commands = {shlex.split(t)[1] for k, t, _ in examples() if k == "console"}
-    assert commands >= {"fetch", "show", "embed", "model", "index", "search", "grid", "bench", "demo"}
+    assert commands >= {"fetch", "show", "embed", "model", "index", "search", "grid", "bench", "calibrate", "demo"}
     assert (work / "demo-out" / "report.md").is_file() and (work / "grid.png").is_file()
 
 

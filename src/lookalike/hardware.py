@@ -47,6 +47,36 @@ def machine_identity(device: torch.device) -> dict:
     return out
 
 
+def load_average() -> float | None:
+    """The one-minute load average (None where the platform has none): how busy the machine was
+    when something was timed."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
+def when() -> str:
+    """Now, in UTC, to the second (ISO 8601): when a measurement was made."""
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def busy(load: float | None, cores: int | None = None) -> bool:
+    """Whether a load average says the machine was busy for a measurement: more runnable
+    processes than three quarters of its cores (the measuring process itself counts one)."""
+    cores = cores or os.cpu_count() or 1
+    return load is not None and load > max(1.0, 0.75 * cores)
+
+
+def busy_note(load: float | None) -> str:
+    """What a choice's line adds when it was measured on a busy machine ('' when not)."""
+    if not busy(load):
+        return ""
+    return f"; measured while the machine was busy (load average {load:g}): `lookalike calibrate --again` redoes it"
+
+
 @functools.lru_cache(maxsize=None)
 def cpu_flags() -> frozenset[str]:
     try:

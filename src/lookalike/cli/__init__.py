@@ -2,7 +2,7 @@
 
 Each command family has a module that registers its own subcommands (`data`: fetch, show,
 embed, model; `index`: index build|add|info|remove|compact|verify|duplicates, search, grid; `bench`;
-`eval`; `demo`; `serve`), each subcommand
+`calibrate`; `eval`; `demo`; `serve`), each subcommand
 naming the function that runs it. Errors become messages here and nowhere else, by type:
 
 ==== ==================================================================================
@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import LookalikeError
 from ..text import printable
-from . import bench, data, demo, eval, index, serve
+from . import bench, calibrate, data, demo, eval, index, serve
 from .common import bound_options
 
 EXIT_OK = 0
@@ -38,7 +38,7 @@ EXIT_USAGE = 2  # bad options, LookalikeError (its own exit_code may say otherwi
 EXIT_INTERNAL = 70  # a bug (EX_SOFTWARE in BSD's sysexits.h)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
-COMMAND_MODULES = (data, index, bench, eval, demo, serve)
+COMMAND_MODULES = (data, index, bench, calibrate, eval, demo, serve)
 BUG = "lookalike: internal error (a bug; please report it with the traceback above)"
 
 

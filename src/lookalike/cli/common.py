@@ -141,6 +141,7 @@ BOUNDS: dict[tuple[str, str], Callable[[str], object]] = {
     ("bench", "--d"): whole_number(1, 65_536),
     ("bench", "--repeats"): whole_number(1, 100),
     ("bench", "--verify-queries"): whole_number(1, 100_000),
+    ("calibrate", "--d"): whole_number(1, 65_536),
 }
 UNBOUNDED = (int, float, positive_int)
 

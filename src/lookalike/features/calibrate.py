@@ -62,6 +62,7 @@ import torch
 from torch import nn
 
 from ..cache import cache_dir, calibration_files, read_calibrations, write_calibrations
+from ..hardware import busy_note, load_average, when
 from ..hardware import machine_identity as machine
 from . import runtimes
 
@@ -103,6 +104,8 @@ class Choice:
     cosines: dict[str, float] = field(default_factory=dict)
     excluded: dict[str, str] = field(default_factory=dict)
     reason: str = "by calibration"
+    measured: str = ""  # when (UTC, ISO 8601; "" in files written before it was kept)
+    load: float | None = None  # the one-minute load average then: a busy machine measures noisily
     # the chosen variant, ready to run, where this process measured it (never cached in files)
     runner: Runner | None = field(default=None, repr=False, compare=False)
 
@@ -122,11 +125,11 @@ class Choice:
         out = f"{self.variant} {self.reason} ({self.key}; images/s: {parts})"
         if self.excluded:
             out += "; not candidates: " + ", ".join(f"{n} ({why})" for n, why in self.excluded.items())
-        return out
+        return out + busy_note(self.load)
 
     def as_dict(self) -> dict:
         return {"variant": self.variant, "key": self.key, "seconds": self.seconds, "cosines": self.cosines,
-                "excluded": self.excluded}
+                "excluded": self.excluded, "measured": self.measured, "load": self.load}
 
 
 def candidates(device: torch.device, fast: bool, precision: str, runtime: str = "torch") -> list[str]:
@@ -186,7 +189,9 @@ def _parse(entry, allowed: list[str]) -> Choice | None:
         choice = Choice(str(entry["variant"]), str(entry["key"]),
                         {str(n): float(s) for n, s in entry["seconds"].items()},
                         {str(n): float(c) for n, c in entry["cosines"].items()},
-                        {str(n): str(w) for n, w in entry.get("excluded", {}).items()})
+                        {str(n): str(w) for n, w in entry.get("excluded", {}).items()},
+                        measured=str(entry.get("measured") or ""),
+                        load=None if entry.get("load") is None else float(entry["load"]))
     except (TypeError, KeyError, ValueError, AttributeError):
         return None
     timed = set(choice.seconds)
@@ -268,11 +273,12 @@ def calibrate(build: Build, device: torch.device, allowed: list[str], key: str,
     """Time each allowed variant on `images` (uint8 NHWC: the calibration photos), `batch` a
     pass, and keep the fastest whose features are within cosine COSINE of eager fp32's on
     every image. A `batch` larger than the photos (a GPU's) is timed on the photos repeated."""
+    measured, load = when(), load_average()  # the load before this calibration adds its own
     x = preprocess(images)
     timed = x.repeat(-(-batch // len(x)), 1, 1, 1)[:batch] if batch > len(x) else x
     with torch.inference_mode():
         reference = _features(build("eager-fp32", x), x)
-    choice = Choice(allowed[-1], key)
+    choice = Choice(allowed[-1], key, measured=measured, load=load)
     runners: dict[str, Runner] = {}
     eager_first = sorted(allowed, key=lambda n: not n.startswith("eager-"))  # the cheap ones to build
     for name in eager_first:
@@ -377,6 +383,27 @@ def make_runner(net: nn.Module, mode: str, dtype: torch.dtype, device: torch.dev
                 graph = torch.jit.optimize_for_inference(graph)
         return lambda x: graph(prepared(x))
     return lambda x: net(prepared(x))
+
+
+def kept(device: torch.device) -> dict[str, Choice | None]:
+    """Every choice the cache file keeps for this machine, by its key (shape class, candidates and
+    runtime versions; None: an entry that cannot be read)."""
+    if not calibration_files():
+        return {}
+    out = {}
+    for memo, entry in _read(device).items():
+        allowed = str(memo).split("|")[1].split(",") if str(memo).count("|") >= 1 else []
+        out[str(memo)] = _parse(entry, allowed)
+    return out
+
+
+def drop_kept(device: torch.device) -> None:
+    """Forget every choice kept for this machine (and this process's): the next embed of each
+    model measures it again."""
+    with _lock:
+        if calibration_files():
+            _write(device, {})
+        _memory.clear()
 
 
 def forget() -> None:

@@ -52,6 +52,7 @@ import torch
 
 from .. import text
 from ..cache import cache_dir, calibration_files, read_calibrations, write_calibrations
+from ..hardware import busy_note, load_average, when
 from ..hardware import machine_identity as machine
 from .metrics import Metric
 
@@ -116,6 +117,8 @@ class Calibration:
     excluded: dict[str, str] = field(default_factory=dict)  # name -> why it is not a candidate
     seconds: float = 0.0  # how long the calibration took
     probes: dict[str, dict] = field(default_factory=dict)  # probe_key -> {"choice", "times", "nq", "nb", "queries"}
+    measured: str = ""  # when (UTC, ISO 8601; "" in files written before it was kept)
+    load: float | None = None  # the one-minute load average then: a busy machine measures noisily
 
     def probed(self, nb: int, k: int, among: tuple[str, ...] | None = None) -> dict | None:
         """What a probe of a large search of this class of base size and k found, if one ran
@@ -162,7 +165,7 @@ class Calibration:
                       if beyond_model(k) and "fp32" in p["times"] else "")
             return (f"{p['choice']} screen by probe ({self.key}, {probe_key(nb, k)}; timed on the first "
                     f"{p.get('queries', PROBE_QUERIES)} queries of a search of {p['nq']:,} x {p['nb']:,} rows: "
-                    f"{parts}{margin})")
+                    f"{parts}{margin})") + busy_note(self.load)
         times = self.predicted(nb, nq)
         parts = ", ".join(f"{n} {text.seconds(t)}{' (chosen by a probe only)' if n in PROBE_ONLY else ''}"
                           for n, t in sorted(times.items(), key=lambda kv: kv[1]))
@@ -172,11 +175,11 @@ class Calibration:
                f"quer{'y' if nq == 1 else 'ies'} x {nb:,} rows: {parts})")
         if self.excluded:
             out += "; not candidates: " + ", ".join(f"{n} ({why})" for n, why in self.excluded.items())
-        return out
+        return out + busy_note(self.load)
 
     def as_dict(self) -> dict:
         return {"key": self.key, "rows": self.rows, "lines": self.lines, "excluded": self.excluded,
-                "seconds": self.seconds, "probes": self.probes}
+                "seconds": self.seconds, "probes": self.probes, "measured": self.measured, "load": self.load}
 
 
 def _bucket(n: int) -> int:
@@ -321,7 +324,8 @@ def _parse(entry) -> Calibration | None:
                           {str(n): {t: float(c[t]) for t in TERMS}
                            for n, c in entry["lines"].items() if n in CANDIDATES},
                           {str(n): str(w) for n, w in entry.get("excluded", {}).items()},
-                          float(entry.get("seconds", 0.0)))
+                          float(entry.get("seconds", 0.0)), measured=str(entry.get("measured") or ""),
+                          load=None if entry.get("load") is None else float(entry["load"]))
         for pk, p in dict(entry.get("probes", {})).items():  # a damaged probe is dropped, the rest kept
             try:
                 times = {str(n): float(t) for n, t in p["times"].items() if n in CANDIDATES}
@@ -367,6 +371,7 @@ def calibrate(device: torch.device, metric: Metric, data: np.ndarray | int, key:
     from .screen import PreparedBase, int_sum_limit
 
     started = time.perf_counter()
+    measured, load = when(), load_average()  # the load before this calibration adds its own
     counts = QUERY_COUNTS
     if isinstance(data, (int, np.integer)):
         d = int(data)
@@ -383,7 +388,7 @@ def calibrate(device: torch.device, metric: Metric, data: np.ndarray | int, key:
     sizes = sorted({len(xb)} | ({len(xb) // 4} if len(xb) >= 256 else set()))
     points = [(q, n) for q in counts for n in sizes]
     k = min(10, sizes[0] // 4 or 1)
-    cal = Calibration(key, len(xb))
+    cal = Calibration(key, len(xb), measured=measured, load=load)
     bases: dict[str, PreparedBase] = {}
     fp32 = PreparedBase(xb, metric, device=device, materialise=True)  # the others are cast from its rows
     for name, dtype in CANDIDATES.items():
@@ -451,6 +456,46 @@ def fit_terms(points: list[tuple[int, int]], times: list[float]) -> dict[str, fl
     for j, c in zip(usable, coef / norm):
         out[TERMS[j]] = float(c)
     return out
+
+
+def kept(device: torch.device) -> dict[str, Calibration | None]:
+    """Every calibration the cache file keeps for this machine, by shape class (None: an entry
+    that cannot be read, measured anew when its class is next searched)."""
+    return {str(key): _parse(entry) for key, entry in _read(device).items()} if calibration_files() else {}
+
+
+def measure_again(device: torch.device, key: str) -> Calibration:
+    """Calibrate shape class `key` ('cpu/euclidean/d256', see `shape_class`) again now, on
+    stand-in rows, and keep it in place of what was kept (its probes too: they were timed in the
+    same conditions); the way out of a calibration made while the machine was busy."""
+    from .metrics import get_metric
+
+    try:
+        dev, name, dim = key.split("/")
+        metric, dc = get_metric(name), int(dim.removeprefix("d"))
+    except (ValueError, KeyError):
+        raise ValueError(f"not a shape class of the calibration: {key!r}") from None
+    if dev != device.type or shape_class(device, metric, dc)[0] != key:
+        raise ValueError(f"not a shape class of the calibration on {device.type}: {key!r}")
+    cal = calibrate(device, metric, dc, key)
+    with _lock:
+        if calibration_files():
+            classes = _read(device)
+            classes[key] = cal.as_dict()
+            _write(device, classes)
+        _memory[key] = cal
+    return cal
+
+
+def drop(device: torch.device, key: str) -> None:
+    """Remove shape class `key` from the cache file and this process (measured again when next
+    searched)."""
+    with _lock:
+        _memory.pop(key, None)
+        if calibration_files():
+            classes = _read(device)
+            if classes.pop(key, None) is not None:
+                _write(device, classes)
 
 
 def _same_sets(a: np.ndarray, b: np.ndarray) -> bool:

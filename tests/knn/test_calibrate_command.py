@@ -1,0 +1,129 @@
+"""`lookalike calibrate`: what `auto` measured on this machine, when, how busy the machine was,
+and measuring it again. Real calibrations (small ones: d = 64), read back from the cache file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lookalike.cli import main
+from lookalike.features import calibrate as fcal
+from lookalike.hardware import busy
+from lookalike.knn import calibrate
+from lookalike.knn.metrics import get_metric
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path))
+    monkeypatch.delenv("LOOKALIKE_CALIBRATION", raising=False)
+    calibrate.forget()
+    fcal.forget()
+    yield tmp_path
+    calibrate.forget()
+    fcal.forget()
+
+
+def kept(cache) -> dict:
+    return json.loads((cache / calibrate.FILE).read_text())["classes"]
+
+
+def test_a_calibration_keeps_when_it_was_made_and_the_load_then(cache):
+    calibrate.calibration(CPU, get_metric("euclidean"), 64)
+    entry = kept(cache)["cpu/euclidean/d64"]
+    assert entry["measured"].endswith("Z") and entry["measured"][:2] == "20"
+    assert entry["load"] is None or entry["load"] >= 0
+    calibrate.forget()
+    again = calibrate.cached(CPU, get_metric("euclidean"), 64)
+    assert again.measured == entry["measured"] and again.load == entry["load"]
+
+
+def test_nothing_kept_says_so(cache, capsys):
+    assert main(["calibrate"]) == 0
+    out = capsys.readouterr().out
+    assert "none measured yet" in out and str(cache / calibrate.FILE) in out
+    assert not (cache / calibrate.FILE).exists()  # showing measures nothing
+
+
+def test_a_class_is_measured_shown_and_a_busy_one_flagged(cache, capsys):
+    assert main(["calibrate", "--d", "50"]) == 0  # rounded up: d64
+    out = capsys.readouterr().out
+    assert "measured cpu/euclidean/d64" in out and "1 query: 10,000 rows" in out
+    assert "screen by calibration (cpu/euclidean/d64" in out
+    data = json.loads((cache / calibrate.FILE).read_text())
+    data["classes"]["cpu/euclidean/d64"]["load"] = 40.0  # as if measured on a busy machine
+    (cache / calibrate.FILE).write_text(json.dumps(data))
+    calibrate.forget()
+    assert main(["calibrate"]) == 0
+    out = capsys.readouterr().out
+    assert "load average 40 (busy)" in out and "`lookalike calibrate --again` redoes it" in out
+    # so does what a search says it chose (bench, index info)
+    cal = calibrate.cached(CPU, get_metric("euclidean"), 64)
+    assert "busy (load average 40)" in cal.explain(1000, 64)
+    assert busy(40.0) and not busy(0.2)
+
+
+def test_again_measures_every_kept_class_anew_and_drops_its_probes(cache, capsys):
+    assert main(["calibrate", "--d", "64", "--metric", "cosine"]) == 0
+    data = json.loads((cache / calibrate.FILE).read_text())
+    entry = data["classes"]["cpu/cosine/d64"]
+    entry.update(load=40.0, measured="2020-01-01T00:00:00Z",
+                 probes={"nb1024/k16": {"choice": "fp32", "times": {"fp32": 0.001}, "nq": 500, "nb": 1000}})
+    data["classes"]["cpu/euclidean/d128"] = {"lines": "damaged"}  # unreadable: measured again as well
+    data["classes"]["not a class"] = {}
+    (cache / calibrate.FILE).write_text(json.dumps(data))
+    (cache / fcal.FILE).write_text(json.dumps({"machine": fcal.machine(CPU), "classes": {
+        "cpu/resnet50|eager-fp32,frozen-fp32": fcal.Choice("frozen-fp32", "cpu/resnet50", {"eager-fp32": 0.02,
+                                                                                         "frozen-fp32": 0.01},
+                                                             {"eager-fp32": 1.0, "frozen-fp32": 1.0}).as_dict()}}))
+    calibrate.forget()
+    assert main(["calibrate"]) == 0
+    shown = capsys.readouterr().out
+    assert "probe nb1024/k16: fp32" in shown and "cpu/euclidean/d128: unreadable" in shown
+    assert "frozen-fp32 by calibration (cpu/resnet50" in shown
+    assert main(["calibrate", "--again"]) == 0
+    out = capsys.readouterr().out
+    assert "measured cpu/cosine/d64" in out and "measured cpu/euclidean/d128" in out
+    assert "dropped not a class" in out and "forgot 1 feature extractor choice" in out
+    classes = kept(cache)
+    assert set(classes) == {"cpu/cosine/d64", "cpu/euclidean/d128"}
+    assert classes["cpu/cosine/d64"]["measured"] > "2020-01-01T00:00:00Z"
+    assert classes["cpu/cosine/d64"]["probes"] == {}
+    assert calibrate._parse(classes["cpu/euclidean/d128"]) is not None
+    assert fcal.kept(CPU) == {}
+
+
+def test_json_and_forget(cache, capsys):
+    assert main(["calibrate", "--d", "64", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["measured_now"] == ["cpu/euclidean/d64"]
+    assert shown["knn"]["cpu/euclidean/d64"]["busy"] in (True, False)
+    assert shown["machine"] == calibrate.machine(CPU)
+    assert main(["calibrate", "--forget"]) == 0
+    assert "deleted" in capsys.readouterr().out
+    assert not (cache / calibrate.FILE).exists()
+    assert calibrate.cached(CPU, get_metric("euclidean"), 64) is None  # nor kept in the process
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["calibrate", "--d", "64", "--metric", "manhattan"], "screened by cdist"),
+    (["calibrate", "--metric", "nope"], "unknown metric"),
+    (["calibrate", "--forget", "--again"], "give it alone"),
+])
+def test_bad_options_are_one_line(cache, capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (cache / calibrate.FILE).exists()
+
+
+def test_without_kept_calibrations_a_class_is_measured_and_shown_not_written(cache, capsys, monkeypatch):
+    monkeypatch.setenv("LOOKALIKE_CALIBRATION", "0")
+    assert main(["calibrate", "--d", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "not kept" in out and "cpu/euclidean/d64: measured" in out
+    assert not (cache / calibrate.FILE).exists()
