@@ -92,8 +92,8 @@ def calibrate(args: argparse.Namespace) -> int:
         return 0
     knn, features = kcal.kept(device), fcal.kept(device)
     if args.json:
-        print(json.dumps({"machine": machine_identity(device), "files": [str(kcal.cache_path()), str(fcal.cache_path())],
-                          "measured_now": measured,
+        files = [str(kcal.cache_path()), str(fcal.cache_path())]
+        print(json.dumps({"machine": machine_identity(device), "files": files, "measured_now": measured,
                           "knn": {k: None if c is None else {**c.as_dict(), "busy": _busy(c.load)}
                                   for k, c in knn.items()},
                           "features": {k: None if c is None else {**c.as_dict(), "busy": _busy(c.load)}
