@@ -185,13 +185,16 @@ def test_the_kernels_serve_cpu_float32_and_int8_screens_at_any_k(monkeypatch):
             selection.window_pairs(torch.zeros(4, 10), k, width, self_offset=offset)
 
 
+@pytest.mark.parametrize("spread", [1.0, 16.0])
 @pytest.mark.parametrize("k", [4, 10])
 @pytest.mark.parametrize("centred", [True, False])
-def test_a_window_narrowed_pair_by_pair_lies_within_the_rows_window(centred, k):
+def test_a_window_narrowed_pair_by_pair_lies_within_the_rows_window(centred, k, spread):
     """`pair`: each pair's own bound, for rows holding more than k + excess columns: their
     pairs are a subset of those by the row's width (the largest bound), the rows below the
     excess keep theirs, and every column whose score plus its bound is among the k smallest
-    stays in (the k-th of those is the threshold)."""
+    stays in (the k-th of those is the threshold). spread = 16: bounds so wide that windows
+    hold more columns than the rows' slots, before narrowing and after (`_narrow` reads them
+    from the row, and leaves them there for `_gather`)."""
     g = torch.Generator().manual_seed(5)
     nq, nb, d = 30, 900, 40
     a8 = torch.randint(-127, 128, (nq, d), generator=g).to(torch.int8)
@@ -200,10 +203,14 @@ def test_a_window_narrowed_pair_by_pair_lies_within_the_rows_window(centred, k):
     sq = torch.rand(nb, generator=g) * d if centred else None
     y = (torch.rand(nb, generator=g) * 3).double().numpy()
     e = (torch.rand(nb, generator=g) * 0.1).double().numpy()
-    a, b, c = (torch.rand(nq, generator=g).double().numpy() * s for s in (0.5, 2.0, 1e-6))
+    scale = spread if centred else spread / 16  # products' scores spread less: as wide at a sixteenth
+    a, b, c = (torch.rand(nq, generator=g).double().numpy() * s * scale for s in (0.5, 2.0, 1e-6))
     gy2 = 1e-4 * y * y
     width = torch.from_numpy(2 * (a * y.max() + b * e.max() + c + 1e-4 * y.max() ** 2))
     wide = selection.window_pairs(int8_dots(a8, b8), k, width, int8=(sx, sb, sq))
+    cap = selection.slot_count(nq, nb, k)
+    if spread > 1:
+        assert (wide[2] > 3 * cap).any() and (wide[2] <= cap).any()
     for excess in (0, 10**9):
         buf = int8_dots(a8, b8)
         r, c_, count = selection.window_pairs(buf, k, width, int8=(sx, sb, sq),
@@ -214,6 +221,8 @@ def test_a_window_narrowed_pair_by_pair_lies_within_the_rows_window(centred, k):
             assert got == before
         else:
             assert len(got) < len(before)
+            if spread > 1:
+                assert (count > cap).any() and ((count <= cap) & (wide[2] > cap)).any()
             scores = (sq + (-2 * sx)[:, None] * (int8_dots(a8, b8).float() * sb) if centred
                       else -((int8_dots(a8, b8).float() * sb) * sx[:, None])).double().numpy()
             bound = a[:, None] * y + b[:, None] * e + c[:, None] + gy2

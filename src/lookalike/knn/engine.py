@@ -64,11 +64,13 @@ __all__ = ["knn"]
 # base for too little arithmetic (a larger base then goes through base blocks and a `Window`).
 MIN_QUERY_BLOCK = 64
 # An int8 window of more than k + max(NARROW_MIN, NARROW_FACTOR nb / d) rows is narrowed by each
-# pair's own bound (`selection._narrow`, a second pass over the row's scores): measured one
-# process, EfficientNet-Lite0 features, 1,000 x 9,000 x 1,472, k = 3: 218 -> 99 rows a query,
-# search 138 -> 83 ms; at nb = 1,000 x 256-d (27 rows a query, k = 10) a pass over every row
-# cost what the rerank saved, hence the factor; tests set both to 0 to narrow every window
-NARROW_FACTOR = 12
+# pair's own bound (`selection._narrow`, over the window's columns): measured one process,
+# EfficientNet-Lite0 features, 1,000 x 9,000 x 1,472, k = 3: 218 -> 99 rows a query, search
+# 138 -> 83 ms. Narrowing every window cost what the rerank saved at nb = 1,000 x 256-d (k = 10)
+# when it read whole rows; over the window's columns, factors 12, 6, 3 and 0 ran within 3% there
+# (3.3 to 3.4 ms; 5.1 where windows held 45 rows a query), and 0 ran 20% slower at nb = 20,000,
+# hence the factor; tests set both to 0 to narrow every window
+NARROW_FACTOR = 6
 NARROW_MIN = 8
 
 

@@ -44,7 +44,7 @@ __all__ = ["MAX_K", "usable", "window_pairs"]
 # 6.1; falling rows, k = 10: 1.1 vs 2.1, 3.6 vs 5.0; k = 32: 3.4 vs 3.5, 9.1 vs 7.4. Larger k
 # take a selection by a sample's threshold instead (`_window_large`).
 MAX_K = 32
-CAP = 64    # columns a row writes into its own slots (2k for a larger k); a row holding more is collected again
+CAP = 256    # columns a row writes into its own slots (2k for a larger k); a row holding more is collected again
 SLOTS_BYTES = 64 * 2**20  # the most the slots of one block of rows take
 CHUNK = 64  # scores a row is scanned by: a chunk with nothing below the k-th costs one vector pass
 GROUPS = 8  # strided column groups whose minima find a row's k-th (`_kth_small`)
@@ -77,9 +77,9 @@ def window_pairs(s: torch.Tensor, k: int, width: torch.Tensor, *, self_offset: i
         the rows whose window by `width` holds more than k + `excess` columns: it returns
         (a, b, c (nq,), g y^2 (nb,), y (nb,), e (nb,)), float64, the bound of pair (i, j) being
         a[i] y[j] + b[i] e[j] + c[i] + g y[j]^2 (`Screen.pair_bound`). Such a row's window is
-        then every column whose score minus its bound is at most the k-th smallest score plus
-        bound (`_narrow`): within the window of the row's largest bound (up to a few float32
-        units of margin), which it replaces, and holding every true neighbour all the same.
+        then those of its columns whose score minus its bound is at most the k-th smallest
+        score plus bound among them (`_narrow`): a part of the window of the row's largest
+        bound, which it replaces, and holding every true neighbour all the same.
     fine : with `int8`, an int16 screen's second int32 sums D23 (nq, nb): the scores are
         then those of D = D1 + D23 / 256 (`Screen.scores`); no `pair`.
 
@@ -113,8 +113,7 @@ def window_pairs(s: torch.Tensor, k: int, width: torch.Tensor, *, self_offset: i
             _select_int8_centred(s.numpy(), sc, sx, sb, sq, k, w, self_offset, slots, counts, thr)
         wide = np.flatnonzero(counts > k + excess) if pair is not None and k <= MAX_K else ()
         if len(wide):  # rows whose window holds many more than k: again, each pair by its own bound
-            plus = np.empty((numba.get_num_threads(), nb), np.float32)  # a row for each thread
-            _narrow(sc, wide, k, *(_up32(v) for v in pair()), slots, counts, thr, plus)
+            _narrow(sc, wide, k, *(_up32(v) for v in pair()), slots, counts, thr)
     starts = np.zeros(nq + 1, dtype=np.int64)
     np.cumsum(counts, out=starts[1:])
     r = np.empty(int(starts[-1]), dtype=np.int64)
@@ -577,34 +576,54 @@ OUT_TINY = np.float32(2.0**-120)
 
 
 @jit.njit(parallel=True)
-def _narrow(s, rows, k, a, b, c, gy2, y, e, slots, counts, thr, plus_rows):
+def _narrow(s, rows, k, a, b, c, gy2, y, e, slots, counts, thr):
     """Rows `rows` of float32 scores `s` (an int8 screen's, the own column already +inf)
     windowed again with each pair's own bound E_ij = a_i y_j + b_i e_j + c_i + g y_j^2
-    (`Screen.pair_bound`): the threshold is the k-th smallest of score + E (at least the k-th
-    true score, every score being within its bound of the true one), and the window every
-    column whose score - E is at most it (written over the scores, which `_gather` reads)."""
-    nb = s.shape[1]
+    (`Screen.pair_bound`), among the columns of the row's window by its largest bound (in its
+    slots, or gathered again from the row when they hold fewer): the threshold is the k-th
+    smallest of score + E over them (at least the k-th true score: every score is within its
+    bound of the true one, and a k-th over fewer columns is no smaller), and the window those
+    columns whose score - E is at most it. A true neighbour lies in both windows, so in this
+    one. Only the window's columns are read (a pass over every score of the row cost 2.7 us a
+    row of 1,000 on one thread, of which this takes a fraction). A window of more columns than
+    the slots hold is left in the row for `_gather`: its columns' score - E, every other +inf."""
+    cap = slots.shape[1]
     for t in prange(len(rows)):
         i = rows[t]
-        row = s[i]
-        # the thread's own row of `plus_rows` (made for numba's thread count, which OpenMP and TBB
-        # keep thread ids below); a row of its own should an id ever fall outside
-        tid = numba.get_thread_id()
-        plus = plus_rows[tid] if tid < plus_rows.shape[0] else np.empty(nb, dtype=np.float32)
+        row, n = s[i], counts[i]
+        if n <= cap:
+            cols = slots[i, :n].copy()
+        else:
+            cols = np.empty(n, dtype=np.int64)
+            n = min(n, _columns_at_most(row, thr[i], cols))
+        plus = np.empty(n, dtype=np.float32)
+        minus = np.empty(n, dtype=np.float32)
         ai, bi, ci = a[i], b[i], c[i]
-        for j0 in range(0, nb, CHUNK):
-            rc, pc = row[j0:j0 + CHUNK], plus[j0:j0 + CHUNK]
-            yc, ec, gc = y[j0:j0 + CHUNK], e[j0:j0 + CHUNK], gy2[j0:j0 + CHUNK]
-            for j in range(len(rc)):
-                err = (ai * yc[j] + bi * ec[j] + ci + gc[j]) * BOUND_GROW
-                hi = rc[j] + err
-                lo = rc[j] - err
-                pc[j] = hi + (abs(hi) * OUT_GROW + OUT_TINY)
-                # an infinite score (the own column) stays infinite: inf - inf would be NaN
-                rc[j] = lo - (abs(lo) * OUT_GROW + OUT_TINY) if lo < np.inf else lo
+        for p in range(n):
+            j = cols[p]
+            v = row[j]
+            err = (ai * y[j] + bi * e[j] + ci + gy2[j]) * BOUND_GROW
+            hi = v + err
+            lo = v - err
+            plus[p] = hi + (abs(hi) * OUT_GROW + OUT_TINY)
+            # an infinite score (the own column) stays infinite: inf - inf would be NaN
+            minus[p] = lo - (abs(lo) * OUT_GROW + OUT_TINY) if lo < np.inf else lo
         th = _kth(plus, k)
         thr[i] = th
-        counts[i] = _collect(row, th, slots, i)
+        m = 0
+        for p in range(n):
+            m += 1 if minus[p] <= th else 0
+        if m <= cap:
+            q = 0
+            for p in range(n):
+                if minus[p] <= th:
+                    slots[i, q] = cols[p]
+                    q += 1
+        else:  # left in the row (`_gather` reads the columns at most `th` from it)
+            row[:] = np.inf
+            for p in range(n):
+                row[cols[p]] = minus[p]
+        counts[i] = m
 
 
 @jit.njit(parallel=True)
