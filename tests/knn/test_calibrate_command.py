@@ -52,15 +52,17 @@ def test_nothing_kept_says_so(cache, capsys):
 def test_a_class_is_measured_shown_and_a_busy_one_flagged(cache, capsys):
     assert main(["calibrate", "--d", "50"]) == 0  # rounded up: d64
     out = capsys.readouterr().out
-    assert "measured cpu/euclidean/d64" in out and "1 query: 10,000 rows" in out
-    assert "screen by calibration (cpu/euclidean/d64" in out
+    assert "measured cpu/euclidean/d64" in out and "screen for 1 query: 10,000 rows" in out
+    assert "predicted for 64 queries x 100,000 rows: " in out and "int16: " in out  # a probe's choice only
+    assert main(["calibrate", "--d", "64"]) == 0  # kept: not measured again
+    assert "cpu/euclidean/d64 is kept already" in capsys.readouterr().out
     data = json.loads((cache / calibrate.FILE).read_text())
     data["classes"]["cpu/euclidean/d64"]["load"] = 40.0  # as if measured on a busy machine
     (cache / calibrate.FILE).write_text(json.dumps(data))
     calibrate.forget()
     assert main(["calibrate"]) == 0
     out = capsys.readouterr().out
-    assert "load average 40 (busy)" in out and "`lookalike calibrate --again` redoes it" in out
+    assert "load average 40 (busy: `lookalike calibrate --again` when quiet)" in out
     # so does what a search says it chose (bench, index info)
     cal = calibrate.cached(CPU, get_metric("euclidean"), 64)
     assert "busy (load average 40)" in cal.explain(1000, 64)
@@ -101,17 +103,27 @@ def test_json_and_forget(cache, capsys):
     assert main(["calibrate", "--d", "64", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["measured_now"] == ["cpu/euclidean/d64"]
-    assert shown["knn"]["cpu/euclidean/d64"]["busy"] in (True, False)
+    kept_class = shown["knn"]["cpu/euclidean/d64"]
+    assert kept_class["busy"] in (True, False)
+    assert set(kept_class["screen"]) == {"1", "64"} and kept_class["screen"]["64"]["100000"] in calibrate.CANDIDATES
     assert shown["machine"] == calibrate.machine(CPU)
-    assert main(["calibrate", "--forget"]) == 0
-    assert "deleted" in capsys.readouterr().out
+    data = json.loads((cache / calibrate.FILE).read_text())
+    data["classes"]["cpu/cosine/d64"] = {"lines": "damaged"}
+    (cache / calibrate.FILE).write_text(json.dumps(data))
+    calibrate.forget()
+    assert main(["calibrate", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["knn"]["cpu/cosine/d64"] == {"unreadable": True}
+    assert main(["calibrate", "--forget", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"deleted": [str(cache / calibrate.FILE)],
+                                                   "absent": [str(cache / fcal.FILE)]}
     assert not (cache / calibrate.FILE).exists()
     assert calibrate.cached(CPU, get_metric("euclidean"), 64) is None  # nor kept in the process
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["calibrate", "--d", "64", "--metric", "manhattan"], "screened by cdist"),
-    (["calibrate", "--metric", "nope"], "unknown metric"),
+    (["calibrate", "--d", "64", "--metric", "manhattan"], "nothing to calibrate"),
+    (["calibrate", "--d", "64", "--metric", "nope"], "unknown metric"),
+    (["calibrate", "--metric", "cosine"], "give --d too"),
     (["calibrate", "--forget", "--again"], "give it alone"),
 ])
 def test_bad_options_are_one_line(cache, capsys, argv, message):
@@ -127,3 +139,22 @@ def test_without_kept_calibrations_a_class_is_measured_and_shown_not_written(cac
     out = capsys.readouterr().out
     assert "not kept" in out and "cpu/euclidean/d64: measured" in out
     assert not (cache / calibrate.FILE).exists()
+
+
+def test_a_file_that_cannot_be_read_is_said_so_and_rewritten(cache, capsys):
+    (cache / calibrate.FILE).write_text("{not json")
+    assert main(["calibrate"]) == 0
+    assert "the file cannot be read" in capsys.readouterr().out
+    assert main(["calibrate", "--d", "64"]) == 0
+    assert set(kept(cache)) == {"cpu/euclidean/d64"}
+
+
+def test_measuring_on_a_busy_machine_says_so_first(cache, capsys, monkeypatch):
+    import lookalike.hardware
+
+    monkeypatch.setattr(lookalike.hardware, "load_average", lambda: 40.0)
+    assert main(["calibrate", "--d", "64"]) == 0
+    err = capsys.readouterr().err
+    assert "the machine is busy now (load average 40" in err and len(err.strip().splitlines()) == 1
+    assert main(["calibrate"]) == 0  # nothing measured: nothing said
+    assert capsys.readouterr().err == ""

@@ -401,8 +401,8 @@ def drop_kept(device: torch.device) -> None:
     """Forget every choice kept for this machine (and this process's): the next embed of each
     model measures it again."""
     with _lock:
-        if calibration_files():
-            _write(device, {})
+        if calibration_files():  # the file keeps one machine's choices: this one's, or none readable
+            cache_path().unlink(missing_ok=True)
         _memory.clear()
 
 
