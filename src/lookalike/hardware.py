@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import time
 
 import torch
 
@@ -63,18 +64,63 @@ def when() -> str:
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def busy(load: float | None, cores: int | None = None) -> bool:
-    """Whether a load average says the machine was busy for a measurement: more runnable
-    processes than three quarters of its cores (the measuring process itself counts one)."""
+# a measurement is busy when other processes took more than this share of the machine's CPUs
+# while it ran (or, where that was not measured, by the load average before it)
+BUSY_SHARE = 0.25
+
+
+def cpu_snapshot() -> tuple[float, float, float, int] | None:
+    """(monotonic seconds, CPU seconds the whole machine spent busy, this process's CPU seconds,
+    CPUs) now, for `others_share`; None where /proc/stat cannot be read (not Linux). Busy time
+    includes `steal`: time a virtual machine's CPUs were taken by its host's other guests."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            lines = f.read().splitlines()
+        fields = [int(v) for v in lines[0].split()[1:]] + [0] * 8
+        cpus = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
+    except (OSError, ValueError, IndexError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    own = os.times()
+    return (time.monotonic(), (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK"),
+            own.user + own.system, max(1, cpus))
+
+
+def others_share(start: tuple | None, end: tuple | None = None) -> float | None:
+    """The share of the machine's CPUs (0 to 1) that other processes (and a host's other guests)
+    used between snapshot `start` and `end` (default: now): the machine's busy CPU time less this
+    process's, over the wall time and the CPUs. None when either snapshot is missing."""
+    end = end if end is not None else (cpu_snapshot() if start is not None else None)
+    if start is None or end is None or end[0] <= start[0]:
+        return None
+    others = (end[1] - start[1]) - (end[2] - start[2])
+    return round(min(1.0, max(0.0, others / ((end[0] - start[0]) * end[3]))), 3)
+
+
+def busy(load: float | None, cores: int | None = None, others: float | None = None) -> bool:
+    """Whether a measurement ran on a busy machine: other processes took more than `BUSY_SHARE`
+    of its CPUs while it ran (`others`); where that was not measured, a load average before it
+    above three quarters of the cores (which counts the measuring process's own threads too)."""
+    if others is not None:
+        return others > BUSY_SHARE
     cores = cores or os.cpu_count() or 1
     return load is not None and load > max(1.0, 0.75 * cores)
 
 
-def busy_note(load: float | None) -> str:
+def busy_words(load: float | None, others: float | None) -> str:
+    """How busy the machine was for a measurement, in a few words."""
+    parts = [] if others is None else [f"other processes used {others:.0%} of the CPUs meanwhile"]
+    if load is not None:
+        parts.append(f"load average {load:g} before")
+    return ", ".join(parts) or "how busy not known"
+
+
+def busy_note(load: float | None, others: float | None = None) -> str:
     """What a choice's line adds when it was measured on a busy machine ('' when not)."""
-    if not busy(load):
+    if not busy(load, others=others):
         return ""
-    return f"; measured while the machine was busy (load average {load:g}): `lookalike calibrate --again` redoes it"
+    return (f"; measured while the machine was busy ({busy_words(load, others)}): `lookalike calibrate --again` "
+            "redoes it")
 
 
 @functools.lru_cache(maxsize=None)

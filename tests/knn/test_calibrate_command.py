@@ -10,7 +10,7 @@ import torch
 
 from lookalike.cli import main
 from lookalike.features import calibrate as fcal
-from lookalike.hardware import busy
+from lookalike import hardware
 from lookalike.knn import calibrate
 from lookalike.knn.metrics import get_metric
 
@@ -32,14 +32,29 @@ def kept(cache) -> dict:
     return json.loads((cache / calibrate.FILE).read_text())["classes"]
 
 
-def test_a_calibration_keeps_when_it_was_made_and_the_load_then(cache):
+def test_a_calibration_keeps_when_it_was_made_and_how_busy_the_machine_was(cache):
     calibrate.calibration(CPU, get_metric("euclidean"), 64)
     entry = kept(cache)["cpu/euclidean/d64"]
     assert entry["measured"].endswith("Z") and entry["measured"][:2] == "20"
     assert entry["load"] is None or entry["load"] >= 0
+    assert entry["others"] is None or 0 <= entry["others"] <= 1  # None off Linux (no /proc/stat)
     calibrate.forget()
     again = calibrate.cached(CPU, get_metric("euclidean"), 64)
-    assert again.measured == entry["measured"] and again.load == entry["load"]
+    assert (again.measured, again.load, again.others) == (entry["measured"], entry["load"], entry["others"])
+
+
+def test_the_share_of_the_cpus_others_used_is_the_machines_busy_time_less_this_processs():
+    # (monotonic s, machine's busy CPU s, this process's CPU s, CPUs)
+    start = (100.0, 500.0, 10.0, 2)
+    assert hardware.others_share(start, (110.0, 520.0, 30.0, 2)) == 0.0  # all of it ours
+    assert hardware.others_share(start, (110.0, 530.0, 30.0, 2)) == 0.5  # 10 s of 20 CPU-seconds: others'
+    assert hardware.others_share(start, (110.0, 545.0, 30.0, 2)) == 1.0  # clamped
+    assert hardware.others_share(None) is None and hardware.others_share(start, start) is None
+    snap = hardware.cpu_snapshot()
+    if snap is not None:  # Linux
+        assert snap[3] >= 1 and 0 <= hardware.others_share(snap) <= 1
+    assert hardware.busy(0.1, others=0.3) and not hardware.busy(40.0, others=0.1)  # the share decides
+    assert hardware.busy(40.0) and not hardware.busy(0.2)  # where it was not measured, the load average
 
 
 def test_nothing_kept_says_so(cache, capsys):
@@ -57,23 +72,23 @@ def test_a_class_is_measured_shown_and_a_busy_one_flagged(cache, capsys):
     assert main(["calibrate", "--d", "64"]) == 0  # kept: not measured again
     assert "cpu/euclidean/d64 is kept already" in capsys.readouterr().out
     data = json.loads((cache / calibrate.FILE).read_text())
-    data["classes"]["cpu/euclidean/d64"]["load"] = 40.0  # as if measured on a busy machine
+    data["classes"]["cpu/euclidean/d64"].update(load=3.0, others=0.6)  # as if measured on a busy machine
     (cache / calibrate.FILE).write_text(json.dumps(data))
     calibrate.forget()
     assert main(["calibrate"]) == 0
     out = capsys.readouterr().out
-    assert "load average 40 (busy: `lookalike calibrate --again` when quiet)" in out
+    assert ("other processes used 60% of the CPUs meanwhile, load average 3 before: busy, `lookalike calibrate "
+            "--again` when quiet") in out
     # so does what a search says it chose (bench, index info)
     cal = calibrate.cached(CPU, get_metric("euclidean"), 64)
-    assert "busy (load average 40)" in cal.explain(1000, 64)
-    assert busy(40.0) and not busy(0.2)
+    assert "busy (other processes used 60% of the CPUs meanwhile" in cal.explain(1000, 64)
 
 
 def test_again_measures_every_kept_class_anew_and_drops_its_probes(cache, capsys):
     assert main(["calibrate", "--d", "64", "--metric", "cosine"]) == 0
     data = json.loads((cache / calibrate.FILE).read_text())
     entry = data["classes"]["cpu/cosine/d64"]
-    entry.update(load=40.0, measured="2020-01-01T00:00:00Z",
+    entry.update(others=0.9, measured="2020-01-01T00:00:00Z",
                  probes={"nb1024/k16": {"choice": "fp32", "times": {"fp32": 0.001}, "nq": 500, "nb": 1000}})
     data["classes"]["cpu/euclidean/d128"] = {"lines": "damaged"}  # unreadable: measured again as well
     data["classes"]["not a class"] = {}

@@ -117,7 +117,8 @@ def calibrate(args: argparse.Namespace) -> int:
                           "files": {"knn": str(kcal.cache_path()), "features": str(fcal.cache_path())},
                           "measured_now": measured,
                           "knn": {k: _knn_json(c) for k, c in knn.items()},
-                          "features": {k: {"unreadable": True} if c is None else {**c.as_dict(), "busy": busy(c.load)}
+                          "features": {k: {"unreadable": True} if c is None else
+                                       {**c.as_dict(), "busy": busy(c.load, others=c.others)}
                                        for k, c in features.items()}}, indent=1))
         return 0
     m = machine_identity(device)
@@ -138,7 +139,7 @@ def calibrate(args: argparse.Namespace) -> int:
             print(f"  {printable(key)}: unreadable, measured again by the next embed of it")
             continue
         print(f"  {printable(choice.explain())}")
-        print(f"    {_when(choice.measured, choice.load)}")
+        print(f"    {_when(choice.measured, choice.load, choice.others)}")
     return 0
 
 
@@ -157,7 +158,7 @@ def _knn_lines(key: str, cal) -> list[str]:
 
     if cal is None:
         return [f"{key}: unreadable, measured again by the next search of the class"]
-    out = [f"{key}: {_when(cal.measured, cal.load)}, in {seconds(cal.seconds)}"]
+    out = [f"{key}: {_when(cal.measured, cal.load, cal.others, cal.seconds)}"]
     for nq in (1, PLAN_QUERIES):
         picks = ", ".join(f"{nb:,} rows {cal.choice(nb, nq)}" for nb in SHOW_ROWS)
         out.append(f"  screen for {nq} quer{'y' if nq == 1 else 'ies'}: {picks}")
@@ -185,16 +186,18 @@ def _knn_json(cal) -> dict:
 
     if cal is None:
         return {"unreadable": True}
-    return {**cal.as_dict(), "busy": busy(cal.load),
+    return {**cal.as_dict(), "busy": busy(cal.load, others=cal.others),
             "screen": {str(nq): {str(nb): cal.choice(nb, nq) for nb in SHOW_ROWS} for nq in (1, PLAN_QUERIES)}}
 
 
-def _when(measured: str, load: float | None) -> str:
-    """When a calibration was made and how busy the machine was."""
-    from ..hardware import busy
+def _when(measured: str, load: float | None, others: float | None = None, took: float | None = None) -> str:
+    """When a calibration was made (and in how long), and how busy the machine was then."""
+    from ..hardware import busy, busy_words
 
     at = f"measured {measured.replace('T', ' ').replace('Z', ' UTC')}" if measured else "measured (time not kept)"
-    if load is None:
+    if took is not None:
+        at += f" in {seconds(took)}"
+    if load is None and others is None:
         return at
-    flag = " (busy: `lookalike calibrate --again` when quiet)" if busy(load) else ""
-    return f"{at.rstrip()}, load average {load:g}{flag}"
+    flag = ": busy, `lookalike calibrate --again` when quiet" if busy(load, others=others) else ""
+    return f"{at}; {busy_words(load, others)}{flag}"

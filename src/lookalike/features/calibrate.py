@@ -62,7 +62,7 @@ import torch
 from torch import nn
 
 from ..cache import cache_dir, calibration_files, read_calibrations, write_calibrations
-from ..hardware import busy_note, load_average, when
+from ..hardware import busy_note, cpu_snapshot, load_average, others_share, when
 from ..hardware import machine_identity as machine
 from . import runtimes
 
@@ -106,6 +106,7 @@ class Choice:
     reason: str = "by calibration"
     measured: str = ""  # when (UTC, ISO 8601; "" in files written before it was kept)
     load: float | None = None  # the one-minute load average then: a busy machine measures noisily
+    others: float | None = None  # the share of the CPUs other processes used while it measured
     # the chosen variant, ready to run, where this process measured it (never cached in files)
     runner: Runner | None = field(default=None, repr=False, compare=False)
 
@@ -125,11 +126,12 @@ class Choice:
         out = f"{self.variant} {self.reason} ({self.key}; images/s: {parts})"
         if self.excluded:
             out += "; not candidates: " + ", ".join(f"{n} ({why})" for n, why in self.excluded.items())
-        return out + busy_note(self.load)
+        return out + busy_note(self.load, self.others)
 
     def as_dict(self) -> dict:
         return {"variant": self.variant, "key": self.key, "seconds": self.seconds, "cosines": self.cosines,
-                "excluded": self.excluded, "measured": self.measured, "load": self.load}
+                "excluded": self.excluded, "measured": self.measured, "load": self.load,
+                "others": self.others}
 
 
 def candidates(device: torch.device, fast: bool, precision: str, runtime: str = "torch") -> list[str]:
@@ -191,7 +193,8 @@ def _parse(entry, allowed: list[str]) -> Choice | None:
                         {str(n): float(c) for n, c in entry["cosines"].items()},
                         {str(n): str(w) for n, w in entry.get("excluded", {}).items()},
                         measured=str(entry.get("measured") or ""),
-                        load=None if entry.get("load") is None else float(entry["load"]))
+                        load=None if entry.get("load") is None else float(entry["load"]),
+                          others=None if entry.get("others") is None else float(entry["others"]))
     except (TypeError, KeyError, ValueError, AttributeError):
         return None
     timed = set(choice.seconds)
@@ -273,7 +276,7 @@ def calibrate(build: Build, device: torch.device, allowed: list[str], key: str,
     """Time each allowed variant on `images` (uint8 NHWC: the calibration photos), `batch` a
     pass, and keep the fastest whose features are within cosine COSINE of eager fp32's on
     every image. A `batch` larger than the photos (a GPU's) is timed on the photos repeated."""
-    measured, load = when(), load_average()  # the load before this calibration adds its own
+    measured, load, cpu = when(), load_average(), cpu_snapshot()  # how busy: before, and while it measures
     x = preprocess(images)
     timed = x.repeat(-(-batch // len(x)), 1, 1, 1)[:batch] if batch > len(x) else x
     with torch.inference_mode():
@@ -318,6 +321,7 @@ def calibrate(build: Build, device: torch.device, allowed: list[str], key: str,
                 torch.cuda.synchronize(device)
             best[name] = min(best.get(name, np.inf), (time.perf_counter() - t0) / len(timed))
     choice.seconds = best
+    choice.others = others_share(cpu)
     if best:  # the fastest; on a tie, the earlier in `allowed`
         choice.variant = min(best, key=lambda n: (best[n], allowed.index(n)))
         choice.runner = runners[choice.variant]  # built already: a frozen graph costs seconds

@@ -52,7 +52,7 @@ import torch
 
 from .. import text
 from ..cache import cache_dir, calibration_files, read_calibrations, write_calibrations
-from ..hardware import busy_note, load_average, when
+from ..hardware import busy_note, cpu_snapshot, load_average, others_share, when
 from ..hardware import machine_identity as machine
 from .metrics import Metric
 
@@ -119,6 +119,7 @@ class Calibration:
     probes: dict[str, dict] = field(default_factory=dict)  # probe_key -> {"choice", "times", "nq", "nb", "queries"}
     measured: str = ""  # when (UTC, ISO 8601; "" in files written before it was kept)
     load: float | None = None  # the one-minute load average then: a busy machine measures noisily
+    others: float | None = None  # the share of the CPUs other processes used while it measured
 
     def probed(self, nb: int, k: int, among: tuple[str, ...] | None = None) -> dict | None:
         """What a probe of a large search of this class of base size and k found, if one ran
@@ -165,7 +166,7 @@ class Calibration:
                       if beyond_model(k) and "fp32" in p["times"] else "")
             return (f"{p['choice']} screen by probe ({self.key}, {probe_key(nb, k)}; timed on the first "
                     f"{p.get('queries', PROBE_QUERIES)} queries of a search of {p['nq']:,} x {p['nb']:,} rows: "
-                    f"{parts}{margin})") + busy_note(self.load)
+                    f"{parts}{margin})") + busy_note(self.load, self.others)
         times = self.predicted(nb, nq)
         parts = ", ".join(f"{n} {text.seconds(t)}{' (chosen by a probe only)' if n in PROBE_ONLY else ''}"
                           for n, t in sorted(times.items(), key=lambda kv: kv[1]))
@@ -175,11 +176,12 @@ class Calibration:
                f"quer{'y' if nq == 1 else 'ies'} x {nb:,} rows: {parts})")
         if self.excluded:
             out += "; not candidates: " + ", ".join(f"{n} ({why})" for n, why in self.excluded.items())
-        return out + busy_note(self.load)
+        return out + busy_note(self.load, self.others)
 
     def as_dict(self) -> dict:
         return {"key": self.key, "rows": self.rows, "lines": self.lines, "excluded": self.excluded,
-                "seconds": self.seconds, "probes": self.probes, "measured": self.measured, "load": self.load}
+                "seconds": self.seconds, "probes": self.probes, "measured": self.measured, "load": self.load,
+                "others": self.others}
 
 
 def _bucket(n: int) -> int:
@@ -325,7 +327,8 @@ def _parse(entry) -> Calibration | None:
                            for n, c in entry["lines"].items() if n in CANDIDATES},
                           {str(n): str(w) for n, w in entry.get("excluded", {}).items()},
                           float(entry.get("seconds", 0.0)), measured=str(entry.get("measured") or ""),
-                          load=None if entry.get("load") is None else float(entry["load"]))
+                          load=None if entry.get("load") is None else float(entry["load"]),
+                          others=None if entry.get("others") is None else float(entry["others"]))
         for pk, p in dict(entry.get("probes", {})).items():  # a damaged probe is dropped, the rest kept
             try:
                 times = {str(n): float(t) for n, t in p["times"].items() if n in CANDIDATES}
@@ -371,7 +374,7 @@ def calibrate(device: torch.device, metric: Metric, data: np.ndarray | int, key:
     from .screen import PreparedBase, int_sum_limit
 
     started = time.perf_counter()
-    measured, load = when(), load_average()  # the load before this calibration adds its own
+    measured, load, cpu = when(), load_average(), cpu_snapshot()  # how busy: before, and while it measures
     counts = QUERY_COUNTS
     if isinstance(data, (int, np.integer)):
         d = int(data)
@@ -433,6 +436,7 @@ def calibrate(device: torch.device, metric: Metric, data: np.ndarray | int, key:
     if not cal.lines:  # fp32 runs on every torch device; said plainly if it did not
         raise RuntimeError(f"no screen could be calibrated for {key}: {cal.excluded}")
     cal.seconds = time.perf_counter() - started
+    cal.others = others_share(cpu)
     return cal
 
 
