@@ -303,12 +303,17 @@ def calibration(device: torch.device, metric: Metric, d: int, sample: np.ndarray
             usable = sample is not None and sample.ndim == 2 and sample.shape[1] == d and \
                 len(sample) >= max(QUERY_COUNTS) + calibration_rows(d)  # too small to measure on: stand-in rows
             cal = calibrate(device, metric, sample if usable else dc, key)
-            if calibration_files():
-                classes = _read(device)
-                classes[key] = cal.as_dict()
-                _write(device, classes)
+            _keep(device, key, cal)
         _memory[key] = cal
         return cal
+
+
+def _keep(device: torch.device, key: str, cal: Calibration) -> None:
+    """`cal` into the cache file in place of class `key`'s (under `_lock`)."""
+    if calibration_files():
+        classes = _read(device)
+        classes[key] = cal.as_dict()
+        _write(device, classes)
 
 
 def cached(device: torch.device, metric: Metric, d: int) -> Calibration | None:
@@ -483,10 +488,7 @@ def measure_again(device: torch.device, key: str) -> Calibration:
         raise ValueError(f"not a shape class of the calibration on {device.type}: {key!r}")
     cal = calibrate(device, metric, dc, key)
     with _lock:
-        if calibration_files():
-            classes = _read(device)
-            classes[key] = cal.as_dict()
-            _write(device, classes)
+        _keep(device, key, cal)
         _memory[key] = cal
     return cal
 

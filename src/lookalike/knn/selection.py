@@ -188,7 +188,7 @@ def _top_k(chunk, best):
 @jit.njit()
 def _collect(row, t, slots, i):
     """Columns of `row` at most `t` into slots[i], as many as it holds; their count."""
-    return _gather_at_most(row, t, np.empty(slots.shape[1], dtype=row.dtype), slots[i])
+    return _columns_at_most(row, t, slots[i])
 
 
 SAMPLE = 8  # `_window_large` samples every SAMPLE-th score of a row at least (more for larger k)
@@ -408,18 +408,19 @@ def _window_large(row, k, width, out):
     41.6 to 34.1 ms at k = 1,000 against a second pass."""
     sample, rank = _sample(row, k)
     cap = max(4 * k, 1024)
-    vals = np.empty(cap, dtype=row.dtype)
     cols = np.empty(cap, dtype=np.int64)
     while rank < len(sample):
         t = _sample_kth(sample, rank)
-        m = _gather_at_most(row, t, vals, cols)
+        m = _columns_at_most(row, t, cols)
         if m > cap:  # many ties at t: room for all of them, gathered again
             cap = m
-            vals = np.empty(cap, dtype=row.dtype)
             cols = np.empty(cap, dtype=np.int64)
-            m = _gather_at_most(row, t, vals, cols)
+            m = _columns_at_most(row, t, cols)
         if m >= k:
-            tt = _threshold(np.partition(vals[:m].copy(), k - 1)[k - 1], width)
+            vals = np.empty(m, dtype=row.dtype)
+            for p in range(m):
+                vals[p] = row[cols[p]]
+            tt = _threshold(np.partition(vals.copy(), k - 1)[k - 1], width)
             if tt > t:  # a wide window: past what was gathered
                 return tt, -1
             c = 0  # every score at most tt was gathered, in column order
@@ -434,38 +435,14 @@ def _window_large(row, k, width, out):
 
 
 @jit.njit()
-def _gather_at_most(row, t, vals, cols):
-    """The scores of `row` at most `t` and their columns into vals and cols, as many as they
-    hold; how many there are. A chunk with room for all its scores writes each one and
-    advances past it only if it is at most `t`: no branch to mispredict where about one
-    score in 14 passes, as at k = 1,000 (the window of 1,000 rows of 20,000 scores, both
-    threads: 32.9 against 27.9 ms; k = 10 to 300 unchanged)."""
-    m, cap = 0, len(vals)
-    for j0 in range(0, len(row), CHUNK):
-        chunk = row[j0:j0 + CHUNK]
-        if _at_most(chunk, t) == 0:
-            continue
-        if m + len(chunk) <= cap:  # room for the whole chunk: written without a branch
-            for j in range(len(chunk)):
-                v = chunk[j]
-                vals[m] = v
-                cols[m] = j0 + j
-                m += np.int64(v <= t)
-            continue
-        for j in range(len(chunk)):
-            if chunk[j] <= t:
-                if m < cap:
-                    vals[m] = chunk[j]
-                    cols[m] = j0 + j
-                m += 1
-    return m
-
-
-@jit.njit()
 def _columns_at_most(row, t, cols):
-    """`_gather_at_most` of the columns alone (their scores are read from the row, which is in
-    cache): one store a score, not two, in the branchless chunks (a row of 1,000 scores, 4% of
-    them at most `t`: 0.89 against 0.67 us)."""
+    """The columns of `row`'s scores at most `t` into cols, as many as it holds; how many there
+    are. A chunk with room for all its columns writes each one and advances past it only if its
+    score is at most `t`: no branch to mispredict where about one score in 14 passes, as at
+    k = 1,000 (the window of 1,000 rows of 20,000 scores, both threads: 32.9 against 27.9 ms
+    with a branch a score). Columns alone, their scores read back from the row in cache: one
+    store a score, not two (a row of 1,000 scores, 4% of them at most `t`: 0.89 against
+    0.67 us)."""
     m, cap = 0, len(cols)
     for j0 in range(0, len(row), CHUNK):
         chunk = row[j0:j0 + CHUNK]
