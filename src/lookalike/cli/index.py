@@ -190,7 +190,8 @@ def _screens(index) -> dict:
         return {"screen": f"{m.name} is screened by cdist in float64 (no GEMM screen)"}
     cal = cached(torch_device("cpu"), m, int(dim))
     if cal is None:
-        return {"screen": "auto, not calibrated on this machine yet (the first search measures it, in a second or a few)"}
+        return {"screen": "auto, not calibrated on this machine yet (the first search measures it, in a second or "
+                          "a few)"}
     return {"screen": cal.explain(count, 1), "screen_batch": cal.explain(count, PLAN_QUERIES)}
 
 

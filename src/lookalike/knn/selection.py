@@ -227,12 +227,7 @@ def _kth_small(row, k):
         for j0 in range(0, n, CHUNK):
             last = _top_k(row[j0:j0 + CHUNK], best)
         return last
-    mins = row[:w].copy()
-    for g in range(1, GROUPS):
-        part = row[g * w:(g + 1) * w]
-        for j in range(w):
-            v = part[j]
-            mins[j] = v if v < mins[j] else mins[j]
+    mins = _fold(row, w)  # the last n % GROUPS scores folded in too (and inserted below)
     for j0 in range(0, w, CHUNK):
         _top_k(mins[j0:j0 + CHUNK], best)
     bound = best[k - 1]  # at least the row's k-th
