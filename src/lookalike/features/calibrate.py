@@ -194,7 +194,7 @@ def _parse(entry, allowed: list[str]) -> Choice | None:
                         {str(n): str(w) for n, w in entry.get("excluded", {}).items()},
                         measured=str(entry.get("measured") or ""),
                         load=None if entry.get("load") is None else float(entry["load"]),
-                          others=None if entry.get("others") is None else float(entry["others"]))
+                        others=None if entry.get("others") is None else float(entry["others"]))
     except (TypeError, KeyError, ValueError, AttributeError):
         return None
     timed = set(choice.seconds)

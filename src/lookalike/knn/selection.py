@@ -344,14 +344,21 @@ def _kth(row, k):
         cols = np.empty(LANE_BUFFER, dtype=np.int64)
         n = _columns_at_most(row, b, cols)
         if n <= LANE_BUFFER:
-            best = np.full(k, np.inf, dtype=np.float32)
-            last = best[k - 1]
-            for p in range(n):
-                v = row[cols[p]]
-                if v < last:
-                    last = _insert(best, v)
-            return last
+            return _kth_under(row, cols[:n], k, b)
     return _kth_small(row, k)
+
+
+@jit.njit()
+def _kth_under(row, cols, k, b):
+    """The k-th smallest of `row`, given `cols`: columns holding every score at most `b`, a
+    bound on the row's k-th (more columns may come too): an insertion top-k of those scores."""
+    best = np.full(k, np.inf, dtype=np.float32)
+    last = best[k - 1]
+    for p in range(len(cols)):
+        v = row[cols[p]]
+        if v < last and v <= b:
+            last = _insert(best, v)
+    return last
 
 
 @jit.njit()
@@ -370,13 +377,7 @@ def _window_lanes(row, k, width, out):
     n = _columns_at_most(row, _threshold(b, width), cols)
     if n > LANE_BUFFER:
         return np.float32(0), -1
-    best = np.full(k, np.inf, dtype=np.float32)
-    last = best[k - 1]
-    for p in range(n):
-        v = row[cols[p]]
-        if v < last and v <= b:
-            last = _insert(best, v)
-    t = _threshold(last, width)
+    t = _threshold(_kth_under(row, cols[:n], k, b), width)
     c = 0
     for p in range(n):
         if row[cols[p]] <= t:
@@ -415,7 +416,7 @@ def _window_large(row, k, width, out):
             vals = np.empty(m, dtype=row.dtype)
             for p in range(m):
                 vals[p] = row[cols[p]]
-            tt = _threshold(np.partition(vals.copy(), k - 1)[k - 1], width)
+            tt = _threshold(np.partition(vals, k - 1)[k - 1], width)  # a partitioned copy: vals stay in order
             if tt > t:  # a wide window: past what was gathered
                 return tt, -1
             c = 0  # every score at most tt was gathered, in column order
