@@ -54,7 +54,7 @@ from .blocks import SearchStats, as_tensor, budget_bytes, ranges, scratch
 from . import pairs, selection
 from .metrics import get_metric
 from .refine import device_pair_distances, pair_distances, pick, refine, refines, rows_comfortable
-from .screen import Extent, PreparedBase, Rows, Screen, base_block, int8_dots, prepare_rows
+from .screen import Extent, PreparedBase, Rows, Screen, base_block, prepare_rows
 from .validation import check_k
 from .window import Window, candidate_limit, capped, one_block
 
@@ -259,14 +259,11 @@ def _one_block(base: PreparedBase, q_rows: Rows, k: int, exclude_self: bool,
         width = 2 * screen.bound(q_rows, base.extent)
         self_offset = offset if exclude_self else -1
         if screen.split:  # int16: both blocks of sums, turned into scores by the selection
-            dd = base.d
-            d1 = int8_dots(q_rows.data[:, :dd], base.rows.data[:, :dd], out=out.view(torch.int32))
-            d23 = int8_dots(q_rows.data[:, :2 * dd], base.rows.data[:, dd:],
-                            out=buf[n:].view(torch.int32).view(nq, base.nb))
+            d1, d23 = screen.sums(q_rows, base.rows, out.view(torch.int32), buf[n:].view(torch.int32).view(nq, base.nb))
             return selection.window_pairs(d1, k, width, self_offset=self_offset, fine=d23,
                                           int8=(q_rows.scale, base.rows.scale, base.rows.sq))
         if screen.int8:  # the int32 sums, turned into scores in place by the selection
-            d = int8_dots(q_rows.data, base.rows.data, out=out.view(torch.int32))
+            d, _ = screen.sums(q_rows, base.rows, out.view(torch.int32))
             # a window holding many more rows than k (NARROW_FACTOR; k up to selection.MAX_K) is
             # narrowed by each pair's own bound: rows of smaller norm or quantisation error than
             # the base's largest get a narrower one

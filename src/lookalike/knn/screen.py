@@ -301,11 +301,10 @@ class Screen:
         if self.int8:  # exact int32 dot products, then dots = sx * sy * D
             # the int32 sums land in the float buffer's own memory and are converted in place
             # (each element from itself), then scaled: 2.4x faster than one mixed-type torch.mul
-            d = self.d
-            dots = int8_dots(q.data[:, :d], b.data[:, :d], out=None if out is None else out.view(torch.int32))
-            dots = out.copy_(dots) if out is not None else dots.float()
+            d1, d23 = self.sums(q, b, None if out is None else out.view(torch.int32))
+            dots = out.copy_(d1) if out is not None else d1.float()
             if self.split:  # D = D1 + D23 / 256: one rounding to float32 each, one for the sum
-                dots.add_(int8_dots(q.data[:, :2 * d], b.data[:, d:]).float().mul_(2.0**-8))
+                dots.add_(d23.float().mul_(2.0**-8))
             dots.mul_(b.scale[None, :])
             if m.centred:
                 return torch.addcmul(b.sq[None, :], q.scale[:, None], dots, value=-2.0, out=dots)
@@ -321,6 +320,15 @@ class Screen:
         if m.centred:
             return gemm.centred_scores(q.data, b.data, b.sq, out, blas)
         return gemm.negated_dots(q.data, b.data, out, blas)
+
+    def sums(self, q: Rows, b: Rows, out: torch.Tensor | None = None, out2: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """An int8 or int16 screen's exact int32 sums of query rows `q` against base rows `b`:
+        D1 = q1.q1' and, for int16 (rows [q1 q2 q1]), D23 = [q1 q2].[q2' q1'] (else None), into
+        `out` and `out2` (int32 blocks of len(q) x len(b)) where given."""
+        d = self.d
+        d1 = int8_dots(q.data[:, :d], b.data[:, :d], out=out)
+        return d1, int8_dots(q.data[:, :2 * d], b.data[:, d:], out=out2) if self.split else None
 
     def bound(self, q: Rows, base: Extent) -> torch.Tensor:
         """Per query, the largest error any of its screen scores can carry (float64)."""
