@@ -43,6 +43,23 @@ def test_resize_to_model_input(images):
     assert e.config()["input_shape"] == [64, 64, 3]
 
 
+def test_preprocess_is_the_models_normalisation_of_each_view(images):
+    e = Embedder(input_size=96, progress=False)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (e.spec.mean, e.spec.std))
+    pixels = torch.from_numpy(images[:4]).permute(0, 3, 1, 2).double()
+    for view in ("full", "mirror", "grey", "centre"):
+        x = e.preprocess(images[:4], view)
+        assert x.dtype == torch.float32 and x.shape == (4, 3, 96, 96)
+        want = (embed_mod.render(pixels, view) / 255 - mean) / std
+        np.testing.assert_allclose(x.numpy(), want.numpy(), atol=2e-5, err_msg=view)
+    assert e.preprocess(images[:4]).is_contiguous()  # what ONNX Runtime and OpenVINO take without a copy
+    # more than one view: each from the same pixels (the first view's normalisation is not in place)
+    two = Embedder(input_size=96, views="full+grey", mid="none", precision="fp32", fast=False, progress=False)
+    with torch.inference_mode():
+        want = embed_mod.aggregate([two.net(two.preprocess(images[:4], v)) for v in ("full", "grey")])
+    np.testing.assert_allclose(two.embed_array(images[:4]), want.numpy(), atol=1e-5)
+
+
 def test_output_file_and_sidecar(tmp_path, images):
     src = ArraySource(images[:10], name="ten")
     out = tmp_path / "f.npy"
