@@ -216,3 +216,27 @@ def test_float32_cosine_rows_need_no_scaling_of_their_own():
     d64 = pairs.distances(m, xq.astype(np.float64), xb.astype(np.float64), rows, cols)
     assert np.isfinite(d32).all()
     np.testing.assert_array_equal(d32, d64)
+
+
+def test_a_kernel_of_one_task_runs_on_the_calling_thread_alone(monkeypatch):
+    """jit.threads(tasks): a parallel loop of one task (a query's few pairs, a query's row of
+    scores) runs on the calling thread, without waking a thread that would have nothing to do;
+    a loop of many tasks gets torch's thread count. The neighbours are the same either way."""
+    numba = pytest.importorskip("numba")
+    seen = []
+    fn = pairs._distances
+    monkeypatch.setattr(pairs, "_distances", lambda *a: seen.append(numba.get_num_threads()) or fn(*a))
+    rng = np.random.default_rng(0)
+    xb = rng.standard_normal((3000, 32)).astype(np.float32)
+    xq = rng.standard_normal((40, 32)).astype(np.float32)
+    one = knn(xq[:1], xb, 5, screen_dtype=torch.int8)
+    assert seen == [1]  # 5 or so pairs: one chunk
+    many = knn(xq, xb, 5, screen_dtype=torch.int8)  # 40 queries' pairs: several chunks
+    assert seen[1] == max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    for D, I in (one, many):
+        D0, I0 = reference_knn(xq[: len(D)], xb, 5)
+        np.testing.assert_array_equal(I, I0)
+    jit.threads(1)
+    assert numba.get_num_threads() == 1
+    jit.threads()
+    assert numba.get_num_threads() == max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))

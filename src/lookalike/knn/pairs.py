@@ -102,7 +102,7 @@ def distances(m: Metric, xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, cols:
     # normal numbers, their sums cannot overflow, and a power of two factors out of every rounding
     # (the same bits with or without it); float64 rows can overflow or underflow
     scale_rows = m.normalised and not comfortable and not (_float32(xq) and _float32(xb))
-    jit.threads()
+    jit.threads((len(rows) + CHUNK - 1) // CHUNK)
     if isinstance(xb, np.memmap) and len(cols) > 1:  # sequential reads of the file
         order = np.argsort(cols, kind="stable")
         part = np.empty(len(rows), np.float64)
@@ -270,7 +270,7 @@ def pick_into(rows: np.ndarray, cols: np.ndarray, key: np.ndarray, dist: np.ndar
     ng = len(starts) - 1
     short = np.zeros(ng, np.bool_)
     tops = np.zeros(max(1, (ng + CHUNK - 1) // CHUNK))
-    jit.threads()
+    jit.threads((ng + CHUNK - 1) // CHUNK)
     _pick_into(starts, np.ascontiguousarray(rows, np.int64), np.ascontiguousarray(cols, np.int64),
                np.ascontiguousarray(key, np.float64), np.ascontiguousarray(dist, np.float64), k,
                np.float64(unscale), D, I, short, tops)

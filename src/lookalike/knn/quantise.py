@@ -59,7 +59,7 @@ def int8_rows(x: torch.Tensor, scale: float, mean: torch.Tensor | None, normalis
     step = np.empty(n, np.float32)
     centre = mean is not None
     m = mean.detach().numpy().astype(np.float32) if centre else np.zeros(d, np.float32)
-    jit.threads()
+    jit.threads(n)
     _int8_rows(a, a.dtype == np.float64, normalised, np.float32(scale), np.float64(scale), m, centre, np.float64(gamma),
                np.float64(u32), split, q, l2, sq, qerr, step, rerr)
     out = (torch.from_numpy(q), torch.from_numpy(l2), torch.from_numpy(sq) if centre else None,

@@ -91,7 +91,7 @@ def window_pairs(s: torch.Tensor, k: int, width: torch.Tensor, *, self_offset: i
     nq, nb = s.shape
     if not 1 <= k <= nb or (self_offset >= 0 and (self_offset + nq > nb or k >= nb)):
         raise ValueError(f"internal: k = {k} or the own columns from {self_offset} do not fit {nq} x {nb} scores")
-    jit.threads()
+    jit.threads(nq)
     w = width.detach().cpu().numpy().astype(np.float64, copy=False)
     counts = np.empty(nq, dtype=np.int64)
     thr = np.empty(nq, dtype=np.float32)
@@ -113,11 +113,13 @@ def window_pairs(s: torch.Tensor, k: int, width: torch.Tensor, *, self_offset: i
             _select_int8_centred(s.numpy(), sc, sx, sb, sq, k, w, self_offset, slots, counts, thr)
         wide = np.flatnonzero(counts > k + excess) if pair is not None and k <= MAX_K else ()
         if len(wide):  # rows whose window holds many more than k: again, each pair by its own bound
+            jit.threads(len(wide))
             _narrow(sc, wide, k, *(_up32(v) for v in pair()), slots, counts, thr)
     starts = np.zeros(nq + 1, dtype=np.int64)
     np.cumsum(counts, out=starts[1:])
     r = np.empty(int(starts[-1]), dtype=np.int64)
     c = np.empty_like(r)
+    jit.threads(nq)
     _gather(sc, thr, slots, counts, starts, r, c)
     return torch.from_numpy(r), torch.from_numpy(c), torch.from_numpy(counts)
 
