@@ -240,3 +240,25 @@ def test_a_kernel_of_one_task_runs_on_the_calling_thread_alone(monkeypatch):
     assert numba.get_num_threads() == 1
     jit.threads()
     assert numba.get_num_threads() == max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+
+
+@pytest.mark.parametrize("d", [3, 64, 1280])
+def test_a_cosine_row_is_exactly_0_from_an_equal_row(monkeypatch, d):
+    """1 - a.b / sqrt(|a|^2 |b|^2): for equal rows the three sums are one number s and
+    sqrt(s s) is s, so an exact copy is 0 away (with |a| |b| as sqrt(s) sqrt(s), about half
+    of such rows lay 1e-16 away, and a near-duplicate search at threshold 0 missed them), in
+    the kernels and in torch, comfortable rows or scaled ones, and through a search."""
+    rng = np.random.default_rng(d)
+    x = (rng.standard_normal((400, d)) * rng.choice([1e-3, 1.0, 1e3], (400, 1))).astype(np.float32)
+    idx = np.arange(len(x))
+    m = get_metric("cosine")
+    for comfortable in (False, True):
+        assert not pair_distances(m, x, x, idx, idx, comfortable=comfortable).any()
+    from lookalike.knn.metrics import exact_distances
+    assert not exact_distances(m, torch.from_numpy(x), torch.from_numpy(x.copy())).any()
+    assert not exact_distances(m, torch.from_numpy(x[:, None]), torch.from_numpy(np.stack([x, x], 1))).any()
+    monkeypatch.setenv("LOOKALIKE_JIT", "0")
+    assert not pair_distances(m, x, x, idx, idx).any()
+    monkeypatch.delenv("LOOKALIKE_JIT")
+    D, I = knn(x[:50], np.concatenate([x[50:100], x]), 1, metric="cosine")
+    assert (D[:, 0] == 0).all()

@@ -5,7 +5,8 @@ with a bound on its rounding error, then an exact float64 *rerank* of the candid
 
 - euclidean, sqeuclidean: screen |y-m|^2 - 2 (x-m).(y-m) on data centred by the base mean m
   (a GEMM); rerank sum((x - y)^2).
-- cosine: screen -x^.y^ on unit rows (a GEMM); rerank 1 - x.y / (|x||y|). A zero row has
+- cosine: screen -x^.y^ on unit rows (a GEMM); rerank 1 - x.y / (|x||y|), the norms'
+  product as sqrt(|x|^2 |y|^2), so that equal rows are exactly 0 apart. A zero row has
   distance 1 to everything, as in scikit-learn.
 - inner_product: screen -x.y (a GEMM); results are the inner products, largest first.
 - manhattan (l1, cityblock), chebyshev: screen and rerank with float64 cdist.
@@ -124,6 +125,10 @@ def exact_distances(metric: Metric, a: np.ndarray | torch.Tensor, b: np.ndarray 
         a = a * pow2_scale(a.abs().amax(-1, keepdim=True)) if a.shape[-1] else a
         b = b * pow2_scale(b.abs().amax(-1, keepdim=True)) if b.shape[-1] else b
     dots = torch.linalg.vecdot(a, b)
-    norms = torch.linalg.vector_norm(a, dim=-1) * torch.linalg.vector_norm(b, dim=-1)
+    # |a| |b| as sqrt(|a|^2 |b|^2), each squared norm summed as the dot product is: for equal rows
+    # all three sums are the same number s, and sqrt(s s) is s exactly in binary floating point,
+    # so a row's distance to an equal one is 0 (sqrt(s) sqrt(s) can miss s by an ulp: an exact
+    # copy then lay 1e-16 away, and `index duplicates --threshold 0` could miss it)
+    norms = torch.sqrt(torch.linalg.vecdot(a, a) * torch.linalg.vecdot(b, b))
     cos = torch.where(norms > 0, dots / torch.where(norms > 0, norms, 1.0), 0.0)
     return 1.0 - cos

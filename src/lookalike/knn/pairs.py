@@ -138,10 +138,10 @@ def _distances(xq, xb, rows, cols, kind, scale, scale_rows, out):  # pragma: no 
         acc2 = np.empty(LANES)
         terms = np.empty(max(d, 1) if kind == LINF else 1)  # chebyshev's (a maximum: by halves)
         # the query row of the pair before, in float64 (times its scale for products), and for
-        # cosine its norm: they serve the pairs after it of the same query (the small-size path
+        # cosine its squared norm: they serve the pairs after it of the same query (the small-size path
         # gives pairs grouped by query; otherwise they are made again)
         a64 = np.empty(d)
-        last, norm_a = -1, 0.0
+        last, aa = -1, 0.0
         for p in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
             b = xb[cols[p]]
             if rows[p] != last:
@@ -155,11 +155,11 @@ def _distances(xq, xb, rows, cols, kind, scale, scale_rows, out):  # pragma: no 
                 for t in range(d):
                     a64[t] = np.float64(a[t]) * sa
                 if kind == COSINE:
-                    norm_a = math.sqrt(_lane_dot(a64, a64, 1.0, acc))
+                    aa = _lane_dot(a64, a64, 1.0, acc)
             if kind == COSINE:
                 sb = _pow2(_lane_amax(b, acc)) if scale_rows else 1.0
                 dot, bb = _lane_dot_and_norm(a64, b, sb, acc, acc2)
-                norms = norm_a * math.sqrt(bb)  # |a| |b|, as the float64 reference (`verify`) divides
+                norms = math.sqrt(aa * bb)  # |a| |b| (`metrics.exact_distances`: equal rows give 0)
                 out[p] = 1.0 - (dot / norms if norms > 0 else 0.0)
             elif kind == LINF:  # a maximum: in any order the same
                 for t in range(d):

@@ -157,7 +157,8 @@ def _pairs(m: Metric, q: np.ndarray, b: np.ndarray, cols: np.ndarray, rows: np.n
             out[lo:hi] = (diff.sum(1) if m.p == 1 else diff.max(1, initial=0.0) if m.p == np.inf
                           else (diff**2).sum(1) if m.squared else np.sqrt((diff**2).sum(1)))
         elif m.normalised:
-            out[lo:hi] = 1.0 - (_unit(a) * _unit(c)).sum(1)
+            a, c = _pow2_rows(a), _pow2_rows(c)
+            out[lo:hi] = _cosine_distance((a * c).sum(1), (a * a).sum(1), (c * c).sum(1))
         else:
             out[lo:hi] = (a * c).sum(1)
     return out
@@ -173,8 +174,15 @@ def _dense(m: Metric, q: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.stack([(b * row).sum(1) for row in q])
     q, b = _pow2_rows(q), _pow2_rows(b)  # cosine ignores lengths: no norm over- or underflows
     dots = np.stack([(b * row).sum(1) for row in q])
-    norms = np.linalg.norm(q, axis=1)[:, None] * np.linalg.norm(b, axis=1)[None, :]
-    return 1.0 - np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+    return _cosine_distance(dots, (q * q).sum(1)[:, None], (b * b).sum(1)[None, :])
+
+
+def _cosine_distance(dots: np.ndarray, aa: np.ndarray, bb: np.ndarray) -> np.ndarray:
+    """1 - a.b / (|a| |b|) from the dot products and squared norms, the norms' product as
+    sqrt(|a|^2 |b|^2) (the engine's formula, `metrics.exact_distances`): equal rows, whose
+    three sums are one number s, are exactly 0 apart, since sqrt(s s) is s. A zero row: 1."""
+    norms = np.sqrt(aa * bb)
+    return 1.0 - np.divide(dots, norms, out=np.zeros(np.broadcast(dots, norms).shape), where=norms > 0)
 
 
 UNIT_ROUNDOFF_FP32 = 2.0**-24
