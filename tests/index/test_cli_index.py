@@ -137,3 +137,44 @@ def test_a_source_named_like_an_action(index_dir, tmp_path, monkeypatch):
     proc = cli("index", "add", "--out", "ix2")  # the shorthand cannot mean a source named add
     assert proc.returncode == 2 and "lookalike index add: error:" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "ix2").exists()
+
+
+def _truncated_jpeg(path, seed=0):
+    """A JPEG whose header reads (the folder keeps it) but whose pixels do not decode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(SampleSource(1, seed=seed).images[0]).resize((200, 200)).save(path, quality=90)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 6 // 10])
+
+
+def test_a_folder_added_again_whose_only_new_file_is_corrupt(tmp_path, monkeypatch):
+    """Syncing a folder again where nothing is new but a file that does not decode adds
+    nothing and says so (exit 0), the file listed as the folder names it; it was an error
+    ('none of its 1 image(s) could be decoded'), so such a folder could never be synced."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    for i, im in enumerate(SampleSource(3, seed=5).images):
+        Image.fromarray(im).save(tmp_path / "photos" / f"{i}.png")
+    _truncated_jpeg(tmp_path / "photos" / "broken.jpg")
+    proc = cli("index", "build", "photos", "--out", "ix")
+    assert proc.returncode == 0 and "indexed 3 image(s)" in proc.stdout, proc.stderr
+    proc = cli("index", "add", "ix", "photos")
+    assert proc.returncode == 0 and "added 0 image(s) to ix: 3 -> 3; skipped 3 already" in proc.stdout, proc.stderr
+    assert "photos/broken.jpg: corrupt or truncated image" in proc.stderr and str(tmp_path) not in proc.stderr
+
+
+def test_nothing_decodes_is_one_error_after_the_list_and_nothing_written(tmp_path, monkeypatch):
+    """A folder where no image decodes: `embed` and `index build` both list the files
+    skipped, then one line (exit 2); no features file, no index."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "empty.jpg").write_bytes(b"")
+    _truncated_jpeg(tmp_path / "bad" / "cut.jpg")
+    for args, made in ((("embed", "bad", "--out", "f.npy"), ["f.npy", "f.json"]),
+                       (("index", "build", "bad", "--out", "ix"), ["ix"])):
+        proc = cli(*args)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert lines[0] == "skipped 2 file(s):" and len(lines) == 4, proc.stderr
+        assert "none of its 1 image(s) could be decoded" in lines[-1], proc.stderr
+        assert not any((tmp_path / m).exists() for m in made)

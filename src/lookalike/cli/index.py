@@ -132,10 +132,12 @@ def build(args: argparse.Namespace) -> int:
     check_new_index(args.out)  # before the model is loaded and the images read
     embedder = embedder_from_args(args)
     source = open_source(args.source, size=embedder.input_size, progress=not args.quiet)
-    with on_scheduler(args.scheduler, embedder, args.device) as embedder:
-        index = Index.build(source, args.out, metric=args.metric, embedder=embedder,
-                            thumbnails=args.thumbnails)
-    report_skipped(source)
+    try:
+        with on_scheduler(args.scheduler, embedder, args.device) as embedder:
+            index = Index.build(source, args.out, metric=args.metric, embedder=embedder,
+                                thumbnails=args.thumbnails)
+    finally:  # the files left out are listed whatever happens next
+        report_skipped(source)
     print(f"indexed {index.count} image(s) into {printable(index.path)} ({embedder.model}, "
           f"{index.manifest['dim']}-d, {index.metric})")
     return 0
@@ -148,9 +150,11 @@ def add(args: argparse.Namespace) -> int:
     index = Index(args.index, lock_timeout=args.lock_timeout)
     source = open_source(args.source, size=int(index.manifest["input_shape"][0]), progress=not args.quiet)
     before = index.count
-    done = index.add_images(source, model=args.model, progress=not args.quiet,
-                            keep_duplicates=args.keep_duplicates, thumbnails=args.thumbnails)
-    report_skipped(source)
+    try:
+        done = index.add_images(source, model=args.model, progress=not args.quiet,
+                                keep_duplicates=args.keep_duplicates, thumbnails=args.thumbnails)
+    finally:  # the files left out are listed whatever happens next
+        report_skipped(source)
     skipped = (f"; skipped {done.duplicates} already in the index (--keep-duplicates adds them again)"
                if done.duplicates else "")
     print(f"added {done.added} image(s) to {printable(index.path)}: {before} -> {index.count}{skipped}")

@@ -235,6 +235,9 @@ class Index:
         try:
             with Staging(self.path, key) as stage:
                 done = embedder.embed_rows(todo, stage.folder / "features.npy")
+                if dups and not len(done.kept):  # the new images all failed to decode (listed in
+                    stage.done()  # `source.skipped`), the others are in the index: nothing to add
+                    return Added(0, len(dups), [])
                 readable = _readable(todo, done.kept)
                 rows = np.arange(len(readable))
                 if unknown:  # images of a format-1 index, whose digests are not known: compared by vector

@@ -118,12 +118,13 @@ class FolderSource(Source):
         return kept, skipped
 
     def read_available(self, indices) -> tuple[np.ndarray, dict[int, Skipped]]:
-        paths = [self.path(int(i)) for i in np.asarray(indices, dtype=np.int64).reshape(-1)]
+        rows = np.asarray(indices, dtype=np.int64).reshape(-1)
+        paths = [self.path(int(i)) for i in rows]
         decoded = _each(lambda p: load_image(p, self.size), paths)
         failed = {}
         for j, (path, result) in enumerate(zip(paths, decoded)):
-            if isinstance(result, SourceError):
-                failed[j] = Skipped(str(path), _reason(path, result))
+            if isinstance(result, SourceError):  # named as the listing names a file: the folder as given
+                failed[j] = Skipped(str(self.root / self.ids[int(rows[j])]), _reason(path, result))
                 self.note_skipped(failed[j])
         images = [r for r in decoded if not isinstance(r, SourceError)]
         out = np.stack(images) if images else np.empty((0, *self.image_shape), np.uint8)
