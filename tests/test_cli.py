@@ -258,6 +258,29 @@ def test_ctrl_c_in_the_first_second_of_a_real_process():
         assert "Traceback" not in err and proc.returncode in (130, -signal.SIGINT), (delay, proc.returncode, err)
 
 
+def test_an_interrupt_while_the_parser_loads_is_held_until_it_is_built():
+    """Ctrl-C while `build_parser` imports torch and numba is held back (their C++
+    initialisation aborted the process, exit -6, when one landed inside it) and comes
+    right after: a KeyboardInterrupt, which `main` turns into exit 130."""
+    import os
+    import signal
+
+    from lookalike.cli import _interrupts_held
+
+    seen = []
+
+    def loads():
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # Python checks for a signal between bytecodes: none may come here
+            seen.append(1)
+        return "parser"
+
+    with pytest.raises(KeyboardInterrupt):
+        _interrupts_held(loads)
+    assert len(seen) == 1000
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())  # unblocked again
+
+
 def test_bench_exits_1_naming_a_backend_that_disagrees(tmp_path, monkeypatch, capsys):
     from lookalike import bench
 

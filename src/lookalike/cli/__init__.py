@@ -22,7 +22,9 @@ exit meaning
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 
@@ -71,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     try:
         argv = index.expand_shorthand(sys.argv[1:] if argv is None else argv)
-        args = build_parser().parse_args(argv)
+        args = _interrupts_held(build_parser).parse_args(argv)
         return args.run(args) or EXIT_OK
     except LookalikeError as exc:  # a user's mistake or an unusable input, InvalidParameter included
         _say(f"lookalike: error: {printable(exc)}")
@@ -95,6 +97,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         _say(BUG)
         return EXIT_INTERNAL
+
+
+def _interrupts_held(fn):
+    """fn(), with Ctrl-C held back until it returns: building the parser imports torch and
+    numba, whose C++ initialisation aborts the whole process when an interrupt lands inside it
+    (SIGABRT: "terminate called after throwing an instance of 'pybind11::error_already_set'",
+    seen at 0.4 s). Held back, the interrupt comes right after, as exit 130. Only the main
+    thread (the one Python delivers signals to) blocks it, where the platform can."""
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is None or threading.current_thread() is not threading.main_thread():
+        return fn()
+    before = mask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return fn()
+    finally:
+        mask(signal.SIG_SETMASK, before)
 
 
 def _silence_stdout() -> None:
