@@ -173,3 +173,34 @@ def test_measuring_on_a_busy_machine_says_so_first(cache, capsys, monkeypatch):
     assert "the machine is busy now (load average 40" in err and len(err.strip().splitlines()) == 1
     assert main(["calibrate"]) == 0  # nothing measured: nothing said
     assert capsys.readouterr().err == ""
+
+
+def test_a_calibration_measured_on_first_use_is_said_on_the_command_line(cache, capsys):
+    """The command line shows the library's notice when a search's first use measures (a
+    first search sat silent for a minute, compiling and measuring); -q and a kept class
+    say nothing; the library alone prints nothing (a `logging` notice)."""
+    import numpy as np
+
+    from lookalike import NearestNeighbors
+    from lookalike.cli import _notices
+
+    def knn(q, x, k, metric="euclidean"):  # precision auto: the calibration decides
+        return NearestNeighbors(n_neighbors=k, metric=metric).fit(x).kneighbors(q)
+
+    x = np.random.default_rng(0).random((300, 24), dtype=np.float32)
+    knn(x[:5], x, 3)  # the library, outside the command line: measured, no line
+    assert "cpu/euclidean/d64" in kept(cache) and "measuring" not in capsys.readouterr().err  # d 24: class 64
+    calibrate.forget()
+    try:
+        _notices(True)
+        knn(x[:5], x, 3, metric="cosine")
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("lookalike: measuring which kNN screen is fastest") \
+            and "cpu/cosine/d" in err[0] and str(cache) in err[0]
+        knn(x[:5], x, 3, metric="cosine")  # kept: nothing more to say
+        assert not capsys.readouterr().err
+        _notices(False)
+        knn(x[:5], x, 3, metric="inner_product")  # measured, under -q
+        assert not capsys.readouterr().err
+    finally:
+        _notices(False)

@@ -22,6 +22,7 @@ exit meaning
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -74,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         argv = index.expand_shorthand(sys.argv[1:] if argv is None else argv)
         args = _interrupts_held(build_parser).parse_args(argv)
+        _notices(not args.quiet)
         return args.run(args) or EXIT_OK
     except LookalikeError as exc:  # a user's mistake or an unusable input, InvalidParameter included
         _say(f"lookalike: error: {printable(exc)}")
@@ -97,6 +99,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         _say(BUG)
         return EXIT_INTERNAL
+
+
+class _Notice(logging.Handler):
+    """A library notice as a line on stderr (whichever stderr is current: tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _say(f"lookalike: {record.getMessage()}")
+
+
+_NOTICE = _Notice()
+
+
+def _notices(shown: bool) -> None:
+    """Show the library's notices of long one-off work (a calibration measured on first use),
+    unless -q: a first search that measures for a minute should not sit silent."""
+    log = logging.getLogger("lookalike.calibrate")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    if shown and _NOTICE not in log.handlers:
+        log.addHandler(_NOTICE)
+    elif not shown:
+        log.removeHandler(_NOTICE)
 
 
 def _interrupts_held(fn):

@@ -43,6 +43,7 @@ small searches of that class, and the result is kept in lookalike's cache folder
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -102,6 +103,7 @@ VERSION = 7  # of the file: 1 held one line in nb per screen; 2 timed fp32 befor
 # bf16 and int8 windows refined in fp32 before the CPU's rerank took them whole; 5 had no fp16 screen;
 # 6 no int16 screen
 _lock = threading.Lock()
+log = logging.getLogger("lookalike.calibrate")  # the command line shows its notices on stderr
 _memory: dict[str, Calibration] = {}  # this process's calibrations, by shape class
 
 
@@ -302,6 +304,9 @@ def calibration(device: torch.device, metric: Metric, d: int, sample: np.ndarray
         if cal is None:
             usable = sample is not None and sample.ndim == 2 and sample.shape[1] == d and \
                 len(sample) >= max(QUERY_COUNTS) + calibration_rows(d)  # too small to measure on: stand-in rows
+            log.info("measuring which kNN screen is fastest on this machine for %s, once (kept in %s); the first "
+                     "search after installing also compiles lookalike's CPU kernels: up to a minute", key,
+                     cache_path())
             cal = calibrate(device, metric, sample if usable else dc, key)
             _keep(device, key, cal)
         _memory[key] = cal
