@@ -99,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         _say(BUG)
         return EXIT_INTERNAL
+    finally:  # a command's notices end with it (main may run in a process that goes on)
+        _notices(False)
 
 
 class _Notice(logging.Handler):
