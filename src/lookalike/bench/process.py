@@ -58,6 +58,20 @@ def status_mb(field: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if field == "VmHWM" else float("nan")
 
 
+def _calibrated(xb: np.ndarray, metric: str) -> float | None:
+    """Seconds the calibration of `auto` took here, if the machine had none for this class:
+    done before the timed fit, once per machine (the kernels' first compilation with it),
+    it is no part of what a fit costs. None: kept from before."""
+    from ..knn import calibrate
+
+    m, cpu = get_metric(metric), torch.device("cpu")
+    if not m.gemm or calibrate.cached(cpu, m, xb.shape[1]) is not None:
+        return None
+    t0 = time.perf_counter()
+    calibrate.calibration(cpu, m, xb.shape[1], sample=xb)  # what the fit would measure, on the same rows
+    return time.perf_counter() - t0
+
+
 def worker(backend: str, data: Path, k: int, metric: str, precision: str) -> dict:
     """Run one backend variant in this process and return its record (called in a child
     process). `backend`: a name, 'lookalike@fp32' (the engine at a fixed precision) or
@@ -77,6 +91,7 @@ def worker(backend: str, data: Path, k: int, metric: str, precision: str) -> dic
         del probe
     nn = NearestNeighbors(k, metric=metric, backend=name, device="cpu",
                           precision=variant if name == "lookalike" and variant else precision)
+    calibration_s = _calibrated(xb, metric) if name == "lookalike" and nn.precision == "auto" else None
     t0 = time.perf_counter()
     nn.fit(xb)  # backend_config_ says the BLAS threshold set above
     fit_s = time.perf_counter() - t0
@@ -103,6 +118,8 @@ def worker(backend: str, data: Path, k: int, metric: str, precision: str) -> dic
               "fit_includes": BACKENDS[name].fit_includes, "import_s": import_s,
               "fit_s": fit_s, "search_s": search_s, "total_s": fit_s + search_s,
               "peak_rss_mb": status_mb("VmHWM"), "baseline_rss_mb": baseline}
+    if calibration_s is not None:
+        record["calibration_s"] = calibration_s  # measured before the timed fit: this machine's first time
     if warmup_s is not None:
         record["warmup_s"] = warmup_s  # a search of the first PROBE_QUERIES queries before the timed one
     if first_s is not None:  # with `steady`: the first search of all the queries (search_s: the best repeat)
