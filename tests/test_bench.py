@@ -205,3 +205,27 @@ def test_a_first_calibration_is_made_before_the_timed_fit_and_said(tmp_path, mon
         assert "calibration_s" not in again["results"][0]
     finally:
         calibrate.forget()
+
+
+def test_bench_does_not_write_into_an_image_folder_or_an_index(tmp_path):
+    """bench.png in a folder of photos would be indexed with them by the next `index add`;
+    an index folder holds the index alone. Both refused in one line, nothing written; a
+    folder of other results (docs/bench) is written into as before."""
+    from PIL import Image
+
+    from lookalike.errors import InvalidParameter
+
+    photos, index, results = tmp_path / "photos", tmp_path / "ix", tmp_path / "results"
+    for folder in (photos, index, results):
+        folder.mkdir()
+    Image.new("RGB", (8, 8)).save(photos / "a.jpg")
+    (index / "manifest.json").write_text("{}")
+    (index / "meta.sqlite").write_bytes(b"")
+    (results / "other.json").write_text("{}")
+    for out, message in ((photos, r"holds images \(a.jpg\), among which bench.png would be indexed"),
+                         (index, "is an index")):
+        with pytest.raises(InvalidParameter, match=message):
+            run(nb=40, nq=5, d=4, out=out, progress=False)
+        assert not (out / "bench.json").exists() and not (out / "bench.png").exists()
+    run(nb=40, nq=5, d=4, backends=["lookalike"], out=results, verify_queries=5, progress=False)
+    assert (results / "bench.json").is_file() and (results / "other.json").is_file()

@@ -35,6 +35,7 @@ from ..knn.backends import BACKENDS, available
 from ..knn.metrics import get_metric
 from ..knn.precision import PRECISIONS, SCREEN_PRECISIONS, screen_dtype
 from ..knn.verify import check, reference_knn
+from ..sources.files import EXTENSIONS as IMAGE_EXTENSIONS
 from ..text import seconds
 from .process import FAISS_SETTINGS, WORKER_USER_ERROR, gemm_floor, worker
 from .provenance import finish, libraries, machine, provenance
@@ -202,6 +203,13 @@ def _check_out(out: Path) -> Path:
     for name in ("bench.json", "bench.png"):
         if (out / name).is_dir():
             raise InvalidParameter(f"--out {out}: {name} there is a folder; give another --out")
+    names = {p.name for p in out.iterdir()} if out.is_dir() else set()
+    if {"manifest.json", "meta.sqlite"} <= names:
+        raise InvalidParameter(f"--out {out}: is an index; give another --out")
+    images = sorted(n for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS and n != "bench.png")
+    if images:  # its picture would be taken for one of them by the next `index add` of the folder
+        raise InvalidParameter(f"--out {out}: holds images ({images[0]}{', ...' if len(images) > 1 else ''}), "
+                               "among which bench.png would be indexed; give another --out")
     previous = out / "bench.json"
     if previous.is_file():  # replaced only when it is an earlier bench's result
         try:
