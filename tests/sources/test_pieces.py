@@ -77,6 +77,12 @@ def test_a_folder_piece_does_not_list_the_folder_and_fails_on_its_own(specs, tmp
     images, failed = opened.read_available(np.arange(5))
     assert list(failed) == [2] and len(images) == 4
     np.testing.assert_array_equal(images[0], source.read([4])[0])
+    # the piece's own read_available (the README's example): the file that fails costs itself only
+    images2, failed2 = piece.read_available()
+    np.testing.assert_array_equal(images2, images)
+    assert list(failed2) == [2] and failed2[2].path.endswith(source.ids[6]) and failed2[2].reason == failed[2].reason
+    with pytest.raises(SourceError, match="not an image file"):
+        piece.read()
 
 
 def test_a_changed_source_or_an_in_memory_one_is_refused(specs, tmp_path):

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_text, is_own_folder
 from ..errors import InvalidParameter, LookalikeError
 from ..features.files import load_npy
 from ..hardware import available_memory
@@ -207,7 +207,9 @@ def _check_out(out: Path) -> Path:
     if {"manifest.json", "meta.sqlite"} <= names:
         raise InvalidParameter(f"--out {out}: is an index; give another --out")
     images = sorted(n for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS and n != "bench.png")
-    if images:  # its picture would be taken for one of them by the next `index add` of the folder
+    # bench.png among photos would be indexed by the next `index add` of the folder; a folder of
+    # lookalike's own (the demo's: its pictures, and its bench) holds no photos
+    if images and not is_own_folder(out):
         raise InvalidParameter(f"--out {out}: holds images ({images[0]}{', ...' if len(images) > 1 else ''}), "
                                "among which bench.png would be indexed; give another --out")
     previous = out / "bench.json"

@@ -69,6 +69,12 @@ class Piece:
         source = self.open()
         return source.read(np.arange(len(source)))
 
+    def read_available(self) -> tuple[np.ndarray, dict]:
+        """The piece's images that decode, uint8 (n, h, w, 3), in order, and those that do not:
+        {position in the piece: `Skipped` (file and why)}. A corrupt file costs itself only."""
+        source = self.open()
+        return source.read_available(np.arange(len(source)))
+
 
 def bounds(n: int, pieces: int | None = None, chunk: int | None = None) -> list[tuple[int, int]]:
     """(start, stop) of `pieces` near-equal runs of range(n), or of runs of `chunk`."""
