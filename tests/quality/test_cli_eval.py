@@ -70,3 +70,15 @@ def test_bad_inputs_say_so_in_one_line(tmp_path, photos, capsys):
     one_line_error(capsys, 2, ["eval", str(photos), "--out", str(tmp_path / "taken")], "is a file")
     for name in ("o1", "o2", "o3", "o4", "o5"):
         assert not (tmp_path / name).exists(), name  # refused before anything was written
+
+
+def test_a_photo_that_fails_to_decode_is_listed_once_by_name(tmp_path, photos, capsys):
+    """A file whose header reads but whose pixels do not is left out and listed, its name
+    said once (the list printed 'path: path: corrupt ...')."""
+    Image.open(next(photos.iterdir())).convert("RGB").save(tmp_path / "whole.jpg", quality=90)
+    whole = (tmp_path / "whole.jpg").read_bytes()
+    (photos / "cut.jpg").write_bytes(whole[: len(whole) * 6 // 10])
+    assert main(["-q", "eval", str(photos), "--input-size", "64", "--edits", "grey", "-k", "3",
+                 "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "skipped 1 file(s):" and err[1].count("cut.jpg") == 1 and "corrupt or truncated" in err[1]

@@ -74,9 +74,13 @@ def _whole(source: Source, i: int) -> np.ndarray:
 
 
 def _skipped(source: Source, i: int, exc: SourceError):
+    """The image's entry in `source.skipped`: its location, and why without the name the
+    error starts with (the list prints the name once)."""
     from ..sources.base import Skipped
+    from ..text import printable
 
-    return Skipped(source.location(i), str(exc))
+    where = source.location(i)
+    return Skipped(where, str(exc).removeprefix(f"{printable(where)}: "))
 
 
 def make_copies(originals: Sequence[Image.Image], edits: Sequence[str], seed: int = 0) -> list[Copy]:
