@@ -3,8 +3,6 @@ worker killed in the middle, a rerun after an interruption, the CLI's --schedule
 
 from __future__ import annotations
 
-import _thread
-import threading
 import time
 
 import numpy as np
@@ -13,6 +11,7 @@ import pytest
 from lookalike import Embedder, Index, NearestNeighbors
 from lookalike.cli import main
 from lookalike.dask import ClusterEmbedder
+from lookalike.dask import embed as dask_embed
 from lookalike.dask import NearestNeighbors as ClusterNeighbors
 from lookalike.features import read_features
 from lookalike.features.files import workdir
@@ -61,21 +60,27 @@ def test_a_worker_killed_in_the_middle_loses_nothing(client, tmp_path, local, ki
     _same(tmp_path / "f.npy", local)
 
 
-def test_rerun_after_an_interruption_recomputes_nothing_finished(client, tmp_path, local):
+def test_rerun_after_an_interruption_recomputes_nothing_finished(client, tmp_path, local, monkeypatch):
     out = tmp_path / "f.npy"
     work = workdir(out)
     embedder = ClusterEmbedder(_embedder(), client, chunk=CHUNK // 2)
 
-    def interrupt_after_the_first_chunk():  # Ctrl-C, once a chunk file is written
-        while not any(work.glob("*.npy")):
-            time.sleep(0.005)
-        _thread.interrupt_main()
+    class Interrupted:  # Ctrl-C in the driver as the first chunk is reported done: a thread that
+        # watched for the first chunk file came too late once the workers were warm (every chunk
+        # done before the interrupt reached the driver)
+        def __init__(self, *args, **kwargs):
+            pass
 
-    watcher = threading.Thread(target=interrupt_after_the_first_chunk, daemon=True)
-    watcher.start()
+        def update(self, n=1):
+            raise KeyboardInterrupt
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(dask_embed, "counter", Interrupted)
     with pytest.raises(KeyboardInterrupt):
         embedder.embed(open_source(f"sample:{N}"), out)
-    watcher.join()
+    monkeypatch.undo()
     deadline = time.monotonic() + 30  # tasks already running when Ctrl-C came finish their chunk
     while any(client.run(lambda dask_worker: dask_worker.state.executing_count).values()):
         assert time.monotonic() < deadline
