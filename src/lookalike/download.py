@@ -59,7 +59,7 @@ def download(url: str, dest: str | os.PathLike, *, md5: str | None = None, sha25
         reason = getattr(exc, "reason", exc)
         raise DownloadError(
             f"{url}: cannot download ({reason}); is this machine offline? "
-            f"Copy the file by hand to {dest} or pass another --url"
+            f"Copy the file by hand to {dest}"
         ) from None
     with response:
         if offset and response.status == 206:

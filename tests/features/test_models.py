@@ -102,6 +102,7 @@ def test_imagenet_offline_says_what_to_do(closed_port_url, monkeypatch, tmp_path
     with pytest.raises(WeightsUnavailable, match="efficientnet_lite0 works offline") as info:
         build("resnet50", "imagenet", progress=False)
     assert "--weights PATH" in str(info.value) and "\n" not in str(info.value)
+    assert "--url" not in str(info.value)  # an option of `fetch`, not of `embed`
 
 
 def test_summary_lists_layers_shapes_and_params():

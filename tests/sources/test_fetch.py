@@ -57,7 +57,7 @@ def test_fetch_offline_is_one_clear_line(closed_port_url, tmp_path, capsys):
     code = main(["-q", "fetch", "stl10", "--root", str(tmp_path), "--url", closed_port_url])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
-    assert "cannot download" in err and "offline" in err
+    assert "cannot download" in err and "offline" in err and "pass another --url" in err
 
 
 def test_fetch_cli_then_show(http_server, tmp_path, capsys):

@@ -39,7 +39,10 @@ def fetch_stl10(root: str | os.PathLike | None = None, url: str | None = None, m
     if md5 is None and url == STL10_URL:
         md5 = STL10_MD5
     root.mkdir(parents=True, exist_ok=True)
-    archive = download(url, root / url.rsplit("/", 1)[-1], md5=md5, progress=progress)
+    try:
+        archive = download(url, root / url.rsplit("/", 1)[-1], md5=md5, progress=progress)
+    except DownloadError as exc:  # the command that fetches takes another address (embed's weights do not)
+        raise DownloadError(f"{exc}, or pass another --url (or set LOOKALIKE_STL10_URL)") from None
     extract(archive, root)
     if not keep_archive:
         archive.unlink()
