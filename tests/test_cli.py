@@ -249,9 +249,15 @@ def test_ctrl_c_in_the_first_second_of_a_real_process():
     import signal
     import time
 
+    def as_from_a_shell():  # Ctrl-C's default disposition, unblocked, whatever this test process's is
+        # (in the whole suite an earlier test left it ignored or blocked, and the child inherited that)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
     for delay in (0.1, 0.4, 1.0):
         proc = subprocess.Popen([sys.executable, "-m", "lookalike", "model", "summary", "resnet50"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ,
+                                preexec_fn=as_from_a_shell)
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
@@ -267,6 +273,8 @@ def test_an_interrupt_while_the_parser_loads_is_held_until_it_is_built():
 
     from lookalike.cli import _interrupts_held
 
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh process (the whole
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # suite can leave it otherwise)
     seen = []
 
     def loads():
@@ -275,10 +283,14 @@ def test_an_interrupt_while_the_parser_loads_is_held_until_it_is_built():
             seen.append(1)
         return "parser"
 
-    with pytest.raises(KeyboardInterrupt):
-        _interrupts_held(loads)
-    assert len(seen) == 1000
-    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())  # unblocked again
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _interrupts_held(loads)
+        assert len(seen) == 1000
+        assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())  # unblocked again
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def test_bench_exits_1_naming_a_backend_that_disagrees(tmp_path, monkeypatch, capsys):
