@@ -130,7 +130,9 @@ def _interrupts_held(fn):
     numba, whose C++ initialisation aborts the whole process when an interrupt lands inside it
     (SIGABRT: "terminate called after throwing an instance of 'pybind11::error_already_set'",
     seen at 0.4 s). Held back, the interrupt comes right after, as exit 130. Only the main
-    thread (the one Python delivers signals to) blocks it, where the platform can."""
+    thread (the one Python delivers signals to) blocks it, where the platform can: enough at
+    a command line's start, when it is the only thread (threads started meanwhile inherit the
+    block); a process-directed signal would reach another thread that does not block it."""
     mask = getattr(signal, "pthread_sigmask", None)
     if mask is None or threading.current_thread() is not threading.main_thread():
         return fn()
