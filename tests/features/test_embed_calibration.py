@@ -112,6 +112,10 @@ def test_the_cache_is_used_and_invalidated_by_another_cpu_or_torch(cache, measur
     C.forget()
     again = _choose(Tiny().eval())  # from the file: nothing measured
     assert len(measured) == 1 and again.runner is None
+    # a job that starts from a kept choice says so in a short line, not every measurement again
+    assert again.kept and again.brief().startswith(f"{again.variant} (by calibration 20")
+    assert "`lookalike calibrate`" in again.brief() and "images/s" not in again.brief()
+    assert "images/s" in again.explain()
     real = C.machine
     monkeypatch.setattr(C, "machine", lambda device: {**real(device), "cpu": "Another CPU"})
     C.forget()

@@ -109,6 +109,7 @@ class Choice:
     others: float | None = None  # the share of the CPUs other processes used while it measured
     # the chosen variant, ready to run, where this process measured it (never cached in files)
     runner: Runner | None = field(default=None, repr=False, compare=False)
+    kept: bool = field(default=False, compare=False)  # read back from the cache folder, not measured now
 
     @property
     def mode(self) -> str:
@@ -127,6 +128,14 @@ class Choice:
         if self.excluded:
             out += "; not candidates: " + ", ".join(f"{n} ({why})" for n, why in self.excluded.items())
         return out + busy_note(self.load, self.others)
+
+    def brief(self) -> str:
+        """`explain()`, or for a choice kept from an earlier run a short line that says where
+        the measurements are (what a job prints each time it starts)."""
+        if not (self.kept and self.seconds):
+            return self.explain()
+        when = f" {self.measured[:10]}" if self.measured else ""
+        return f"{self.variant} (by calibration{when}; `lookalike calibrate` shows the measurements)"
 
     def as_dict(self) -> dict:
         return {"variant": self.variant, "key": self.key, "seconds": self.seconds, "cosines": self.cosines,
@@ -227,6 +236,8 @@ def choose(build: Build, *, device: torch.device, fast: bool, precision: str, ke
         if memo in _memory:
             return _memory[memo]
         choice = _parse(_read(device).get(memo), allowed) if calibration_files() else None
+        if choice is not None:
+            choice.kept = True
         if choice is None and images is not None and images < MEASURE_FROM:
             return unmeasured(allowed, images)
         if choice is None:

@@ -182,9 +182,10 @@ class Embedder:
         """The network's precision (torch.float32 or torch.bfloat16), as `choice` decided."""
         return self.choice.dtype
 
-    def explain(self) -> str:
-        """One line: how the network runs here, and why."""
-        out = self.choice.explain()
+    def explain(self, brief: bool = False) -> str:
+        """One line: how the network runs here, and why (`brief`: a choice kept from an
+        earlier run without its measurements, which `lookalike calibrate` shows)."""
+        out = self.choice.brief() if brief else self.choice.explain()
         if self._compile_now:
             out += ("; torch.compile" + (f" (a job of {COMPILE_MIN_IMAGES:,} images or more)"
                                          if self.compile == "auto" else ""))
@@ -331,7 +332,7 @@ class Embedder:
             self._compile_now = (self.fast and self.device.type == "cpu" and todo >= COMPILE_MIN_IMAGES
                                  and self.choice.mode in calibrate.TORCH_MODES)
         if self.progress and todo:
-            print(f"embed {self.model}: {self.explain()}", file=sys.stderr)
+            print(f"embed {self.model}: {self.explain(brief=True)}", file=sys.stderr)
         bar = counter(total=n, desc=f"embed {self.model}", unit="img", enabled=self.progress,
                       initial=n - todo)
         started = time.perf_counter()
