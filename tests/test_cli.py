@@ -85,8 +85,14 @@ def test_embed_then_bench_on_features(tmp_path, capsys, monkeypatch):
 
 
 def test_model_list_and_summary(capsys):
+    from lookalike.features import Embedder
+
     assert main(["model", "list"]) == 0
-    assert "efficientnet_lite0" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    # the length each model's default vectors have, as embed writes them (mid-level parts counted)
+    dim = Embedder("efficientnet_lite0", weights="none", progress=False).dim
+    assert f"efficientnet_lite0   {dim}-d (1280 final + {dim - 1280} mid-level" in listed
+    assert "resnet50             2048-d  max pooling, euclidean" in listed
     assert main(["model", "summary", "efficientnet_lite0"]) == 0
     assert "Total params" in capsys.readouterr().out
 

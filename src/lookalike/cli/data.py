@@ -102,10 +102,14 @@ def _input_paths(spec: str) -> list[Path]:
 
 
 def model_list(args: argparse.Namespace) -> int:
-    from ..features.models import MODELS
+    from ..features.models import MODELS, build, output_dim
 
     for name, spec in MODELS.items():
-        print(f"{name:<20} {spec.channels}-d  {spec.pooling} pooling, {spec.metric}  {spec.weights_note}")
+        # the length embed writes: the final layer's channels, plus the default mid-level taps'
+        net, _, _ = build(name, weights="none", mid=spec.mid, progress=False)  # no weights read: ~0.1 s
+        dim = output_dim(spec, spec.pooling, spec.input_size, net)
+        parts = "" if dim == spec.channels else f" ({spec.channels} final + {dim - spec.channels} mid-level {spec.mid})"
+        print(f"{name:<20} {dim}-d{parts}  {spec.pooling} pooling, {spec.metric}  {spec.weights_note}")
     return 0
 
 
