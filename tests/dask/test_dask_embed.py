@@ -52,6 +52,19 @@ def test_distributed_embed_writes_what_the_local_run_writes(client, tmp_path, lo
     assert not workdir(tmp_path / "f.npy").exists()
 
 
+def test_nothing_decoded_on_the_cluster_writes_nothing(client, tmp_path):
+    """As the local run: a source none of whose images decode is one error, nothing written."""
+    from lookalike.errors import SourceError
+
+    from tests.features.test_embed import _undecodable_folder
+
+    folder = _undecodable_folder(tmp_path / "bad")
+    embedder = ClusterEmbedder(_embedder(), client, chunk=CHUNK)
+    with pytest.raises(SourceError, match="none of its 2 image.s. could be decoded; nothing written"):
+        embedder.embed(open_source(str(folder), size=32, progress=False), tmp_path / "f.npy")
+    assert not any(p.name.startswith(("f.", ".f.")) for p in tmp_path.iterdir())  # no output, no work folder
+
+
 def test_a_worker_killed_in_the_middle_loses_nothing(client, tmp_path, local, kill_once):
     marker = kill_once("lookalike-embed-")
     embedder = ClusterEmbedder(_embedder(), client, chunk=CHUNK)

@@ -159,3 +159,32 @@ def test_batches_are_digested_in_threads_as_one(images, monkeypatch):
     with ThreadPoolExecutor(3) as pool:
         [(batch, digests)] = list(embed_mod._digested([Batch(0, [], many, {})], pool))
     assert digests == image_digests(many) and len(set(digests)) == len(images)
+
+
+def _undecodable_folder(folder):
+    """Two JPEGs whose headers read (the folder keeps them) but whose pixels do not decode."""
+    from PIL import Image
+
+    folder.mkdir()
+    for i, image in enumerate(SampleSource(2, seed=3).images):
+        path = folder / f"{i}.jpg"
+        Image.fromarray(image).resize((200, 200)).save(path, quality=90)
+        path.write_bytes(path.read_bytes()[:3000])
+    return folder
+
+
+def test_a_source_where_nothing_decodes_writes_nothing(tmp_path):
+    """embed(source, out) of images none of which decode: one error, no features file, no
+    sidecar, no work folder (as `index build` refuses it); without `out`, (0, dim) rows."""
+    from lookalike.errors import SourceError
+    from lookalike.sources import open_source
+
+    folder = _undecodable_folder(tmp_path / "bad")
+    e = Embedder(input_size=32, fast=False, progress=False)
+    source = open_source(str(folder), size=32, progress=False)
+    assert len(source) == 2
+    with pytest.raises(SourceError, match="none of its 2 image.s. could be decoded; nothing written"):
+        e.embed(source, tmp_path / "f.npy")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad"]
+    rows = e.embed(open_source(str(folder), size=32, progress=False))
+    assert rows.shape == (0, e.dim)

@@ -178,3 +178,4 @@ def test_nothing_decodes_is_one_error_after_the_list_and_nothing_written(tmp_pat
         assert lines[0] == "skipped 2 file(s):" and len(lines) == 4, proc.stderr
         assert "none of its 1 image(s) could be decoded" in lines[-1], proc.stderr
         assert not any((tmp_path / m).exists() for m in made)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["bad"]  # no work folder left either

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import SourceError
 from ..text import printable
 from .common import add_model_args, embedder_from_args, input_size, positive_int, report_skipped
 from .scheduler import add_scheduler, on_scheduler
@@ -83,11 +82,6 @@ def embed(args: argparse.Namespace) -> int:
             features = embedder.embed(source, out)
     finally:  # the files left out are listed whatever happens next
         report_skipped(source)
-    if len(source) and not len(features):  # as `index build` says it: no output of no image
-        for path in (out, sidecar_path(out)):
-            path.unlink(missing_ok=True)
-        raise SourceError(f"{printable(source.name)}: none of its {len(source)} image(s) could be decoded; "
-                          "nothing written")
     rate = len(source) / embedder.last_seconds if embedder.last_seconds else float("nan")
     print(f"wrote {printable(out)} {features.shape} float32 ({embedder.model}, {embedder.weights_id}, "
           f"{embedder.pooling} pooling, {rate:.0f} images/s) and {printable(sidecar_path(out))}")

@@ -33,8 +33,8 @@ import numpy as np
 from ..atomic import renamed
 from ..errors import ClusterError, ModelError, WriteError
 from ..features.embed import CHUNK, Embedded, Embedder, input_files
-from ..features.files import (Chunk, check_features_out, clear_work, image_digests, load_done, read_chunk,
-                              save_chunk, workdir, write_features)
+from ..features.files import (Chunk, check_decoded, check_features_out, clear_work, image_digests, load_done,
+                              read_chunk, save_chunk, workdir, write_features)
 from ..progress import counter
 from ..sources.base import Source
 from ..sources.pieces import Piece
@@ -150,6 +150,7 @@ class ClusterEmbedder:
             self.last_run = ChunkRun(len(pieces), embedded, len(pieces) - embedded)
             self.last_seconds = time.perf_counter() - started
             if out is not None:
+                check_decoded(source.name, n, len(result.kept), work)
                 skipped = [{"id": source.ids[i], "path": s.path, "reason": s.reason}
                            for i, s in result.failed.items()]
                 write_features(out, result.features, {**config, "source": source.describe(),

@@ -22,8 +22,8 @@ from ..errors import ModelError, WriteError
 from ..progress import counter
 from ..hardware import resolve_device
 from ..sources.base import Skipped, Source
-from .files import (Chunk, check_features_out, clear_work, image_digests, load_done, read_features, save_chunk,
-                    workdir, write_features)
+from .files import (Chunk, check_decoded, check_features_out, clear_work, image_digests, load_done, read_features,
+                    save_chunk, workdir, write_features)
 from . import calibrate, runtimes
 from .mid import NONE as NO_MID
 from .mid import mid_text
@@ -351,6 +351,7 @@ class Embedder:
             source.note_skipped(entry)
         self.last_seconds = time.perf_counter() - started
         if out is not None and work is not None:
+            check_decoded(source.name, n, len(result.kept), work)
             skipped = [{"id": source.ids[i], "path": s.path, "reason": s.reason} for i, s in result.failed.items()]
             write_features(out, result.features, {**self.config(), "source": source.describe(),
                                                   "ids": [source.ids[i] for i in result.kept], "skipped": skipped})

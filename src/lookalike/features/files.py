@@ -24,8 +24,9 @@ import numpy as np
 
 from .. import __version__
 from ..atomic import atomic_save_npy, atomic_write_text, check_output_file
-from ..errors import InvalidParameter, ModelError, write_error
+from ..errors import InvalidParameter, ModelError, SourceError, write_error
 from ..sources.base import Skipped
+from ..text import printable
 
 WORK_FORMAT = 2  # job.json's "format": work folders of another format are cleared
 # what lookalike writes there (`.failed.json`: work folders of format 1)
@@ -141,6 +142,14 @@ def check_features_out(out: str | os.PathLike, inputs=()) -> Path:
         raise InvalidParameter(f"{side}: exists and is not a sidecar lookalike wrote; the features' sidecar "
                                f"goes there, so move it away or give another --out")
     return out
+
+
+def check_decoded(name: str, n: int, kept: int, work: Path) -> None:
+    """Refuse to write features of a source of `n` images of which none decoded (as `index
+    build` refuses it): its work folder is cleared, nothing is written, and the error says so."""
+    if n and not kept:
+        clear_work(work)
+        raise SourceError(f"{printable(name)}: none of its {n} image(s) could be decoded; nothing written")
 
 
 def write_features(out: Path, features: np.ndarray, meta: dict) -> None:
