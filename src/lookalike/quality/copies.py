@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InvalidParameter, SourceError
-from ..sources.base import Source
+from ..sources.base import Skipped, Source
 from ..sources.decode import fit_square, load_image
 from ..sources.folder import FolderSource
 from ..text import printable
@@ -42,7 +42,7 @@ def read_originals(source: Source) -> tuple[list[Image.Image], list[str]]:
         try:
             pixels = _whole(source, i)
         except SourceError as exc:
-            source.note_skipped(_skipped(source, i, exc))
+            source.note_skipped(Skipped.of(exc, source.location(i)))
             continue
         im = Image.fromarray(pixels)
         if max(im.size) > MAX_SIDE:
@@ -73,16 +73,6 @@ def _whole(source: Source, i: int) -> np.ndarray:
     return source.read([i])[0]
 
 
-def _skipped(source: Source, i: int, exc: SourceError):
-    """The image's entry in `source.skipped`: its location, and why without the name the
-    error starts with (the list prints the name once)."""
-    from ..sources.base import Skipped
-    from ..text import printable
-
-    where = source.location(i)
-    return Skipped(where, str(exc).removeprefix(f"{printable(where)}: "))
-
-
 def make_copies(originals: Sequence[Image.Image], edits: Sequence[str], seed: int = 0) -> list[Copy]:
     """Every original after every edit, originals in order, edits in order within each. Copy
     (original j, edit e) draws from its own generator seeded with (seed, j, e), so it does
@@ -111,7 +101,7 @@ def source_squares(source: Source, rows: Sequence[int], size: int, resize: str) 
                 pixels.append(load_image(source.path(r), size, resize))
                 kept.append(r)
             except SourceError as exc:
-                source.note_skipped(_skipped(source, r, exc))
+                source.note_skipped(Skipped.of(exc, source.location(r)))
         return (np.stack(pixels) if pixels else np.empty((0, size, size, 3), np.uint8)), kept
     images, failed = source.read_available(rows)
     kept = [r for j, r in enumerate(rows) if j not in failed]

@@ -34,6 +34,13 @@ class Skipped:
     path: str
     reason: str
 
+    @classmethod
+    def of(cls, error: SourceError, where: str, named=None) -> Skipped:
+        """The entry of a file that `error` (a `SourceError` about file `named`, default
+        `where`) stopped: listed as `where`, the reason without the name the error starts
+        with (the list prints the name once)."""
+        return cls(where, str(error).removeprefix(f"{printable(where if named is None else named)}: "))
+
 
 @dataclass
 class Batch:

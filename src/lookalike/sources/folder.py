@@ -58,11 +58,6 @@ def _each(fn: Callable, items: Sequence, progress: bool = False, desc: str = "")
         return list(bar(results, total=len(items), desc=desc, unit="img", enabled=progress))
 
 
-def _reason(path: Path, error: SourceError) -> str:
-    """The reason of a file's `SourceError`, without the name it starts with."""
-    return str(error).removeprefix(f"{printable(path)}: ")
-
-
 class FolderSource(Source):
     """Every image below a folder, decoded to `size` x `size` when read.
 
@@ -112,7 +107,7 @@ class FolderSource(Source):
         kept = []
         for path, check in zip(files, checks):
             if isinstance(check, SourceError):
-                skipped.append(Skipped(str(path), _reason(path, check)))
+                skipped.append(Skipped.of(check, str(path)))
             else:
                 kept.append(PurePosixPath(path.relative_to(self.root).as_posix()))
         return kept, skipped
@@ -124,7 +119,7 @@ class FolderSource(Source):
         failed = {}
         for j, (path, result) in enumerate(zip(paths, decoded)):
             if isinstance(result, SourceError):  # named as the listing names a file: the folder as given
-                failed[j] = Skipped(str(self.root / self.ids[int(rows[j])]), _reason(path, result))
+                failed[j] = Skipped.of(result, str(self.root / self.ids[int(rows[j])]), named=path)
                 self.note_skipped(failed[j])
         images = [r for r in decoded if not isinstance(r, SourceError)]
         out = np.stack(images) if images else np.empty((0, *self.image_shape), np.uint8)
