@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import InvalidParameter
-from ..text import printable
+from ..text import distance, printable
 from .upkeep import ACTIONS as UPKEEP
 from .upkeep import register as register_upkeep
 from .common import add_k, add_model_args, add_runtime, embedder_from_args, positive_int, report_skipped
@@ -227,7 +227,7 @@ def search(args: argparse.Namespace) -> int:
             if r.error:
                 print(f"  error: {printable(r.error)}")
             for n in r.neighbours:
-                print(f"  {n.rank}. distance {n.distance:.4f}  id {n.id}  {printable(n.key)}  "
+                print(f"  {n.rank}. distance {distance(n.distance)}  id {n.id}  {printable(n.key)}  "
                       f"label {printable(n.label or '-')}  {printable(n.location)}")
     failed = [r for r in results if r.error]
     for r in failed:

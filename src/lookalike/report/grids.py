@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SourceError
-from ..text import printable
+from ..text import distance, printable
 from .figures import pyplot, save
 
 
@@ -137,7 +137,7 @@ def result_grid(query_images: np.ndarray, query_titles: Sequence[str], neighbour
         axes[r, 0].set_title(f"query\n{query_titles[r]}", fontsize=7, color="tab:blue")
         for c in range(k):
             axes[r, c + 1].imshow(neighbour_images[r, c])
-            axes[r, c + 1].set_title(f"d={distances[r, c]:.3f}\n{neighbour_titles[r][c]}", fontsize=7)
+            axes[r, c + 1].set_title(f"d={distance(distances[r, c], 3)}\n{neighbour_titles[r][c]}", fontsize=7)
         for ax in axes[r]:
             ax.axis("off")
     return save(fig, out)

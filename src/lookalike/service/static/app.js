@@ -99,6 +99,12 @@ function showQuery(src, caption) {
   $("query-caption").textContent = caption;
 }
 
+// a distance to 3 decimals, never "-0.000" (a near copy's cosine distance can round below zero)
+function shownDistance(d) {
+  const text = d.toFixed(3);
+  return text === "-0.000" ? "0.000" : text;
+}
+
 function showResults(result, what) {
   const grid = $("grid");
   grid.replaceChildren();
@@ -108,7 +114,7 @@ function showResults(result, what) {
     button.type = "button";
     button.dataset.id = String(n.id);
     button.setAttribute("aria-label", "Rank " + n.rank + ", image " + n.id + (n.label ? ", " + n.label : "") +
-      ", distance " + n.distance.toFixed(3) + ": show more like this");
+      ", distance " + shownDistance(n.distance) + ": show more like this");
     const img = document.createElement("img");
     setThumbnail(img, n.thumbnail);
     img.alt = "image " + n.id + (n.label ? " (" + n.label + ")" : "");
@@ -120,7 +126,7 @@ function showResults(result, what) {
     rank.textContent = "#" + n.rank + " · id " + n.id;
     const distance = document.createElement("span");
     distance.className = "distance";
-    distance.textContent = n.distance.toFixed(3);
+    distance.textContent = shownDistance(n.distance);
     meta.append(rank, distance);
     const label = document.createElement("span");
     label.className = "label";
