@@ -111,6 +111,20 @@ def test_index_shorthand_only_where_unambiguous(argv, expanded):
     assert expand_shorthand(argv) == (expanded or argv)
 
 
+def test_another_command_after_index_is_named_as_a_mistake(tmp_path, monkeypatch, capsys):
+    """`lookalike index search IX Q` meant `lookalike search IX Q`: one line that says so, not
+    `index build`'s "--out is required" (the word taken for a source)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["index", "search", "ix", "q.png"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["lookalike: error: index search: search is not an action of index but a command of its own: "
+                   "lookalike search ... (see 'lookalike search --help')"]
+    (tmp_path / "search").mkdir()  # a folder of that name is a source as any other
+    assert expand_shorthand(["index", "search", "--out", "ix"]) == ["index", "build", "search", "--out", "ix"]
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert set(index_commands.COMMANDS) == set(commands) - {"index"}
+
+
 def test_index_actions_are_subcommands():
     parse = build_parser().parse_args
     args = parse(expand_shorthand(["index", "photos", "--out", "ix", "--metric", "cosine"]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +22,8 @@ from .common import add_k, add_model_args, add_runtime, embedder_from_args, posi
 from .scheduler import add_scheduler, on_scheduler
 
 ACTIONS = ("build", "add", "info", *UPKEEP)
+# lookalike's other commands: a word after `index` that names one is a mistake, not a source
+COMMANDS = ("fetch", "show", "embed", "model", "search", "grid", "bench", "calibrate", "eval", "demo", "serve")
 INFO_KEYS = ("path", "count", "removed", "model", "weights", "pooling", "views", "mid", "input_shape", "dim", "metric",
              "precision", "embedded_with", "format_version", "segments", "vector_bytes", "labels", "thumbnails",
              "thumbnail_bytes", "screen", "screen_batch")
@@ -39,6 +42,9 @@ def expand_shorthand(argv: Sequence[str]) -> list[str]:
     word = argv[at + 1]
     if word in ACTIONS or word.startswith("-"):
         return argv
+    if word in COMMANDS and not os.path.lexists(word):  # `index search IX Q` for `search IX Q`
+        raise InvalidParameter(f"index {word}: {word} is not an action of index but a command of its own: "
+                               f"lookalike {word} ... (see 'lookalike {word} --help')")
     return [*argv[:at + 1], "build", *argv[at + 1:]]
 
 
