@@ -185,3 +185,21 @@ def test_the_gemm_reference_keeps_the_tie_rule_among_many_duplicates():
     D2, I2 = reference_knn(xb[:5], xb, 30, "euclidean", method="gemm", extra=4)
     np.testing.assert_array_equal(I1, I2)
     assert I1[0].tolist() == list(range(30))
+
+
+def test_the_engines_load_initialises_numba_before_a_timed_fit():
+    """`lookalike bench` loads each backend's library before its clock starts: for the engine
+    that includes numba's once-a-process initialisation of its CPU target (~0.26 s, the imports
+    of its implementations), which the first fit took before. In a fresh process."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from lookalike.knn.backends import LookalikeBackend\n"
+            "impl = ('numba.np.npyimpl', 'numba.np.arraymath', 'numba.cpython.mathimpl')\n"
+            "before = [m for m in impl if m in sys.modules]\n"
+            "LookalikeBackend.load()\n"
+            "print(before, [m for m in impl if m in sys.modules])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[] ['numba.np.npyimpl', 'numba.np.arraymath', 'numba.cpython.mathimpl']"

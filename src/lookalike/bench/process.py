@@ -1,7 +1,8 @@
 """One backend measured in a process of its own (`python -m lookalike.bench.process`).
 
 The parent writes xb.npy, xq.npy and options.json into a folder; the worker loads the
-backend's library before the clock starts (its import is `import_s`, never part of `fit_s`),
+backend's library before the clock starts (its import is `import_s`, never part of `fit_s`;
+for lookalike, with numba's once-a-process initialisation of its CPU target),
 configures it as the variant says (FAISS's BLAS threshold, timed on probe searches), times fit
 and search (lookalike's after a warm-up search of as many queries as FAISS's probe: both come to
 the timed search warm), saves

@@ -168,6 +168,15 @@ class LookalikeBackend(Backend):
                     "int8 quantisation to the screen precision, with row norms")
     scales = False  # the engine scales rows itself, exactly, and reranks in float64
 
+    @classmethod
+    def load(cls) -> None:
+        """numba's CPU target initialised (its once-a-process imports, ~0.26 s: the library's
+        load, as FAISS's import loads its compiled code); each kernel is still loaded from the
+        disk cache by the first fit or search that runs it."""
+        from . import jit
+
+        jit.load()
+
     @property
     def config(self) -> str:
         if self.screen_dtype_ is None:

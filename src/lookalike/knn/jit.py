@@ -27,13 +27,24 @@ try:  # pragma: no cover - exercised by whichever environment runs the tests
 except ImportError:  # pragma: no cover
     numba = None
 
-__all__ = ["enabled", "njit", "threads"]
+__all__ = ["enabled", "load", "njit", "threads"]
 
 
 def enabled(device: torch.device | str = "cpu") -> bool:
     """Whether the compiled kernels serve a search on `device` (the CPU only)."""
     return (numba is not None and torch.device(device).type == "cpu"
             and os.environ.get("LOOKALIKE_JIT", "1").strip() != "0")
+
+
+def load() -> None:
+    """Initialise numba's CPU target now: the imports of its implementations that its first
+    compilation (or first load of a cached kernel) makes, about 0.26 s once per process. A
+    benchmark counts it with the library's import (as FAISS's loading of its compiled code), not
+    in the first fit; nothing else needs to call it."""
+    if numba is not None:
+        from numba.core.registry import cpu_target
+
+        cpu_target.target_context.refresh()
 
 
 def njit(*, parallel: bool = False, fastmath: bool = False):
