@@ -91,6 +91,23 @@ def test_different_model_is_refused_and_changes_nothing(tmp_path):
     assert (tmp_path / "ix" / "meta.sqlite").read_bytes() == before
 
 
+def test_a_damaged_vector_that_keeps_its_size_is_named_as_damage(tmp_path):
+    """Bytes overwritten in a segment, its size unchanged, decode to a NaN: a search says the
+    segment file is damaged (not that "Input X contains NaN", which reads as the query's fault)."""
+    Index.build(SampleSource(20, seed=1), tmp_path / "ix", progress=False)
+    seg = next((tmp_path / "ix" / "vectors").iterdir())
+    data = bytearray(seg.read_bytes())
+    at = len(data) - 20 * 1472 * 4 + 5 * 1472 * 4  # row 5's first value
+    data[at : at + 4] = np.array([np.nan], np.float32).tobytes()
+    seg.write_bytes(bytes(data))
+    with pytest.raises(BadIndex) as caught:
+        Index(tmp_path / "ix").search_ids([0], k=1)
+    message = str(caught.value)
+    assert message.startswith(f"{seg}: holds vectors no index writes (Input X contains NaN (first at row 5).)")
+    assert message.endswith(f"the vector file is damaged (`lookalike index verify {tmp_path / 'ix'}` checks "
+                            "every file)") and "\n" not in message
+
+
 def test_corrupt_truncated_and_missing(tmp_path):
     Index.build(SampleSource(20, seed=1), tmp_path / "ix", progress=False)
     seg = next((tmp_path / "ix" / "vectors").iterdir())

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import InvalidParameter, SearchError, SourceError, UnknownImage
+from ..errors import BadIndex, InvalidParameter, SearchError, SourceError, UnknownImage
 from ..features.embed import Embedder
 from ..knn import NearestNeighbors
 from ..sources.decode import ImageInput, describe_input, load_image
@@ -129,11 +129,38 @@ class Searcher:
         if dead <= OVERFETCH:
             if old is not None and old.estimator is not None and old.fitted is None and old.segments == segments:
                 return replace(old, **common, extra=dead)  # a commit that removed a few images: no refit
-            estimator = NearestNeighbors(metric=self.index.metric, backend=self.backend).fit(vectors)
+            estimator = self._fit(vectors, segments)
             return _State(**common, estimator=estimator, fitted=None, extra=dead, segments=segments)
         live = np.asarray(vectors[state.rows])  # many removed: fit the live vectors alone (compact to map them)
-        estimator = NearestNeighbors(metric=self.index.metric, backend=self.backend).fit(live)
+        estimator = self._fit(live, segments)
         return _State(**common, estimator=estimator, fitted=state.rows, extra=0, segments=segments)
+
+    def _fit(self, vectors, segments: tuple) -> NearestNeighbors:
+        """The estimator over `vectors`. Vectors the index wrote are finite float32 values (each
+        checked when added): one that is not (a NaN, an infinity, a value beyond float32's
+        range) is damage to its segment file, named, whose size the load checks but not every
+        byte (`lookalike index verify` does)."""
+        try:
+            return NearestNeighbors(metric=self.index.metric, backend=self.backend).fit(vectors)
+        except InvalidParameter as exc:
+            raise BadIndex(f"{self._damaged(segments)}: holds vectors no index writes ({exc}); the vector file "
+                           f"is damaged (`lookalike index verify {self.index.path}` checks every file)") from None
+
+    def _damaged(self, segments: tuple) -> str:
+        """The first segment file holding a value no index writes, or the index folder."""
+        from ..knn.validation import MAX_VALUE
+
+        folder = self.index.path / "vectors"
+        for name, *_ in segments:
+            try:
+                part = np.load(folder / name, mmap_mode="r")
+                block = max(1, (1 << 24) // max(1, part.shape[1] * 4))
+                if any(not (np.isfinite(b).all() and np.abs(b).max(initial=0) <= MAX_VALUE)
+                       for b in (part[lo : lo + block] for lo in range(0, len(part), block))):
+                    return str(folder / name)
+            except (OSError, ValueError, IndexError):
+                return str(folder / name)
+        return str(self.index.path)
 
     def close(self) -> None:
         """Let go of the index's database (done by itself when the searcher is collected)."""
