@@ -203,3 +203,26 @@ def test_the_engines_load_initialises_numba_before_a_timed_fit():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[] ['numba.np.npyimpl', 'numba.np.arraymath', 'numba.cpython.mathimpl']"
+
+
+def test_numba_leaves_torchs_thread_count_as_it_was():
+    """numba's first call launches its OpenMP threads, which set the OpenMP count torch reads
+    (the same libgomp) to every core: a server's one-thread stages then ran torch on all cores
+    and calibrated as another machine. In a fresh process, a search keeps torch at 1 thread."""
+    import subprocess
+    import sys
+
+    code = ("import threading, numpy as np, torch\n"
+            "torch.set_num_threads(1)\n"
+            "from lookalike import NearestNeighbors\n"
+            "x = np.random.default_rng(0).random((300, 16), dtype=np.float32)\n"
+            "nn = NearestNeighbors(3, precision='int8').fit(x)\n"
+            "nn.kneighbors(x)\n"
+            "seen = [torch.get_num_threads()]\n"
+            "def other():\n"
+            "    torch.set_num_threads(1); nn.kneighbors(x[:64]); seen.append(torch.get_num_threads())\n"
+            "t = threading.Thread(target=other); t.start(); t.join()\n"
+            "print(seen)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[1, 1]"

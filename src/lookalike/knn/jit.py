@@ -73,9 +73,14 @@ def threads(tasks: int | None = None) -> None:
     instead of 0.4 ms). numba is only asked when the count differs from the one this thread
     last set (asking costs about 7 us, and a search of one query calls this five times)."""
     if numba is not None:
-        n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS,
-                       tasks if tasks is not None else 1 << 30))
+        want = torch.get_num_threads()
+        n = max(1, min(want, numba.config.NUMBA_NUM_THREADS, tasks if tasks is not None else 1 << 30))
         if getattr(_threads, "n", None) != n:
             if numba.get_num_threads() != n:
                 numba.set_num_threads(n)
             _threads.n = n
+            if torch.get_num_threads() != want:
+                # numba's first call launches its OpenMP threads, which sets the OpenMP thread
+                # count torch reads too (the same libgomp) back to all the cores: a server's
+                # one-thread stages ran torch on every core after their first search
+                torch.set_num_threads(want)
