@@ -119,6 +119,28 @@ def test_another_cpu_or_torch_measures_again(cache, monkeypatch, change):
     assert saved["machine"][change] == "something else" and list(saved["classes"]) == ["cpu/euclidean/d64"]
 
 
+def test_each_thread_count_keeps_its_own_calibration(cache, monkeypatch):
+    """A server's one-thread stages and a command line's all-core run measure apart and each
+    keeps its measurement (each wiped the other's before: the file held one thread count);
+    another CPU still drops them all."""
+    measured = []
+    monkeypatch.setattr(calibrate, "calibrate", lambda *a, **kw: measured.append(torch.get_num_threads()) or quick(
+        *a, **kw))
+    real = calibrate.machine
+    for threads in (2, 1, 2, 1):
+        monkeypatch.setattr(calibrate, "machine", lambda dev, t=threads: {**real(dev), "threads": t})
+        calibrate.forget()
+        calibrate.calibration(CPU, L2, 64)
+    assert len(measured) == 2  # once at each thread count, then read back
+    saved = json.loads(cache.read_text())
+    assert saved["machine"]["threads"] == 1 and [e["machine"]["threads"] for e in saved["also"]] == [2]
+    monkeypatch.setattr(calibrate, "machine", lambda dev: {**real(dev), "cpu": "Another CPU"})
+    calibrate.forget()
+    calibrate.calibration(CPU, L2, 64)
+    saved = json.loads(cache.read_text())
+    assert len(measured) == 3 and saved["machine"]["cpu"] == "Another CPU" and "also" not in saved
+
+
 @pytest.mark.parametrize("damage", ["not json {", '{"machine": 3}', "[]", "",
                                     '{"machine": null, "classes": {"cpu/euclidean/d64": {"lines": 1}}}',
                                     '{"version": 2, "machine": null, "classes": []}'])
