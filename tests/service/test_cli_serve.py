@@ -74,3 +74,31 @@ def test_a_model_that_cannot_load_stops_the_server(capsys, built_index, tmp_path
     assert main(["serve", str(index), "--port", "0"]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("lookalike: error: ") and "cannot be served" in last and "/gone/w.pth" in last
+
+
+def test_a_truncated_segment_is_one_line_before_anything_listens(capsys, built_index, tmp_path):
+    """A damaged index is refused in one line before the server starts (no uvicorn start and
+    shutdown around it, no second copy of the error in the log)."""
+    index = copy_index(built_index, tmp_path)
+    seg = next((index / "vectors").iterdir())
+    seg.write_bytes(seg.read_bytes()[:-100])
+    assert main(["serve", str(index), "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"lookalike: error: {seg}: size ") and "truncated or damaged" in err[0]
+
+
+def test_a_failed_load_is_said_once(capsys, built_index, tmp_path):
+    """A load that fails after the start (a segment whose bytes decode to a NaN, its size kept)
+    stops the server with the error in its last line, and the log does not say it again."""
+    import numpy as np
+
+    index = copy_index(built_index, tmp_path)
+    seg = next((index / "vectors").iterdir())
+    data = bytearray(seg.read_bytes())
+    data[-4:] = np.array([np.nan], np.float32).tobytes()
+    seg.write_bytes(bytes(data))
+    assert main(["serve", str(index), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"lookalike: error: {index}: cannot be served: {seg}: holds vectors no index writes")
+    assert err.count("holds vectors no index writes") == 1

@@ -123,9 +123,13 @@ def _api_docs(app: FastAPI) -> None:
 def _load(service: Service, on_failure) -> None:
     try:
         service.load()
-    except Exception as exc:  # a failed load is told once, and the server stops if asked to
-        if not service.failed:
+    except Exception as exc:  # a failed load is told once: by `on_failure` where given (the CLI stops
+        # and says it in its one error line), else in the log; a bug's traceback is logged in any case
+        bug = not service.failed
+        if bug:
             service.failed = str(exc) or type(exc).__name__
             log.exception("cannot load %s", service.index.path)
         if on_failure is not None:
             on_failure(service.failed)
+        elif not bug:
+            log.error("cannot load %s: %s", service.index.path, service.failed)

@@ -86,9 +86,16 @@ def serve(settings: Settings) -> int:
             server.should_exit = True
 
     app = create_app(settings, on_load_failure=load_failed)  # a missing or damaged index: raised here
+    # every vector segment there with its recorded size, before anything listens: a truncated or
+    # missing file is one error line, not a server that starts and stops (the values are checked
+    # by the load, which fits the search)
+    app.state.service.index.store.vectors()
     sock = listen(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(app, log_level="info", access_log=settings.access_log, lifespan="on",
+    # log_config=None: uvicorn's lines go through the handler set above ("lookalike serve: ..."), and
+    # it does not reconfigure logging, which closes every handler of the process, other libraries'
+    # too (absl's closes the stream it was given when that is no longer sys.stderr)
+    config = uvicorn.Config(app, log_level="info", access_log=settings.access_log, lifespan="on", log_config=None,
                             timeout_graceful_shutdown=int(settings.timeout) + 5, server_header=False,
                             h11_max_incomplete_event_size=64 * 1024)
     server = _server_class(uvicorn)(config)

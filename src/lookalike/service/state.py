@@ -95,9 +95,8 @@ class Service:
             self.searcher = searcher
             self._loaded.set()
             log.info("ready: %s, %d images, %s", self.index.path, searcher.count, self.index.manifest["model"])
-        except LookalikeError as exc:
+        except LookalikeError as exc:  # told by the caller (`app._load`), once
             self.failed = str(exc)
-            log.error("cannot load %s: %s", self.index.path, exc)
             raise
 
     def _warm_up(self, searcher: Searcher) -> None:
