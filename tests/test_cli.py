@@ -156,7 +156,7 @@ def _numpy_value_error():
     (SourceError("photos: no such file or folder"), 2, "lookalike: error: photos: no such file or folder"),
     (WriteError("out.png: cannot write (disk full)"), 1, "lookalike: error: out.png: cannot write (disk full)"),
     (PermissionError(13, "Permission denied", "out.png"), 1, "lookalike: error: out.png: Permission denied"),
-    (KeyboardInterrupt(), 130, "lookalike: interrupted; finished work is kept, run the same command again to resume"),
+    (KeyboardInterrupt(), 130, "lookalike: interrupted"),  # show keeps nothing: promises no resumption
 ])
 def test_errors_by_type_one_line(raised, code, line, monkeypatch, capsys, tmp_path):
     """A LookalikeError (InvalidParameter is a ValueError too), an OSError, Ctrl-C: one line."""
@@ -166,6 +166,31 @@ def test_errors_by_type_one_line(raised, code, line, monkeypatch, capsys, tmp_pa
     monkeypatch.setattr("lookalike.sources.open_source", fail)
     assert main(["show", "sample:5", "--out", str(tmp_path / "s.png")]) == code
     assert capsys.readouterr().err.splitlines() == [line]
+
+
+def test_only_a_resumable_command_promises_to_resume(monkeypatch, capsys, tmp_path):
+    """Ctrl-C in embed, index build or add, fetch or the demo: finished work is kept and the
+    same command resumes; in any other command nothing is promised."""
+    from lookalike.cli import RESUMABLE, build_parser
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("lookalike.sources.open_source", interrupted)
+    assert main(["embed", "sample:5", "--out", str(tmp_path / "f.npy")]) == 130
+    assert capsys.readouterr().err.splitlines() == [
+        "lookalike: interrupted; finished work is kept, run the same command again to resume"]
+    assert main(["index", "build", "sample:5", "--out", str(tmp_path / "ix")]) == 130
+    assert "run the same command again to resume" in capsys.readouterr().err
+    assert main(["eval", "sample:5", "--out", str(tmp_path / "ev")]) == 130
+    assert capsys.readouterr().err.splitlines() == ["lookalike: interrupted"]
+    parse = build_parser().parse_args
+    named = {"fetch": ["fetch", "stl10"], "embed": ["embed", "x", "--out", "f.npy"], "demo": ["demo"],
+             "index build": ["index", "build", "x", "--out", "ix"], "index add": ["index", "add", "ix", "x"]}
+    assert set(named) == RESUMABLE
+    from lookalike.cli import _resumes
+    assert all(_resumes(parse(argv)) for argv in named.values())
+    assert not any(_resumes(parse(argv)) for argv in (["index", "compact", "ix"], ["search", "ix", "q.png"]))
 
 
 @pytest.mark.parametrize("bug, kind", [

@@ -72,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     `--help`, `--version` and usage errors end in `SystemExit`, as argparse does. Ctrl-C is
     exit status 130 from the first moment: while the parser loads (torch, ~1 s) too.
     """
+    args = None
     try:
         argv = index.expand_shorthand(sys.argv[1:] if argv is None else argv)
         args = _interrupts_held(build_parser).parse_args(argv)
@@ -81,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"lookalike: error: {printable(exc)}")
         return exc.exit_code
     except KeyboardInterrupt:
-        _say("lookalike: interrupted; finished work is kept, run the same command again to resume")
+        _say("lookalike: interrupted" + ("; finished work is kept, run the same command again to resume"
+                                         if _resumes(args) else ""))
         return EXIT_INTERRUPTED
     except MemoryError as exc:  # the machine's answer too: sizes are bounded up front, this is the net below
         _say(f"lookalike: error: out of memory ({str(exc).splitlines()[0][:200] if str(exc) else 'MemoryError'}); "
@@ -111,6 +113,19 @@ class _Notice(logging.Handler):
 
 
 _NOTICE = _Notice()
+
+
+# the commands whose finished work an interrupted run keeps (downloads, chunks of features,
+# an index's staging folder); the others write their outputs whole or not at all
+RESUMABLE = {"fetch", "embed", "demo", "index build", "index add"}
+
+
+def _resumes(args) -> bool:
+    """Whether the interrupted command line `args` (None: not parsed yet) keeps its finished work."""
+    if args is None:
+        return False
+    name = args.command if args.command != "index" else f"index {getattr(args.run, '__name__', '')}"
+    return name in RESUMABLE
 
 
 def _notices(shown: bool) -> None:
