@@ -109,7 +109,8 @@ class ClusterEmbedder:
         done = self.embed_rows(source, out)
         return (done.features, done.kept) if return_kept else done.features
 
-    def embed_rows(self, source: Source, out: str | os.PathLike | None = None) -> Embedded:
+    def embed_rows(self, source: Source, out: str | os.PathLike | None = None, *,
+                   keep_empty: bool = False) -> Embedded:
         """What `Embedder.embed_rows` computes and writes, on the cluster. Without `out`, the
         chunks go to a temporary folder on this machine (right for a LocalCluster only)."""
         from distributed import as_completed
@@ -150,7 +151,8 @@ class ClusterEmbedder:
             self.last_run = ChunkRun(len(pieces), embedded, len(pieces) - embedded)
             self.last_seconds = time.perf_counter() - started
             if out is not None:
-                check_decoded(source.name, n, len(result.kept), work)
+                if not keep_empty:
+                    check_decoded(source.name, n, len(result.kept), work)
                 skipped = [{"id": source.ids[i], "path": s.path, "reason": s.reason}
                            for i, s in result.failed.items()]
                 write_features(out, result.features, {**config, "source": source.describe(),

@@ -319,8 +319,11 @@ class Embedder:
         done = self.embed_rows(source, out)
         return (done.features, done.kept) if return_kept else done.features
 
-    def embed_rows(self, source: Source, out: str | os.PathLike | None = None) -> Embedded:
-        """What `embed` computes, with the content digest of each row's image (see `Embedded`)."""
+    def embed_rows(self, source: Source, out: str | os.PathLike | None = None, *,
+                   keep_empty: bool = False) -> Embedded:
+        """What `embed` computes, with the content digest of each row's image (see `Embedded`).
+        With `out`, a source none of whose images decode is refused (`SourceError`, nothing
+        written) unless `keep_empty` (an index's staging, which says it in its own words)."""
         n = len(source)
         out = None if out is None else check_features_out(out, inputs=input_files(source))
         work = None if out is None else workdir(out)
@@ -351,7 +354,8 @@ class Embedder:
             source.note_skipped(entry)
         self.last_seconds = time.perf_counter() - started
         if out is not None and work is not None:
-            check_decoded(source.name, n, len(result.kept), work)
+            if not keep_empty:
+                check_decoded(source.name, n, len(result.kept), work)
             skipped = [{"id": source.ids[i], "path": s.path, "reason": s.reason} for i, s in result.failed.items()]
             write_features(out, result.features, {**self.config(), "source": source.describe(),
                                                   "ids": [source.ids[i] for i in result.kept], "skipped": skipped})
