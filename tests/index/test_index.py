@@ -129,9 +129,14 @@ def test_corrupt_truncated_and_missing(tmp_path):
 
 
 def test_build_refuses_existing_folder(tmp_path):
+    """An existing index: add to it instead; any other folder (a folder of photos given as
+    --out too): not an index, so no advice to add to it."""
     (tmp_path / "ix").mkdir()
-    with pytest.raises(BadIndex, match="exists already"):
+    with pytest.raises(BadIndex, match="ix: a folder that exists and is not an index; give the name of a new"):
         Index.build(SampleSource(5), tmp_path / "ix", progress=False)
+    Index.build(SampleSource(5), tmp_path / "built", progress=False)
+    with pytest.raises(BadIndex, match=r"built exists already; add images with `lookalike index add .*built SOURCE`"):
+        Index.build(SampleSource(5), tmp_path / "built", progress=False)
 
 
 def test_orphan_segment_from_a_crash_is_ignored_then_cleaned(tmp_path):

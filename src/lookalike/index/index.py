@@ -69,8 +69,10 @@ def check_new_index(out: str | os.PathLike) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BadIndex(f"{out}: is a file; give the name of a new index folder")
-    if out.exists():
+    if out.exists() and IndexStore.looks_like_index(out):
         raise BadIndex(f"{out} exists already; add images with `lookalike index add {out} SOURCE`")
+    if out.exists():  # a folder of photos, or anything else: not an index to add to
+        raise BadIndex(f"{out}: a folder that exists and is not an index; give the name of a new index folder")
     check_writable_parent(out)
     return out
 
@@ -139,10 +141,14 @@ class Index:
         metric = get_metric(get_spec(embedder.model).metric if metric is None else metric).name
         staging = _staging(out)
         try:
-            done = embedder.embed_rows(source, staging / "features.npy")
+            done = embedder.embed_rows(source, staging / "features.npy", keep_empty=True)
         except WriteError as exc:  # name the index asked for, not the hidden folder it is made in
             raise renamed(exc, out) from exc.__cause__
-        readable = _readable(source, done.kept)
+        try:
+            readable = _readable(source, done.kept)
+        except SourceError:  # nothing decoded: nothing to resume either, so no staging folder is left
+            remove_own_folder(staging, STAGING)
+            raise
         thumbs = _thumbnails(readable, embedder.batch_size) if thumbnails else None
         # how the CNN ran, and why (`index info` shows it): not part of the vectors' identity
         config = {**embedder.config(), "embedded_with": embedder.explain()}
@@ -234,7 +240,7 @@ class Index:
         key = work_key(str(source.spec), list(todo.ids), embedder.config())
         try:
             with Staging(self.path, key) as stage:
-                done = embedder.embed_rows(todo, stage.folder / "features.npy")
+                done = embedder.embed_rows(todo, stage.folder / "features.npy", keep_empty=True)
                 if dups and not len(done.kept):  # the new images all failed to decode (listed in
                     stage.done()  # `source.skipped`), the others are in the index: nothing to add
                     return Added(0, len(dups), [])
