@@ -92,6 +92,12 @@ def test_grid(index_dir):
     proc = cli("grid", str(index_dir / "ix"), "--queries", "3", "-k", "2", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert Image.open(out).size[0] > 300
+    assert proc.stdout.strip() == f"wrote {out}"
+    # more queries asked for than the index holds: all of them drawn, and said
+    proc = cli("grid", str(index_dir / "ix"), "--queries", "60", "-k", "2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == (f"wrote {out} (40 queries: the index holds 40 image(s), fewer than "
+                                   "--queries 60)")
 
 
 @pytest.mark.parametrize("args, fragment", [

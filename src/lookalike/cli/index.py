@@ -256,5 +256,7 @@ def grid(args: argparse.Namespace) -> int:
     ids = args.query_ids or [live[j] for j in pick(len(live), args.queries, args.seed)]
     distances, neighbours = result_arrays(index.search_ids(ids, args.k))
     out = neighbour_grid(index, ids, index, distances, neighbours, out)
-    print(f"wrote {printable(out)}")
+    fewer = "" if args.query_ids or len(ids) == args.queries else \
+        f" ({len(ids)} queries: the index holds {len(live)} image(s), fewer than --queries {args.queries})"
+    print(f"wrote {printable(out)}{fewer}")
     return 0
