@@ -9,6 +9,7 @@ layout that does not fit) stay off stderr: the picture is written all the same.
 from __future__ import annotations
 
 import os
+import textwrap
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -43,6 +44,22 @@ def pyplot():
     return plt
 
 
+def _lay_out(fig) -> None:
+    """tight_layout, with a figure title (suptitle) wrapped to the figure's width and room made
+    for it above the axes: left to tight_layout, a long title was cut at both edges (an
+    evaluation's configuration) and a title sat on the first row's captions."""
+    text = getattr(fig, "_suptitle", None)
+    if text is None or not text.get_text():
+        fig.tight_layout()
+        return
+    size = text.get_fontsize()
+    per_line = max(20, int(fig.get_figwidth() * 72 / (0.64 * size)))  # characters: a glyph is ~0.6 em wide
+    title = "\n".join(textwrap.fill(line, per_line, break_on_hyphens=False) for line in text.get_text().splitlines())
+    text.set_text(title)
+    room = ((title.count("\n") + 1) * size * 1.35 + 8) / 72  # inches: its lines and a margin
+    fig.tight_layout(rect=(0, 0, 1, max(0.5, 1 - room / fig.get_figheight())))
+
+
 def save(fig, out: str | os.PathLike) -> Path:
     """Lay out `fig`, write it to `out` (100 dpi, in the format of its suffix), close it;
     returns the path written."""
@@ -50,7 +67,7 @@ def save(fig, out: str | os.PathLike) -> Path:
         out = check_figure_out(out)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fig.tight_layout()
+            _lay_out(fig)
             with atomic_path(out) as tmp:
                 fig.savefig(tmp, dpi=100, format=out.suffix.lower().lstrip("."))
     finally:

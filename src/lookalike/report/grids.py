@@ -174,7 +174,7 @@ def group_grid(index, groups: Sequence[Sequence[int]], out: str | os.PathLike, *
     plt = pyplot()
     shown = [list(g[:max_members]) for g in groups[:max_groups]]
     cols = max((len(g) for g in shown), default=1)
-    fig, axes = plt.subplots(max(1, len(shown)), cols, figsize=(2.1 * cols, 2.4 * max(1, len(shown))),
+    fig, axes = plt.subplots(max(1, len(shown)), cols, figsize=(2.1 * cols, 2.7 * max(1, len(shown))),
                              squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
