@@ -158,3 +158,22 @@ def test_an_add_that_fails_keeps_no_upload(thread_server, tmp_path, photos, monk
         assert not [p for p in (tmp_path / "uploads0").rglob("*") if p.is_file()], "a failed add left its upload"
         assert c.post("/v1/images", headers=write_headers(), files=files).status_code == 200
         assert len([p for p in (tmp_path / "uploads0").rglob("*") if p.is_file()]) == 1
+
+
+def test_a_body_that_is_not_json_and_a_zero_vector_are_named(client, server):
+    """Truncated JSON is said as such, with where it broke (it read "10: JSON decode error");
+    an all-zero vector on a cosine index (every image at distance 1) is a 400, not an answer."""
+    r = client.post("/v1/search/vector", content=b'{"vector":', headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert r.json()["error"]["message"].startswith("the body is not valid JSON at character 10 (")
+    assert Index(server.index).metric == "cosine"
+    r = client.post("/v1/search/vector", json={"vector": [0.0] * Index(server.index).vectors().shape[1], "k": 3})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "zero_vector"
+    assert "all zeros" in r.json()["error"]["message"]
+
+
+def test_the_page_names_its_icon(client):
+    page = client.get("/").text
+    assert '<link rel="icon" href="/static/favicon.svg"' in page
+    icon = client.get("/static/favicon.svg")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")

@@ -113,6 +113,11 @@ def _validation_message(request: Request, exc: RequestValidationError) -> tuple[
         where = ".".join(loc[1:]) or (loc[0] if loc else "request")
         value = err.get("input")
         shown = f"={printable(repr(value))[:60]}" if loc and loc[0] in ("path", "query") and value is not None else ""
+        if err.get("type") == "json_invalid":  # loc ("body", offset): say it as a JSON error, with where
+            ctx = err.get("ctx") or {}
+            at = f" at character {loc[1]}" if len(loc) > 1 else ""
+            parts.append(f"the body is not valid JSON{at} ({ctx.get('error', 'JSON decode error')})")
+            continue
         if err.get("type") in ("greater_than_equal", "less_than_equal") and loc and loc[0] in ("path", "query"):
             parts.append(f"{where}={printable(str(value))[:40]} is out of range: {_range(request, where)}")
             continue

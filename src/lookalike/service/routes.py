@@ -101,6 +101,9 @@ def build_router(service: Service) -> APIRouter:
                                code="wrong_dimension")
         if not np.isfinite(vector.astype(np.float32)).all():
             raise BadParameter("vector has values beyond float32's range (about +-3.4e38)")
+        if service.index.metric == "cosine" and not vector.any():  # every image at distance 1: no answer
+            raise BadParameter("vector is all zeros: this index measures cosine distance (angles), and a zero "
+                               "vector has no direction", code="zero_vector")
         D, I = await service.batcher.search(query.k, vector=vector.astype(np.float32))
         result = await run_in_threadpool(service.results, "vector", D, I)
         return _search_response(result, query.k, start)
