@@ -187,31 +187,34 @@ def test_the_gemm_reference_keeps_the_tie_rule_among_many_duplicates():
     assert I1[0].tolist() == list(range(30))
 
 
+def _printed_in_a_fresh_process(code: str) -> str:
+    """What Python `code` prints, run in a process of its own (state no test has touched)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
 def test_the_engines_load_initialises_numba_before_a_timed_fit():
     """`lookalike bench` loads each backend's library before its clock starts: for the engine
     that includes numba's once-a-process initialisation of its CPU target (~0.26 s, the imports
     of its implementations), which the first fit took before. In a fresh process."""
-    import subprocess
-    import sys
-
     code = ("import sys\n"
             "from lookalike.knn.backends import LookalikeBackend\n"
             "impl = ('numba.np.npyimpl', 'numba.np.arraymath', 'numba.cpython.mathimpl')\n"
             "before = [m for m in impl if m in sys.modules]\n"
             "LookalikeBackend.load()\n"
             "print(before, [m for m in impl if m in sys.modules])\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[] ['numba.np.npyimpl', 'numba.np.arraymath', 'numba.cpython.mathimpl']"
+    loaded = "['numba.np.npyimpl', 'numba.np.arraymath', 'numba.cpython.mathimpl']"
+    assert _printed_in_a_fresh_process(code) == f"[] {loaded}"
 
 
 def test_numba_leaves_torchs_thread_count_as_it_was():
     """numba's first call launches its OpenMP threads, which set the OpenMP count torch reads
     (the same libgomp) to every core: a server's one-thread stages then ran torch on all cores
     and calibrated as another machine. In a fresh process, a search keeps torch at 1 thread."""
-    import subprocess
-    import sys
-
     code = ("import threading, numpy as np, torch\n"
             "torch.set_num_threads(1)\n"
             "from lookalike import NearestNeighbors\n"
@@ -223,6 +226,4 @@ def test_numba_leaves_torchs_thread_count_as_it_was():
             "    torch.set_num_threads(1); nn.kneighbors(x[:64]); seen.append(torch.get_num_threads())\n"
             "t = threading.Thread(target=other); t.start(); t.join()\n"
             "print(seen)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[1, 1]"
+    assert _printed_in_a_fresh_process(code) == "[1, 1]"
