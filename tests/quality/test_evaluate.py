@@ -67,3 +67,25 @@ def test_poolings_from_one_pass_are_the_networks_own(photos):
         direct = Embedder(pooling=p, views="full", mid="none", input_size=64, fast=False,
                           progress=False).embed_array(images)
         np.testing.assert_allclose(pooled[p], direct, rtol=1e-4, atol=1e-5)
+
+
+def test_originals_of_the_same_pixels_count_as_one(photos, tmp_path):
+    """A photo saved twice (once grey, once in RGB: the same pixels) among the originals: a copy
+    of one that finds the other has found its original, not missed it, and both are named.
+    (Before, twin.png's copies found the lower id first, tied at the same distance: a miss.)"""
+    from PIL import Image
+
+    from lookalike.quality.evaluate import evaluate_images, identical_originals
+
+    paths = sorted(photos.iterdir())[:4]
+    originals = [Image.open(p).convert("RGB") for p in paths]
+    twin = originals[1].convert("L").convert("RGB")  # grey both: the same pixels in two files
+    originals[1] = twin
+    originals.append(twin.copy())
+    names = [p.name for p in paths] + ["twin.png"]
+    assert identical_originals(originals).tolist() == [0, 1, 2, 3, 1]
+    (e,) = evaluate_images(originals, names, [Config(input_size=64)], edits="jpeg15,grey", k=3, progress=False)
+    assert e.identical == [[paths[1].name, "twin.png"]]
+    assert e.per_edit["jpeg15"].recall_at_1 == 1.0  # twin.png's copy finds the lower id, its twin: a hit
+    assert not any(m.original in (paths[1].name, "twin.png") for m in e.misses)
+    assert e.to_dict()["identical"] == [[paths[1].name, "twin.png"]]

@@ -103,8 +103,18 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..quality.tables import table
 
     print(table(evaluations))
+    if evaluations[0].identical:
+        print(_identical_note(evaluations[0].identical))
     print(f"wrote {printable(out / 'report.md')}, eval.json and misses.png")
     return 0
+
+
+def _identical_note(groups: list[list[str]]) -> str:
+    """One line naming the originals that are the same pixels, which count as one original."""
+    shown = "; ".join(" = ".join(printable(n) for n in g) for g in groups[:5])
+    more = f"; and {len(groups) - 5} more set(s)" if len(groups) > 5 else ""
+    return (f"note: {sum(len(g) for g in groups)} originals have the same pixels as another ({shown}{more}): "
+            "a copy of one that finds its twin counts as found")
 
 
 def _misses_picture(evaluation, path: Path) -> None:
@@ -129,6 +139,7 @@ def _report(args, evaluations) -> str:
         + (f"`{printable(args.distractors)}` ({first.distractors})" if args.distractors else "none")
         + f"; edits: {', '.join(first.edits)}; seed {args.seed}.",
         "Each edited copy of an original is a query; it succeeds at rank 1 when its own original comes back first.",
+        *([_identical_note(first.identical) + "."] if first.identical else []),
         "", "## Results", "", table(evaluations), "", "## Configurations", "", configs_table(evaluations), "",
         f"## Misses of `{first.config.name}`", "", "![misses: query, what came back, what should have](misses.png)",
         "", misses_text(first), ""])

@@ -8,6 +8,10 @@ among them) gives three figures, per edit and over all queries:
 - recall@k: the share whose original is among the k nearest;
 - MRR: the mean of 1 / rank, counting 0 for an original not among the k nearest (MRR@k).
 
+Originals that are the same pixels (a photo saved twice, in two colour modes) are one
+original to the benchmark: a copy of one that finds the other has found its original, since
+no model could tell them apart (`Evaluation.identical` names them).
+
 Configurations that differ only in pooling and metric share one pass of the network: the
 feature map is computed once and pooled each way (`features.models.pool`, the function the
 network itself pools with). Configurations with several views (`features.views`) or with
@@ -80,10 +84,12 @@ class Evaluation:
     overall: Scores
     per_edit: dict[str, Scores]
     misses: list[Miss] = field(default_factory=list)
+    identical: list[list[str]] = field(default_factory=list)  # originals of the same pixels, counted as one
 
     def to_dict(self) -> dict:
         return {"config": self.config.as_dict(), "k": self.k, "originals": self.originals,
-                "distractors": self.distractors, "edits": list(self.edits), "overall": vars(self.overall),
+                "distractors": self.distractors, "identical": self.identical, "edits": list(self.edits),
+                "overall": vars(self.overall),
                 "per_edit": {e: vars(s) for e, s in self.per_edit.items()},
                 "misses": [{"original": m.original, "edit": m.edit, "found": m.found, "rank": m.rank}
                            for m in self.misses]}
@@ -94,6 +100,19 @@ def ranks_of(I: np.ndarray, truth: np.ndarray) -> np.ndarray:
     I, truth = np.asarray(I), np.asarray(truth)
     hit = I == truth[:, None]
     return np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, 0)
+
+
+def identical_originals(originals: Sequence[Image.Image]) -> np.ndarray:
+    """For each original, the first original of the same pixels (itself when it has no twin)."""
+    import hashlib
+
+    first: dict[bytes, int] = {}
+    out = np.empty(len(originals), np.int64)
+    for j, im in enumerate(originals):
+        pixels = np.asarray(im.convert("RGB"))
+        key = hashlib.blake2b(pixels.tobytes() + repr(pixels.shape).encode(), digest_size=16).digest()
+        out[j] = first.setdefault(key, j)
+    return out
 
 
 def score(ranks: np.ndarray) -> Scores:
@@ -130,6 +149,7 @@ def evaluate_images(originals: Sequence[Image.Image], ids: Sequence[str], config
     if len(originals) < 2:
         raise InvalidParameter(f"{len(originals)} original(s); an evaluation needs at least two")
     ids = list(ids)
+    same = identical_originals(originals)
     copies = make_copies(originals, edits, seed)
     n_dis = 0 if distractors is None else len(distractors)
     groups: dict[tuple, list[Config]] = {}
@@ -161,7 +181,7 @@ def evaluate_images(originals: Sequence[Image.Image], ids: Sequence[str], config
             names = ids + [f"distractor {printable(distractors.ids[r])}" for r in kept] if distractors else ids
             for c in group:
                 results[c] = _score_config(c, base[c.pooling], queries[c.pooling], copies, names, edits, k,
-                                           x_orig, x_copy, distractors, kept)
+                                           x_orig, x_copy, distractors, kept, same)
     finally:
         bar.close()
     if distractors is not None and not any(e.distractors for e in results.values()):
@@ -209,11 +229,12 @@ def _distractor_features(embedder: Embedder | dict[str, Embedder], distractors: 
 
 def _score_config(c: Config, xb: np.ndarray, xq: np.ndarray, copies, names: list[str], edits: tuple[str, ...],
                   k: int, x_orig: np.ndarray, x_copy: np.ndarray, distractors: Source | None,
-                  kept: list[int]) -> Evaluation:
+                  kept: list[int], same: np.ndarray) -> Evaluation:
     k = min(k, len(xb))
     I = NearestNeighbors(k, metric=c.metric).fit(xb).kneighbors(xq, return_distance=False)
     truth = np.array([cp.original for cp in copies])
-    ranks = ranks_of(I, truth)
+    one = np.concatenate([same, np.arange(len(same), len(xb))])  # an original as its first twin; distractors own
+    ranks = ranks_of(one[I], same[truth])
     edit_of = np.array([cp.edit for cp in copies])
     per_edit = {e: score(ranks[edit_of == e]) for e in edits}
     n_orig = len(x_orig)
@@ -228,4 +249,6 @@ def _score_config(c: Config, xb: np.ndarray, xq: np.ndarray, copies, names: list
                 found_px = source_squares(distractors, [kept[found - n_orig]], c.input_size, c.resize)[0][0]
             miss.pixels = (x_copy[q], found_px, x_orig[truth[q]])
         misses.append(miss)
-    return Evaluation(c, k, n_orig, len(kept), edits, score(ranks), per_edit, misses)
+    twins = [[names[j] for j in np.flatnonzero(same == g)] for g in np.unique(same)]
+    return Evaluation(c, k, n_orig, len(kept), edits, score(ranks), per_edit, misses,
+                      [t for t in twins if len(t) > 1])
