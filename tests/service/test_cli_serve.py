@@ -102,3 +102,15 @@ def test_a_failed_load_is_said_once(capsys, built_index, tmp_path):
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"lookalike: error: {index}: cannot be served: {seg}: holds vectors no index writes")
     assert err.count("holds vectors no index writes") == 1
+
+
+def test_serving_leaves_torchs_thread_count_as_it_was(capsys, built_index, tmp_path):
+    """The server runs each stage on its own share of the cores (torch.set_num_threads); a
+    program that served (here a refused start, after the count was set) gets its own count
+    back. In-process tests after a serve test ran on one thread before, and their calibrations
+    were measured as another machine's."""
+    import torch
+
+    before = torch.get_num_threads()
+    assert main(["serve", str(tmp_path / "nope"), "--threads", "1"]) == 2
+    assert torch.get_num_threads() == before

@@ -70,7 +70,18 @@ def compute_threads(settings: Settings) -> int:
 
 def serve(settings: Settings) -> int:
     """Serve until stopped; returns 0, or raises a `LookalikeError` when the index cannot be
-    opened or loaded or the address cannot be used."""
+    opened or loaded or the address cannot be used. torch's thread count, set per stage while
+    it serves, is what it was again when it returns (a program that serves, then goes on)."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        return _serve(settings)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _serve(settings: Settings) -> int:
     import uvicorn
 
     from .app import create_app
