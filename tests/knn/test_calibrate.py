@@ -141,6 +141,27 @@ def test_each_thread_count_keeps_its_own_calibration(cache, monkeypatch):
     assert len(measured) == 3 and saved["machine"]["cpu"] == "Another CPU" and "also" not in saved
 
 
+def test_a_process_that_changes_its_thread_count_measures_at_each(cache, monkeypatch):
+    """This process's calibrations are kept per torch thread count as the file's are: a program
+    that searched on all cores, then serves on one a stage, does not reuse (nor file under the
+    one-thread machine) what it measured on all cores."""
+    measured = []
+    monkeypatch.setattr(calibrate, "calibrate", lambda *a, **kw: measured.append(torch.get_num_threads()) or quick(
+        *a, **kw))
+    before = torch.get_num_threads()
+    try:
+        calibrate.calibration(CPU, L2, 64)
+        torch.set_num_threads(1 if before > 1 else 2)
+        calibrate.calibration(CPU, L2, 64)
+        calibrate.calibration(CPU, L2, 64)
+    finally:
+        torch.set_num_threads(before)
+    calibrate.calibration(CPU, L2, 64)
+    assert measured == [before, 1 if before > 1 else 2]
+    saved = json.loads(cache.read_text())
+    assert {saved["machine"]["threads"], *(e["machine"]["threads"] for e in saved["also"])} == {before, measured[1]}
+
+
 @pytest.mark.parametrize("damage", ["not json {", '{"machine": 3}', "[]", "",
                                     '{"machine": null, "classes": {"cpu/euclidean/d64": {"lines": 1}}}',
                                     '{"version": 2, "machine": null, "classes": []}'])
@@ -215,7 +236,7 @@ def test_the_model_never_chooses_int16_a_probe_may(cache):
     assert cal.choice(1000, 1000) == "fp32" and cal.choice(1000, 1000, among=("int16",)) == "fp32"
     assert "int16 3.2 ms (chosen by a probe only)" in cal.explain(1000, 1000)
     assert calibrate.probe_wanted(cal, 1000, 1000, 10, ("fp32", "int8", "int16"))  # fp32's 5.1 ms, not int16's
-    calibrate._memory[cal.key] = cal
+    calibrate._memory[calibrate._mem(cal.key)] = cal
     calibrate.record_probe(CPU, L2, 256, 1000, 1000, 10, {"fp32": 0.003, "int8": 0.004, "int16": 0.002}, 64)
     assert cal.choice(1000, 1000, k=10) == "int16" and "int16 screen by probe" in cal.explain(1000, 1000, k=10)
 

@@ -93,10 +93,11 @@ def test_again_measures_every_kept_class_anew_and_drops_its_probes(cache, capsys
     data["classes"]["cpu/euclidean/d128"] = {"lines": "damaged"}  # unreadable: measured again as well
     data["classes"]["not a class"] = {}
     (cache / calibrate.FILE).write_text(json.dumps(data))
-    (cache / fcal.FILE).write_text(json.dumps({"machine": fcal.machine(CPU), "classes": {
-        "cpu/resnet50|eager-fp32,frozen-fp32": fcal.Choice("frozen-fp32", "cpu/resnet50", {"eager-fp32": 0.02,
-                                                                                         "frozen-fp32": 0.01},
-                                                             {"eager-fp32": 1.0, "frozen-fp32": 1.0}).as_dict()}}))
+    resnet = {"cpu/resnet50|eager-fp32,frozen-fp32": fcal.Choice("frozen-fp32", "cpu/resnet50", {
+        "eager-fp32": 0.02, "frozen-fp32": 0.01}, {"eager-fp32": 1.0, "frozen-fp32": 1.0}).as_dict()}
+    server = {**fcal.machine(CPU), "threads": fcal.machine(CPU)["threads"] + 7}  # another thread count's choices
+    (cache / fcal.FILE).write_text(json.dumps({"machine": fcal.machine(CPU), "classes": resnet,
+                                               "also": [{"machine": server, "classes": resnet}]}))
     calibrate.forget()
     assert main(["calibrate"]) == 0
     shown = capsys.readouterr().out
@@ -106,6 +107,8 @@ def test_again_measures_every_kept_class_anew_and_drops_its_probes(cache, capsys
     out = capsys.readouterr().out
     assert "measured cpu/cosine/d64" in out and "measured cpu/euclidean/d128" in out
     assert "dropped not a class" in out and "forgot 1 feature extractor choice" in out
+    features = json.loads((cache / fcal.FILE).read_text())  # this thread count's forgotten, the other's kept
+    assert features["classes"] == {} and features["also"] == [{"machine": server, "classes": resnet}]
     classes = kept(cache)
     assert set(classes) == {"cpu/cosine/d64", "cpu/euclidean/d128"}
     assert classes["cpu/cosine/d64"]["measured"] > "2020-01-01T00:00:00Z"

@@ -232,9 +232,10 @@ def choose(build: Build, *, device: torch.device, fast: bool, precision: str, ke
     others = sorted({n.split("-")[0] for n in allowed} - set(TORCH_MODES))
     if others:  # another version of a runtime measures anew
         memo += "|" + ",".join(runtimes.version(r) for r in others)
+    here = f"{memo}|t{torch.get_num_threads()}"  # this process's choices, per thread count as the file keeps them
     with _lock:
-        if memo in _memory:
-            return _memory[memo]
+        if here in _memory:
+            return _memory[here]
         choice = _parse(_read(device).get(memo), allowed) if calibration_files() else None
         if choice is not None:
             choice.kept = True
@@ -249,7 +250,7 @@ def choose(build: Build, *, device: torch.device, fast: bool, precision: str, ke
                 classes = _read(device)
                 classes[memo] = choice.as_dict()
                 _write(device, classes)
-        _memory[memo] = choice
+        _memory[here] = choice
         return choice
 
 
@@ -413,11 +414,12 @@ def kept(device: torch.device) -> dict[str, Choice | None]:
 
 
 def drop_kept(device: torch.device) -> None:
-    """Forget every choice kept for this machine (and this process's): the next embed of each
-    model measures it again."""
+    """Forget the choices kept for this machine at torch's thread count now (and this
+    process's): the next embed of each model measures it again. Those kept at other thread
+    counts (a server's one-thread stages) stay."""
     with _lock:
-        if calibration_files():  # the file keeps one machine's choices: this one's, or none readable
-            cache_path().unlink(missing_ok=True)
+        if calibration_files():
+            _write(device, {})
         _memory.clear()
 
 

@@ -104,7 +104,14 @@ VERSION = 7  # of the file: 1 held one line in nb per screen; 2 timed fp32 befor
 # 6 no int16 screen
 _lock = threading.Lock()
 log = logging.getLogger("lookalike.calibrate")  # the command line shows its notices on stderr
-_memory: dict[str, Calibration] = {}  # this process's calibrations, by shape class
+_memory: dict[str, Calibration] = {}  # this process's calibrations, by shape class and torch threads (`_mem`)
+
+
+def _mem(key: str) -> str:
+    """The key of this process's calibration of shape class `key` at torch's thread count now:
+    a program that searches on all cores, then serves on one a stage, measures each apart, as
+    the cache file keeps them (`machine` names the threads)."""
+    return f"{key}|t{torch.get_num_threads()}"
 
 
 @dataclass
@@ -251,7 +258,7 @@ def record_probe(device: torch.device, metric: Metric, d: int, nb: int, nq: int,
     entry = {"choice": choice, "times": {n: float(t) for n, t in times.items()}, "nq": int(nq), "nb": int(nb),
              "queries": int(queries)}
     with _lock:
-        cal = _memory.get(key)
+        cal = _memory.get(_mem(key))
         if cal is not None:
             cal.probes[probe_key(nb, k)] = entry
         if calibration_files():
@@ -298,8 +305,8 @@ def calibration(device: torch.device, metric: Metric, d: int, sample: np.ndarray
     """The calibration of this shape class: from this process, the cache file, or measured now."""
     key, dc = shape_class(device, metric, d)
     with _lock:
-        if key in _memory:
-            return _memory[key]
+        if _mem(key) in _memory:
+            return _memory[_mem(key)]
         cal = _parse(_read(device).get(key)) if calibration_files() else None
         if cal is None:
             usable = sample is not None and sample.ndim == 2 and sample.shape[1] == d and \
@@ -309,7 +316,7 @@ def calibration(device: torch.device, metric: Metric, d: int, sample: np.ndarray
                      cache_path())
             cal = calibrate(device, metric, sample if usable else dc, key)
             _keep(device, key, cal)
-        _memory[key] = cal
+        _memory[_mem(key)] = cal
         return cal
 
 
@@ -325,8 +332,8 @@ def cached(device: torch.device, metric: Metric, d: int) -> Calibration | None:
     """The calibration of this shape class if this process or the cache file has one; never measures."""
     key, _ = shape_class(device, metric, d)
     with _lock:
-        if key in _memory:
-            return _memory[key]
+        if _mem(key) in _memory:
+            return _memory[_mem(key)]
     return _parse(_read(device).get(key)) if calibration_files() else None
 
 
@@ -494,7 +501,7 @@ def measure_again(device: torch.device, key: str) -> Calibration:
     cal = calibrate(device, metric, dc, key)
     with _lock:
         _keep(device, key, cal)
-        _memory[key] = cal
+        _memory[_mem(key)] = cal
     return cal
 
 
@@ -502,7 +509,8 @@ def drop(device: torch.device, key: str) -> None:
     """Remove shape class `key` from the cache file and this process (measured again when next
     searched)."""
     with _lock:
-        _memory.pop(key, None)
+        for memo in [m for m in _memory if m.split("|")[0] == key]:
+            _memory.pop(memo)
         if calibration_files():
             classes = _read(device)
             if classes.pop(key, None) is not None:
