@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.errors import BadIndex, SearchError
+from lookalike.errors import BadIndex, InvalidParameter, SearchError
 from lookalike.index import Index, IndexStore
 from lookalike.sources import SampleSource, open_source
 
@@ -106,6 +106,11 @@ def test_a_damaged_vector_that_keeps_its_size_is_named_as_damage(tmp_path):
     assert message.startswith(f"{seg}: holds vectors no index writes (Input X contains NaN (first at row 5).)")
     assert message.endswith(f"the vector file is damaged (`lookalike index verify {tmp_path / 'ix'}` checks "
                             "every file)") and "\n" not in message
+    # a whole index with a backend that cannot run: that error as it is, no word of damage
+    Index.build(SampleSource(5, seed=2), tmp_path / "whole", progress=False)
+    with pytest.raises(InvalidParameter) as caught:
+        Index(tmp_path / "whole").searcher("nonesuch").search_ids([0], k=1)
+    assert not isinstance(caught.value, BadIndex) and "damaged" not in str(caught.value)
 
 
 def test_corrupt_truncated_and_missing(tmp_path):

@@ -143,11 +143,14 @@ class Searcher:
         try:
             return NearestNeighbors(metric=self.index.metric, backend=self.backend).fit(vectors)
         except InvalidParameter as exc:
-            raise BadIndex(f"{self._damaged(segments)}: holds vectors no index writes ({exc}); the vector file "
+            damaged = self._damaged(segments)
+            if damaged is None:  # not the vectors (a backend that cannot run here, say): as it is
+                raise
+            raise BadIndex(f"{damaged}: holds vectors no index writes ({exc}); the vector file "
                            f"is damaged (`lookalike index verify {self.index.path}` checks every file)") from None
 
-    def _damaged(self, segments: tuple) -> str:
-        """The first segment file holding a value no index writes, or the index folder."""
+    def _damaged(self, segments: tuple) -> str | None:
+        """The first segment file holding a value no index writes (None: none does)."""
         from ..knn.validation import MAX_VALUE
 
         folder = self.index.path / "vectors"
@@ -160,7 +163,7 @@ class Searcher:
                     return str(folder / name)
             except (OSError, ValueError, IndexError):
                 return str(folder / name)
-        return str(self.index.path)
+        return None
 
     def close(self) -> None:
         """Let go of the index's database (done by itself when the searcher is collected)."""
