@@ -170,6 +170,8 @@ def test_a_body_that_is_not_json_and_a_zero_vector_are_named(client, server):
     r = client.post("/v1/search/vector", json={"vector": [0.0] * Index(server.index).vectors().shape[1], "k": 3})
     assert r.status_code == 400 and r.json()["error"]["code"] == "zero_vector"
     assert "all zeros" in r.json()["error"]["message"]
+    tiny = client.post("/v1/search/vector", json={"vector": [1e-50] * Index(server.index).vectors().shape[1]})
+    assert tiny.status_code == 400 and tiny.json()["error"]["code"] == "zero_vector"  # zeros in float32
 
 
 def test_the_page_names_its_icon(client):

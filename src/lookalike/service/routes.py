@@ -99,12 +99,13 @@ def build_router(service: Service) -> APIRouter:
         if vector.shape != (service.dim,):
             raise BadParameter(f"vector has {len(query.vector)} values; this index holds {service.dim}-d vectors",
                                code="wrong_dimension")
-        if not np.isfinite(vector.astype(np.float32)).all():
+        searched = vector.astype(np.float32)
+        if not np.isfinite(searched).all():
             raise BadParameter("vector has values beyond float32's range (about +-3.4e38)")
-        if service.index.metric == "cosine" and not vector.any():  # every image at distance 1: no answer
-            raise BadParameter("vector is all zeros: this index measures cosine distance (angles), and a zero "
-                               "vector has no direction", code="zero_vector")
-        D, I = await service.batcher.search(query.k, vector=vector.astype(np.float32))
+        if service.index.metric == "cosine" and not searched.any():  # every image at distance 1: no answer
+            raise BadParameter("vector is all zeros (in float32, as it is searched): this index measures cosine "
+                               "distance (angles), and a zero vector has no direction", code="zero_vector")
+        D, I = await service.batcher.search(query.k, vector=searched)
         result = await run_in_threadpool(service.results, "vector", D, I)
         return _search_response(result, query.k, start)
 

@@ -100,8 +100,12 @@ def _serve(settings: Settings) -> int:
     # every vector segment there with its recorded size, before anything listens: a truncated or
     # missing file is one error line, not a server that starts and stops (the values are checked
     # by the load, which fits the search)
-    app.state.service.index.store.vectors()
-    sock = listen(settings.host, settings.port)
+    try:
+        app.state.service.index.store.vectors()
+        sock = listen(settings.host, settings.port)
+    except BaseException:  # refused before serving: the index's database let go now, not at exit
+        app.state.service.close()
+        raise
     host, port = sock.getsockname()[:2]
     # log_config=None: uvicorn's lines go through the handler set above ("lookalike serve: ..."), and
     # it does not reconfigure logging, which closes every handler of the process, other libraries'
