@@ -45,17 +45,22 @@ def _entries(name: str, version: int | None) -> list[tuple[dict, dict]]:
         return []
 
 
+def _host(machine: dict) -> dict:
+    """What must match for two calibrations to share a file: all but the thread count and the device."""
+    return {k: v for k, v in machine.items() if k not in ("threads", "cuda")}
+
+
 def write_calibrations(name: str, machine: dict, classes: dict, version: int | None = None) -> None:
     """Keep `classes` for `machine` in the cache folder's file `name`, atomically; a folder that
     cannot be written costs a re-measurement next time, nothing else. The calibrations of the
-    same machine at other torch thread counts are kept beside them (a server's one-thread
-    stages and a command line's all-core run each keep theirs); any other machine's are dropped
-    (another CPU or torch version invalidates them)."""
+    same host at other torch thread counts or on another of its devices are kept beside them
+    (a server's one-thread stages and a command line's all-core run each keep theirs, the CPU's
+    and a GPU's too); any other host's are dropped (another CPU, core count, architecture or
+    torch version invalidates them)."""
     from .atomic import atomic_write_text
 
-    same = {k: v for k, v in machine.items() if k != "threads"}
     also = [{"machine": m, "classes": c} for m, c in _entries(name, version)
-            if m != machine and {k: v for k, v in m.items() if k != "threads"} == same]
+            if m != machine and _host(m) == _host(machine)]
     data = {"machine": machine, "classes": classes} if version is None else \
         {"version": version, "machine": machine, "classes": classes}
     if also:

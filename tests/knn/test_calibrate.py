@@ -134,11 +134,17 @@ def test_each_thread_count_keeps_its_own_calibration(cache, monkeypatch):
     assert len(measured) == 2  # once at each thread count, then read back
     saved = json.loads(cache.read_text())
     assert saved["machine"]["threads"] == 1 and [e["machine"]["threads"] for e in saved["also"]] == [2]
+    # a GPU of this host (its identity names the device) keeps the CPU's calibrations beside its own
+    monkeypatch.setattr(calibrate, "machine", lambda dev: {**real(dev), "threads": 1, "cuda": "Some GPU"})
+    calibrate.forget()
+    calibrate.calibration(CPU, L2, 64)
+    saved = json.loads(cache.read_text())
+    assert len(measured) == 3 and saved["machine"]["cuda"] == "Some GPU" and len(saved["also"]) == 2
     monkeypatch.setattr(calibrate, "machine", lambda dev: {**real(dev), "cpu": "Another CPU"})
     calibrate.forget()
     calibrate.calibration(CPU, L2, 64)
     saved = json.loads(cache.read_text())
-    assert len(measured) == 3 and saved["machine"]["cpu"] == "Another CPU" and "also" not in saved
+    assert len(measured) == 4 and saved["machine"]["cpu"] == "Another CPU" and "also" not in saved
 
 
 def test_a_process_that_changes_its_thread_count_measures_at_each(cache, monkeypatch):
