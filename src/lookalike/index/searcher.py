@@ -150,18 +150,15 @@ class Searcher:
                            f"is damaged (`lookalike index verify {self.index.path}` checks every file)") from None
 
     def _damaged(self, segments: tuple) -> str | None:
-        """The first segment file holding a value no index writes (None: none does)."""
-        from ..knn.validation import MAX_VALUE
+        """The first segment file holding a value no index writes, by the fit's own check of
+        values (None: none does)."""
+        from ..knn.validation import check_values
 
         folder = self.index.path / "vectors"
         for name, *_ in segments:
             try:
-                part = np.load(folder / name, mmap_mode="r")
-                block = max(1, (1 << 24) // max(1, part.shape[1] * 4))
-                if any(not (np.isfinite(b).all() and np.abs(b).max(initial=0) <= MAX_VALUE)
-                       for b in (part[lo : lo + block] for lo in range(0, len(part), block))):
-                    return str(folder / name)
-            except (OSError, ValueError, IndexError):
+                check_values(np.load(folder / name, mmap_mode="r"), name)
+            except (OSError, ValueError, IndexError):  # InvalidParameter is a ValueError
                 return str(folder / name)
         return None
 

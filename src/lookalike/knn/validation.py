@@ -43,7 +43,7 @@ def check_array(X, *, name: str = "X", estimator: str = "NearestNeighbors", allo
                                    f"required by {estimator}.")
     if not (allow_memmap and isinstance(X, np.memmap)) and not X.flags.c_contiguous:
         X = np.ascontiguousarray(X)
-    _check_values(X, name)
+    check_values(X, name)
     return X
 
 
@@ -85,7 +85,7 @@ def _densify(X, name: str) -> np.ndarray:
     return X.toarray()
 
 
-def _check_values(X: np.ndarray, name: str, block_bytes: int = 1 << 24) -> None:
+def check_values(X: np.ndarray, name: str, block_bytes: int = 1 << 24) -> None:
     """No NaN, no infinity, nothing beyond float32's range (lookalike screens and returns
     distances in float32; see `lookalike.knn.screen`). Read in blocks of `block_bytes`."""
     block = max(1, block_bytes // max(1, X.shape[1] * X.itemsize))
