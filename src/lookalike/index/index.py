@@ -69,7 +69,7 @@ def check_new_index(out: str | os.PathLike) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BadIndex(f"{out}: is a file; give the name of a new index folder")
-    if out.exists() and (IndexStore.looks_like_index(out) or (out / "meta.sqlite").is_file()):
+    if out.exists() and IndexStore(out).db_path.is_file():  # an index, as opening one decides it
         raise BadIndex(f"{out} exists already; add images with `lookalike index add {out} SOURCE`")
     if out.exists():  # a folder of photos, or anything else: not an index to add to
         raise BadIndex(f"{out}: a folder that exists and is not an index; give the name of a new index folder")
